@@ -1,0 +1,37 @@
+//! Keyfort's domain and services: the one API that every door (REST, KMIP, gRPC, CLI) calls.
+//!
+//! - [`Keyfort`] is the service handle: instances and their sealing state, keys and their
+//!   lifecycle, principals, API keys and access tokens.
+//! - [`lifecycle`] holds the single key state machine, mapped to Key Protect, KMIP and UKO states.
+//! - [`instance`] holds the instance state machine (uninitialized → sealed ↔ unsealed) and the
+//!   in-memory master keys of unsealed instances.
+//! - [`auth`] holds principals, roles, API keys and signed access tokens.
+//!
+//! Domain types here are not wire types: each door converts at its edge.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod instance;
+pub mod key;
+pub mod lifecycle;
+
+mod clock;
+mod dev;
+mod error;
+mod service;
+
+pub use auth::{
+    AccessToken, Action, ApiKeySecret, Caller, Principal, PrincipalKind, Role, RoleGrant, Scope,
+    TokenSigner,
+};
+pub use clock::{Clock, SystemClock, UnixMillis};
+pub use dev::{DevBootstrap, DevSetup};
+pub use error::{AuthFailure, CoreError};
+pub use instance::{Instance, InstanceState, UnsealMethod};
+pub use key::{Key, KeyKind, KeyListing, KeyQuery, NewKey};
+pub use lifecycle::{KeyState, Transition, Usage};
+pub use service::{CoreConfig, Keyfort, new_id};
+
+/// Result of a core operation.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

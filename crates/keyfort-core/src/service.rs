@@ -1,0 +1,810 @@
+//! [`Keyfort`]: the service handle every door holds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keyfort_crypto::seal::{self, MasterKey, SealContext};
+use keyfort_store::{
+    ApiKeyRecord, InstanceRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord, Store,
+    StoreError,
+};
+use zeroize::Zeroizing;
+
+use crate::Result;
+use crate::auth::{
+    AccessToken, Action, ApiKeySecret, Caller, Claims, Principal, PrincipalKind, Role, RoleGrant,
+    Scope, TokenSigner,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{AuthFailure, CoreError};
+use crate::instance::{
+    Instance, InstanceState, LoadedKeys, MasterKeys, STORED_INITIALIZED, STORED_UNINITIALIZED,
+    STORED_ZEROIZED, UnsealMethod,
+};
+use crate::key::{
+    DEFAULT_KEY_RING, Key, KeyListing, KeyQuery, NewKey, seal_object_id, validate_key_ring_id,
+};
+use crate::lifecycle::{KeyState, Transition, Usage};
+
+/// How long a verified caller's principal and API key status are reused before they are read
+/// again from the store (so a revocation on another node takes effect within this time).
+const CALLER_CACHE_TTL_MS: i64 = 5_000;
+/// Most entries in the caller cache before it is cleared.
+const CALLER_CACHE_MAX: usize = 10_000;
+
+/// Settings of the core.
+#[derive(Debug)]
+pub struct CoreConfig {
+    /// Lifetime of access tokens.
+    pub token_ttl: Duration,
+    /// The key that signs access tokens.
+    pub token_signer: TokenSigner,
+}
+
+/// The Keyfort service: cheap to clone, shared by every door.
+#[derive(Clone)]
+pub struct Keyfort {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    master_keys: MasterKeys,
+    signer: TokenSigner,
+    token_ttl: Duration,
+    callers: Mutex<HashMap<String, CachedCaller>>,
+}
+
+struct CachedCaller {
+    caller: Arc<Caller>,
+    fetched_at: i64,
+}
+
+impl std::fmt::Debug for Keyfort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyfort")
+            .field("store", &self.inner.store.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keyfort {
+    /// Opens the service on a store, with the system clock.
+    pub async fn open(store: Arc<dyn Store>, config: CoreConfig) -> Result<Keyfort> {
+        Keyfort::open_with_clock(store, config, Arc::new(SystemClock)).await
+    }
+
+    /// Opens the service with a given clock (tests of time-dependent rules).
+    pub async fn open_with_clock(
+        store: Arc<dyn Store>,
+        config: CoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Keyfort> {
+        store.ping().await?;
+        Ok(Keyfort {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                master_keys: MasterKeys::default(),
+                signer: config.token_signer,
+                token_ttl: config.token_ttl,
+                callers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Whether the service can serve requests: the store answers.
+    pub async fn ready(&self) -> Result<()> {
+        self.inner.store.ping().await?;
+        Ok(())
+    }
+
+    /// The store backend's name.
+    pub fn store_backend(&self) -> &'static str {
+        self.inner.store.backend()
+    }
+
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    // ---- instances -------------------------------------------------------------------------
+
+    /// Creates an uninitialized instance with its `default` key ring (administrators only).
+    pub async fn create_instance(&self, caller: &Caller, name: &str) -> Result<Instance> {
+        require_administrator(caller)?;
+        self.create_instance_unchecked(name).await
+    }
+
+    pub(crate) async fn create_instance_unchecked(&self, name: &str) -> Result<Instance> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(CoreError::InvalidField {
+                field: "instance name",
+                rule: "must be 1 to 64 characters of letters, digits, '-' and '_'",
+            });
+        }
+        let now = self.now_ms();
+        let record = InstanceRecord {
+            id: new_id()?,
+            name: name.to_owned(),
+            state: STORED_UNINITIALIZED.to_owned(),
+            mk_version: 0,
+            unseal_method: UnsealMethod::None.as_str().to_owned(),
+            mk_check_value: Vec::new(),
+            unseal_config: "{}".to_owned(),
+            created_at: now,
+            updated_at: now,
+            row_version: 1,
+        };
+        self.store().insert_instance(&record).await?;
+        self.store()
+            .insert_key_ring(&KeyRingRecord {
+                instance_id: record.id.clone(),
+                id: DEFAULT_KEY_RING.to_owned(),
+                created_at: now,
+                created_by: "keyfort".to_owned(),
+            })
+            .await?;
+        Instance::from_record(&record, false)
+    }
+
+    /// One instance, if the caller may see it (administrators, or any role in that instance).
+    pub async fn instance(&self, caller: &Caller, id: &str) -> Result<Instance> {
+        let instance = self.instance_unchecked(id).await?;
+        if !caller_sees_instance(caller, id) {
+            return Err(CoreError::InstanceNotFound { id: id.to_owned() });
+        }
+        Ok(instance)
+    }
+
+    pub(crate) async fn instance_unchecked(&self, id: &str) -> Result<Instance> {
+        let record = self.instance_record(id).await?;
+        Instance::from_record(&record, self.inner.master_keys.is_loaded(id))
+    }
+
+    /// The instances the caller may see.
+    pub async fn instances(&self, caller: &Caller) -> Result<Vec<Instance>> {
+        let records = self.store().list_instances().await?;
+        records
+            .iter()
+            .filter(|r| caller_sees_instance(caller, &r.id))
+            .map(|r| Instance::from_record(r, self.inner.master_keys.is_loaded(&r.id)))
+            .collect()
+    }
+
+    pub(crate) async fn instance_record(&self, id: &str) -> Result<InstanceRecord> {
+        self.store()
+            .instance(id)
+            .await?
+            .ok_or_else(|| CoreError::InstanceNotFound { id: id.to_owned() })
+    }
+
+    /// Gives an uninitialized instance its first master key and leaves it unsealed.
+    pub(crate) async fn initialize_instance(
+        &self,
+        id: &str,
+        master_key: MasterKey,
+        method: UnsealMethod,
+        unseal_config: String,
+    ) -> Result<Instance> {
+        let mut record = self.instance_record(id).await?;
+        if record.state != STORED_UNINITIALIZED {
+            return Err(CoreError::InstanceAlreadyInitialized { id: id.to_owned() });
+        }
+        record.state = STORED_INITIALIZED.to_owned();
+        record.mk_version = i64::from(master_key.version());
+        record.mk_check_value = master_key.check_value().to_vec();
+        record.unseal_method = method.as_str().to_owned();
+        record.unseal_config = unseal_config;
+        record.updated_at = self.now_ms();
+        record.row_version = self.store().update_instance(&record).await?;
+        self.inner.master_keys.load(id, vec![master_key]);
+        tracing::info!(
+            instance = id,
+            method = method.as_str(),
+            "instance initialized and unsealed"
+        );
+        Instance::from_record(&record, true)
+    }
+
+    /// Loads an instance's current master key, after checking it against the stored key check
+    /// value: a wrong key is refused and nothing changes.
+    pub(crate) async fn unseal_instance(
+        &self,
+        id: &str,
+        master_key: MasterKey,
+    ) -> Result<Instance> {
+        let record = self.instance_record(id).await?;
+        match record.state.as_str() {
+            STORED_UNINITIALIZED => {
+                return Err(CoreError::InstanceUninitialized { id: id.to_owned() });
+            }
+            STORED_ZEROIZED => return Err(CoreError::InstanceZeroized { id: id.to_owned() }),
+            _ => {}
+        }
+        let expected_version = u32::try_from(record.mk_version).ok();
+        let check = master_key.check_value();
+        if expected_version != Some(master_key.version())
+            || !keyfort_crypto::ct_eq(&check, &record.mk_check_value)
+        {
+            return Err(CoreError::WrongMasterKey { id: id.to_owned() });
+        }
+        self.inner.master_keys.load(id, vec![master_key]);
+        tracing::info!(instance = id, "instance unsealed");
+        Instance::from_record(&record, true)
+    }
+
+    /// Seals an instance: its master key is dropped from memory at once, and every key operation
+    /// is refused until it is loaded again (administrators only).
+    pub async fn seal_instance(&self, caller: &Caller, id: &str) -> Result<Instance> {
+        require_administrator(caller)?;
+        let record = self.instance_record(id).await?;
+        if self.inner.master_keys.unload(id) {
+            tracing::info!(instance = id, "instance sealed");
+        }
+        Instance::from_record(&record, false)
+    }
+
+    /// The loaded master keys of an instance, or the reason there are none.
+    async fn unsealed(&self, instance_id: &str) -> Result<Arc<LoadedKeys>> {
+        if let Some(keys) = self.inner.master_keys.get(instance_id) {
+            return Ok(keys);
+        }
+        let instance = self.instance_unchecked(instance_id).await?;
+        let id = instance_id.to_owned();
+        Err(match instance.state {
+            InstanceState::Uninitialized => CoreError::InstanceUninitialized { id },
+            InstanceState::Zeroized => CoreError::InstanceZeroized { id },
+            // Unsealed can only be seen here if a seal raced this call; report sealed.
+            InstanceState::Sealed | InstanceState::Unsealed => CoreError::InstanceSealed { id },
+        })
+    }
+
+    // ---- principals, API keys, tokens ------------------------------------------------------
+
+    /// Creates a principal (administrators only).
+    pub async fn create_principal(
+        &self,
+        caller: &Caller,
+        instance_id: Option<&str>,
+        name: &str,
+        kind: PrincipalKind,
+        roles: Vec<RoleGrant>,
+    ) -> Result<Principal> {
+        require_administrator(caller)?;
+        if let Some(i) = instance_id {
+            self.instance_record(i).await?;
+        }
+        self.create_principal_unchecked(instance_id, name, kind, roles)
+            .await
+    }
+
+    pub(crate) async fn create_principal_unchecked(
+        &self,
+        instance_id: Option<&str>,
+        name: &str,
+        kind: PrincipalKind,
+        roles: Vec<RoleGrant>,
+    ) -> Result<Principal> {
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(CoreError::InvalidField {
+                field: "principal name",
+                rule: "must be 1 to 128 characters without control characters",
+            });
+        }
+        let now = self.now_ms();
+        let record = PrincipalRecord {
+            id: new_id()?,
+            instance_id: instance_id.map(str::to_owned),
+            name: name.to_owned(),
+            kind: kind.as_str().to_owned(),
+            roles: RoleGrant::encode_all(&roles),
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            row_version: 1,
+        };
+        self.store().insert_principal(&record).await?;
+        principal_from_record(&record)
+    }
+
+    pub(crate) async fn principal_by_name(
+        &self,
+        instance_id: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Principal>> {
+        match self.store().principal_by_name(instance_id, name).await? {
+            Some(record) => Ok(Some(principal_from_record(&record)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Issues a new API key for a principal (administrators only). The secret is returned once.
+    pub async fn create_api_key(
+        &self,
+        caller: &Caller,
+        principal_id: &str,
+        name: &str,
+    ) -> Result<(String, ApiKeySecret)> {
+        require_administrator(caller)?;
+        self.create_api_key_unchecked(principal_id, name).await
+    }
+
+    pub(crate) async fn create_api_key_unchecked(
+        &self,
+        principal_id: &str,
+        name: &str,
+    ) -> Result<(String, ApiKeySecret)> {
+        let secret = ApiKeySecret::generate()?;
+        let record = ApiKeyRecord {
+            id: new_id()?,
+            principal_id: principal_id.to_owned(),
+            name: name.to_owned(),
+            hash: secret.hash().to_vec(),
+            created_at: self.now_ms(),
+            expires_at: None,
+            revoked_at: None,
+            row_version: 1,
+        };
+        self.store()
+            .insert_api_key(&record)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => CoreError::InvalidField {
+                    field: "principal",
+                    rule: "must be an existing principal",
+                },
+                other => other.into(),
+            })?;
+        Ok((record.id, secret))
+    }
+
+    /// Revokes an API key (administrators only). Tokens issued for it stop working at once on
+    /// this node, and within the caller cache's lifetime on the others.
+    pub async fn revoke_api_key(&self, caller: &Caller, api_key_id: &str) -> Result<()> {
+        require_administrator(caller)?;
+        let mut record =
+            self.store()
+                .api_key(api_key_id)
+                .await?
+                .ok_or_else(|| CoreError::InvalidField {
+                    field: "api key",
+                    rule: "must be an existing API key",
+                })?;
+        if record.revoked_at.is_none() {
+            record.revoked_at = Some(self.now_ms());
+            self.store().update_api_key(&record).await?;
+        }
+        self.inner
+            .callers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(api_key_id);
+        Ok(())
+    }
+
+    /// Checks an API key: its record and its principal, both live.
+    async fn check_api_key(&self, secret: &ApiKeySecret) -> Result<(ApiKeyRecord, Principal)> {
+        let unauthenticated = CoreError::Unauthenticated;
+        let record = self
+            .store()
+            .api_key_by_hash(&secret.hash())
+            .await?
+            .ok_or(unauthenticated(AuthFailure::UnknownApiKey))?;
+        let now = self.now_ms();
+        if record.revoked_at.is_some() || record.expires_at.is_some_and(|e| e <= now) {
+            return Err(unauthenticated(AuthFailure::RevokedApiKey));
+        }
+        let principal = self
+            .store()
+            .principal(&record.principal_id)
+            .await?
+            .ok_or(unauthenticated(AuthFailure::PrincipalDisabled))?;
+        let principal = principal_from_record(&principal)?;
+        if principal.disabled {
+            return Err(unauthenticated(AuthFailure::PrincipalDisabled));
+        }
+        Ok((record, principal))
+    }
+
+    /// The IAM-compatible token exchange: an API key for a signed access token.
+    pub async fn exchange_api_key(&self, api_key: &str) -> Result<AccessToken> {
+        let secret = ApiKeySecret::from_presented(api_key);
+        let (record, principal) = self.check_api_key(&secret).await?;
+        let now_s = self.now_ms().div_euclid(1000);
+        let ttl = i64::try_from(self.inner.token_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let claims = Claims {
+            subject: principal.id,
+            api_key_id: record.id,
+            issued_at: now_s,
+            expires_at: now_s.saturating_add(ttl),
+            token_id: new_id()?,
+        };
+        Ok(AccessToken {
+            token: self.inner.signer.sign(&claims),
+            expires_in: self.inner.token_ttl.as_secs(),
+            expiration: claims.expires_at,
+            issued_at: claims.issued_at,
+        })
+    }
+
+    /// Verifies an access token (without the `Bearer ` prefix) and returns its caller. Shared by
+    /// every door. A revoked API key or disabled principal is refused within
+    /// `CALLER_CACHE_TTL_MS` on every node, at once on the node that revoked it.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Caller>> {
+        let now = self.now_ms();
+        let claims = self
+            .inner
+            .signer
+            .verify(token, now.div_euclid(1000))
+            .map_err(CoreError::Unauthenticated)?;
+        if let Some(caller) = self.cached_caller(&claims.api_key_id, now) {
+            if caller.principal.id == claims.subject {
+                return Ok(caller);
+            }
+        }
+        let record = self
+            .store()
+            .api_key(&claims.api_key_id)
+            .await?
+            .filter(|r| r.principal_id == claims.subject)
+            .ok_or(CoreError::Unauthenticated(AuthFailure::RevokedApiKey))?;
+        if record.revoked_at.is_some() || record.expires_at.is_some_and(|e| e <= now) {
+            return Err(CoreError::Unauthenticated(AuthFailure::RevokedApiKey));
+        }
+        let principal = self
+            .store()
+            .principal(&claims.subject)
+            .await?
+            .ok_or(CoreError::Unauthenticated(AuthFailure::PrincipalDisabled))?;
+        let principal = principal_from_record(&principal)?;
+        if principal.disabled {
+            return Err(CoreError::Unauthenticated(AuthFailure::PrincipalDisabled));
+        }
+        let caller = Arc::new(Caller {
+            principal,
+            api_key_id: Some(record.id.clone()),
+        });
+        self.cache_caller(record.id, caller.clone(), now);
+        Ok(caller)
+    }
+
+    fn cached_caller(&self, api_key_id: &str, now: i64) -> Option<Arc<Caller>> {
+        let cache = self
+            .inner
+            .callers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache
+            .get(api_key_id)
+            .filter(|c| now - c.fetched_at < CALLER_CACHE_TTL_MS)
+            .map(|c| c.caller.clone())
+    }
+
+    fn cache_caller(&self, api_key_id: String, caller: Arc<Caller>, now: i64) {
+        let mut cache = self
+            .inner
+            .callers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= CALLER_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(
+            api_key_id,
+            CachedCaller {
+                caller,
+                fetched_at: now,
+            },
+        );
+    }
+
+    // ---- keys ------------------------------------------------------------------------------
+
+    /// Creates a symmetric key: generated, or imported from `req.payload`. Its material is
+    /// sealed under the instance's current master key before it reaches the store.
+    pub async fn create_key(&self, caller: &Caller, instance_id: &str, req: NewKey) -> Result<Key> {
+        req.validate()?;
+        let ring = req
+            .key_ring_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KEY_RING.to_owned());
+        caller.authorize(Action::CreateKey, instance_id, Some(&ring))?;
+        let master_keys = self.unsealed(instance_id).await?;
+        let imported = req.payload.is_some();
+        let material = match req.payload {
+            Some(p) => p,
+            None => keyfort_crypto::rng::random_bytes(req.bit_length as usize / 8)?,
+        };
+        let now = self.now_ms();
+        let key = Key {
+            instance_id: instance_id.to_owned(),
+            id: new_id()?,
+            key_ring_id: ring,
+            name: req.name,
+            description: req.description,
+            tags: req.tags,
+            aliases: req.aliases,
+            object_type: "symmetric_key".to_owned(),
+            algorithm: "AES".to_owned(),
+            bit_length: u32::try_from(material.len() * 8).unwrap_or(u32::MAX),
+            extractable: req.extractable,
+            imported,
+            state: req.initial_state,
+            created_at: now,
+            created_by: caller.display_name().to_owned(),
+            updated_at: now,
+            activation_at: (req.initial_state == KeyState::Active).then_some(now),
+            expires_at: req.expires_at,
+            deactivated_at: None,
+            deleted_at: None,
+            deleted_by: None,
+            last_rotated_at: None,
+            current_version_id: new_id()?,
+            attributes: req.attributes,
+            row_version: 1,
+        };
+        let version = self.seal_version(&key, master_keys.current(), &material, 1, now)?;
+        self.store()
+            .insert_key(&key.to_record(), &version)
+            .await
+            .map_err(key_store_error)?;
+        Ok(key)
+    }
+
+    fn seal_version(
+        &self,
+        key: &Key,
+        master_key: &MasterKey,
+        material: &[u8],
+        seq: i64,
+        now: i64,
+    ) -> Result<KeyVersionRecord> {
+        let object_id = seal_object_id(&key.id, &key.current_version_id);
+        let attributes = key.seal_attributes();
+        let ctx = SealContext {
+            instance_id: &key.instance_id,
+            object_id: &object_id,
+            attributes: &attributes,
+        };
+        Ok(KeyVersionRecord {
+            instance_id: key.instance_id.clone(),
+            key_id: key.id.clone(),
+            id: key.current_version_id.clone(),
+            seq,
+            sealed: seal::seal(master_key, &ctx, material)?,
+            mk_version: i64::from(master_key.version()),
+            created_at: now,
+        })
+    }
+
+    /// Unseals one stored version of a key with whichever loaded master key sealed it.
+    pub(crate) fn unseal_version(
+        &self,
+        key: &Key,
+        master_keys: &LoadedKeys,
+        version: &KeyVersionRecord,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let rejected = |source| CoreError::SealedObjectRejected {
+            instance: key.instance_id.clone(),
+            object: seal_object_id(&key.id, &version.id),
+            source,
+        };
+        let mk_version = seal::sealed_mk_version(&version.sealed).map_err(rejected)?;
+        let master_key = master_keys.version(mk_version).ok_or_else(|| {
+            rejected(keyfort_crypto::Error::InvalidKey {
+                what: "master key version not loaded",
+            })
+        })?;
+        let object_id = seal_object_id(&key.id, &version.id);
+        let attributes = key.seal_attributes();
+        let ctx = SealContext {
+            instance_id: &key.instance_id,
+            object_id: &object_id,
+            attributes: &attributes,
+        };
+        seal::unseal(master_key, &ctx, &version.sealed).map_err(rejected)
+    }
+
+    /// A key's metadata, by id or alias.
+    pub async fn key(&self, caller: &Caller, instance_id: &str, id_or_alias: &str) -> Result<Key> {
+        self.unsealed(instance_id).await?;
+        let key = self.find_key(instance_id, id_or_alias).await?;
+        caller.authorize(Action::ReadKey, instance_id, Some(&key.key_ring_id))?;
+        Ok(key)
+    }
+
+    pub(crate) async fn find_key(&self, instance_id: &str, id_or_alias: &str) -> Result<Key> {
+        let record = if uuid::Uuid::try_parse(id_or_alias).is_ok() {
+            self.store().key(instance_id, id_or_alias).await?
+        } else {
+            self.store().key_by_alias(instance_id, id_or_alias).await?
+        };
+        let record = record.ok_or_else(|| CoreError::KeyNotFound {
+            id: id_or_alias.to_owned(),
+        })?;
+        Key::from_record(record)
+    }
+
+    /// Lists keys with paging; the total counts every match.
+    pub async fn list_keys(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        query: &KeyQuery,
+    ) -> Result<KeyListing> {
+        caller.authorize(Action::ListKeys, instance_id, query.key_ring_id.as_deref())?;
+        self.unsealed(instance_id).await?;
+        if let Some(ring) = &query.key_ring_id {
+            validate_key_ring_id(ring)?;
+        }
+        let filter = query.to_filter();
+        let records = self.store().list_keys(instance_id, &filter).await?;
+        let total = self.store().count_keys(instance_id, &filter).await?;
+        let keys = records
+            .into_iter()
+            .map(Key::from_record)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KeyListing { keys, total })
+    }
+
+    /// The material of an extractable key's current version (Key Protect "retrieve key").
+    pub async fn key_material(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        id_or_alias: &str,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let master_keys = self.unsealed(instance_id).await?;
+        let key = self.find_key(instance_id, id_or_alias).await?;
+        caller.authorize(Action::ReadKeyMaterial, instance_id, Some(&key.key_ring_id))?;
+        if !key.extractable {
+            return Err(CoreError::NotExtractable { id: key.id });
+        }
+        if !key.state.permits(Usage::Export) {
+            return Err(CoreError::KeyNotUsable {
+                id: key.id,
+                state: key.state,
+                usage: Usage::Export,
+            });
+        }
+        let version = self
+            .store()
+            .key_version(instance_id, &key.id, &key.current_version_id)
+            .await?
+            .ok_or_else(|| CoreError::CorruptRecord {
+                table: "key_versions",
+                id: key.current_version_id.clone(),
+                source: StoreError::NotFound {
+                    what: "key version",
+                    id: key.current_version_id.clone(),
+                },
+            })?;
+        self.unseal_version(&key, &master_keys, &version)
+    }
+
+    /// Applies a lifecycle transition to a key (Manager role), with optimistic concurrency.
+    pub async fn transition_key(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        id_or_alias: &str,
+        transition: Transition,
+    ) -> Result<Key> {
+        self.unsealed(instance_id).await?;
+        let mut key = self.find_key(instance_id, id_or_alias).await?;
+        caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
+        let next = key
+            .state
+            .apply(transition)
+            .ok_or_else(|| CoreError::InvalidTransition {
+                id: key.id.clone(),
+                state: key.state,
+                transition,
+            })?;
+        let now = self.now_ms();
+        match transition {
+            Transition::Activate | Transition::Reactivate | Transition::Enable => {
+                key.activation_at = key.activation_at.or(Some(now));
+            }
+            Transition::Deactivate => key.deactivated_at = Some(now),
+            Transition::Delete | Transition::Destroy => {
+                key.deleted_at = Some(now);
+                key.deleted_by = Some(caller.display_name().to_owned());
+            }
+            Transition::Restore => {
+                key.deleted_at = None;
+                key.deleted_by = None;
+            }
+            Transition::Disable | Transition::Compromise => {}
+        }
+        key.state = next;
+        key.updated_at = now;
+        key.row_version = self
+            .store()
+            .update_key(&key.to_record())
+            .await
+            .map_err(key_store_error)?;
+        Ok(key)
+    }
+}
+
+/// Maps store errors of key writes to the core's key errors.
+fn key_store_error(e: StoreError) -> CoreError {
+    match e {
+        StoreError::NotFound {
+            what: "key ring",
+            id,
+        } => CoreError::KeyRingNotFound { id },
+        StoreError::NotFound { what: "key", id } => CoreError::KeyNotFound { id },
+        other => other.into(),
+    }
+}
+
+fn require_administrator(caller: &Caller) -> Result<()> {
+    if caller.is_administrator() {
+        Ok(())
+    } else {
+        Err(CoreError::Forbidden {
+            principal: caller.principal.name.clone(),
+            action: Action::ManageInstances.describe(),
+        })
+    }
+}
+
+fn caller_sees_instance(caller: &Caller, instance_id: &str) -> bool {
+    caller.is_administrator()
+        || caller.principal.roles.iter().any(|g| match &g.scope {
+            Scope::Deployment => true,
+            Scope::Instance(i) | Scope::KeyRing { instance: i, .. } => i == instance_id,
+        })
+}
+
+pub(crate) fn principal_from_record(r: &PrincipalRecord) -> Result<Principal> {
+    let corrupt = |detail: &str| CoreError::CorruptRecord {
+        table: "principals",
+        id: r.id.clone(),
+        source: StoreError::Corrupt {
+            table: "principals",
+            id: r.id.clone(),
+            detail: detail.into(),
+        },
+    };
+    Ok(Principal {
+        id: r.id.clone(),
+        instance_id: r.instance_id.clone(),
+        name: r.name.clone(),
+        kind: PrincipalKind::parse(&r.kind).ok_or_else(|| corrupt("unknown kind"))?,
+        roles: RoleGrant::decode_all(&r.roles).ok_or_else(|| corrupt("unreadable roles"))?,
+        disabled: r.disabled,
+        created_at: r.created_at,
+    })
+}
+
+/// A fresh random UUID (v4) from the crypto boundary's CSPRNG.
+pub fn new_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    keyfort_crypto::rng::fill(&mut bytes)?;
+    Ok(uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string())
+}
+
+/// The administrator role at deployment scope.
+pub(crate) fn administrator_grant() -> RoleGrant {
+    RoleGrant {
+        role: Role::Administrator,
+        scope: Scope::Deployment,
+    }
+}

@@ -1,0 +1,783 @@
+//! The core over a real SQLite store: sealing, key creation and material, lifecycle through the
+//! store, authentication, and what reaches the database files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyfort_core::{
+    Caller, CoreConfig, CoreError, DevSetup, InstanceState, KeyQuery, KeyState, Keyfort, NewKey,
+    PrincipalKind, Role, RoleGrant, Scope, TokenSigner, Transition,
+};
+use keyfort_store::sqlite::SqliteStore;
+use sqlx::ConnectOptions as _;
+use sqlx::Connection as _;
+use zeroize::Zeroizing;
+
+struct Env {
+    dir: tempfile::TempDir,
+    core: Keyfort,
+    instance: String,
+    admin: Arc<Caller>,
+    api_key: String,
+}
+
+impl Env {
+    fn db_path(&self) -> PathBuf {
+        self.dir.path().join("keyfort.db")
+    }
+
+    fn setup(&self) -> DevSetup {
+        DevSetup {
+            master_key_file: self.dir.path().join("dev-master.key"),
+            previous_api_key: Some(self.api_key.clone()),
+        }
+    }
+
+    /// Opens a new core on the same files, as after a restart.
+    async fn restart(&self) -> Keyfort {
+        open_core(self.dir.path()).await
+    }
+
+    async fn caller_with(&self, name: &str, role: Role) -> Arc<Caller> {
+        let p = self
+            .core
+            .create_principal(
+                &self.admin,
+                Some(&self.instance),
+                name,
+                PrincipalKind::Service,
+                vec![RoleGrant {
+                    role,
+                    scope: Scope::Instance(self.instance.clone()),
+                }],
+            )
+            .await
+            .unwrap();
+        let (_, secret) = self
+            .core
+            .create_api_key(&self.admin, &p.id, "k")
+            .await
+            .unwrap();
+        let token = self.core.exchange_api_key(secret.expose()).await.unwrap();
+        self.core.authenticate(&token.token).await.unwrap()
+    }
+}
+
+async fn open_core(dir: &Path) -> Keyfort {
+    let store = SqliteStore::open(&dir.join("keyfort.db")).await.unwrap();
+    let signer = TokenSigner::load_or_create(&dir.join("token-signing.key")).unwrap();
+    Keyfort::open(
+        Arc::new(store),
+        CoreConfig {
+            token_ttl: Duration::from_secs(3600),
+            token_signer: signer,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let core = open_core(dir.path()).await;
+    let boot = core
+        .dev_bootstrap(DevSetup {
+            master_key_file: dir.path().join("dev-master.key"),
+            previous_api_key: None,
+        })
+        .await
+        .unwrap();
+    assert!(boot.created);
+    let token = core.exchange_api_key(&boot.api_key).await.unwrap();
+    let admin = core.authenticate(&token.token).await.unwrap();
+    Env {
+        dir,
+        core,
+        instance: boot.instance_id,
+        admin,
+        api_key: boot.api_key,
+    }
+}
+
+fn named(name: &str) -> NewKey {
+    NewKey {
+        name: name.into(),
+        ..NewKey::default()
+    }
+}
+
+async fn raw_db(path: &Path) -> sqlx::SqliteConnection {
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn imported_material_round_trips_and_never_reaches_the_files() {
+    let env = env().await;
+    // A recognisable 32-byte pattern; no part of it may appear in any database file.
+    let material: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(0xA5))
+        .collect();
+    let key = env
+        .core
+        .create_key(
+            &env.admin,
+            &env.instance,
+            NewKey {
+                name: "imported".into(),
+                extractable: true,
+                payload: Some(Zeroizing::new(material.clone())),
+                ..NewKey::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(key.imported);
+    assert_eq!(key.bit_length, 256);
+    let back = env
+        .core
+        .key_material(&env.admin, &env.instance, &key.id)
+        .await
+        .unwrap();
+    assert_eq!(back.as_slice(), material.as_slice());
+
+    // Several generated keys too, then read every file of the database (main, WAL, SHM).
+    for i in 0..5 {
+        env.core
+            .create_key(&env.admin, &env.instance, named(&format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    let hex = hex::encode(&material).into_bytes();
+    let mut scanned = 0;
+    for entry in std::fs::read_dir(env.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("keyfort.db") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        scanned += bytes.len();
+        for needle in [&material[..], &material[..16], &material[16..], &hex[..]] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "key material found in {name}"
+            );
+        }
+    }
+    assert!(scanned > 0, "no database file was scanned");
+}
+
+#[tokio::test]
+async fn sealed_instance_refuses_every_key_operation() {
+    let env = env().await;
+    let key = env
+        .core
+        .create_key(
+            &env.admin,
+            &env.instance,
+            NewKey {
+                extractable: true,
+                ..named("a")
+            },
+        )
+        .await
+        .unwrap();
+
+    let sealed = env
+        .core
+        .seal_instance(&env.admin, &env.instance)
+        .await
+        .unwrap();
+    assert_eq!(sealed.state, InstanceState::Sealed);
+    let is_sealed = |r: Result<(), CoreError>| {
+        assert!(matches!(r, Err(CoreError::InstanceSealed { .. })), "{r:?}");
+    };
+    is_sealed(
+        env.core
+            .create_key(&env.admin, &env.instance, named("b"))
+            .await
+            .map(drop),
+    );
+    is_sealed(
+        env.core
+            .key(&env.admin, &env.instance, &key.id)
+            .await
+            .map(drop),
+    );
+    is_sealed(
+        env.core
+            .key_material(&env.admin, &env.instance, &key.id)
+            .await
+            .map(drop),
+    );
+    is_sealed(
+        env.core
+            .list_keys(&env.admin, &env.instance, &KeyQuery::default())
+            .await
+            .map(drop),
+    );
+    is_sealed(
+        env.core
+            .transition_key(&env.admin, &env.instance, &key.id, Transition::Disable)
+            .await
+            .map(drop),
+    );
+    let message = env
+        .core
+        .key(&env.admin, &env.instance, &key.id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("sealed"), "{message}");
+
+    // Unsealing again (here from the dev key file) brings everything back.
+    env.core.dev_bootstrap(env.setup()).await.unwrap();
+    assert_eq!(
+        env.core
+            .instance(&env.admin, &env.instance)
+            .await
+            .unwrap()
+            .state,
+        InstanceState::Unsealed
+    );
+    env.core
+        .key_material(&env.admin, &env.instance, &key.id)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn restart_leaves_instance_sealed_until_its_key_is_loaded() {
+    let env = env().await;
+    let material = vec![7u8; 16];
+    let key = env
+        .core
+        .create_key(
+            &env.admin,
+            &env.instance,
+            NewKey {
+                extractable: true,
+                payload: Some(Zeroizing::new(material.clone())),
+                aliases: vec!["my-alias".into()],
+                ..named("persisted")
+            },
+        )
+        .await
+        .unwrap();
+
+    let core = env.restart().await;
+    let token = core.exchange_api_key(&env.api_key).await.unwrap();
+    let admin = core.authenticate(&token.token).await.unwrap();
+    assert_eq!(
+        core.instance(&admin, &env.instance).await.unwrap().state,
+        InstanceState::Sealed
+    );
+    assert!(matches!(
+        core.key_material(&admin, &env.instance, &key.id).await,
+        Err(CoreError::InstanceSealed { .. })
+    ));
+
+    let boot = core.dev_bootstrap(env.setup()).await.unwrap();
+    assert!(!boot.created);
+    assert_eq!(boot.instance_id, env.instance);
+    assert_eq!(boot.api_key, env.api_key, "a still-valid API key is reused");
+    let back = core
+        .key_material(&admin, &env.instance, "my-alias")
+        .await
+        .unwrap();
+    assert_eq!(back.as_slice(), material.as_slice());
+}
+
+#[tokio::test]
+async fn wrong_master_key_does_not_unseal() {
+    let env = env().await;
+    env.core
+        .seal_instance(&env.admin, &env.instance)
+        .await
+        .unwrap();
+    // Replace the dev key file with another key of the same version.
+    let path = env.dir.path().join("dev-master.key");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[2] = "00".repeat(32);
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let err = env.core.dev_bootstrap(env.setup()).await.unwrap_err();
+    assert!(matches!(err, CoreError::WrongMasterKey { .. }), "{err:?}");
+    assert_eq!(
+        env.core
+            .instance(&env.admin, &env.instance)
+            .await
+            .unwrap()
+            .state,
+        InstanceState::Sealed
+    );
+}
+
+#[tokio::test]
+async fn sealed_blob_moved_between_keys_or_instances_or_edited_is_rejected() {
+    let env = env().await;
+    let a = env
+        .core
+        .create_key(
+            &env.admin,
+            &env.instance,
+            NewKey {
+                extractable: true,
+                ..named("a")
+            },
+        )
+        .await
+        .unwrap();
+    let b = env
+        .core
+        .create_key(
+            &env.admin,
+            &env.instance,
+            NewKey {
+                extractable: true,
+                ..named("b")
+            },
+        )
+        .await
+        .unwrap();
+    let root = env
+        .core
+        .create_key(&env.admin, &env.instance, named("root"))
+        .await
+        .unwrap();
+
+    let mut db = raw_db(&env.db_path()).await;
+    // Copy a's sealed material over b's.
+    sqlx::query(
+        "UPDATE key_versions SET sealed = (SELECT sealed FROM key_versions WHERE key_id = ?1) \
+         WHERE key_id = ?2",
+    )
+    .bind(&a.id)
+    .bind(&b.id)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    // Turn the root key into an extractable one behind the core's back.
+    sqlx::query("UPDATE keys SET extractable = 1 WHERE id = ?1")
+        .bind(&root.id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+
+    env.core
+        .key_material(&env.admin, &env.instance, &a.id)
+        .await
+        .unwrap();
+    let err = env
+        .core
+        .key_material(&env.admin, &env.instance, &b.id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::SealedObjectRejected { .. }),
+        "{err:?}"
+    );
+    let err = env
+        .core
+        .key_material(&env.admin, &env.instance, &root.id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::SealedObjectRejected { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&root.id),
+        "the error names the object: {message}"
+    );
+}
+
+#[tokio::test]
+async fn blob_from_another_instance_is_rejected() {
+    let env = env().await;
+    // A second instance sharing the same master key bytes, so only the binding differs.
+    let other = env.core.create_instance(&env.admin, "other").await.unwrap();
+    let mk_text = std::fs::read_to_string(env.dir.path().join("dev-master.key")).unwrap();
+    let key_line = mk_text.lines().nth(2).unwrap().to_owned();
+    let mut db = raw_db(&env.db_path()).await;
+    // Initialize the other instance with the same key check value (same MK) via the store.
+    sqlx::query(
+        "UPDATE instances SET state = 'initialized', mk_version = 1, unseal_method = 'dev_key_file', \
+         mk_check_value = (SELECT mk_check_value FROM instances WHERE id = ?1), row_version = row_version + 1 \
+         WHERE id = ?2",
+    )
+    .bind(&env.instance)
+    .bind(&other.id)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    assert_eq!(key_line.len(), 64);
+
+    let source = env
+        .core
+        .create_key(
+            &env.admin,
+            &env.instance,
+            NewKey {
+                extractable: true,
+                ..named("src")
+            },
+        )
+        .await
+        .unwrap();
+    // Rename the dev instance so that the bootstrap unseals "other" from the same key file.
+    let mut db = raw_db(&env.db_path()).await;
+    sqlx::query("UPDATE instances SET name = 'dev-original' WHERE id = ?1")
+        .bind(&env.instance)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE instances SET name = 'dev' WHERE id = ?1")
+        .bind(&other.id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    env.core.dev_bootstrap(env.setup()).await.unwrap();
+    let target = env
+        .core
+        .create_key(
+            &env.admin,
+            &other.id,
+            NewKey {
+                extractable: true,
+                ..named("dst")
+            },
+        )
+        .await
+        .unwrap();
+    env.core
+        .key_material(&env.admin, &other.id, &target.id)
+        .await
+        .unwrap();
+
+    // Move the sealed material of the first instance's key onto the other instance's key.
+    let mut db = raw_db(&env.db_path()).await;
+    sqlx::query(
+        "UPDATE key_versions SET sealed = (SELECT sealed FROM key_versions WHERE key_id = ?1) \
+         WHERE key_id = ?2",
+    )
+    .bind(&source.id)
+    .bind(&target.id)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    let err = env
+        .core
+        .key_material(&env.admin, &other.id, &target.id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::SealedObjectRejected { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn corrupted_key_row_gives_a_clear_error_naming_it() {
+    let env = env().await;
+    let key = env
+        .core
+        .create_key(&env.admin, &env.instance, named("c"))
+        .await
+        .unwrap();
+    let mut db = raw_db(&env.db_path()).await;
+    sqlx::query("UPDATE keys SET state = 42 WHERE id = ?1")
+        .bind(&key.id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let err = env
+        .core
+        .key(&env.admin, &env.instance, &key.id)
+        .await
+        .unwrap_err();
+    match &err {
+        CoreError::CorruptRecord { table, id, .. } => {
+            assert_eq!(*table, "keys");
+            assert_eq!(id, &key.id);
+        }
+        other => panic!("expected a corrupt record, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_through_the_store() {
+    let env = env().await;
+    let key = env
+        .core
+        .create_key(&env.admin, &env.instance, named("l"))
+        .await
+        .unwrap();
+    assert_eq!(key.state, KeyState::Active);
+    let t = |tr| {
+        env.core
+            .transition_key(&env.admin, &env.instance, &key.id, tr)
+    };
+    assert_eq!(
+        t(Transition::Disable).await.unwrap().state,
+        KeyState::Suspended
+    );
+    let err = t(Transition::Disable).await.unwrap_err();
+    assert!(matches!(
+        err,
+        CoreError::InvalidTransition {
+            state: KeyState::Suspended,
+            ..
+        }
+    ));
+    assert_eq!(t(Transition::Enable).await.unwrap().state, KeyState::Active);
+    let deleted = t(Transition::Delete).await.unwrap();
+    assert_eq!(deleted.state, KeyState::Destroyed);
+    assert!(deleted.deleted_at.is_some());
+    assert_eq!(deleted.deleted_by.as_deref(), Some("admin"));
+
+    // Destroyed keys are hidden from the default listing but listed on request.
+    let listed = env
+        .core
+        .list_keys(&env.admin, &env.instance, &KeyQuery::default())
+        .await
+        .unwrap();
+    assert!(listed.keys.iter().all(|k| k.id != key.id));
+    let destroyed = KeyQuery {
+        states: vec![KeyState::Destroyed],
+        ..KeyQuery::default()
+    };
+    let listed = env
+        .core
+        .list_keys(&env.admin, &env.instance, &destroyed)
+        .await
+        .unwrap();
+    assert_eq!(listed.total, 1);
+    assert_eq!(
+        t(Transition::Restore).await.unwrap().state,
+        KeyState::Active
+    );
+
+    // A pre-active key (KMIP/UKO style) must be activated before use.
+    let pre = env
+        .core
+        .create_key(
+            &env.admin,
+            &env.instance,
+            NewKey {
+                initial_state: KeyState::PreActive,
+                extractable: true,
+                ..named("p")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(pre.activation_at, None);
+    let err = env
+        .core
+        .transition_key(&env.admin, &env.instance, &pre.id, Transition::Enable)
+        .await;
+    assert!(matches!(err, Err(CoreError::InvalidTransition { .. })));
+    let active = env
+        .core
+        .transition_key(&env.admin, &env.instance, &pre.id, Transition::Activate)
+        .await
+        .unwrap();
+    assert!(active.activation_at.is_some());
+}
+
+#[tokio::test]
+async fn duplicate_alias_and_missing_ring_are_refused() {
+    let env = env().await;
+    env.core
+        .create_key(
+            &env.admin,
+            &env.instance,
+            NewKey {
+                aliases: vec!["dup".into()],
+                ..named("a")
+            },
+        )
+        .await
+        .unwrap();
+    let err = env
+        .core
+        .create_key(
+            &env.admin,
+            &env.instance,
+            NewKey {
+                aliases: vec!["dup".into()],
+                ..named("b")
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoreError::AlreadyExists { .. }), "{err:?}");
+    let err = env
+        .core
+        .create_key(
+            &env.admin,
+            &env.instance,
+            NewKey {
+                key_ring_id: Some("nowhere".into()),
+                ..named("c")
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoreError::KeyRingNotFound { .. }), "{err:?}");
+    let listed = env
+        .core
+        .list_keys(&env.admin, &env.instance, &KeyQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.total, 1, "failed creations change nothing");
+}
+
+#[tokio::test]
+async fn roles_are_enforced_in_the_core() {
+    let env = env().await;
+    let reader = env.caller_with("reader", Role::Reader).await;
+    let writer = env.caller_with("writer", Role::Writer).await;
+    let key = env
+        .core
+        .create_key(
+            &writer,
+            &env.instance,
+            NewKey {
+                extractable: true,
+                ..named("w")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(key.created_by, "writer");
+    assert!(matches!(
+        env.core
+            .create_key(&reader, &env.instance, named("r"))
+            .await,
+        Err(CoreError::Forbidden { .. })
+    ));
+    env.core.key(&reader, &env.instance, &key.id).await.unwrap();
+    assert!(matches!(
+        env.core.key_material(&reader, &env.instance, &key.id).await,
+        Err(CoreError::Forbidden { .. })
+    ));
+    assert!(matches!(
+        env.core
+            .transition_key(&writer, &env.instance, &key.id, Transition::Disable)
+            .await,
+        Err(CoreError::Forbidden { .. })
+    ));
+    assert!(matches!(
+        env.core.seal_instance(&writer, &env.instance).await,
+        Err(CoreError::Forbidden { .. })
+    ));
+    assert!(matches!(
+        env.core.create_instance(&writer, "mine").await,
+        Err(CoreError::Forbidden { .. })
+    ));
+    // Non-administrators see only their own instance.
+    let other = env
+        .core
+        .create_instance(&env.admin, "elsewhere")
+        .await
+        .unwrap();
+    assert!(matches!(
+        env.core.instance(&reader, &other.id).await,
+        Err(CoreError::InstanceNotFound { .. })
+    ));
+    let visible = env.core.instances(&reader).await.unwrap();
+    assert_eq!(visible.len(), 1);
+    assert_eq!(env.core.instances(&env.admin).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn api_keys_and_tokens() {
+    let env = env().await;
+    assert!(matches!(
+        env.core.exchange_api_key("kfnot-a-key").await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        env.core.authenticate("garbage").await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+
+    let p = env
+        .core
+        .create_principal(
+            &env.admin,
+            Some(&env.instance),
+            "svc",
+            PrincipalKind::Service,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (key_id, secret) = env
+        .core
+        .create_api_key(&env.admin, &p.id, "k")
+        .await
+        .unwrap();
+    assert!(secret.expose().starts_with("kf"));
+    assert!(!format!("{secret:?}").contains(secret.expose()));
+    let token = env.core.exchange_api_key(secret.expose()).await.unwrap();
+    assert_eq!(token.expires_in, 3600);
+    assert_eq!(token.expiration - token.issued_at, 3600);
+    let caller = env.core.authenticate(&token.token).await.unwrap();
+    assert_eq!(caller.principal.id, p.id);
+
+    env.core.revoke_api_key(&env.admin, &key_id).await.unwrap();
+    assert!(matches!(
+        env.core.authenticate(&token.token).await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        env.core.exchange_api_key(secret.expose()).await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+
+    // A token signed by another deployment's key is refused.
+    let foreign_dir = tempfile::tempdir().unwrap();
+    let foreign = open_core(foreign_dir.path()).await;
+    let boot = foreign
+        .dev_bootstrap(DevSetup {
+            master_key_file: foreign_dir.path().join("dev-master.key"),
+            previous_api_key: None,
+        })
+        .await
+        .unwrap();
+    let foreign_token = foreign.exchange_api_key(&boot.api_key).await.unwrap();
+    assert!(matches!(
+        env.core.authenticate(&foreign_token.token).await,
+        Err(CoreError::Unauthenticated(_))
+    ));
+
+    // The API key is stored only as a hash.
+    let mut db = raw_db(&env.db_path()).await;
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT hash FROM api_keys")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    for (hash,) in rows {
+        assert_eq!(hash.len(), 32);
+        assert!(
+            !hash
+                .windows(8)
+                .any(|w| secret.expose().as_bytes().windows(8).any(|s| s == w))
+        );
+    }
+}

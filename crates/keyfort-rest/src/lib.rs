@@ -1,0 +1,33 @@
+//! Keyfort's HTTPS door (axum): health, the IAM-compatible token endpoint, the admin API.
+//! The Key Protect v2 and UKO v4 APIs join here.
+//!
+//! Every handler is thin: decode → one core call → encode. Core errors become HTTP answers in
+//! exactly one place ([`error::ApiError`]).
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod auth;
+mod error;
+mod health;
+mod iam;
+mod json;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use keyfort_core::Keyfort;
+
+pub use error::ApiError;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The whole HTTP API of a Keyfort server.
+pub fn router(core: Keyfort) -> Router {
+    Router::new()
+        .merge(health::routes())
+        .merge(iam::routes())
+        .nest("/api/keyfort/v1", admin::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(core)
+}

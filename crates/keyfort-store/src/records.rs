@@ -1,0 +1,128 @@
+//! Rows as the store keeps them. Times are Unix milliseconds (UTC); ids are strings (UUIDs in
+//! their hyphenated lower-case form, or names such as the key ring `default`).
+
+/// An instance (tenant). Whether it is sealed is not stored: that is the core's runtime state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub id: String,
+    /// Unique across the deployment.
+    pub name: String,
+    /// Persistent state: `"uninitialized"`, `"initialized"` or `"zeroized"`.
+    pub state: String,
+    /// Version of the current master key (0 before initialization).
+    pub mk_version: i64,
+    /// How the master key is loaded: `"dev_key_file"`, `"custodians"`, `"hsm"` (or empty).
+    pub unseal_method: String,
+    /// Key check value of the current master key, to recognise it when it is loaded.
+    pub mk_check_value: Vec<u8>,
+    /// Non-secret unseal configuration as JSON (custodian public keys, HSM key label, ...).
+    pub unseal_config: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub row_version: i64,
+}
+
+/// A key ring of an instance. Ring `default` exists in every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRingRecord {
+    pub instance_id: String,
+    pub id: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// A managed object's metadata (keys and, later, other KMIP objects). Never holds material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub instance_id: String,
+    pub id: String,
+    pub key_ring_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    /// Unique within the instance.
+    pub aliases: Vec<String>,
+    /// `"symmetric_key"`, `"private_key"`, `"public_key"`, `"secret_data"`, ...
+    pub object_type: String,
+    /// `"AES"`, `"RSA"`, `"EC"`, ...
+    pub algorithm: String,
+    pub bit_length: i64,
+    /// Root keys are not extractable; standard keys are.
+    pub extractable: bool,
+    pub imported: bool,
+    /// The core's lifecycle state code.
+    pub state: i64,
+    pub created_at: i64,
+    pub created_by: String,
+    pub updated_at: i64,
+    pub activation_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub deactivated_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+    pub deleted_by: Option<String>,
+    pub last_rotated_at: Option<i64>,
+    pub current_version_id: String,
+    /// Other non-secret attributes as a JSON object (policies, protocol-specific attributes).
+    pub attributes: String,
+    pub row_version: i64,
+}
+
+/// One version of a key's material, sealed under the instance master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVersionRecord {
+    pub instance_id: String,
+    pub key_id: String,
+    pub id: String,
+    /// 1 for the first version, then +1 per rotation.
+    pub seq: i64,
+    /// The sealed blob (see `keyfort-crypto`'s `seal` module); never plaintext.
+    pub sealed: Vec<u8>,
+    /// Master key version the blob is sealed under.
+    pub mk_version: i64,
+    pub created_at: i64,
+}
+
+/// Which keys [`crate::Store::list_keys`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    pub key_ring_id: Option<String>,
+    /// Only these states; empty means every state.
+    pub states: Vec<i64>,
+    pub extractable: Option<bool>,
+    /// Case-insensitive substring of the name or of an alias.
+    pub search: Option<String>,
+    pub offset: u64,
+    /// `None` means no limit.
+    pub limit: Option<u64>,
+}
+
+/// A user or service identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRecord {
+    pub id: String,
+    /// `None` for deployment-wide principals (administrators).
+    pub instance_id: Option<String>,
+    pub name: String,
+    /// `"user"` or `"service"`.
+    pub kind: String,
+    /// Role grants as JSON, owned by the core.
+    pub roles: String,
+    pub disabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub row_version: i64,
+}
+
+/// An API key of a principal: only a hash of the secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub principal_id: String,
+    pub name: String,
+    /// SHA-256 of the API key secret.
+    pub hash: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub row_version: i64,
+}
