@@ -14,6 +14,8 @@ pub enum ApiError {
     Core(CoreError),
     /// The request could not be decoded.
     BadRequest { code: &'static str, message: String },
+    /// The request body is larger than [`crate::MAX_BODY_BYTES`].
+    PayloadTooLarge,
 }
 
 impl From<CoreError> for ApiError {
@@ -58,6 +60,11 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest { code, message } => {
                 (StatusCode::BAD_REQUEST, *code, message.clone())
             }
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BODY_TOO_LARGE",
+                format!("request body exceeds {} bytes", crate::MAX_BODY_BYTES),
+            ),
             ApiError::Core(e) => {
                 let (status, code) = classify(e);
                 if status.is_server_error() {
