@@ -1,0 +1,89 @@
+//! Versioned schema migrations, one ordered list per backend.
+//!
+//! The shape is shared by every backend: a migration is `(version, name, sql)`, embedded in the
+//! binary; the database records what it has applied in
+//! `schema_migrations(version, name, applied_at)`; each pending migration runs in its own
+//! transaction together with the insert of its `schema_migrations` row, so a crash leaves either
+//! all of it or none. A database whose highest version is above the last one this build knows is
+//! refused ([`StoreError::SchemaTooNew`]): an older binary must not write to a newer schema.
+//!
+//! Migrations are append-only: once released, a file is never edited; a change is a new file.
+
+use crate::{Result, StoreError};
+
+/// One schema migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Migration {
+    /// Strictly increasing, starting at 1.
+    pub version: i64,
+    pub name: &'static str,
+    /// One or more statements.
+    pub sql: &'static str,
+}
+
+/// The SQLite migrations, in order.
+pub(crate) const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("migrations/sqlite/0001_initial.sql"),
+}];
+
+/// The migrations of `all` still to apply to a database at schema version `current` (0 for a
+/// fresh database), or [`StoreError::SchemaTooNew`].
+pub(crate) fn pending(all: &'static [Migration], current: i64) -> Result<&'static [Migration]> {
+    let supported = all.last().map_or(0, |m| m.version);
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    let first = all.partition_point(|m| m.version <= current);
+    Ok(&all[first..])
+}
+
+/// Unix milliseconds now, for `applied_at`.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_versions_start_at_one_and_increase_by_one() {
+        for (i, m) in SQLITE.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "migration {}", m.name);
+            assert!(!m.sql.trim().is_empty(), "migration {} is empty", m.name);
+        }
+    }
+
+    #[test]
+    fn pending_skips_applied_and_refuses_newer() {
+        const ALL: &[Migration] = &[
+            Migration {
+                version: 1,
+                name: "a",
+                sql: "x",
+            },
+            Migration {
+                version: 2,
+                name: "b",
+                sql: "y",
+            },
+        ];
+        assert_eq!(pending(ALL, 0).map(<[_]>::len).ok(), Some(2));
+        assert_eq!(pending(ALL, 1).map(|p| p[0].name).ok(), Some("b"));
+        assert_eq!(pending(ALL, 2).map(<[_]>::len).ok(), Some(0));
+        assert!(matches!(
+            pending(ALL, 3),
+            Err(StoreError::SchemaTooNew {
+                found: 3,
+                supported: 2
+            })
+        ));
+    }
+}

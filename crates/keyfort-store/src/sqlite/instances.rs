@@ -1,0 +1,199 @@
+//! Instances and key rings.
+
+use super::rows::{self, Violation, already_exists, not_found, violation};
+use super::{SqliteStore, Tx, stale};
+use crate::{InstanceRecord, KeyRingRecord, Result};
+
+/// `SELECT <every column> FROM instances <tail>`, as one literal.
+macro_rules! select_instances {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, name, state, mk_version, unseal_method, mk_check_value, unseal_config, ",
+            "created_at, updated_at, row_version FROM instances ",
+            $tail
+        )
+    };
+}
+
+pub(super) async fn insert(store: &SqliteStore, i: &InstanceRecord) -> Result<()> {
+    let mut tx = store.begin().await?;
+    if instance_exists(&mut tx, &i.id).await? {
+        return Err(already_exists("instance", &i.id));
+    }
+    sqlx::query(
+        "INSERT INTO instances (id, name, state, mk_version, unseal_method, mk_check_value, \
+         unseal_config, created_at, updated_at, row_version) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&i.id)
+    .bind(&i.name)
+    .bind(&i.state)
+    .bind(i.mk_version)
+    .bind(&i.unseal_method)
+    .bind(&i.mk_check_value)
+    .bind(&i.unseal_config)
+    .bind(i.created_at)
+    .bind(i.updated_at)
+    .bind(i.row_version)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| match violation(&e) {
+        // The id was checked above under the write lock: the name is taken.
+        Some(Violation::Unique) => already_exists("instance name", &i.name),
+        _ => e.into(),
+    })?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn get(store: &SqliteStore, id: &str) -> Result<Option<InstanceRecord>> {
+    let row = sqlx::query(select_instances!("WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(&store.reader)
+        .await?;
+    row.as_ref().map(rows::instance).transpose()
+}
+
+pub(super) async fn list(store: &SqliteStore) -> Result<Vec<InstanceRecord>> {
+    let all = sqlx::query(select_instances!("ORDER BY created_at, id"))
+        .fetch_all(&store.reader)
+        .await?;
+    all.iter().map(rows::instance).collect()
+}
+
+pub(super) async fn update(store: &SqliteStore, i: &InstanceRecord) -> Result<i64> {
+    let mut tx = store.begin().await?;
+    let done = sqlx::query(
+        "UPDATE instances SET name = ?, state = ?, mk_version = ?, unseal_method = ?, \
+         mk_check_value = ?, unseal_config = ?, updated_at = ?, row_version = row_version + 1 \
+         WHERE id = ? AND row_version = ?",
+    )
+    .bind(&i.name)
+    .bind(&i.state)
+    .bind(i.mk_version)
+    .bind(&i.unseal_method)
+    .bind(&i.mk_check_value)
+    .bind(&i.unseal_config)
+    .bind(i.updated_at)
+    .bind(&i.id)
+    .bind(i.row_version)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| match violation(&e) {
+        Some(Violation::Unique) => already_exists("instance name", &i.name),
+        _ => e.into(),
+    })?;
+    if done.rows_affected() == 0 {
+        let exists = instance_exists(&mut tx, &i.id).await?;
+        return Err(stale("instance", &i.id, exists, i.row_version));
+    }
+    tx.commit().await?;
+    Ok(i.row_version + 1)
+}
+
+pub(super) async fn insert_key_ring(store: &SqliteStore, r: &KeyRingRecord) -> Result<()> {
+    let mut tx = store.begin().await?;
+    if !instance_exists(&mut tx, &r.instance_id).await? {
+        return Err(not_found("instance", &r.instance_id));
+    }
+    sqlx::query(
+        "INSERT INTO key_rings (instance_id, id, created_at, created_by) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&r.instance_id)
+    .bind(&r.id)
+    .bind(r.created_at)
+    .bind(&r.created_by)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| match violation(&e) {
+        Some(Violation::Unique) => already_exists("key ring", &r.id),
+        Some(Violation::ForeignKey) => not_found("instance", &r.instance_id),
+        None => e.into(),
+    })?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn key_ring(
+    store: &SqliteStore,
+    instance_id: &str,
+    id: &str,
+) -> Result<Option<KeyRingRecord>> {
+    let row = sqlx::query(
+        "SELECT instance_id, id, created_at, created_by FROM key_rings \
+         WHERE instance_id = ? AND id = ?",
+    )
+    .bind(instance_id)
+    .bind(id)
+    .fetch_optional(&store.reader)
+    .await?;
+    row.as_ref().map(rows::key_ring).transpose()
+}
+
+pub(super) async fn list_key_rings(
+    store: &SqliteStore,
+    instance_id: &str,
+) -> Result<Vec<KeyRingRecord>> {
+    let all = sqlx::query(
+        "SELECT instance_id, id, created_at, created_by FROM key_rings \
+         WHERE instance_id = ? ORDER BY id",
+    )
+    .bind(instance_id)
+    .fetch_all(&store.reader)
+    .await?;
+    all.iter().map(rows::key_ring).collect()
+}
+
+pub(super) async fn delete_key_ring(
+    store: &SqliteStore,
+    instance_id: &str,
+    id: &str,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let exists = sqlx::query("SELECT 1 FROM key_rings WHERE instance_id = ? AND id = ?")
+        .bind(instance_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+    if !exists {
+        return Err(not_found("key ring", id));
+    }
+    let in_use =
+        sqlx::query("SELECT 1 FROM keys WHERE instance_id = ? AND key_ring_id = ? LIMIT 1")
+            .bind(instance_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+    if in_use {
+        return Err(in_use_error(id));
+    }
+    sqlx::query("DELETE FROM key_rings WHERE instance_id = ? AND id = ?")
+        .bind(instance_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match violation(&e) {
+            // fk_keys_ring: checked above, kept as the last line of defence.
+            Some(Violation::ForeignKey) => in_use_error(id),
+            _ => e.into(),
+        })?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn in_use_error(id: &str) -> crate::StoreError {
+    crate::StoreError::InUse {
+        what: "key ring",
+        id: id.to_owned(),
+    }
+}
+
+async fn instance_exists(tx: &mut Tx, id: &str) -> Result<bool> {
+    let row = sqlx::query("SELECT 1 FROM instances WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.is_some())
+}

@@ -1,0 +1,360 @@
+//! Keys, their aliases and their versions.
+
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Row, Sqlite};
+
+use super::rows::{self, Violation, already_exists, json_strings, not_found, violation};
+use super::{SqliteStore, Tx, stale};
+use crate::{KeyFilter, KeyRecord, KeyVersionRecord, Result, StoreError};
+
+/// `SELECT <every column of keys k, and its aliases as a JSON array> FROM keys k <tail>`.
+macro_rules! select_keys {
+    ($($tail:expr),+) => {
+        concat!(
+            "SELECT k.instance_id, k.id, k.key_ring_id, k.name, k.description, k.tags, ",
+            "k.object_type, k.algorithm, k.bit_length, k.extractable, k.imported, k.state, ",
+            "k.created_at, k.created_by, k.updated_at, k.activation_at, k.expires_at, ",
+            "k.deactivated_at, k.deleted_at, k.deleted_by, k.last_rotated_at, ",
+            "k.current_version_id, k.attributes, k.row_version, ",
+            "(SELECT json_group_array(a.alias ORDER BY a.position) FROM key_aliases a ",
+            "WHERE a.instance_id = k.instance_id AND a.key_id = k.id) AS aliases ",
+            "FROM keys k ",
+            $($tail),+
+        )
+    };
+}
+
+/// The `WHERE` clause implementing [`KeyFilter`]; every value is a bound parameter (see
+/// [`bind_filter`]). `?3` is the JSON array of wanted states, `?5` the search text.
+macro_rules! key_filter {
+    () => {
+        concat!(
+            "WHERE k.instance_id = ?1 ",
+            "AND (?2 IS NULL OR k.key_ring_id = ?2) ",
+            "AND (?3 IS NULL OR k.state IN (SELECT value FROM json_each(?3))) ",
+            "AND (?4 IS NULL OR k.extractable = ?4) ",
+            "AND (?5 IS NULL OR instr(lower(k.name), lower(?5)) > 0 ",
+            "OR EXISTS (SELECT 1 FROM key_aliases a WHERE a.instance_id = k.instance_id ",
+            "AND a.key_id = k.id AND instr(lower(a.alias), lower(?5)) > 0)) "
+        )
+    };
+}
+
+pub(super) async fn insert(
+    store: &SqliteStore,
+    key: &KeyRecord,
+    first_version: &KeyVersionRecord,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    if key_exists(&mut tx, &key.instance_id, &key.id).await? {
+        return Err(already_exists("key", &key.id));
+    }
+    sqlx::query(
+        "INSERT INTO keys (instance_id, id, key_ring_id, name, description, tags, object_type, \
+         algorithm, bit_length, extractable, imported, state, created_at, created_by, updated_at, \
+         activation_at, expires_at, deactivated_at, deleted_at, deleted_by, last_rotated_at, \
+         current_version_id, attributes, row_version) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&key.instance_id)
+    .bind(&key.id)
+    .bind(&key.key_ring_id)
+    .bind(&key.name)
+    .bind(&key.description)
+    .bind(json_strings(&key.tags))
+    .bind(&key.object_type)
+    .bind(&key.algorithm)
+    .bind(key.bit_length)
+    .bind(i64::from(key.extractable))
+    .bind(i64::from(key.imported))
+    .bind(key.state)
+    .bind(key.created_at)
+    .bind(&key.created_by)
+    .bind(key.updated_at)
+    .bind(key.activation_at)
+    .bind(key.expires_at)
+    .bind(key.deactivated_at)
+    .bind(key.deleted_at)
+    .bind(&key.deleted_by)
+    .bind(key.last_rotated_at)
+    .bind(&key.current_version_id)
+    .bind(&key.attributes)
+    .bind(key.row_version)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| match violation(&e) {
+        Some(Violation::Unique) => already_exists("key", &key.id),
+        // fk_keys_ring: the ring is the key's only reference.
+        Some(Violation::ForeignKey) => not_found("key ring", &key.key_ring_id),
+        None => e.into(),
+    })?;
+    insert_aliases(&mut tx, key).await?;
+    insert_version(&mut tx, first_version).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn get(
+    store: &SqliteStore,
+    instance_id: &str,
+    id: &str,
+) -> Result<Option<KeyRecord>> {
+    let row = sqlx::query(select_keys!("WHERE k.instance_id = ? AND k.id = ?"))
+        .bind(instance_id)
+        .bind(id)
+        .fetch_optional(&store.reader)
+        .await?;
+    row.as_ref().map(rows::key).transpose()
+}
+
+pub(super) async fn by_alias(
+    store: &SqliteStore,
+    instance_id: &str,
+    alias: &str,
+) -> Result<Option<KeyRecord>> {
+    let row = sqlx::query(select_keys!(
+        "WHERE k.instance_id = ?1 AND k.id = (SELECT b.key_id FROM key_aliases b ",
+        "WHERE b.instance_id = ?1 AND b.alias = ?2)"
+    ))
+    .bind(instance_id)
+    .bind(alias)
+    .fetch_optional(&store.reader)
+    .await?;
+    row.as_ref().map(rows::key).transpose()
+}
+
+pub(super) async fn list(
+    store: &SqliteStore,
+    instance_id: &str,
+    filter: &KeyFilter,
+) -> Result<Vec<KeyRecord>> {
+    let states = states_json(filter);
+    let query = sqlx::query(select_keys!(
+        key_filter!(),
+        "ORDER BY k.created_at, k.id LIMIT ?6 OFFSET ?7"
+    ));
+    // SQLite: a negative LIMIT means no limit.
+    let limit = filter.limit.map_or(-1, saturating_i64);
+    let all = bind_filter(query, instance_id, filter, states)
+        .bind(limit)
+        .bind(saturating_i64(filter.offset))
+        .fetch_all(&store.reader)
+        .await?;
+    all.iter().map(rows::key).collect()
+}
+
+pub(super) async fn count(
+    store: &SqliteStore,
+    instance_id: &str,
+    filter: &KeyFilter,
+) -> Result<u64> {
+    let states = states_json(filter);
+    let query = sqlx::query(concat!("SELECT COUNT(*) FROM keys k ", key_filter!()));
+    let row = bind_filter(query, instance_id, filter, states)
+        .fetch_one(&store.reader)
+        .await?;
+    let n: i64 = row.try_get(0)?;
+    // COUNT(*) is never negative.
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+pub(super) async fn update(store: &SqliteStore, key: &KeyRecord) -> Result<i64> {
+    let mut tx = store.begin().await?;
+    let row_version = update_in(&mut tx, key).await?;
+    tx.commit().await?;
+    Ok(row_version)
+}
+
+pub(super) async fn add_version(
+    store: &SqliteStore,
+    key: &KeyRecord,
+    version: &KeyVersionRecord,
+) -> Result<i64> {
+    let mut tx = store.begin().await?;
+    let row_version = update_in(&mut tx, key).await?;
+    insert_version(&mut tx, version).await?;
+    tx.commit().await?;
+    Ok(row_version)
+}
+
+pub(super) async fn versions(
+    store: &SqliteStore,
+    instance_id: &str,
+    key_id: &str,
+) -> Result<Vec<KeyVersionRecord>> {
+    let all = sqlx::query(concat!(
+        "SELECT instance_id, key_id, id, seq, sealed, mk_version, created_at FROM key_versions ",
+        "WHERE instance_id = ? AND key_id = ? ORDER BY seq"
+    ))
+    .bind(instance_id)
+    .bind(key_id)
+    .fetch_all(&store.reader)
+    .await?;
+    all.iter().map(rows::key_version).collect()
+}
+
+pub(super) async fn version(
+    store: &SqliteStore,
+    instance_id: &str,
+    key_id: &str,
+    version_id: &str,
+) -> Result<Option<KeyVersionRecord>> {
+    let row = sqlx::query(concat!(
+        "SELECT instance_id, key_id, id, seq, sealed, mk_version, created_at FROM key_versions ",
+        "WHERE instance_id = ? AND key_id = ? AND id = ?"
+    ))
+    .bind(instance_id)
+    .bind(key_id)
+    .bind(version_id)
+    .fetch_optional(&store.reader)
+    .await?;
+    row.as_ref().map(rows::key_version).transpose()
+}
+
+pub(super) async fn purge(store: &SqliteStore, instance_id: &str, id: &str) -> Result<()> {
+    let mut tx = store.begin().await?;
+    if !key_exists(&mut tx, instance_id, id).await? {
+        return Err(not_found("key", id));
+    }
+    for sql in [
+        "DELETE FROM key_aliases WHERE instance_id = ? AND key_id = ?",
+        "DELETE FROM key_versions WHERE instance_id = ? AND key_id = ?",
+        "DELETE FROM keys WHERE instance_id = ? AND id = ?",
+    ] {
+        sqlx::query(sql)
+            .bind(instance_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The optimistic update of a key row and its alias set, inside `tx`; the new row version.
+async fn update_in(tx: &mut Tx, key: &KeyRecord) -> Result<i64> {
+    let done = sqlx::query(
+        "UPDATE keys SET key_ring_id = ?, name = ?, description = ?, tags = ?, extractable = ?, \
+         state = ?, updated_at = ?, activation_at = ?, expires_at = ?, deactivated_at = ?, \
+         deleted_at = ?, deleted_by = ?, last_rotated_at = ?, current_version_id = ?, \
+         attributes = ?, row_version = row_version + 1 \
+         WHERE instance_id = ? AND id = ? AND row_version = ?",
+    )
+    .bind(&key.key_ring_id)
+    .bind(&key.name)
+    .bind(&key.description)
+    .bind(json_strings(&key.tags))
+    .bind(i64::from(key.extractable))
+    .bind(key.state)
+    .bind(key.updated_at)
+    .bind(key.activation_at)
+    .bind(key.expires_at)
+    .bind(key.deactivated_at)
+    .bind(key.deleted_at)
+    .bind(&key.deleted_by)
+    .bind(key.last_rotated_at)
+    .bind(&key.current_version_id)
+    .bind(&key.attributes)
+    .bind(&key.instance_id)
+    .bind(&key.id)
+    .bind(key.row_version)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| match violation(&e) {
+        // fk_keys_ring: moved to a ring that does not exist.
+        Some(Violation::ForeignKey) => not_found("key ring", &key.key_ring_id),
+        _ => e.into(),
+    })?;
+    if done.rows_affected() == 0 {
+        let exists = key_exists(tx, &key.instance_id, &key.id).await?;
+        return Err(stale("key", &key.id, exists, key.row_version));
+    }
+    sqlx::query("DELETE FROM key_aliases WHERE instance_id = ? AND key_id = ?")
+        .bind(&key.instance_id)
+        .bind(&key.id)
+        .execute(&mut **tx)
+        .await?;
+    insert_aliases(tx, key).await?;
+    Ok(key.row_version + 1)
+}
+
+async fn insert_aliases(tx: &mut Tx, key: &KeyRecord) -> Result<()> {
+    for (position, alias) in (0_i64..).zip(&key.aliases) {
+        sqlx::query(
+            "INSERT INTO key_aliases (instance_id, key_id, position, alias) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&key.instance_id)
+        .bind(&key.id)
+        .bind(position)
+        .bind(alias)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| match violation(&e) {
+            // uq_key_aliases (the primary key cannot collide: positions are fresh).
+            Some(Violation::Unique) => already_exists("key alias", alias),
+            _ => e.into(),
+        })?;
+    }
+    Ok(())
+}
+
+async fn insert_version(tx: &mut Tx, v: &KeyVersionRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO key_versions (instance_id, key_id, id, seq, sealed, mk_version, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&v.instance_id)
+    .bind(&v.key_id)
+    .bind(&v.id)
+    .bind(v.seq)
+    .bind(&v.sealed)
+    .bind(v.mk_version)
+    .bind(v.created_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| match violation(&e) {
+        // pk_key_versions (id) or uq_key_versions_seq (seq).
+        Some(Violation::Unique) => already_exists("key version", &v.id),
+        Some(Violation::ForeignKey) => not_found("key", &v.key_id),
+        None => StoreError::from(e),
+    })?;
+    Ok(())
+}
+
+async fn key_exists(tx: &mut Tx, instance_id: &str, id: &str) -> Result<bool> {
+    let row = sqlx::query("SELECT 1 FROM keys WHERE instance_id = ? AND id = ?")
+        .bind(instance_id)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.is_some())
+}
+
+/// The wanted states as a JSON array, `None` for "every state".
+fn states_json(filter: &KeyFilter) -> Option<String> {
+    if filter.states.is_empty() {
+        return None;
+    }
+    // Serializing integers cannot fail.
+    serde_json::to_string(&filter.states).ok()
+}
+
+/// Binds parameters `?1`..`?5` of [`key_filter!`].
+fn bind_filter<'q>(
+    query: Query<'q, Sqlite, SqliteArguments>,
+    instance_id: &str,
+    filter: &KeyFilter,
+    states: Option<String>,
+) -> Query<'q, Sqlite, SqliteArguments> {
+    query
+        .bind(instance_id.to_owned())
+        .bind(filter.key_ring_id.clone())
+        .bind(states)
+        .bind(filter.extractable.map(i64::from))
+        .bind(filter.search.clone())
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

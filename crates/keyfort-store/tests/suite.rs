@@ -1,0 +1,1407 @@
+//! The behavioural test suite every [`Store`] implementation must pass (DESIGN §4: "same test
+//! suite runs on both"). Each test is a `pub async fn` taking a fresh, empty store; a backend's
+//! test file declares `#[macro_use] mod suite;` and calls [`store_suite!`] with a function that
+//! opens such a store (see `tests/sqlite.rs`).
+//!
+//! Backend-specific checks (corrupting a row by raw SQL, reopening a file, schema versions) live
+//! in the backend's own test file.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use keyfort_store::{
+    ApiKeyRecord, InstanceRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord,
+    PrincipalRecord, Result, Store, StoreError,
+};
+
+/// Expands to one `#[tokio::test]` per suite test. `$open` is an `async fn() -> (G, Arc<dyn
+/// Store>)` returning a fresh empty store and a guard `G` kept alive for the test (a temporary
+/// directory, a database to drop).
+macro_rules! store_suite {
+    ($open:path) => {
+        store_suite!(@tests $open;
+            instances,
+            instance_updates,
+            key_rings,
+            key_insert_and_read,
+            key_insert_is_atomic,
+            aliases_are_unique_per_instance,
+            update_key,
+            list_and_count_keys,
+            list_keys_paging,
+            key_versions,
+            purge_key,
+            principals,
+            api_keys,
+            concurrent_writes,
+        );
+    };
+    (@tests $open:path; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let (_guard, store) = $open().await;
+                crate::suite::$name(store).await;
+            }
+        )+
+    };
+}
+
+// ---- record builders ------------------------------------------------------------------------
+
+pub fn instance(id: &str, name: &str, created_at: i64) -> InstanceRecord {
+    InstanceRecord {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        state: "uninitialized".to_owned(),
+        mk_version: 0,
+        unseal_method: String::new(),
+        mk_check_value: Vec::new(),
+        unseal_config: "{}".to_owned(),
+        created_at,
+        updated_at: created_at,
+        row_version: 1,
+    }
+}
+
+pub fn ring(instance_id: &str, id: &str) -> KeyRingRecord {
+    KeyRingRecord {
+        instance_id: instance_id.to_owned(),
+        id: id.to_owned(),
+        created_at: 1_000,
+        created_by: "admin".to_owned(),
+    }
+}
+
+pub fn key(instance_id: &str, id: &str, aliases: &[&str], created_at: i64) -> KeyRecord {
+    KeyRecord {
+        instance_id: instance_id.to_owned(),
+        id: id.to_owned(),
+        key_ring_id: "default".to_owned(),
+        name: format!("name-{id}"),
+        description: Some(format!("description of {id}")),
+        tags: vec!["t1".to_owned(), "t2".to_owned()],
+        aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+        object_type: "symmetric_key".to_owned(),
+        algorithm: "AES".to_owned(),
+        bit_length: 256,
+        extractable: false,
+        imported: false,
+        state: 1,
+        created_at,
+        created_by: "alice".to_owned(),
+        updated_at: created_at,
+        activation_at: Some(created_at),
+        expires_at: None,
+        deactivated_at: None,
+        deleted_at: None,
+        deleted_by: None,
+        last_rotated_at: None,
+        current_version_id: format!("{id}-v1"),
+        attributes: r#"{"policy":{"rotation":90}}"#.to_owned(),
+        row_version: 1,
+    }
+}
+
+pub fn version(k: &KeyRecord, seq: i64) -> KeyVersionRecord {
+    KeyVersionRecord {
+        instance_id: k.instance_id.clone(),
+        key_id: k.id.clone(),
+        id: format!("{}-v{seq}", k.id),
+        seq,
+        sealed: vec![0xA5, seq as u8, 0x00, 0xFF],
+        mk_version: 1,
+        created_at: k.created_at + seq,
+    }
+}
+
+pub fn principal(
+    id: &str,
+    instance_id: Option<&str>,
+    name: &str,
+    created_at: i64,
+) -> PrincipalRecord {
+    PrincipalRecord {
+        id: id.to_owned(),
+        instance_id: instance_id.map(str::to_owned),
+        name: name.to_owned(),
+        kind: "user".to_owned(),
+        roles: r#"[{"role":"Manager"}]"#.to_owned(),
+        disabled: false,
+        created_at,
+        updated_at: created_at,
+        row_version: 1,
+    }
+}
+
+pub fn api_key(id: &str, principal_id: &str, hash: &[u8], created_at: i64) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.to_owned(),
+        principal_id: principal_id.to_owned(),
+        name: format!("api key {id}"),
+        hash: hash.to_vec(),
+        created_at,
+        expires_at: Some(created_at + 86_400_000),
+        revoked_at: None,
+        row_version: 1,
+    }
+}
+
+/// An instance `id` with its `default` key ring.
+pub async fn instance_with_ring(store: &dyn Store, id: &str, created_at: i64) {
+    store
+        .insert_instance(&instance(id, &format!("{id}-name"), created_at))
+        .await
+        .expect("insert instance");
+    store
+        .insert_key_ring(&ring(id, "default"))
+        .await
+        .expect("insert default ring");
+}
+
+/// Inserts `k` with its first version.
+pub async fn insert(store: &dyn Store, k: &KeyRecord) {
+    store
+        .insert_key(k, &version(k, 1))
+        .await
+        .expect("insert key");
+}
+
+/// The error of `r`, which must have failed.
+#[track_caller]
+pub fn fails<T: Debug>(r: Result<T>) -> StoreError {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e,
+    }
+}
+
+#[track_caller]
+fn assert_already_exists(e: StoreError, what: &str, id: &str) {
+    assert!(
+        matches!(&e, StoreError::AlreadyExists { what: w, id: i } if *w == what && i == id),
+        "expected AlreadyExists {{ {what}, {id} }}, got {e:?}"
+    );
+}
+
+#[track_caller]
+fn assert_not_found(e: StoreError, what: &str, id: &str) {
+    assert!(
+        matches!(&e, StoreError::NotFound { what: w, id: i } if *w == what && i == id),
+        "expected NotFound {{ {what}, {id} }}, got {e:?}"
+    );
+}
+
+#[track_caller]
+fn assert_conflict(e: StoreError, what: &str, id: &str, expected: i64) {
+    assert!(
+        matches!(&e, StoreError::Conflict { what: w, id: i, expected: x }
+            if *w == what && i == id && *x == expected),
+        "expected Conflict {{ {what}, {id}, {expected} }}, got {e:?}"
+    );
+}
+
+fn ids(keys: &[KeyRecord]) -> Vec<&str> {
+    keys.iter().map(|k| k.id.as_str()).collect()
+}
+
+// ---- instances ------------------------------------------------------------------------------
+
+pub async fn instances(store: Arc<dyn Store>) {
+    let s = &*store;
+    s.ping().await.expect("ping");
+    assert!(!s.backend().is_empty());
+    assert!(s.list_instances().await.expect("list").is_empty());
+    assert_eq!(s.instance("nope").await.expect("get"), None);
+
+    let mut b = instance("inst-b", "beta", 2_000);
+    b.mk_check_value = vec![1, 2, 3];
+    b.unseal_config = r#"{"custodians":["x"]}"#.to_owned();
+    let a = instance("inst-a", "alpha", 2_000);
+    let c = instance("inst-c", "gamma", 1_000);
+    for i in [&b, &a, &c] {
+        s.insert_instance(i).await.expect("insert");
+    }
+    assert_eq!(s.instance("inst-b").await.expect("get"), Some(b.clone()));
+    // Ordered by creation time, then id.
+    let listed = s.list_instances().await.expect("list");
+    assert_eq!(listed, vec![c.clone(), a.clone(), b.clone()]);
+
+    // Duplicate id, duplicate name: refused, nothing changed.
+    assert_already_exists(
+        fails(s.insert_instance(&instance("inst-a", "other", 5)).await),
+        "instance",
+        "inst-a",
+    );
+    assert_already_exists(
+        fails(s.insert_instance(&instance("inst-d", "alpha", 5)).await),
+        "instance name",
+        "alpha",
+    );
+    assert_eq!(s.instance("inst-d").await.expect("get"), None);
+    assert_eq!(s.list_instances().await.expect("list"), listed);
+}
+
+pub async fn instance_updates(store: Arc<dyn Store>) {
+    let s = &*store;
+    let original = instance("inst-a", "alpha", 1_000);
+    s.insert_instance(&original).await.expect("insert");
+    s.insert_instance(&instance("inst-b", "beta", 1_000))
+        .await
+        .expect("insert");
+
+    let mut changed = original.clone();
+    changed.name = "alpha-2".to_owned();
+    changed.state = "initialized".to_owned();
+    changed.mk_version = 1;
+    changed.unseal_method = "custodians".to_owned();
+    changed.mk_check_value = vec![9; 8];
+    changed.unseal_config = r#"{"threshold":2}"#.to_owned();
+    changed.updated_at = 5_000;
+    assert_eq!(s.update_instance(&changed).await.expect("update"), 2);
+    let stored = s.instance("inst-a").await.expect("get").expect("present");
+    assert_eq!(
+        stored,
+        InstanceRecord {
+            row_version: 2,
+            ..changed.clone()
+        }
+    );
+
+    // A writer holding the old version loses, and changes nothing.
+    let mut stale = original.clone();
+    stale.state = "zeroized".to_owned();
+    assert_conflict(
+        fails(s.update_instance(&stale).await),
+        "instance",
+        "inst-a",
+        1,
+    );
+    assert_eq!(
+        s.instance("inst-a").await.expect("get"),
+        Some(stored.clone())
+    );
+
+    // A missing instance is NotFound, not Conflict.
+    assert_not_found(
+        fails(s.update_instance(&instance("ghost", "ghost", 1)).await),
+        "instance",
+        "ghost",
+    );
+
+    // Renaming onto a taken name.
+    let mut rename = stored.clone();
+    rename.name = "beta".to_owned();
+    assert_already_exists(
+        fails(s.update_instance(&rename).await),
+        "instance name",
+        "beta",
+    );
+    assert_eq!(
+        s.instance("inst-a").await.expect("get"),
+        Some(stored.clone())
+    );
+
+    // The returned version is the one to use next.
+    let mut next = stored.clone();
+    next.mk_version = 2;
+    assert_eq!(s.update_instance(&next).await.expect("update"), 3);
+}
+
+// ---- key rings ------------------------------------------------------------------------------
+
+pub async fn key_rings(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    let zeta = ring("inst-a", "zeta");
+    let beta = ring("inst-a", "beta");
+    s.insert_key_ring(&zeta).await.expect("insert");
+    s.insert_key_ring(&beta).await.expect("insert");
+    // The same ring id in another instance is another ring.
+    s.insert_key_ring(&ring("inst-b", "beta"))
+        .await
+        .expect("insert");
+
+    assert_eq!(
+        s.key_ring("inst-a", "beta").await.expect("get"),
+        Some(beta.clone())
+    );
+    assert_eq!(s.key_ring("inst-a", "nope").await.expect("get"), None);
+    assert_eq!(s.key_ring("inst-c", "default").await.expect("get"), None);
+    let listed: Vec<String> = s
+        .list_key_rings("inst-a")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, ["beta", "default", "zeta"]);
+
+    assert_already_exists(fails(s.insert_key_ring(&beta).await), "key ring", "beta");
+    assert_not_found(
+        fails(s.insert_key_ring(&ring("inst-x", "r")).await),
+        "instance",
+        "inst-x",
+    );
+
+    // In use while a key (in any state) belongs to it.
+    let mut k = key("inst-a", "k1", &[], 10);
+    k.key_ring_id = "beta".to_owned();
+    k.state = 5;
+    insert(s, &k).await;
+    let e = fails(s.delete_key_ring("inst-a", "beta").await);
+    assert!(
+        matches!(&e, StoreError::InUse { what: "key ring", id } if id == "beta"),
+        "{e:?}"
+    );
+    assert_eq!(s.key_ring("inst-a", "beta").await.expect("get"), Some(beta));
+
+    // The other instance's `beta` is free.
+    s.delete_key_ring("inst-b", "beta").await.expect("delete");
+    assert_eq!(s.key_ring("inst-b", "beta").await.expect("get"), None);
+
+    s.purge_key("inst-a", "k1").await.expect("purge");
+    s.delete_key_ring("inst-a", "beta").await.expect("delete");
+    assert_eq!(s.key_ring("inst-a", "beta").await.expect("get"), None);
+    assert_not_found(
+        fails(s.delete_key_ring("inst-a", "beta").await),
+        "key ring",
+        "beta",
+    );
+}
+
+// ---- keys -----------------------------------------------------------------------------------
+
+pub async fn key_insert_and_read(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    let mut k = key("inst-a", "k1", &["zeta", "Alpha", "mid"], 100);
+    k.description = None;
+    k.tags = vec!["b".to_owned(), "a".to_owned(), "ü-tag".to_owned()];
+    k.extractable = true;
+    k.imported = true;
+    k.expires_at = Some(i64::MAX);
+    k.deleted_by = Some("bob".to_owned());
+    k.created_at = -5; // times before 1970 are still times
+    let v1 = version(&k, 1);
+    s.insert_key(&k, &v1).await.expect("insert");
+
+    assert_eq!(s.key("inst-a", "k1").await.expect("get"), Some(k.clone()));
+    assert_eq!(s.key("inst-a", "k2").await.expect("get"), None);
+    assert_eq!(s.key("inst-b", "k1").await.expect("get"), None);
+    for alias in ["zeta", "Alpha", "mid"] {
+        assert_eq!(
+            s.key_by_alias("inst-a", alias).await.expect("by alias"),
+            Some(k.clone())
+        );
+    }
+    // Aliases match exactly.
+    assert_eq!(
+        s.key_by_alias("inst-a", "alpha").await.expect("by alias"),
+        None
+    );
+    assert_eq!(
+        s.key_by_alias("inst-a", "k1").await.expect("by alias"),
+        None
+    );
+    assert_eq!(
+        s.key_versions("inst-a", "k1").await.expect("versions"),
+        vec![v1.clone()]
+    );
+    assert_eq!(
+        s.key_version("inst-a", "k1", "k1-v1")
+            .await
+            .expect("version"),
+        Some(v1)
+    );
+    assert_eq!(
+        s.key_version("inst-a", "k1", "k1-v2")
+            .await
+            .expect("version"),
+        None
+    );
+    assert!(
+        s.key_versions("inst-a", "nope")
+            .await
+            .expect("versions")
+            .is_empty()
+    );
+
+    // Duplicate id.
+    let again = key("inst-a", "k1", &["fresh"], 200);
+    assert_already_exists(
+        fails(s.insert_key(&again, &version(&again, 1)).await),
+        "key",
+        "k1",
+    );
+    assert_eq!(
+        s.key_by_alias("inst-a", "fresh").await.expect("by alias"),
+        None
+    );
+    assert_eq!(s.key("inst-a", "k1").await.expect("get"), Some(k));
+}
+
+pub async fn key_insert_is_atomic(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+
+    // Unknown ring: nothing of the key is stored.
+    let mut k = key("inst-a", "k1", &["a1"], 100);
+    k.key_ring_id = "missing".to_owned();
+    assert_not_found(
+        fails(s.insert_key(&k, &version(&k, 1)).await),
+        "key ring",
+        "missing",
+    );
+    assert_eq!(s.key("inst-a", "k1").await.expect("get"), None);
+    assert_eq!(
+        s.key_by_alias("inst-a", "a1").await.expect("by alias"),
+        None
+    );
+    assert!(
+        s.key_versions("inst-a", "k1")
+            .await
+            .expect("versions")
+            .is_empty()
+    );
+
+    // The first version fails after the key row and its aliases went in: all rolled back.
+    let k2 = key("inst-a", "k2", &["a2"], 100);
+    insert(s, &k2).await;
+    let k3 = key("inst-a", "k3", &["a3"], 100);
+    assert_already_exists(
+        fails(s.insert_key(&k3, &version(&k2, 1)).await),
+        "key version",
+        "k2-v1",
+    );
+    let mut orphan = version(&k3, 1);
+    orphan.key_id = "ghost".to_owned();
+    assert_not_found(fails(s.insert_key(&k3, &orphan).await), "key", "ghost");
+    assert_eq!(s.key("inst-a", "k3").await.expect("get"), None);
+    assert_eq!(
+        s.key_by_alias("inst-a", "a3").await.expect("by alias"),
+        None
+    );
+    assert_eq!(
+        s.key_versions("inst-a", "k2")
+            .await
+            .expect("versions")
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.count_keys("inst-a", &KeyFilter::default())
+            .await
+            .expect("count"),
+        1
+    );
+    // The same key goes in once its version is right.
+    insert(s, &k3).await;
+    assert_eq!(
+        s.count_keys("inst-a", &KeyFilter::default())
+            .await
+            .expect("count"),
+        2
+    );
+}
+
+pub async fn aliases_are_unique_per_instance(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    let k1 = key("inst-a", "k1", &["shared", "one"], 100);
+    insert(s, &k1).await;
+
+    // Same alias, other key, same instance: refused, and nothing of k2 is stored.
+    let k2 = key("inst-a", "k2", &["two", "shared"], 200);
+    assert_already_exists(
+        fails(s.insert_key(&k2, &version(&k2, 1)).await),
+        "key alias",
+        "shared",
+    );
+    assert_eq!(s.key("inst-a", "k2").await.expect("get"), None);
+    assert_eq!(
+        s.key_by_alias("inst-a", "two").await.expect("by alias"),
+        None
+    );
+    assert!(
+        s.key_versions("inst-a", "k2")
+            .await
+            .expect("versions")
+            .is_empty()
+    );
+
+    // The same alias twice on one key is a collision too.
+    let k3 = key("inst-a", "k3", &["dup", "dup"], 300);
+    assert_already_exists(
+        fails(s.insert_key(&k3, &version(&k3, 1)).await),
+        "key alias",
+        "dup",
+    );
+    assert_eq!(s.key("inst-a", "k3").await.expect("get"), None);
+
+    // Another instance may use the alias (and the key id).
+    let other = key("inst-b", "k1", &["shared"], 100);
+    insert(s, &other).await;
+    assert_eq!(
+        s.key_by_alias("inst-a", "shared").await.expect("by alias"),
+        Some(k1.clone())
+    );
+    assert_eq!(
+        s.key_by_alias("inst-b", "shared").await.expect("by alias"),
+        Some(other)
+    );
+
+    // Taking another key's alias by update: refused, both keys unchanged.
+    let k4 = key("inst-a", "k4", &["four"], 400);
+    insert(s, &k4).await;
+    let mut steal = k4.clone();
+    steal.aliases = vec!["four".to_owned(), "one".to_owned()];
+    steal.name = "renamed".to_owned();
+    assert_already_exists(fails(s.update_key(&steal).await), "key alias", "one");
+    assert_eq!(s.key("inst-a", "k4").await.expect("get"), Some(k4.clone()));
+    assert_eq!(s.key("inst-a", "k1").await.expect("get"), Some(k1));
+
+    // Replacing the alias set: old aliases are released, order is kept.
+    let mut renamed = k4.clone();
+    renamed.aliases = vec!["z-new".to_owned(), "a-new".to_owned()];
+    assert_eq!(s.update_key(&renamed).await.expect("update"), 2);
+    assert_eq!(
+        s.key_by_alias("inst-a", "four").await.expect("by alias"),
+        None
+    );
+    let stored = s
+        .key_by_alias("inst-a", "a-new")
+        .await
+        .expect("by alias")
+        .expect("present");
+    assert_eq!(stored.aliases, ["z-new", "a-new"]);
+    let k5 = key("inst-a", "k5", &["four"], 500);
+    insert(s, &k5).await;
+}
+
+pub async fn update_key(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    s.insert_key_ring(&ring("inst-a", "other"))
+        .await
+        .expect("ring");
+    let original = key("inst-a", "k1", &["a"], 100);
+    insert(s, &original).await;
+
+    let mut changed = original.clone();
+    changed.key_ring_id = "other".to_owned();
+    changed.name = "new name".to_owned();
+    changed.description = None;
+    changed.tags = vec![];
+    changed.aliases = vec![];
+    changed.extractable = true;
+    changed.state = 3;
+    changed.updated_at = 900;
+    changed.activation_at = None;
+    changed.expires_at = Some(2_000);
+    changed.deactivated_at = Some(800);
+    changed.deleted_at = Some(850);
+    changed.deleted_by = Some("carol".to_owned());
+    changed.last_rotated_at = Some(700);
+    changed.current_version_id = "k1-v9".to_owned();
+    changed.attributes = "{}".to_owned();
+    assert_eq!(s.update_key(&changed).await.expect("update"), 2);
+    let stored = s.key("inst-a", "k1").await.expect("get").expect("present");
+    assert_eq!(
+        stored,
+        KeyRecord {
+            row_version: 2,
+            ..changed.clone()
+        }
+    );
+    assert_eq!(s.key_by_alias("inst-a", "a").await.expect("by alias"), None);
+
+    // Identity and provenance are not replaced.
+    let mut identity = stored.clone();
+    identity.algorithm = "RSA".to_owned();
+    identity.bit_length = 4096;
+    identity.object_type = "private_key".to_owned();
+    identity.imported = true;
+    identity.created_at = 1;
+    identity.created_by = "mallory".to_owned();
+    assert_eq!(s.update_key(&identity).await.expect("update"), 3);
+    let after = s.key("inst-a", "k1").await.expect("get").expect("present");
+    assert_eq!(
+        after,
+        KeyRecord {
+            row_version: 3,
+            ..stored.clone()
+        }
+    );
+
+    // Stale version: Conflict, nothing changed (not even the aliases).
+    let mut stale = stored.clone(); // row_version 2
+    stale.state = 5;
+    stale.aliases = vec!["sneaky".to_owned()];
+    assert_conflict(fails(s.update_key(&stale).await), "key", "k1", 2);
+    assert_eq!(
+        s.key("inst-a", "k1").await.expect("get"),
+        Some(after.clone())
+    );
+    assert_eq!(
+        s.key_by_alias("inst-a", "sneaky").await.expect("by alias"),
+        None
+    );
+
+    // Missing key, missing ring.
+    assert_not_found(
+        fails(s.update_key(&key("inst-a", "ghost", &[], 1)).await),
+        "key",
+        "ghost",
+    );
+    let mut moved = after.clone();
+    moved.key_ring_id = "missing".to_owned();
+    assert_not_found(fails(s.update_key(&moved).await), "key ring", "missing");
+    assert_eq!(s.key("inst-a", "k1").await.expect("get"), Some(after));
+}
+
+/// One key of the filter fixture: (id, ring, state, extractable, name, aliases, created_at).
+type Spec = (
+    &'static str,
+    &'static str,
+    i64,
+    bool,
+    &'static str,
+    &'static [&'static str],
+    i64,
+);
+
+/// Keys for the filter tests, in instance `inst-a`, and one in `inst-b`.
+async fn filter_fixture(s: &dyn Store) {
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    s.insert_key_ring(&ring("inst-a", "r2"))
+        .await
+        .expect("ring");
+    let specs: [Spec; 7] = [
+        ("k1", "default", 1, false, "Payroll Root", &["hr-main"], 10),
+        ("k2", "default", 1, true, "payroll-standard", &[], 20),
+        ("k3", "r2", 2, false, "Backups", &["PAYROLL-old", "bk"], 30),
+        ("k4", "r2", 3, true, "logs", &[], 40),
+        ("k5", "default", 5, false, "100%_sure", &["under_score"], 50),
+        ("k6", "default", 1, false, "same-time-b", &[], 60),
+        ("k0", "default", 1, false, "same-time-a", &[], 60),
+    ];
+    for (id, ring_id, state, extractable, name, aliases, created_at) in specs {
+        let mut k = key("inst-a", id, aliases, created_at);
+        k.key_ring_id = ring_id.to_owned();
+        k.state = state;
+        k.extractable = extractable;
+        k.name = name.to_owned();
+        insert(s, &k).await;
+    }
+    // Another instance's keys never show.
+    let mut foreign = key("inst-b", "kb", &["payroll-b"], 5);
+    foreign.name = "payroll elsewhere".to_owned();
+    insert(s, &foreign).await;
+}
+
+pub async fn list_and_count_keys(store: Arc<dyn Store>) {
+    let s = &*store;
+    filter_fixture(s).await;
+    let check = |filter: KeyFilter, want: &'static [&'static str]| {
+        let store = store.clone();
+        async move {
+            let listed = store.list_keys("inst-a", &filter).await.expect("list");
+            assert_eq!(ids(&listed), want, "{filter:?}");
+            let n = store.count_keys("inst-a", &filter).await.expect("count");
+            assert_eq!(n, want.len() as u64, "{filter:?}");
+        }
+    };
+
+    // Everything, by creation time then id.
+    check(
+        KeyFilter::default(),
+        &["k1", "k2", "k3", "k4", "k5", "k0", "k6"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            key_ring_id: Some("r2".to_owned()),
+            ..Default::default()
+        },
+        &["k3", "k4"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            key_ring_id: Some("nope".to_owned()),
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
+    check(
+        KeyFilter {
+            states: vec![1],
+            ..Default::default()
+        },
+        &["k1", "k2", "k0", "k6"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            states: vec![5, 2],
+            ..Default::default()
+        },
+        &["k3", "k5"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            states: vec![4],
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
+    check(
+        KeyFilter {
+            extractable: Some(true),
+            ..Default::default()
+        },
+        &["k2", "k4"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            extractable: Some(false),
+            ..Default::default()
+        },
+        &["k1", "k3", "k5", "k0", "k6"],
+    )
+    .await;
+    // Case-insensitive substring of the name or of an alias.
+    check(
+        KeyFilter {
+            search: Some("PayRoll".to_owned()),
+            ..Default::default()
+        },
+        &["k1", "k2", "k3"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            search: Some("HR-M".to_owned()),
+            ..Default::default()
+        },
+        &["k1"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            search: Some("BK".to_owned()),
+            ..Default::default()
+        },
+        &["k3"],
+    )
+    .await;
+    // Wildcard characters are literal.
+    check(
+        KeyFilter {
+            search: Some("0%_".to_owned()),
+            ..Default::default()
+        },
+        &["k5"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            search: Some("%".to_owned()),
+            ..Default::default()
+        },
+        &["k5"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            search: Some("_".to_owned()),
+            ..Default::default()
+        },
+        &["k5"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            search: Some("r_s".to_owned()),
+            ..Default::default()
+        },
+        &["k5"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            search: Some("nothing".to_owned()),
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
+    // Combined.
+    check(
+        KeyFilter {
+            key_ring_id: Some("default".to_owned()),
+            states: vec![1, 3],
+            extractable: Some(false),
+            search: Some("payroll".to_owned()),
+            ..Default::default()
+        },
+        &["k1"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            key_ring_id: Some("r2".to_owned()),
+            states: vec![2, 3],
+            extractable: Some(true),
+            ..Default::default()
+        },
+        &["k4"],
+    )
+    .await;
+
+    // An unknown instance has no keys.
+    assert!(
+        s.list_keys("inst-x", &KeyFilter::default())
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        s.count_keys("inst-x", &KeyFilter::default())
+            .await
+            .expect("count"),
+        0
+    );
+    // The listed records are complete (aliases included).
+    let listed = s
+        .list_keys(
+            "inst-a",
+            &KeyFilter {
+                search: Some("bk".to_owned()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.first().map(|k| k.aliases.clone()),
+        Some(vec!["PAYROLL-old".to_owned(), "bk".to_owned()])
+    );
+    assert_eq!(
+        Some(&listed[0]),
+        s.key("inst-a", "k3").await.expect("get").as_ref()
+    );
+}
+
+pub async fn list_keys_paging(store: Arc<dyn Store>) {
+    let s = &*store;
+    filter_fixture(s).await;
+    let page = |offset: u64, limit: Option<u64>, states: Vec<i64>| {
+        let store = store.clone();
+        async move {
+            let f = KeyFilter {
+                states,
+                offset,
+                limit,
+                ..Default::default()
+            };
+            let keys = store.list_keys("inst-a", &f).await.expect("list");
+            // The count ignores offset and limit.
+            let all = store.count_keys("inst-a", &f).await.expect("count");
+            (
+                ids(&keys)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+                all,
+            )
+        }
+    };
+    assert_eq!(
+        page(0, Some(2), vec![]).await,
+        (vec!["k1".into(), "k2".into()], 7)
+    );
+    assert_eq!(
+        page(2, Some(2), vec![]).await,
+        (vec!["k3".into(), "k4".into()], 7)
+    );
+    assert_eq!(page(6, Some(2), vec![]).await, (vec!["k6".into()], 7));
+    assert_eq!(page(7, Some(2), vec![]).await, (vec![], 7));
+    assert_eq!(
+        page(5, None, vec![]).await,
+        (vec!["k0".into(), "k6".into()], 7)
+    );
+    assert_eq!(page(0, Some(0), vec![]).await, (vec![], 7));
+    assert_eq!(
+        page(1, Some(2), vec![1]).await,
+        (vec!["k2".into(), "k0".into()], 4)
+    );
+    // Out-of-range numbers are not errors.
+    assert_eq!(page(u64::MAX, Some(u64::MAX), vec![]).await, (vec![], 7));
+    assert_eq!(page(0, Some(u64::MAX), vec![]).await.0.len(), 7);
+}
+
+pub async fn key_versions(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    let k = key("inst-a", "k1", &["a"], 100);
+    let v1 = version(&k, 1);
+    s.insert_key(&k, &v1).await.expect("insert");
+
+    let mut rotated = k.clone();
+    rotated.current_version_id = "k1-v2".to_owned();
+    rotated.last_rotated_at = Some(200);
+    rotated.updated_at = 200;
+    let v2 = version(&k, 2);
+    assert_eq!(s.add_key_version(&rotated, &v2).await.expect("rotate"), 2);
+    rotated.row_version = 2;
+    rotated.current_version_id = "k1-v3".to_owned();
+    let mut v3 = version(&k, 3);
+    v3.mk_version = 2;
+    v3.sealed = vec![7; 64];
+    assert_eq!(s.add_key_version(&rotated, &v3).await.expect("rotate"), 3);
+    let stored = s.key("inst-a", "k1").await.expect("get").expect("present");
+    assert_eq!(
+        stored,
+        KeyRecord {
+            row_version: 3,
+            ..rotated.clone()
+        }
+    );
+    assert_eq!(
+        s.key_versions("inst-a", "k1").await.expect("versions"),
+        vec![v1.clone(), v2.clone(), v3.clone()]
+    );
+    assert_eq!(
+        s.key_version("inst-a", "k1", "k1-v2")
+            .await
+            .expect("version"),
+        Some(v2)
+    );
+
+    // Stale key version: Conflict, and the version is not added.
+    let stale = KeyRecord {
+        row_version: 2,
+        ..stored.clone()
+    };
+    let v4 = version(&k, 4);
+    assert_conflict(fails(s.add_key_version(&stale, &v4).await), "key", "k1", 2);
+    assert_eq!(
+        s.key_version("inst-a", "k1", "k1-v4")
+            .await
+            .expect("version"),
+        None
+    );
+
+    // A version that collides (same seq): refused, and the key row is not updated either.
+    let mut changed = stored.clone();
+    changed.current_version_id = "k1-v3b".to_owned();
+    let mut dup = version(&k, 3);
+    dup.id = "k1-v3b".to_owned();
+    assert!(matches!(
+        fails(s.add_key_version(&changed, &dup).await),
+        StoreError::AlreadyExists {
+            what: "key version",
+            ..
+        }
+    ));
+    assert_eq!(
+        s.key("inst-a", "k1").await.expect("get"),
+        Some(stored.clone())
+    );
+    assert_eq!(
+        s.key_versions("inst-a", "k1")
+            .await
+            .expect("versions")
+            .len(),
+        3
+    );
+
+    // A missing key.
+    let ghost = key("inst-a", "ghost", &[], 1);
+    assert_not_found(
+        fails(s.add_key_version(&ghost, &version(&ghost, 2)).await),
+        "key",
+        "ghost",
+    );
+}
+
+pub async fn purge_key(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    let k = key("inst-a", "k1", &["a", "b"], 100);
+    insert(s, &k).await;
+    s.add_key_version(&k, &version(&k, 2))
+        .await
+        .expect("rotate");
+    let keep = key("inst-a", "k2", &["c"], 100);
+    insert(s, &keep).await;
+
+    s.purge_key("inst-a", "k1").await.expect("purge");
+    assert_eq!(s.key("inst-a", "k1").await.expect("get"), None);
+    assert_eq!(s.key_by_alias("inst-a", "a").await.expect("by alias"), None);
+    assert!(
+        s.key_versions("inst-a", "k1")
+            .await
+            .expect("versions")
+            .is_empty()
+    );
+    assert_eq!(
+        s.key_version("inst-a", "k1", "k1-v1")
+            .await
+            .expect("version"),
+        None
+    );
+    assert_not_found(fails(s.purge_key("inst-a", "k1").await), "key", "k1");
+    // The other key is untouched; the id and aliases can be used again.
+    assert_eq!(s.key("inst-a", "k2").await.expect("get"), Some(keep));
+    insert(s, &key("inst-a", "k1", &["a", "b"], 300)).await;
+    assert_eq!(
+        s.count_keys("inst-a", &KeyFilter::default())
+            .await
+            .expect("count"),
+        2
+    );
+}
+
+// ---- principals and API keys ----------------------------------------------------------------
+
+pub async fn principals(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    let admin = principal("p-admin", None, "admin", 30);
+    let alice_a = principal("p-alice-a", Some("inst-a"), "alice", 10);
+    let mut alice_b = principal("p-alice-b", Some("inst-b"), "alice", 20);
+    alice_b.kind = "service".to_owned();
+    alice_b.disabled = true;
+    for p in [&admin, &alice_a, &alice_b] {
+        s.insert_principal(p).await.expect("insert");
+    }
+    // A deployment-wide principal may share a name with an instance's.
+    s.insert_principal(&principal("p-alice", None, "alice", 40))
+        .await
+        .expect("insert");
+
+    assert_eq!(
+        s.principal("p-alice-b").await.expect("get"),
+        Some(alice_b.clone())
+    );
+    assert_eq!(s.principal("nope").await.expect("get"), None);
+    assert_eq!(
+        s.principal_by_name(Some("inst-a"), "alice")
+            .await
+            .expect("get"),
+        Some(alice_a.clone())
+    );
+    assert_eq!(
+        s.principal_by_name(Some("inst-b"), "alice")
+            .await
+            .expect("get"),
+        Some(alice_b.clone())
+    );
+    assert_eq!(
+        s.principal_by_name(None, "alice")
+            .await
+            .expect("get")
+            .map(|p| p.id),
+        Some("p-alice".to_owned())
+    );
+    assert_eq!(
+        s.principal_by_name(None, "admin").await.expect("get"),
+        Some(admin.clone())
+    );
+    assert_eq!(
+        s.principal_by_name(Some("inst-a"), "admin")
+            .await
+            .expect("get"),
+        None
+    );
+    let order: Vec<String> = s
+        .list_principals()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(order, ["p-alice-a", "p-alice-b", "p-admin", "p-alice"]);
+
+    // Duplicates: id; name within an instance; name among deployment-wide principals.
+    assert_already_exists(
+        fails(
+            s.insert_principal(&principal("p-admin", None, "other", 1))
+                .await,
+        ),
+        "principal",
+        "p-admin",
+    );
+    assert_already_exists(
+        fails(
+            s.insert_principal(&principal("p-x", Some("inst-a"), "alice", 1))
+                .await,
+        ),
+        "principal name",
+        "alice",
+    );
+    assert_already_exists(
+        fails(
+            s.insert_principal(&principal("p-y", None, "admin", 1))
+                .await,
+        ),
+        "principal name",
+        "admin",
+    );
+    assert_not_found(
+        fails(
+            s.insert_principal(&principal("p-z", Some("inst-x"), "zed", 1))
+                .await,
+        ),
+        "instance",
+        "inst-x",
+    );
+
+    // Update, conflict, not found.
+    let mut changed = alice_a.clone();
+    changed.roles = r#"[{"role":"Reader"}]"#.to_owned();
+    changed.disabled = true;
+    changed.name = "alice2".to_owned();
+    changed.updated_at = 99;
+    assert_eq!(s.update_principal(&changed).await.expect("update"), 2);
+    let stored = s
+        .principal("p-alice-a")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        stored,
+        PrincipalRecord {
+            row_version: 2,
+            ..changed.clone()
+        }
+    );
+    assert_conflict(
+        fails(s.update_principal(&alice_a).await),
+        "principal",
+        "p-alice-a",
+        1,
+    );
+    assert_eq!(
+        s.principal("p-alice-a").await.expect("get"),
+        Some(stored.clone())
+    );
+    assert_not_found(
+        fails(s.update_principal(&principal("ghost", None, "g", 1)).await),
+        "principal",
+        "ghost",
+    );
+    // Identity is not replaced: instance and kind stay.
+    let mut moved = stored.clone();
+    moved.instance_id = Some("inst-b".to_owned());
+    moved.kind = "service".to_owned();
+    assert_eq!(s.update_principal(&moved).await.expect("update"), 3);
+    let after = s
+        .principal("p-alice-a")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        after,
+        PrincipalRecord {
+            row_version: 3,
+            ..stored
+        }
+    );
+}
+
+pub async fn api_keys(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    s.insert_principal(&principal("p1", Some("inst-a"), "svc", 1))
+        .await
+        .expect("insert");
+    s.insert_principal(&principal("p2", None, "admin", 1))
+        .await
+        .expect("insert");
+    let hash1 = [0x11_u8; 32];
+    let hash2 = [0x22_u8; 32];
+    let k1 = api_key("ak1", "p1", &hash1, 20);
+    let mut k2 = api_key("ak2", "p1", &hash2, 10);
+    k2.expires_at = None;
+    s.insert_api_key(&k1).await.expect("insert");
+    s.insert_api_key(&k2).await.expect("insert");
+    s.insert_api_key(&api_key("ak3", "p2", &[0x33; 32], 5))
+        .await
+        .expect("insert");
+
+    assert_eq!(
+        s.api_key_by_hash(&hash1).await.expect("by hash"),
+        Some(k1.clone())
+    );
+    assert_eq!(s.api_key_by_hash(&[0x44; 32]).await.expect("by hash"), None);
+    assert_eq!(
+        s.api_key_by_hash(&hash1[..31]).await.expect("by hash"),
+        None
+    );
+    assert_eq!(s.api_key("ak2").await.expect("by id"), Some(k2.clone()));
+    assert_eq!(s.api_key("nope").await.expect("by id"), None);
+    assert_eq!(
+        s.list_api_keys("p1").await.expect("list"),
+        vec![k2.clone(), k1.clone()]
+    );
+    assert!(s.list_api_keys("nobody").await.expect("list").is_empty());
+
+    assert_already_exists(
+        fails(
+            s.insert_api_key(&api_key("ak1", "p1", &[0x55; 32], 1))
+                .await,
+        ),
+        "api key",
+        "ak1",
+    );
+    assert!(matches!(
+        fails(s.insert_api_key(&api_key("ak9", "p2", &hash1, 1)).await),
+        StoreError::AlreadyExists { .. }
+    ));
+    assert_eq!(s.api_key("ak9").await.expect("by id"), None);
+    assert_not_found(
+        fails(
+            s.insert_api_key(&api_key("ak8", "ghost", &[0x66; 32], 1))
+                .await,
+        ),
+        "principal",
+        "ghost",
+    );
+
+    // Revoke through update.
+    let mut revoked = k1.clone();
+    revoked.revoked_at = Some(500);
+    revoked.name = "retired".to_owned();
+    assert_eq!(s.update_api_key(&revoked).await.expect("revoke"), 2);
+    let stored = s
+        .api_key_by_hash(&hash1)
+        .await
+        .expect("by hash")
+        .expect("present");
+    assert_eq!(
+        stored,
+        ApiKeyRecord {
+            row_version: 2,
+            ..revoked.clone()
+        }
+    );
+    // A stale update does not un-revoke it.
+    assert_conflict(fails(s.update_api_key(&k1).await), "api key", "ak1", 1);
+    assert_eq!(s.api_key("ak1").await.expect("by id"), Some(stored.clone()));
+    assert_not_found(
+        fails(s.update_api_key(&api_key("ghost", "p1", &[1], 1)).await),
+        "api key",
+        "ghost",
+    );
+    // The hash and owner are not replaced.
+    let mut tampered = stored.clone();
+    tampered.hash = vec![0x77; 32];
+    tampered.principal_id = "p2".to_owned();
+    assert_eq!(s.update_api_key(&tampered).await.expect("update"), 3);
+    assert_eq!(
+        s.api_key_by_hash(&hash1).await.expect("by hash"),
+        Some(ApiKeyRecord {
+            row_version: 3,
+            ..stored
+        })
+    );
+}
+
+// ---- concurrency ----------------------------------------------------------------------------
+
+/// Many tasks write at once: inserts never fail with a "database busy" error, and optimistic
+/// read-modify-write loops lose no update.
+pub async fn concurrent_writes(store: Arc<dyn Store>) {
+    const TASKS: i64 = 50;
+    instance_with_ring(&*store, "inst-a", 1).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..TASKS {
+        // An insert of a key with aliases and a version...
+        let s = store.clone();
+        tasks.spawn(async move {
+            let k = key("inst-a", &format!("k{n:02}"), &[&format!("alias-{n}")], n);
+            s.insert_key(&k, &version(&k, 1)).await?;
+            // ... then a rotation and an update of that key.
+            let mut rotated = k.clone();
+            rotated.current_version_id = format!("k{n:02}-v2");
+            rotated.row_version = s.add_key_version(&rotated, &version(&k, 2)).await?;
+            rotated.state = 3;
+            s.update_key(&rotated).await?;
+            Ok::<_, StoreError>(())
+        });
+        // An increment of one shared counter, retried on Conflict.
+        let s = store.clone();
+        tasks.spawn(async move {
+            loop {
+                let mut i = s
+                    .instance("inst-a")
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: "instance",
+                        id: "inst-a".to_owned(),
+                    })?;
+                i.mk_version += 1;
+                match s.update_instance(&i).await {
+                    Ok(_) => return Ok(()),
+                    Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        // And readers in between.
+        let s = store.clone();
+        tasks.spawn(async move {
+            s.list_keys("inst-a", &KeyFilter::default()).await?;
+            Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined
+            .expect("task panicked")
+            .expect("store operation failed");
+    }
+
+    let i = store
+        .instance("inst-a")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(i.mk_version, TASKS);
+    assert_eq!(i.row_version, 1 + TASKS);
+    let all = store
+        .list_keys("inst-a", &KeyFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(all.len() as i64, TASKS);
+    for k in &all {
+        assert_eq!((k.state, k.row_version), (3, 3), "{}", k.id);
+        assert_eq!(
+            store
+                .key_versions("inst-a", &k.id)
+                .await
+                .expect("versions")
+                .len(),
+            2
+        );
+    }
+    let f = KeyFilter {
+        states: vec![3],
+        ..Default::default()
+    };
+    assert_eq!(
+        store.count_keys("inst-a", &f).await.expect("count"),
+        TASKS as u64
+    );
+}
