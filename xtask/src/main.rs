@@ -1,1 +1,160 @@
-fn main() {}
+//! `cargo xtask`: project tooling.
+//!
+//! - `cargo xtask tidy`: checks the house rules a compiler cannot see: `unsafe` only in the
+//!   modules allowed to hold it, a `// SAFETY:` comment on every `unsafe` block, no `ring` in the
+//!   dependency graph (one crypto library), no `todo!`/`unimplemented!` in shipped code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The only files allowed to contain `unsafe` code (DESIGN §3).
+const UNSAFE_ALLOWED: &[&str] = &["crates/keyfort-crypto/src/raw.rs"];
+/// Crates that must never enter the build: a second crypto library.
+const FORBIDDEN_CRATES: &[&str] = &["ring", "openssl", "openssl-sys", "boring", "rsa", "p256"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("tidy") => match tidy(&workspace_root()) {
+            Ok(()) => {
+                println!("tidy: ok");
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                for p in &problems {
+                    eprintln!("tidy: {p}");
+                }
+                eprintln!("tidy: {} problem(s)", problems.len());
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("usage: cargo xtask tidy");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// Runs every check; returns the problems found.
+fn tidy(root: &Path) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    collect_rust_files(&root.join("crates"), &mut files);
+    collect_rust_files(&root.join("xtask"), &mut files);
+    for file in &files {
+        let rel = file.strip_prefix(root).unwrap_or(file).to_string_lossy().replace('\\', "/");
+        let Ok(text) = std::fs::read_to_string(file) else {
+            problems.push(format!("{rel}: unreadable"));
+            continue;
+        };
+        check_file(&rel, &text, &mut problems);
+    }
+    match std::fs::read_to_string(root.join("Cargo.lock")) {
+        Ok(lock) => {
+            for name in FORBIDDEN_CRATES {
+                if lock.contains(&format!("name = \"{name}\"\n")) {
+                    problems.push(format!("Cargo.lock: forbidden crate `{name}` is in the build"));
+                }
+            }
+        }
+        Err(_) => problems.push("Cargo.lock: missing".to_owned()),
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
+fn check_file(rel: &str, text: &str, problems: &mut Vec<String>) {
+    let is_self = rel.starts_with("xtask/");
+    let unsafe_allowed = UNSAFE_ALLOWED.contains(&rel);
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        let n = i + 1;
+        if !is_self && (code.contains("todo!(") || code.contains("unimplemented!(")) {
+            problems.push(format!("{rel}:{n}: todo!/unimplemented! in shipped code"));
+        }
+        let has_unsafe = code.contains("unsafe {") || code.contains("unsafe fn") || code.contains("unsafe impl");
+        if has_unsafe && !is_self {
+            if !unsafe_allowed {
+                problems.push(format!("{rel}:{n}: `unsafe` outside the allowed FFI modules"));
+            } else if code.contains("unsafe {") && !has_safety_comment(&lines, i) {
+                problems.push(format!("{rel}:{n}: `unsafe` block without a `// SAFETY:` comment"));
+            }
+        }
+    }
+}
+
+/// Whether a `// SAFETY:` comment is on the line or in the comment lines just above it.
+fn has_safety_comment(lines: &[&str], index: usize) -> bool {
+    if lines[index].contains("SAFETY:") {
+        return true;
+    }
+    for line in lines[..index].iter().rev() {
+        let t = line.trim();
+        if t.starts_with("//") {
+            if t.contains("SAFETY:") {
+                return true;
+            }
+            continue;
+        }
+        // Allow the block to start on a continuation line of the statement above.
+        if t.ends_with('=') || t.ends_with('(') || t.ends_with(',') || t.is_empty() {
+            if t.is_empty() {
+                return false;
+            }
+            continue;
+        }
+        return false;
+    }
+    false
+}
+
+fn collect_rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name == "target" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_unsafe_outside_allowed_modules() {
+        let mut p = Vec::new();
+        check_file("crates/x/src/lib.rs", "fn f() { unsafe { g() } }", &mut p);
+        assert_eq!(p.len(), 1, "{p:?}");
+    }
+
+    #[test]
+    fn requires_safety_comments_in_allowed_modules() {
+        let mut p = Vec::new();
+        let ok = "// SAFETY: the pointer is valid.\nlet x = unsafe { g() };";
+        check_file(UNSAFE_ALLOWED[0], ok, &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let bad = "let y = 1;\nlet x = unsafe { g() };";
+        check_file(UNSAFE_ALLOWED[0], bad, &mut p);
+        assert_eq!(p.len(), 1, "{p:?}");
+    }
+
+    #[test]
+    fn flags_todo() {
+        let mut p = Vec::new();
+        check_file("crates/x/src/lib.rs", "fn f() { todo!() }", &mut p);
+        assert_eq!(p.len(), 1);
+    }
+}

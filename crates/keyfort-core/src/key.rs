@@ -180,6 +180,17 @@ impl Key {
     }
 }
 
+/// One version of a key's material (metadata only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVersion {
+    pub id: String,
+    /// 1 for the first version, then +1 per rotation.
+    pub seq: u32,
+    pub created_at: i64,
+    /// Master key version its material is sealed under.
+    pub mk_version: u32,
+}
+
 /// The sealed-object id of one version of a key.
 pub(crate) fn seal_object_id(key_id: &str, version_id: &str) -> String {
     format!("key/{key_id}/{version_id}")

@@ -29,7 +29,7 @@ pub use clock::{Clock, SystemClock, UnixMillis};
 pub use dev::{DevBootstrap, DevSetup};
 pub use error::{AuthFailure, CoreError};
 pub use instance::{Instance, InstanceState, UnsealMethod};
-pub use key::{Key, KeyKind, KeyListing, KeyQuery, NewKey};
+pub use key::{Key, KeyKind, KeyListing, KeyQuery, KeyVersion, NewKey};
 pub use lifecycle::{KeyState, Transition, Usage};
 pub use service::{CoreConfig, Keyfort, new_id};
 

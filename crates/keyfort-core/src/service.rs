@@ -23,7 +23,8 @@ use crate::instance::{
     STORED_ZEROIZED, UnsealMethod,
 };
 use crate::key::{
-    DEFAULT_KEY_RING, Key, KeyListing, KeyQuery, NewKey, seal_object_id, validate_key_ring_id,
+    DEFAULT_KEY_RING, Key, KeyListing, KeyQuery, KeyVersion, NewKey, seal_object_id,
+    validate_key_ring_id,
 };
 use crate::lifecycle::{KeyState, Transition, Usage};
 
@@ -635,6 +636,41 @@ impl Keyfort {
             id: id_or_alias.to_owned(),
         })?;
         Key::from_record(record)
+    }
+
+    /// The versions of a key, oldest first.
+    pub async fn key_versions(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        id_or_alias: &str,
+    ) -> Result<Vec<KeyVersion>> {
+        let key = self.key(caller, instance_id, id_or_alias).await?;
+        let records = self.store().key_versions(instance_id, &key.id).await?;
+        records
+            .into_iter()
+            .map(|r| {
+                let seq = u32::try_from(r.seq).ok();
+                let mk_version = u32::try_from(r.mk_version).ok();
+                match (seq, mk_version) {
+                    (Some(seq), Some(mk_version)) => Ok(KeyVersion {
+                        id: r.id,
+                        seq,
+                        created_at: r.created_at,
+                        mk_version,
+                    }),
+                    _ => Err(CoreError::CorruptRecord {
+                        table: "key_versions",
+                        id: r.id.clone(),
+                        source: StoreError::Corrupt {
+                            table: "key_versions",
+                            id: r.id,
+                            detail: "sequence or master key version out of range".into(),
+                        },
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// Lists keys with paging; the total counts every match.

@@ -319,6 +319,27 @@ async fn key(
     Ok(Json(core.key(&caller, &instance, &key).await?.into()))
 }
 
+async fn key_versions(
+    State(core): State<Keyfort>,
+    Authenticated(caller): Authenticated,
+    Path((instance, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let versions: Vec<Value> = core
+        .key_versions(&caller, &instance, &key)
+        .await?
+        .into_iter()
+        .map(|v| {
+            json!({
+                "id": v.id,
+                "seq": v.seq,
+                "created_at": rfc3339(v.created_at),
+                "master_key_version": v.mk_version,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "versions": versions })))
+}
+
 async fn key_material(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
