@@ -1,6 +1,8 @@
 //! The core over a real SQLite store: sealing, key creation and material, lifecycle through the
 //! store, authentication, and what reaches the database files.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -525,6 +527,14 @@ async fn lifecycle_through_the_store() {
         .await
         .unwrap();
     assert_eq!(key.state, KeyState::Active);
+    let versions = env
+        .core
+        .key_versions(&env.admin, &env.instance, &key.id)
+        .await
+        .unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].id, key.current_version_id);
+    assert_eq!((versions[0].seq, versions[0].mk_version), (1, 1));
     let t = |tr| {
         env.core
             .transition_key(&env.admin, &env.instance, &key.id, tr)

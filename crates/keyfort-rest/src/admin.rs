@@ -34,6 +34,10 @@ pub(crate) fn routes() -> Router<Keyfort> {
             get(key_material),
         )
         .route(
+            "/instances/{instance}/keys/{key}/versions",
+            get(key_versions),
+        )
+        .route(
             "/instances/{instance}/keys/{key}/actions/{action}",
             post(key_action),
         )

@@ -1,6 +1,8 @@
 //! The HTTP API over a real core and SQLite store: health, the IAM-compatible token endpoint in
 //! every form clients send, bearer authentication and the admin API.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -250,6 +252,13 @@ async fn admin_keys_and_errors() {
     assert_eq!(key["bit_length"], 128);
     assert_eq!(key["state"], "active");
     let id = key["id"].as_str().unwrap();
+
+    let (status, versions) = env
+        .call("GET", &format!("{keys}/{id}/versions"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(versions["versions"][0]["id"], key["current_version_id"]);
+    assert_eq!(versions["versions"][0]["seq"], 1);
 
     let (status, material) = env
         .call("GET", &format!("{keys}/{id}/material"), None)

@@ -1,0 +1,300 @@
+//! The HTTPS accept loop: TLS by tokio-rustls, HTTP/1.1 and HTTP/2 by hyper-util, graceful
+//! shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// How long a client may take to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight connections before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to send the request headers (HTTP/1.1).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app` over TLS on `listener` until `shutdown` completes, then stops accepting, lets
+/// in-flight requests finish (at most [`SHUTDOWN_GRACE`]) and returns.
+///
+/// Handlers can extract the peer address with `ConnectInfo<SocketAddr>`.
+pub async fn serve_https(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    // Tells connections still in their TLS handshake to give up.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) if is_per_connection_error(&e) => continue,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+            let stream = tokio::select! {
+                result = handshake => match result {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                _ = stop_rx.wait_for(|stop| *stop) => return,
+            };
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(req)
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    let _ = stop_tx.send(true);
+    tracing::info!("shutting down: waiting for in-flight requests");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open after {}s; closing them",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// Errors of `accept` that concern one connection only; the listener itself is fine.
+fn is_per_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Binds a TCP listener, naming the address in the error.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|source| {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            BindError::AddrInUse { addr }
+        } else {
+            BindError::Other { addr, source }
+        }
+    })
+}
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    #[error("cannot listen on {addr}: address in use")]
+    AddrInUse { addr: SocketAddr },
+    #[error("cannot listen on {addr}")]
+    Other {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use axum::routing::get;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::tls;
+
+    struct Server {
+        _dir: tempfile::TempDir,
+        ca: reqwest::Certificate,
+        addr: SocketAddr,
+        stop: Option<oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<io::Result<()>>,
+    }
+
+    async fn start(app: Router) -> Server {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let ca = tls::generate_dev_ca().unwrap_or_else(|e| panic!("{e}"));
+        let leaf = tls::issue_dev_server_cert(&ca.key_pem).unwrap_or_else(|e| panic!("{e}"));
+        let write = |name: &str, data: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, data).unwrap_or_else(|e| panic!("{e}"));
+            path
+        };
+        let cert = write("server.pem", leaf.cert_pem.as_bytes());
+        let key = write("server-key.pem", leaf.key_pem.as_bytes());
+        let config = tls::server_config(&cert, &key).unwrap_or_else(|e| panic!("{e}"));
+        let listener = bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve_https(listener, config, app, async move {
+            let _ = stopped.await;
+        }));
+        Server {
+            ca: reqwest::Certificate::from_pem(ca.cert_pem.as_bytes())
+                .unwrap_or_else(|e| panic!("{e}")),
+            addr,
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// A client trusting only `ca`; `http1` forbids HTTP/2 (otherwise ALPN picks h2).
+    fn client(ca: &reqwest::Certificate, http1: bool) -> reqwest::Client {
+        let mut b = reqwest::Client::builder().tls_certs_only([ca.clone()]);
+        if http1 {
+            b = b.http1_only();
+        }
+        b.build().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn app() -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/peer",
+                get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    "done"
+                }),
+            )
+    }
+
+    #[tokio::test]
+    async fn serves_https_http1_and_http2_with_peer_address() {
+        let server = start(app()).await;
+        let url = format!("https://localhost:{}/healthz", server.addr.port());
+        for (http1, version) in [
+            (true, reqwest::Version::HTTP_11),
+            (false, reqwest::Version::HTTP_2),
+        ] {
+            let resp = client(&server.ca, http1)
+                .get(&url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.version(), version);
+            assert_eq!(resp.text().await.unwrap_or_default(), "ok");
+        }
+        let peer = client(&server.ca, false)
+            .get(format!("https://127.0.0.1:{}/peer", server.addr.port()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        assert_eq!(peer, "127.0.0.1");
+    }
+
+    #[tokio::test]
+    async fn graceful_shutdown_finishes_in_flight_requests_then_refuses() {
+        let mut server = start(app()).await;
+        let url = format!("https://localhost:{}/slow", server.addr.port());
+        let c = client(&server.ca, false);
+        let in_flight = tokio::spawn(async move { c.get(&url).send().await?.text().await });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if let Some(stop) = server.stop.take() {
+            let _ = stop.send(());
+        }
+        let started = Instant::now();
+        let body = in_flight
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(body, "done");
+        let result = tokio::time::timeout(Duration::from_secs(5), &mut server.task).await;
+        assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            tokio::net::TcpStream::connect(server.addr).await.is_err(),
+            "listener closed after shutdown"
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_client_does_not_block_shutdown() {
+        let mut server = start(app()).await;
+        // Connects and never sends a ClientHello.
+        let _silent = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(stop) = server.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(3), &mut server.task).await;
+        assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn port_in_use_names_the_address() {
+        let first = bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = first.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let err = bind(addr)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(err, format!("cannot listen on {addr}: address in use"));
+    }
+}

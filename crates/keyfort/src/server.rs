@@ -1,0 +1,238 @@
+//! `keyfort server`: wires the store, the core and the REST door, and serves them over HTTPS.
+//!
+//! Order matters so that bad input changes nothing: the config is validated and the TLS files
+//! loaded first, then the listener is bound, and only then is the data directory created and
+//! written; `dev.json` is written last, once the server accepts connections.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::dev::{self, DevError, DevInfo};
+use crate::serve::{self, BindError};
+use crate::tls::{self, TlsError};
+
+/// The SQLite database, in the data directory.
+pub const DB_FILE: &str = "keyfort.db";
+/// The Ed25519 key that signs access tokens (PKCS#8, 0600), in the data directory.
+pub const TOKEN_SIGNING_KEY_FILE: &str = "token-signing.key";
+/// The dev instance's master key (dev mode only), in the data directory.
+pub const DEV_MASTER_KEY_FILE: &str = "dev-master.key";
+
+/// Runs the server until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    // Registered first so a signal during startup still leads to a clean shutdown.
+    let shutdown = ShutdownSignal::register()?;
+
+    let mut server_tls = match (&config.tls, config.dev) {
+        (Some(files), false) => Some(tls::server_config(&files.cert_file, &files.key_file)?),
+        (Some(_), true) => {
+            tracing::warn!("dev mode uses its own generated certificates; [tls] is ignored");
+            None
+        }
+        (None, _) => None,
+    };
+
+    let listener = serve::bind(config.http_addr).await?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::LocalAddr {
+            addr: config.http_addr,
+            source,
+        })?;
+
+    let data_dir = prepare_data_dir(&config.data_dir)?;
+    let mut dev_files = None;
+    if config.dev {
+        let files = dev::ensure_tls(&data_dir)?;
+        server_tls = Some(tls::server_config(&files.server_cert, &files.server_key)?);
+        dev_files = Some(files);
+    }
+    let Some(server_tls) = server_tls else {
+        // `Config::resolve` demands TLS files outside dev mode.
+        return Err(ServerError::NoTls);
+    };
+
+    let started = start_core(&config, &data_dir).await?;
+
+    tracing::info!(
+        addr = %http_addr,
+        data_dir = %data_dir.display(),
+        dev = config.dev,
+        "keyfort listening (HTTPS)"
+    );
+    tracing::info!(
+        kmip_addr = %config.kmip_addr,
+        grpc_addr = %config.grpc_addr,
+        "the KMIP and gRPC doors are not available yet; their addresses are not bound"
+    );
+    let server = tokio::spawn(serve::serve_https(
+        listener,
+        server_tls,
+        started.app,
+        shutdown.wait(),
+    ));
+
+    if let (Some(files), Some(identity)) = (dev_files, started.dev) {
+        let info = DevInfo {
+            http_addr: http_addr.to_string(),
+            kmip_addr: None,
+            grpc_addr: None,
+            instance_id: identity.instance_id,
+            api_key: identity.api_key.to_string(),
+            ca_cert: files.ca_cert,
+            client_cert: files.client_cert,
+            client_key: files.client_key,
+        };
+        info.write(&data_dir)?;
+        // For a person; a closed stdout must not stop the server (dev.json has it all).
+        let banner = info.banner(&DevInfo::url(http_addr), &data_dir);
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{banner}").and_then(|()| out.flush());
+    }
+
+    server
+        .await
+        .map_err(ServerError::Task)?
+        .map_err(ServerError::Serve)?;
+    tracing::info!("keyfort stopped");
+    Ok(())
+}
+
+/// Creates the data directory (0700) if needed, checks that it is writable, and returns its
+/// absolute path.
+fn prepare_data_dir(dir: &Path) -> Result<PathBuf, ServerError> {
+    let data_dir_error = |source| ServerError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    dev::create_private_dir(dir).map_err(|e| match e {
+        DevError::Io { source, .. } => data_dir_error(source),
+        other => ServerError::Dev(other),
+    })?;
+    let dir = dir.canonicalize().map_err(data_dir_error)?;
+    let probe = dir.join(format!(".keyfort-write-test.{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|source| ServerError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+    Ok(dir)
+}
+
+/// What the core hands to the HTTPS door.
+struct Started {
+    app: Router,
+    dev: Option<DevIdentity>,
+}
+
+/// The dev instance and its administrator API key.
+struct DevIdentity {
+    instance_id: String,
+    api_key: Zeroizing<String>,
+}
+
+async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerError> {
+    use keyfort_core::{CoreConfig, DevSetup, Keyfort, TokenSigner};
+    use keyfort_store::sqlite::SqliteStore;
+
+    let token_signer = TokenSigner::load_or_create(&data_dir.join(TOKEN_SIGNING_KEY_FILE))?;
+    let store = SqliteStore::open(&data_dir.join(DB_FILE)).await?;
+    let store: Arc<dyn keyfort_store::Store> = Arc::new(store);
+    let core = Keyfort::open(
+        store,
+        CoreConfig {
+            token_ttl: config.token_ttl,
+            token_signer,
+        },
+    )
+    .await?;
+    let dev = if config.dev {
+        let boot = core
+            .dev_bootstrap(DevSetup {
+                master_key_file: data_dir.join(DEV_MASTER_KEY_FILE),
+                previous_api_key: DevInfo::previous_api_key(data_dir),
+            })
+            .await?;
+        tracing::info!(
+            instance_id = %boot.instance_id,
+            created = boot.created,
+            "dev instance ready"
+        );
+        Some(DevIdentity {
+            instance_id: boot.instance_id,
+            api_key: Zeroizing::new(boot.api_key),
+        })
+    } else {
+        None
+    };
+    Ok(Started {
+        app: keyfort_rest::router(core),
+        dev,
+    })
+}
+
+/// SIGTERM or SIGINT (Ctrl-C), whichever comes first.
+struct ShutdownSignal {
+    term: Signal,
+    int: Signal,
+}
+
+impl ShutdownSignal {
+    fn register() -> Result<Self, ServerError> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(ServerError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(ServerError::Signal)?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("interrupt received"),
+        }
+    }
+}
+
+/// The server cannot start or stopped abnormally. Exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("cannot read the address bound for {addr}")]
+    LocalAddr {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot use data directory {}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("no TLS certificate configured")]
+    NoTls,
+    #[error(transparent)]
+    Dev(#[from] DevError),
+    #[error("cannot install the signal handlers")]
+    Signal(#[source] io::Error),
+    #[error("cannot open the core")]
+    Core(#[from] keyfort_core::CoreError),
+    #[error("cannot open the database")]
+    Store(#[from] keyfort_store::StoreError),
+    #[error("the HTTPS server failed")]
+    Serve(#[source] io::Error),
+    #[error("the HTTPS server task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
