@@ -5,8 +5,13 @@
 //! plaintext or key material are returned in [`Zeroizing`] buffers.
 //!
 //! Limits of this build: GCM takes 96-bit IVs and produces 128-bit tags only; CTR increments the
-//! whole 128-bit counter block (PKCS #11 `ulCounterBits` = 128); KW and KWP take AES-128 and
-//! AES-256 key-encryption keys (AWS-LC's `aws-lc-rs` does not offer AES-192 there).
+//! whole 128-bit counter block (PKCS #11 `ulCounterBits` = 128).
+//!
+//! KW and KWP take AES-128, AES-192 and AES-256 key-encryption keys. `aws-lc-rs` offers only
+//! AES-128 and AES-256 there, so those two run through it (inside the FIPS module in a `fips`
+//! build) and AES-192 runs through the same AWS-LC implementation called via `aws-lc-sys`
+//! (`AES_wrap_key` and friends), which a `fips` build links outside the module. The unit tests
+//! check the two paths agree for AES-128 and AES-256.
 //!
 //! CBC-PAD decryption reports bad padding as [`Error::DecryptFailed`]; like every unauthenticated
 //! padded mode it can act as a padding oracle if its errors reach an attacker — prefer GCM or KWP.
@@ -20,7 +25,7 @@ use aws_lc_rs::iv::FixedLength;
 use aws_lc_rs::key_wrap::{self, KeyEncryptionKey, KeyWrap as _, KeyWrapPadded as _};
 use zeroize::Zeroizing;
 
-use crate::{Error, Result};
+use crate::{Error, Result, raw};
 
 /// The AES block length in bytes.
 pub const BLOCK_LEN: usize = 16;
@@ -212,44 +217,49 @@ pub fn ecb_decrypt(key: &[u8], data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     Ok(out)
 }
 
-fn kek(key: &[u8]) -> Result<KeyEncryptionKey<key_wrap::AesBlockCipher>> {
+/// The `aws-lc-rs` key-encryption key for an AES-128 or AES-256 KEK, or `None` for AES-192,
+/// which goes through [`crate::raw`] instead.
+fn lc_kek(key: &[u8]) -> Result<Option<KeyEncryptionKey<key_wrap::AesBlockCipher>>> {
     let cipher = match key.len() {
         16 => &key_wrap::AES_128,
         32 => &key_wrap::AES_256,
-        24 => {
-            return Err(Error::Unsupported {
-                what: "AES-192 key-encryption key",
-            });
-        }
+        24 => return Ok(None),
         _ => return Err(bad_key_len()),
     };
-    KeyEncryptionKey::new(cipher, key).map_err(|_| bad_key_len())
+    KeyEncryptionKey::new(cipher, key)
+        .map(Some)
+        .map_err(|_| bad_key_len())
 }
 
 /// AES Key Wrap (RFC 3394 §2.2.1, NIST SP 800-38F KW) of `key_data`, which must be a multiple
-/// of 8 bytes and at least 16 bytes. The output is 8 bytes longer.
+/// of 8 bytes and at least 16 bytes, under a 128-, 192- or 256-bit KEK. The output is 8 bytes
+/// longer.
 pub fn key_wrap(kek_bytes: &[u8], key_data: &[u8]) -> Result<Vec<u8>> {
     if key_data.len() < 16 || key_data.len() % 8 != 0 {
         return Err(Error::InvalidInput {
             what: "AES-KW input must be a multiple of 8 bytes, at least 16",
         });
     }
+    let Some(kek) = lc_kek(kek_bytes)? else {
+        return raw::aes_key_wrap(kek_bytes, key_data);
+    };
     let mut out = vec![0u8; key_data.len() + 8];
-    let len = kek(kek_bytes)?
-        .wrap(key_data, &mut out)
-        .map_err(|_| op_failed())?
-        .len();
+    let len = kek.wrap(key_data, &mut out).map_err(|_| op_failed())?.len();
     out.truncate(len);
     Ok(out)
 }
 
 /// AES Key Unwrap (RFC 3394 §2.2.2); an integrity-check failure is [`Error::DecryptFailed`].
 pub fn key_unwrap(kek_bytes: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let kek = lc_kek(kek_bytes)?;
     if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
         return Err(Error::DecryptFailed);
     }
+    let Some(kek) = kek else {
+        return raw::aes_key_unwrap(kek_bytes, wrapped);
+    };
     let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
-    let len = kek(kek_bytes)?
+    let len = kek
         .unwrap(wrapped, &mut out)
         .map_err(|_| Error::DecryptFailed)?
         .len();
@@ -257,15 +267,19 @@ pub fn key_unwrap(kek_bytes: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>
     Ok(out)
 }
 
-/// AES Key Wrap with Padding (RFC 5649 §4.1, NIST SP 800-38F KWP) of 1 or more bytes.
+/// AES Key Wrap with Padding (RFC 5649 §4.1, NIST SP 800-38F KWP) of 1 or more bytes under a
+/// 128-, 192- or 256-bit KEK. The output is the input rounded up to 8 bytes, plus 8.
 pub fn key_wrap_pad(kek_bytes: &[u8], key_data: &[u8]) -> Result<Vec<u8>> {
     if key_data.is_empty() {
         return Err(Error::InvalidInput {
             what: "AES-KWP input must not be empty",
         });
     }
+    let Some(kek) = lc_kek(kek_bytes)? else {
+        return raw::aes_key_wrap_pad(kek_bytes, key_data);
+    };
     let mut out = vec![0u8; key_data.len().div_ceil(8) * 8 + 8];
-    let len = kek(kek_bytes)?
+    let len = kek
         .wrap_with_padding(key_data, &mut out)
         .map_err(|_| op_failed())?
         .len();
@@ -275,11 +289,15 @@ pub fn key_wrap_pad(kek_bytes: &[u8], key_data: &[u8]) -> Result<Vec<u8>> {
 
 /// AES Key Unwrap with Padding (RFC 5649 §4.2); failures are [`Error::DecryptFailed`].
 pub fn key_unwrap_pad(kek_bytes: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let kek = lc_kek(kek_bytes)?;
     if wrapped.len() < 16 || wrapped.len() % 8 != 0 {
         return Err(Error::DecryptFailed);
     }
+    let Some(kek) = kek else {
+        return raw::aes_key_unwrap_pad(kek_bytes, wrapped);
+    };
     let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
-    let len = kek(kek_bytes)?
+    let len = kek
         .unwrap_with_padding(wrapped, &mut out)
         .map_err(|_| Error::DecryptFailed)?
         .len();
@@ -366,8 +384,90 @@ mod tests {
         bad[3] ^= 0x80;
         assert_eq!(key_unwrap_pad(&K[..16], &bad), Err(Error::DecryptFailed));
         assert!(matches!(
-            key_wrap(&K[..24], &data),
-            Err(Error::Unsupported { .. })
+            key_wrap(&K[..20], &data),
+            Err(Error::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            key_unwrap_pad(&K[..31], &wp),
+            Err(Error::InvalidKey { .. })
+        ));
+    }
+
+    #[test]
+    fn key_wrap_all_kek_sizes_round_trip_and_tamper() {
+        for kek_len in [16, 24, 32] {
+            let kek = &K[..kek_len];
+            for len in (16..=64).step_by(8) {
+                let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let w = key_wrap(kek, &data).unwrap();
+                assert_eq!(w.len(), len + 8);
+                assert_eq!(&key_unwrap(kek, &w).unwrap()[..], &data[..]);
+                for pos in [0, w.len() / 2, w.len() - 1] {
+                    let mut bad = w.clone();
+                    bad[pos] ^= 0x01;
+                    assert_eq!(key_unwrap(kek, &bad), Err(Error::DecryptFailed));
+                }
+                assert_eq!(
+                    key_unwrap(&[0x22; 32][..kek_len], &w),
+                    Err(Error::DecryptFailed)
+                );
+            }
+            for len in 1..=40usize {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+                let w = key_wrap_pad(kek, &data).unwrap();
+                assert_eq!(w.len(), len.div_ceil(8) * 8 + 8, "kek {kek_len} len {len}");
+                assert_eq!(&key_unwrap_pad(kek, &w).unwrap()[..], &data[..]);
+                let mut bad = w.clone();
+                bad[w.len() - 1] ^= 0x40;
+                assert_eq!(key_unwrap_pad(kek, &bad), Err(Error::DecryptFailed));
+            }
+            // Malformed lengths are decryption failures, not panics.
+            for len in [0, 8, 15, 17, 23, 25] {
+                let junk = vec![0u8; len];
+                assert_eq!(key_unwrap(kek, &junk), Err(Error::DecryptFailed));
+                assert_eq!(key_unwrap_pad(kek, &junk), Err(Error::DecryptFailed));
+            }
+            assert!(matches!(
+                key_wrap(kek, &[0u8; 12]),
+                Err(Error::InvalidInput { .. })
+            ));
+            assert!(matches!(
+                key_wrap_pad(kek, &[]),
+                Err(Error::InvalidInput { .. })
+            ));
+        }
+    }
+
+    /// The raw AWS-LC path (used for AES-192) agrees with `aws-lc-rs` on AES-128 and AES-256.
+    #[test]
+    fn raw_key_wrap_matches_aws_lc_rs() {
+        for kek_len in [16, 32] {
+            let kek = &K[..kek_len];
+            for len in (16..=48).step_by(8) {
+                let data = vec![0x5cu8; len];
+                let w = key_wrap(kek, &data).unwrap();
+                assert_eq!(raw::aes_key_wrap(kek, &data).unwrap(), w);
+                assert_eq!(&raw::aes_key_unwrap(kek, &w).unwrap()[..], &data[..]);
+            }
+            for len in 1..=33 {
+                let data = vec![0xc5u8; len];
+                let w = key_wrap_pad(kek, &data).unwrap();
+                assert_eq!(raw::aes_key_wrap_pad(kek, &data).unwrap(), w);
+                assert_eq!(&raw::aes_key_unwrap_pad(kek, &w).unwrap()[..], &data[..]);
+                let mut bad = w.clone();
+                bad[0] ^= 1;
+                assert_eq!(
+                    raw::aes_key_unwrap_pad(kek, &bad),
+                    Err(Error::DecryptFailed)
+                );
+            }
+        }
+        // The raw path validates lengths itself too.
+        assert!(raw::aes_key_wrap(&K[..24], &[0u8; 12]).is_err());
+        assert!(raw::aes_key_wrap_pad(&K[..24], &[]).is_err());
+        assert!(matches!(
+            raw::aes_key_wrap(&K[..20], &[0u8; 16]),
+            Err(Error::InvalidKey { .. })
         ));
     }
 }

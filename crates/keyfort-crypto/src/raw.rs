@@ -460,3 +460,202 @@ pub(crate) mod nid {
     pub(crate) const P521: core::ffi::c_int = aws_lc_sys::NID_secp521r1;
     pub(crate) const SECP256K1: core::ffi::c_int = aws_lc_sys::NID_secp256k1;
 }
+
+/// An expanded AES key schedule (`AES_KEY`), wiped when dropped.
+struct AesKeySchedule(ffi::AES_KEY);
+
+impl AesKeySchedule {
+    /// Expands `key` (16, 24 or 32 bytes) for encryption or, if `decrypt`, for decryption.
+    fn new(key: &[u8], decrypt: bool) -> Result<Self> {
+        let bits: core::ffi::c_uint = match key.len() {
+            16 => 128,
+            24 => 192,
+            32 => 256,
+            _ => {
+                return Err(Error::InvalidKey {
+                    what: "AES key must be 16, 24 or 32 bytes",
+                });
+            }
+        };
+        let mut schedule = AesKeySchedule(ffi::AES_KEY {
+            rd_key: [0; 60],
+            rounds: 0,
+        });
+        // SAFETY: `key` is a live slice of exactly `bits / 8` bytes; `schedule.0` is a writable
+        // AES_KEY owned by us. Both functions return zero on success (unlike most of AWS-LC).
+        let rc = unsafe {
+            if decrypt {
+                ffi::AES_set_decrypt_key(key.as_ptr(), bits, &mut schedule.0)
+            } else {
+                ffi::AES_set_encrypt_key(key.as_ptr(), bits, &mut schedule.0)
+            }
+        };
+        if rc != 0 {
+            return Err(Error::Internal {
+                what: "AES key schedule",
+            });
+        }
+        Ok(schedule)
+    }
+}
+
+impl Drop for AesKeySchedule {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.0.rd_key.zeroize();
+        self.0.rounds.zeroize();
+    }
+}
+
+/// AES Key Wrap (RFC 3394 §2.2.1) with the default IV. `input` must be a multiple of 8 bytes
+/// and at least 16 bytes (checked by the caller and again by AWS-LC).
+pub(crate) fn aes_key_wrap(kek: &[u8], input: &[u8]) -> Result<Vec<u8>> {
+    let schedule = AesKeySchedule::new(kek, false)?;
+    let mut out = vec![0u8; input.len() + 8];
+    // SAFETY: `schedule.0` is an encryption schedule; a null IV selects the RFC 3394 default;
+    // `out` has room for the `input.len() + 8` bytes written; `input` is a live slice that does
+    // not overlap `out`.
+    let n = unsafe {
+        ffi::AES_wrap_key(
+            &schedule.0,
+            ptr::null(),
+            out.as_mut_ptr(),
+            input.as_ptr(),
+            input.len(),
+        )
+    };
+    if usize::try_from(n).ok() != Some(out.len()) {
+        return Err(Error::InvalidInput {
+            what: "AES-KW input must be a multiple of 8 bytes, at least 16",
+        });
+    }
+    Ok(out)
+}
+
+/// AES Key Unwrap (RFC 3394 §2.2.2) with the default IV; an integrity-check failure (or a
+/// malformed length) is [`Error::DecryptFailed`].
+pub(crate) fn aes_key_unwrap(kek: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let schedule = AesKeySchedule::new(kek, true)?;
+    if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
+        return Err(Error::DecryptFailed);
+    }
+    let mut out = Zeroizing::new(vec![0u8; wrapped.len() - 8]);
+    // SAFETY: `schedule.0` is a decryption schedule; a null IV selects the RFC 3394 default;
+    // `out` has room for the `wrapped.len() - 8` bytes written; `wrapped` is a live slice that
+    // does not overlap `out`.
+    let n = unsafe {
+        ffi::AES_unwrap_key(
+            &schedule.0,
+            ptr::null(),
+            out.as_mut_ptr(),
+            wrapped.as_ptr(),
+            wrapped.len(),
+        )
+    };
+    // SAFETY: clears the thread's AWS-LC error queue; no pointers involved.
+    unsafe { ffi::ERR_clear_error() };
+    if usize::try_from(n).ok() != Some(out.len()) {
+        // `out` may hold unverified partial plaintext; `Zeroizing` wipes it on drop.
+        return Err(Error::DecryptFailed);
+    }
+    Ok(out)
+}
+
+/// AES Key Wrap with Padding (RFC 5649 §4.1) of 1 to 2³² − 1 bytes.
+pub(crate) fn aes_key_wrap_pad(kek: &[u8], input: &[u8]) -> Result<Vec<u8>> {
+    let schedule = AesKeySchedule::new(kek, false)?;
+    // The output is the input rounded up to 8 bytes, plus the 8-byte AIV.
+    let mut out = vec![0u8; input.len().div_ceil(8) * 8 + 8];
+    let mut out_len = 0usize;
+    // SAFETY: `schedule.0` is an encryption schedule; `out` is writable for `out.len()` bytes
+    // (≥ `input.len()` + 15 rounded down to a multiple of 8, all AWS-LC writes) and does not
+    // overlap the live slice `input`.
+    let ok = unsafe {
+        ffi::AES_wrap_key_padded(
+            &schedule.0,
+            out.as_mut_ptr(),
+            &mut out_len,
+            out.len(),
+            input.as_ptr(),
+            input.len(),
+        )
+    };
+    if ok != 1 || out_len != out.len() {
+        return Err(Error::InvalidInput {
+            what: "AES-KWP input must be 1 to 2^32 - 1 bytes",
+        });
+    }
+    Ok(out)
+}
+
+/// AES Key Unwrap with Padding (RFC 5649 §4.2); any failure is [`Error::DecryptFailed`].
+pub(crate) fn aes_key_unwrap_pad(kek: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let schedule = AesKeySchedule::new(kek, true)?;
+    if wrapped.len() < 16 || wrapped.len() % 8 != 0 {
+        return Err(Error::DecryptFailed);
+    }
+    let mut out = Zeroizing::new(vec![0u8; wrapped.len() - 8]);
+    let mut out_len = 0usize;
+    // SAFETY: `schedule.0` is a decryption schedule; `out` is writable for `out.len()` =
+    // `wrapped.len() - 8` bytes, the most AWS-LC writes, and does not overlap `wrapped`.
+    let ok = unsafe {
+        ffi::AES_unwrap_key_padded(
+            &schedule.0,
+            out.as_mut_ptr(),
+            &mut out_len,
+            out.len(),
+            wrapped.as_ptr(),
+            wrapped.len(),
+        )
+    };
+    // SAFETY: clears the thread's AWS-LC error queue; no pointers involved.
+    unsafe { ffi::ERR_clear_error() };
+    if ok != 1 || out_len == 0 || out_len > out.len() {
+        // `out` may hold unverified plaintext; `Zeroizing` wipes it on drop.
+        return Err(Error::DecryptFailed);
+    }
+    out.truncate(out_len);
+    Ok(out)
+}
+
+/// scrypt (RFC 7914 §6) of `password` and `salt` with cost `n` = N (a power of two), block
+/// size `r` and parallelism `p`, filling `out`. AWS-LC refuses to use more than `max_mem` bytes.
+///
+/// Policy (which parameters are acceptable) is the caller's; AWS-LC rejects only parameters the
+/// RFC forbids or whose memory exceeds `max_mem`, both reported as [`Error::InvalidInput`].
+pub(crate) fn scrypt(
+    password: &[u8],
+    salt: &[u8],
+    n: u64,
+    r: u64,
+    p: u64,
+    max_mem: usize,
+    out: &mut [u8],
+) -> Result<()> {
+    // SAFETY: `password`, `salt` and `out` are live slices passed with their own lengths (an
+    // empty slice's dangling pointer is never read); `out` is exclusively borrowed.
+    let ok = unsafe {
+        ffi::EVP_PBE_scrypt(
+            password.as_ptr().cast(),
+            password.len(),
+            salt.as_ptr(),
+            salt.len(),
+            n,
+            r,
+            p,
+            max_mem,
+            out.as_mut_ptr(),
+            out.len(),
+        )
+    };
+    // SAFETY: clears the thread's AWS-LC error queue; no pointers involved.
+    unsafe { ffi::ERR_clear_error() };
+    if ok != 1 {
+        use zeroize::Zeroize as _;
+        out.zeroize();
+        return Err(Error::InvalidInput {
+            what: "scrypt parameters rejected or memory limit exceeded",
+        });
+    }
+    Ok(())
+}
