@@ -110,6 +110,85 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a key, its aliases and all its versions (purge). [`StoreError::NotFound`] if absent.
     async fn purge_key(&self, instance_id: &str, id: &str) -> Result<()>;
 
+    // ---- master key rotation ---------------------------------------------------------------
+
+    /// Key versions of an instance sealed under a master key version lower than `mk_version`,
+    /// ordered by `(key_id, seq)`, at most `limit` (the re-seal job's batches).
+    async fn key_versions_below_mk(
+        &self,
+        instance_id: &str,
+        mk_version: i64,
+        limit: u64,
+    ) -> Result<Vec<KeyVersionRecord>>;
+
+    /// How many key versions of an instance are sealed under a master key lower than `mk_version`.
+    async fn count_key_versions_below_mk(&self, instance_id: &str, mk_version: i64) -> Result<u64>;
+
+    /// Replaces a key version's `sealed` blob and `mk_version` if its stored `mk_version` is
+    /// still `expected_mk_version`; [`StoreError::Conflict`] otherwise (someone re-sealed it
+    /// first), [`StoreError::NotFound`] if the version is gone (its key was purged).
+    async fn reseal_key_version(
+        &self,
+        version: &KeyVersionRecord,
+        expected_mk_version: i64,
+    ) -> Result<()>;
+
+    /// Instance-level sealed secrets (an archived master key during rotation, ...).
+    async fn instance_secret(
+        &self,
+        instance_id: &str,
+        name: &str,
+    ) -> Result<Option<InstanceSecretRecord>>;
+
+    /// Deletes an instance secret; `Ok` if it did not exist.
+    async fn delete_instance_secret(&self, instance_id: &str, name: &str) -> Result<()>;
+
+    /// Updates an instance exactly as [`Store::update_instance`] does and, in the same
+    /// transaction, inserts or replaces `secret` (if given) and appends `audit` (if given).
+    async fn update_instance_with(
+        &self,
+        instance: &InstanceRecord,
+        secret: Option<&InstanceSecretRecord>,
+        audit: Option<&AuditEventInput>,
+    ) -> Result<i64>;
+
+    /// Records a signed command's nonce as used. [`StoreError::AlreadyExists`] if it was used
+    /// before (a replay). Nonces whose `expires_at` is past `now` may be forgotten.
+    async fn use_command_nonce(
+        &self,
+        instance_id: &str,
+        nonce: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<()>;
+
+    /// Zeroization: in one transaction, deletes every key, alias, key version, key ring other
+    /// than `default`, and instance secret of the instance, updates the instance record as
+    /// [`Store::update_instance`] does (optimistic), and appends `audit`. Principals and the
+    /// audit trail remain.
+    async fn zeroize_instance(
+        &self,
+        instance: &InstanceRecord,
+        audit: &AuditEventInput,
+    ) -> Result<i64>;
+
+    // ---- audit -----------------------------------------------------------------------------
+
+    /// Appends an event to the instance's hash chain: in one transaction, reads the last event
+    /// of the instance, assigns `seq = last + 1` (1 for the first), `prev_hash` = the last
+    /// event's hash (32 zero bytes for the first), and
+    /// `hash = SHA-256(prev_hash ‖ seq as u64 BE ‖ at as i64 BE ‖ body)` (computed with
+    /// `keyfort_crypto::digest::sha256`).
+    async fn append_audit_event(&self, event: &AuditEventInput) -> Result<AuditEventRecord>;
+
+    /// Events of an instance with `seq > after_seq`, in order, at most `limit`.
+    async fn audit_events(
+        &self,
+        instance_id: &str,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditEventRecord>>;
+
     // ---- principals and API keys -----------------------------------------------------------
 
     /// Inserts a principal. [`StoreError::AlreadyExists`] if its id or `(instance_id, name)` exists.

@@ -22,11 +22,18 @@ pub(crate) struct Migration {
 }
 
 /// The SQLite migrations, in order.
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/sqlite/0001_initial.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "kyok_audit",
+        sql: include_str!("migrations/sqlite/0002_kyok_audit.sql"),
+    },
+];
 
 /// The migrations of `all` still to apply to a database at schema version `current` (0 for a
 /// fresh database), or [`StoreError::SchemaTooNew`].

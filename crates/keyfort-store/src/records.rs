@@ -126,3 +126,39 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<i64>,
     pub row_version: i64,
 }
+
+/// A secret of an instance itself (not of a key), sealed under its master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSecretRecord {
+    pub instance_id: String,
+    /// What it is, e.g. `"archived-mk/3"`.
+    pub name: String,
+    pub sealed: Vec<u8>,
+    /// Master key version the blob is sealed under.
+    pub mk_version: i64,
+    pub created_at: i64,
+}
+
+/// An audit event to append; the store chains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEventInput {
+    pub instance_id: String,
+    pub at: i64,
+    /// The event as canonical JSON, built by the core (who, what, which key, outcome,
+    /// correlation id, source address).
+    pub body: String,
+}
+
+/// A stored, chained audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEventRecord {
+    pub instance_id: String,
+    /// 1, 2, 3, ... per instance, without gaps.
+    pub seq: i64,
+    pub at: i64,
+    pub body: String,
+    /// The previous event's `hash` (32 zero bytes for the first event).
+    pub prev_hash: Vec<u8>,
+    /// `SHA-256(prev_hash ‖ seq as u64 BE ‖ at as i64 BE ‖ body)`.
+    pub hash: Vec<u8>,
+}

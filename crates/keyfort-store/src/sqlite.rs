@@ -22,6 +22,7 @@
 //! principal `id`, `instance_id`, `kind`, `created_at`; for an API key `id`, `principal_id`,
 //! `hash`, `created_at`; for an instance `id`, `created_at`. Every other field is replaced.
 
+mod audit;
 mod instances;
 mod keys;
 mod migrate;
@@ -37,8 +38,9 @@ use sqlx::sqlite::{
 };
 
 use crate::{
-    ApiKeyRecord, InstanceRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord,
-    PrincipalRecord, Result, Store, StoreError,
+    ApiKeyRecord, AuditEventInput, AuditEventRecord, InstanceRecord, InstanceSecretRecord,
+    KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord, Result, Store,
+    StoreError,
 };
 
 /// How long a connection waits for another process's lock before failing with `SQLITE_BUSY`.
@@ -220,6 +222,79 @@ impl Store for SqliteStore {
 
     async fn purge_key(&self, instance_id: &str, id: &str) -> Result<()> {
         keys::purge(self, instance_id, id).await
+    }
+
+    async fn key_versions_below_mk(
+        &self,
+        instance_id: &str,
+        mk_version: i64,
+        limit: u64,
+    ) -> Result<Vec<KeyVersionRecord>> {
+        keys::versions_below_mk(self, instance_id, mk_version, limit).await
+    }
+
+    async fn count_key_versions_below_mk(&self, instance_id: &str, mk_version: i64) -> Result<u64> {
+        keys::count_below_mk(self, instance_id, mk_version).await
+    }
+
+    async fn reseal_key_version(
+        &self,
+        version: &KeyVersionRecord,
+        expected_mk_version: i64,
+    ) -> Result<()> {
+        keys::reseal(self, version, expected_mk_version).await
+    }
+
+    async fn instance_secret(
+        &self,
+        instance_id: &str,
+        name: &str,
+    ) -> Result<Option<InstanceSecretRecord>> {
+        instances::secret(self, instance_id, name).await
+    }
+
+    async fn delete_instance_secret(&self, instance_id: &str, name: &str) -> Result<()> {
+        instances::delete_secret(self, instance_id, name).await
+    }
+
+    async fn update_instance_with(
+        &self,
+        instance: &InstanceRecord,
+        secret: Option<&InstanceSecretRecord>,
+        audit: Option<&AuditEventInput>,
+    ) -> Result<i64> {
+        instances::update_with(self, instance, secret, audit).await
+    }
+
+    async fn use_command_nonce(
+        &self,
+        instance_id: &str,
+        nonce: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<()> {
+        instances::use_nonce(self, instance_id, nonce, expires_at, now).await
+    }
+
+    async fn zeroize_instance(
+        &self,
+        instance: &InstanceRecord,
+        audit: &AuditEventInput,
+    ) -> Result<i64> {
+        instances::zeroize(self, instance, audit).await
+    }
+
+    async fn append_audit_event(&self, event: &AuditEventInput) -> Result<AuditEventRecord> {
+        audit::append(self, event).await
+    }
+
+    async fn audit_events(
+        &self,
+        instance_id: &str,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditEventRecord>> {
+        audit::events(self, instance_id, after_seq, limit).await
     }
 
     async fn insert_principal(&self, principal: &PrincipalRecord) -> Result<()> {

@@ -9,9 +9,11 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use keyfort_crypto::digest::sha256;
 use keyfort_store::{
-    ApiKeyRecord, InstanceRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord,
-    PrincipalRecord, Result, Store, StoreError,
+    ApiKeyRecord, AuditEventInput, AuditEventRecord, InstanceRecord, InstanceSecretRecord,
+    KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord, Result, Store,
+    StoreError,
 };
 
 /// Expands to one `#[tokio::test]` per suite test. `$open` is an `async fn() -> (G, Arc<dyn
@@ -34,6 +36,17 @@ macro_rules! store_suite {
             principals,
             api_keys,
             concurrent_writes,
+            reseal_scan,
+            reseal_is_optimistic,
+            instance_secrets,
+            update_instance_with_is_atomic,
+            command_nonces,
+            zeroize_instance,
+            zeroize_is_optimistic,
+            audit_chain,
+            concurrent_audit_appends,
+            audit_paging,
+            audit_chains_are_per_instance,
         );
     };
     (@tests $open:path; $($name:ident),+ $(,)?) => {
@@ -144,6 +157,48 @@ pub fn api_key(id: &str, principal_id: &str, hash: &[u8], created_at: i64) -> Ap
         expires_at: Some(created_at + 86_400_000),
         revoked_at: None,
         row_version: 1,
+    }
+}
+
+pub fn secret(instance_id: &str, name: &str, mk_version: i64) -> InstanceSecretRecord {
+    InstanceSecretRecord {
+        instance_id: instance_id.to_owned(),
+        name: name.to_owned(),
+        sealed: vec![0x5E, mk_version as u8, 0x00, 0xC3],
+        mk_version,
+        created_at: 7_000 + mk_version,
+    }
+}
+
+pub fn audit(instance_id: &str, at: i64, body: &str) -> AuditEventInput {
+    AuditEventInput {
+        instance_id: instance_id.to_owned(),
+        at,
+        body: body.to_owned(),
+    }
+}
+
+/// `SHA-256(prev_hash ‖ seq as u64 BE ‖ at as i64 BE ‖ body)`, computed here independently of
+/// the store.
+pub fn chain_hash(prev_hash: &[u8], seq: i64, at: i64, body: &str) -> Vec<u8> {
+    let mut input = prev_hash.to_vec();
+    input.extend_from_slice(&u64::try_from(seq).expect("seq >= 1").to_be_bytes());
+    input.extend_from_slice(&at.to_be_bytes());
+    input.extend_from_slice(body.as_bytes());
+    sha256(&input).to_vec()
+}
+
+/// `events` are a whole chain of `instance_id`: seq 1, 2, ... without gaps, each linked to the
+/// previous one's hash (32 zero bytes for the first), each hash correct.
+#[track_caller]
+pub fn assert_chain(instance_id: &str, events: &[AuditEventRecord]) {
+    let mut prev = vec![0_u8; 32];
+    for (seq, e) in (1_i64..).zip(events) {
+        assert_eq!(e.instance_id, instance_id, "{e:?}");
+        assert_eq!(e.seq, seq, "no gap: {e:?}");
+        assert_eq!(e.prev_hash, prev, "linked to the previous event: {e:?}");
+        assert_eq!(e.hash, chain_hash(&prev, e.seq, e.at, &e.body), "{e:?}");
+        prev.clone_from(&e.hash);
     }
 }
 
@@ -1404,4 +1459,904 @@ pub async fn concurrent_writes(store: Arc<dyn Store>) {
         store.count_keys("inst-a", &f).await.expect("count"),
         TASKS as u64
     );
+}
+
+// ---- master key rotation --------------------------------------------------------------------
+
+/// `(key_id, id, mk_version)` of each version.
+fn version_ids(versions: &[KeyVersionRecord]) -> Vec<(String, String, i64)> {
+    versions
+        .iter()
+        .map(|v| (v.key_id.clone(), v.id.clone(), v.mk_version))
+        .collect()
+}
+
+fn vid(key_id: &str, id: &str, mk_version: i64) -> (String, String, i64) {
+    (key_id.to_owned(), id.to_owned(), mk_version)
+}
+
+pub async fn reseal_scan(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    // `kz` is created first, but the scan is ordered by key id, then seq.
+    let kz = key("inst-a", "kz", &[], 10);
+    insert(s, &kz).await; // kz-v1 under mk 1
+    let mut rotated = kz.clone();
+    rotated.row_version = s
+        .add_key_version(&rotated, &version(&kz, 2))
+        .await
+        .expect("rotate"); // kz-v2 under mk 1
+    let mut v3 = version(&kz, 3);
+    v3.mk_version = 2;
+    s.add_key_version(&rotated, &v3).await.expect("rotate"); // kz-v3 under mk 2
+    let ka = key("inst-a", "ka", &[], 20);
+    insert(s, &ka).await; // ka-v1 under mk 1
+    // Already under the newest master key.
+    let kn = key("inst-a", "kn", &[], 30);
+    let mut kn1 = version(&kn, 1);
+    kn1.mk_version = 3;
+    s.insert_key(&kn, &kn1).await.expect("insert");
+    // Another instance's versions never show.
+    insert(s, &key("inst-b", "kb", &[], 5)).await;
+
+    let below = |mk: i64, limit: u64| {
+        let store = store.clone();
+        async move {
+            version_ids(
+                &store
+                    .key_versions_below_mk("inst-a", mk, limit)
+                    .await
+                    .expect("scan"),
+            )
+        }
+    };
+    assert_eq!(
+        below(3, 100).await,
+        vec![
+            vid("ka", "ka-v1", 1),
+            vid("kz", "kz-v1", 1),
+            vid("kz", "kz-v2", 1),
+            vid("kz", "kz-v3", 2),
+        ]
+    );
+    assert_eq!(
+        below(2, 100).await,
+        vec![
+            vid("ka", "ka-v1", 1),
+            vid("kz", "kz-v1", 1),
+            vid("kz", "kz-v2", 1)
+        ]
+    );
+    assert_eq!(below(1, 100).await, vec![]);
+    assert_eq!(below(3, 0).await, vec![]);
+    assert_eq!(below(3, u64::MAX).await.len(), 4);
+    assert_eq!(below(3, 2).await.len(), 2);
+    // Full records, as stored.
+    assert_eq!(
+        s.key_versions_below_mk("inst-a", 3, 1).await.expect("scan"),
+        vec![version(&ka, 1)]
+    );
+    assert_eq!(
+        s.count_key_versions_below_mk("inst-a", 3)
+            .await
+            .expect("count"),
+        4
+    );
+    assert_eq!(
+        s.count_key_versions_below_mk("inst-a", 2)
+            .await
+            .expect("count"),
+        3
+    );
+    assert_eq!(
+        s.count_key_versions_below_mk("inst-x", 3)
+            .await
+            .expect("count"),
+        0
+    );
+
+    // The re-seal job: batches of 3 until nothing is left below mk 3.
+    let mut batches = Vec::new();
+    loop {
+        let batch = s.key_versions_below_mk("inst-a", 3, 3).await.expect("scan");
+        if batch.is_empty() {
+            break;
+        }
+        batches.push(batch.len());
+        for v in batch {
+            let resealed = KeyVersionRecord {
+                sealed: vec![0xEE, v.seq as u8, v.mk_version as u8],
+                mk_version: 3,
+                ..v.clone()
+            };
+            s.reseal_key_version(&resealed, v.mk_version)
+                .await
+                .expect("reseal");
+        }
+        assert!(batches.len() <= 2, "the scan makes progress: {batches:?}");
+    }
+    assert_eq!(batches, [3, 1]);
+    assert_eq!(
+        s.count_key_versions_below_mk("inst-a", 3)
+            .await
+            .expect("count"),
+        0
+    );
+    // Only `sealed` and `mk_version` changed.
+    let kz_versions = s.key_versions("inst-a", "kz").await.expect("versions");
+    let want: Vec<KeyVersionRecord> = [(1, 1), (2, 1), (3, 2)]
+        .into_iter()
+        .map(|(seq, old_mk)| {
+            let original = if seq == 3 {
+                v3.clone()
+            } else {
+                version(&kz, seq)
+            };
+            KeyVersionRecord {
+                sealed: vec![0xEE, seq as u8, old_mk],
+                mk_version: 3,
+                ..original
+            }
+        })
+        .collect();
+    assert_eq!(kz_versions, want);
+    assert_eq!(
+        s.key_version("inst-a", "kn", "kn-v1").await.expect("get"),
+        Some(kn1)
+    );
+    // The other instance was not touched.
+    assert_eq!(
+        s.count_key_versions_below_mk("inst-b", 3)
+            .await
+            .expect("count"),
+        1
+    );
+}
+
+pub async fn reseal_is_optimistic(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    let k = key("inst-a", "k1", &[], 10);
+    insert(s, &k).await;
+    let v1 = version(&k, 1);
+
+    let first = KeyVersionRecord {
+        sealed: vec![1; 40],
+        mk_version: 2,
+        ..v1.clone()
+    };
+    s.reseal_key_version(&first, 1).await.expect("reseal");
+    assert_eq!(
+        s.key_version("inst-a", "k1", "k1-v1").await.expect("get"),
+        Some(first.clone())
+    );
+
+    // A second job that read the version under mk 1 loses, and changes nothing.
+    let second = KeyVersionRecord {
+        sealed: vec![2; 40],
+        mk_version: 2,
+        ..v1.clone()
+    };
+    assert_conflict(
+        fails(s.reseal_key_version(&second, 1).await),
+        "key version",
+        "k1-v1",
+        1,
+    );
+    assert_eq!(
+        s.key_version("inst-a", "k1", "k1-v1").await.expect("get"),
+        Some(first.clone())
+    );
+    // The identity fields of the record select the row; they are never rewritten.
+    let mut moved = first.clone();
+    moved.seq = 9;
+    moved.created_at = 1;
+    moved.mk_version = 3;
+    s.reseal_key_version(&moved, 2).await.expect("reseal");
+    assert_eq!(
+        s.key_version("inst-a", "k1", "k1-v1").await.expect("get"),
+        Some(KeyVersionRecord {
+            mk_version: 3,
+            ..first.clone()
+        })
+    );
+
+    // Unknown versions, keys and instances: NotFound.
+    let mut ghost = v1.clone();
+    ghost.id = "k1-v7".to_owned();
+    assert_not_found(
+        fails(s.reseal_key_version(&ghost, 1).await),
+        "key version",
+        "k1-v7",
+    );
+    let mut elsewhere = v1.clone();
+    elsewhere.instance_id = "inst-b".to_owned();
+    assert_not_found(
+        fails(s.reseal_key_version(&elsewhere, 1).await),
+        "key version",
+        "k1-v1",
+    );
+
+    // The key is purged while the job runs: NotFound, not Conflict.
+    s.purge_key("inst-a", "k1").await.expect("purge");
+    assert_not_found(
+        fails(s.reseal_key_version(&moved, 3).await),
+        "key version",
+        "k1-v1",
+    );
+    assert!(
+        s.key_versions("inst-a", "k1")
+            .await
+            .expect("versions")
+            .is_empty()
+    );
+}
+
+// ---- instance secrets -----------------------------------------------------------------------
+
+pub async fn instance_secrets(store: Arc<dyn Store>) {
+    let s = &*store;
+    let a = instance("inst-a", "alpha", 1);
+    s.insert_instance(&a).await.expect("insert");
+    s.insert_instance(&instance("inst-b", "beta", 2))
+        .await
+        .expect("insert");
+    assert_eq!(
+        s.instance_secret("inst-a", "archived-mk/1")
+            .await
+            .expect("get"),
+        None
+    );
+
+    // Inserted with an instance update.
+    let mut next = a.clone();
+    next.mk_version = 2;
+    next.updated_at = 50;
+    let archived = secret("inst-a", "archived-mk/1", 2);
+    assert_eq!(
+        s.update_instance_with(&next, Some(&archived), None)
+            .await
+            .expect("update"),
+        2
+    );
+    assert_eq!(
+        s.instance_secret("inst-a", "archived-mk/1")
+            .await
+            .expect("get"),
+        Some(archived.clone())
+    );
+    next.row_version = 2;
+    assert_eq!(s.instance("inst-a").await.expect("get"), Some(next.clone()));
+    // Names are per instance, and exact.
+    assert_eq!(
+        s.instance_secret("inst-b", "archived-mk/1")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        s.instance_secret("inst-a", "ARCHIVED-MK/1")
+            .await
+            .expect("get"),
+        None
+    );
+
+    // Replaced (every field) by a secret of the same name; others are separate rows.
+    let replacement = InstanceSecretRecord {
+        sealed: vec![0xAB; 60],
+        ..secret("inst-a", "archived-mk/1", 3)
+    };
+    assert_eq!(
+        s.update_instance_with(&next, Some(&replacement), None)
+            .await
+            .expect("update"),
+        3
+    );
+    next.row_version = 3;
+    let other = secret("inst-a", "other", 3);
+    assert_eq!(
+        s.update_instance_with(&next, Some(&other), None)
+            .await
+            .expect("update"),
+        4
+    );
+    next.row_version = 4;
+    let b_secret = secret("inst-b", "archived-mk/1", 1);
+    let b = s.instance("inst-b").await.expect("get").expect("present");
+    s.update_instance_with(&b, Some(&b_secret), None)
+        .await
+        .expect("update");
+    assert_eq!(
+        s.instance_secret("inst-a", "archived-mk/1")
+            .await
+            .expect("get"),
+        Some(replacement)
+    );
+    assert_eq!(
+        s.instance_secret("inst-a", "other").await.expect("get"),
+        Some(other.clone())
+    );
+
+    // Without a secret or an event, it is a plain instance update.
+    next.state = "initialized".to_owned();
+    assert_eq!(
+        s.update_instance_with(&next, None, None)
+            .await
+            .expect("update"),
+        5
+    );
+    assert_eq!(
+        s.instance("inst-a").await.expect("get"),
+        Some(InstanceRecord {
+            row_version: 5,
+            ..next.clone()
+        })
+    );
+    assert!(
+        s.audit_events("inst-a", 0, 100)
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+
+    // Delete: only that secret; deleting what is not there is fine.
+    s.delete_instance_secret("inst-a", "archived-mk/1")
+        .await
+        .expect("delete");
+    assert_eq!(
+        s.instance_secret("inst-a", "archived-mk/1")
+            .await
+            .expect("get"),
+        None
+    );
+    s.delete_instance_secret("inst-a", "archived-mk/1")
+        .await
+        .expect("delete again");
+    s.delete_instance_secret("inst-x", "nope")
+        .await
+        .expect("delete unknown");
+    assert_eq!(
+        s.instance_secret("inst-a", "other").await.expect("get"),
+        Some(other)
+    );
+    assert_eq!(
+        s.instance_secret("inst-b", "archived-mk/1")
+            .await
+            .expect("get"),
+        Some(b_secret)
+    );
+}
+
+pub async fn update_instance_with_is_atomic(store: Arc<dyn Store>) {
+    let s = &*store;
+    let original = instance("inst-a", "alpha", 1);
+    s.insert_instance(&original).await.expect("insert");
+    let mut current = original.clone();
+    current.state = "initialized".to_owned();
+    current.row_version = s.update_instance(&current).await.expect("update");
+    let stored = s.instance("inst-a").await.expect("get");
+    let archived = secret("inst-a", "archived-mk/1", 1);
+    let event = audit("inst-a", 100, r#"{"op":"rotate_mk"}"#);
+
+    // A stale row version: Conflict, and neither the secret nor the event is written.
+    let mut stale = original.clone();
+    stale.mk_version = 2;
+    assert_conflict(
+        fails(
+            s.update_instance_with(&stale, Some(&archived), Some(&event))
+                .await,
+        ),
+        "instance",
+        "inst-a",
+        1,
+    );
+    assert_eq!(s.instance("inst-a").await.expect("get"), stored);
+    assert_eq!(
+        s.instance_secret("inst-a", "archived-mk/1")
+            .await
+            .expect("get"),
+        None
+    );
+    assert!(
+        s.audit_events("inst-a", 0, 100)
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+
+    // A missing instance: NotFound, nothing written.
+    let ghost = instance("ghost", "ghost", 1);
+    assert_not_found(
+        fails(
+            s.update_instance_with(&ghost, None, Some(&audit("ghost", 1, "{}")))
+                .await,
+        ),
+        "instance",
+        "ghost",
+    );
+    assert!(
+        s.audit_events("ghost", 0, 100)
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+
+    // The secret fails after the instance row was updated: the update is rolled back too.
+    let mut next = current.clone();
+    next.mk_version = 2;
+    let orphan = secret("inst-x", "archived-mk/1", 1);
+    assert_not_found(
+        fails(
+            s.update_instance_with(&next, Some(&orphan), Some(&event))
+                .await,
+        ),
+        "instance",
+        "inst-x",
+    );
+    assert_eq!(s.instance("inst-a").await.expect("get"), stored);
+    assert!(
+        s.audit_events("inst-a", 0, 100)
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+
+    // All three parts at once.
+    assert_eq!(
+        s.update_instance_with(&next, Some(&archived), Some(&event))
+            .await
+            .expect("update"),
+        current.row_version + 1
+    );
+    assert_eq!(
+        s.instance("inst-a").await.expect("get"),
+        Some(InstanceRecord {
+            row_version: current.row_version + 1,
+            ..next.clone()
+        })
+    );
+    assert_eq!(
+        s.instance_secret("inst-a", "archived-mk/1")
+            .await
+            .expect("get"),
+        Some(archived)
+    );
+    let events = s.audit_events("inst-a", 0, 100).await.expect("audit");
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].at, events[0].body.as_str()),
+        (100, event.body.as_str())
+    );
+    assert_chain("inst-a", &events);
+}
+
+// ---- signed command nonces ------------------------------------------------------------------
+
+pub async fn command_nonces(store: Arc<dyn Store>) {
+    let s = &*store;
+    for id in ["inst-a", "inst-b"] {
+        s.insert_instance(&instance(id, id, 1))
+            .await
+            .expect("insert");
+    }
+    let replay = |e: StoreError, nonce: &str| assert_already_exists(e, "command nonce", nonce);
+
+    s.use_command_nonce("inst-a", "n1", 1_000, 100)
+        .await
+        .expect("first use");
+    // A replay, whatever expiry and clock it claims.
+    replay(
+        fails(s.use_command_nonce("inst-a", "n1", 1_000, 100).await),
+        "n1",
+    );
+    replay(
+        fails(s.use_command_nonce("inst-a", "n1", 9_999, 200).await),
+        "n1",
+    );
+    // Nonces are per instance.
+    s.use_command_nonce("inst-b", "n1", 1_000, 100)
+        .await
+        .expect("other instance");
+    s.use_command_nonce("inst-a", "n2", 500, 100)
+        .await
+        .expect("use");
+    s.use_command_nonce("inst-a", "n3", 900, 100)
+        .await
+        .expect("use");
+
+    // Until a use whose clock has passed them, expired nonces are still remembered.
+    replay(
+        fails(s.use_command_nonce("inst-a", "n3", 5_000, 950).await),
+        "n3",
+    );
+    // A use at time 600 forgets n2 (expired at 500) but not n1 (1000) nor n3 (900).
+    s.use_command_nonce("inst-a", "n4", 800, 600)
+        .await
+        .expect("use");
+    s.use_command_nonce("inst-a", "n2", 6_000, 700)
+        .await
+        .expect("n2 was forgotten");
+    replay(
+        fails(s.use_command_nonce("inst-a", "n1", 6_000, 700).await),
+        "n1",
+    );
+    replay(
+        fails(s.use_command_nonce("inst-a", "n3", 6_000, 700).await),
+        "n3",
+    );
+
+    // "Past" is strict: a nonce expiring at `now` is kept.
+    s.use_command_nonce("inst-a", "n5", 8_000, 800)
+        .await
+        .expect("use");
+    replay(
+        fails(s.use_command_nonce("inst-a", "n4", 9_000, 800).await),
+        "n4",
+    );
+    // The purge spans instances: at 1001, n1 of both instances, n3 and n4 go.
+    s.use_command_nonce("inst-b", "n6", 9_000, 1_001)
+        .await
+        .expect("use");
+    for (instance_id, nonce) in [
+        ("inst-a", "n1"),
+        ("inst-a", "n3"),
+        ("inst-a", "n4"),
+        ("inst-b", "n1"),
+    ] {
+        s.use_command_nonce(instance_id, nonce, 9_000, 1_001)
+            .await
+            .expect("forgotten");
+    }
+    // Unexpired ones stay.
+    replay(
+        fails(s.use_command_nonce("inst-a", "n2", 9_000, 1_001).await),
+        "n2",
+    );
+    replay(
+        fails(s.use_command_nonce("inst-a", "n5", 9_000, 1_001).await),
+        "n5",
+    );
+    replay(
+        fails(s.use_command_nonce("inst-b", "n6", 9_000, 1_001).await),
+        "n6",
+    );
+}
+
+// ---- zeroization ----------------------------------------------------------------------------
+
+/// Two instances with rings, keys (aliases, two versions), secrets, principals and one audit
+/// event each. Returns the instance records as stored.
+async fn zeroize_fixture(s: &dyn Store) -> (InstanceRecord, InstanceRecord) {
+    for (id, created_at) in [("inst-a", 1), ("inst-b", 2)] {
+        instance_with_ring(s, id, created_at).await;
+        s.insert_key_ring(&ring(id, "r2")).await.expect("ring");
+        let k1 = key(id, "k1", &["one", "uno"], 10);
+        insert(s, &k1).await;
+        s.add_key_version(&k1, &version(&k1, 2))
+            .await
+            .expect("rotate");
+        let mut k2 = key(id, "k2", &["two"], 20);
+        k2.key_ring_id = "r2".to_owned();
+        insert(s, &k2).await;
+        s.insert_principal(&principal(&format!("p-{id}"), Some(id), "alice", 1))
+            .await
+            .expect("principal");
+        let i = s.instance(id).await.expect("get").expect("present");
+        s.update_instance_with(
+            &i,
+            Some(&secret(id, "archived-mk/1", 1)),
+            Some(&audit(id, 5, r#"{"op":"init"}"#)),
+        )
+        .await
+        .expect("update");
+        s.update_instance_with(
+            &InstanceRecord {
+                row_version: i.row_version + 1,
+                ..i.clone()
+            },
+            Some(&secret(id, "other", 1)),
+            None,
+        )
+        .await
+        .expect("update");
+    }
+    let a = s.instance("inst-a").await.expect("get").expect("present");
+    let b = s.instance("inst-b").await.expect("get").expect("present");
+    (a, b)
+}
+
+/// Everything of instance `id` the zeroize tests look at.
+async fn snapshot(
+    s: &dyn Store,
+    id: &str,
+) -> (
+    Vec<KeyRecord>,
+    Vec<Vec<KeyVersionRecord>>,
+    Vec<KeyRingRecord>,
+    Vec<Option<InstanceSecretRecord>>,
+    Vec<AuditEventRecord>,
+) {
+    let keys = s.list_keys(id, &KeyFilter::default()).await.expect("list");
+    let mut versions = Vec::new();
+    for k in ["k1", "k2"] {
+        versions.push(s.key_versions(id, k).await.expect("versions"));
+    }
+    let rings = s.list_key_rings(id).await.expect("rings");
+    let mut secrets = Vec::new();
+    for name in ["archived-mk/1", "other"] {
+        secrets.push(s.instance_secret(id, name).await.expect("secret"));
+    }
+    let events = s.audit_events(id, 0, 100).await.expect("audit");
+    (keys, versions, rings, secrets, events)
+}
+
+pub async fn zeroize_instance(store: Arc<dyn Store>) {
+    let s = &*store;
+    let (a, b) = zeroize_fixture(s).await;
+    let b_before = snapshot(s, "inst-b").await;
+    assert_eq!(b_before.0.len(), 2);
+
+    let mut zeroized = a.clone();
+    zeroized.state = "zeroized".to_owned();
+    zeroized.mk_check_value = Vec::new();
+    zeroized.updated_at = 9_000;
+    let event = audit("inst-a", 9_000, r#"{"op":"zeroize"}"#);
+    assert_eq!(
+        s.zeroize_instance(&zeroized, &event)
+            .await
+            .expect("zeroize"),
+        a.row_version + 1
+    );
+
+    assert_eq!(
+        s.instance("inst-a").await.expect("get"),
+        Some(InstanceRecord {
+            row_version: a.row_version + 1,
+            ..zeroized
+        })
+    );
+    let (keys, versions, rings, secrets, events) = snapshot(s, "inst-a").await;
+    assert!(keys.is_empty(), "{keys:?}");
+    assert!(versions.iter().all(Vec::is_empty), "{versions:?}");
+    assert_eq!(rings, vec![ring("inst-a", "default")]);
+    assert_eq!(secrets, vec![None, None]);
+    for alias in ["one", "uno", "two"] {
+        assert_eq!(s.key_by_alias("inst-a", alias).await.expect("alias"), None);
+    }
+    assert_eq!(
+        s.count_keys("inst-a", &KeyFilter::default())
+            .await
+            .expect("count"),
+        0
+    );
+    assert_eq!(
+        s.count_key_versions_below_mk("inst-a", i64::MAX)
+            .await
+            .expect("count"),
+        0
+    );
+    // The audit trail remains and records the zeroization.
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].body, event.body);
+    assert_chain("inst-a", &events);
+    // Principals remain.
+    assert!(s.principal("p-inst-a").await.expect("get").is_some());
+
+    // The other instance is untouched.
+    assert_eq!(snapshot(s, "inst-b").await, b_before);
+    assert_eq!(s.instance("inst-b").await.expect("get"), Some(b));
+    assert!(
+        s.key_by_alias("inst-b", "uno")
+            .await
+            .expect("alias")
+            .is_some()
+    );
+
+    // Ids and aliases are free again; the default ring still takes keys.
+    insert(s, &key("inst-a", "k1", &["one"], 10_000)).await;
+}
+
+pub async fn zeroize_is_optimistic(store: Arc<dyn Store>) {
+    let s = &*store;
+    let (a, _) = zeroize_fixture(s).await;
+    let before = snapshot(s, "inst-a").await;
+
+    let mut stale = a.clone();
+    stale.row_version -= 1;
+    stale.state = "zeroized".to_owned();
+    assert_conflict(
+        fails(
+            s.zeroize_instance(&stale, &audit("inst-a", 9_000, "{}"))
+                .await,
+        ),
+        "instance",
+        "inst-a",
+        a.row_version - 1,
+    );
+    // Nothing deleted, no event appended, the instance unchanged.
+    assert_eq!(snapshot(s, "inst-a").await, before);
+    assert_eq!(s.instance("inst-a").await.expect("get"), Some(a.clone()));
+    assert!(
+        s.key_by_alias("inst-a", "two")
+            .await
+            .expect("alias")
+            .is_some()
+    );
+
+    let ghost = instance("ghost", "ghost", 1);
+    assert_not_found(
+        fails(s.zeroize_instance(&ghost, &audit("ghost", 1, "{}")).await),
+        "instance",
+        "ghost",
+    );
+    assert!(
+        s.audit_events("ghost", 0, 100)
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+}
+
+// ---- audit ----------------------------------------------------------------------------------
+
+pub async fn audit_chain(store: Arc<dyn Store>) {
+    let s = &*store;
+    assert!(
+        s.audit_events("inst-a", 0, 100)
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+    let inputs = [
+        audit(
+            "inst-a",
+            1_700_000_000_000,
+            r#"{"op":"create_key","key":"k1"}"#,
+        ),
+        audit("inst-a", -1, r#"{"who":"zoë","op":"ünicode"}"#),
+        audit("inst-a", 1_700_000_000_000, ""),
+    ];
+    let mut appended = Vec::new();
+    for input in &inputs {
+        appended.push(s.append_audit_event(input).await.expect("append"));
+    }
+    for (record, input) in appended.iter().zip(&inputs) {
+        assert_eq!(
+            (&record.instance_id, record.at, &record.body),
+            (&input.instance_id, input.at, &input.body)
+        );
+    }
+    assert_eq!(
+        appended.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(appended[0].prev_hash, vec![0_u8; 32]);
+    assert_eq!(appended[1].prev_hash, appended[0].hash);
+    assert_eq!(appended[2].prev_hash, appended[1].hash);
+    assert_eq!(
+        appended[0].hash,
+        chain_hash(&[0; 32], 1, inputs[0].at, &inputs[0].body)
+    );
+    assert_chain("inst-a", &appended);
+    // Read back exactly as returned.
+    assert_eq!(
+        s.audit_events("inst-a", 0, 100).await.expect("audit"),
+        appended
+    );
+}
+
+/// Concurrent appends never fork the chain nor leave a gap.
+pub async fn concurrent_audit_appends(store: Arc<dyn Store>) {
+    const TASKS: i64 = 50;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..TASKS {
+        let s = store.clone();
+        tasks.spawn(async move {
+            let e = s
+                .append_audit_event(&audit("inst-a", n, &format!(r#"{{"n":{n}}}"#)))
+                .await?;
+            Ok::<_, StoreError>(Some(e.seq))
+        });
+        // Readers in between always see a whole chain.
+        let s = store.clone();
+        tasks.spawn(async move {
+            let events = s.audit_events("inst-a", 0, 1_000).await?;
+            assert_chain("inst-a", &events);
+            Ok(None)
+        });
+    }
+    let mut seqs = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let seq = joined
+            .expect("task panicked")
+            .expect("store operation failed");
+        seqs.extend(seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=TASKS).collect::<Vec<_>>());
+    let events = store.audit_events("inst-a", 0, 1_000).await.expect("audit");
+    assert_eq!(events.len() as i64, TASKS);
+    assert_chain("inst-a", &events);
+    let mut bodies: Vec<&str> = events.iter().map(|e| e.body.as_str()).collect();
+    bodies.sort_unstable();
+    bodies.dedup();
+    assert_eq!(bodies.len() as i64, TASKS, "each event stored once");
+}
+
+pub async fn audit_paging(store: Arc<dyn Store>) {
+    let s = &*store;
+    for n in 1..=7 {
+        s.append_audit_event(&audit("inst-a", n * 10, &format!("event {n}")))
+            .await
+            .expect("append");
+    }
+    let all = s.audit_events("inst-a", 0, 100).await.expect("audit");
+    assert_eq!(all.len(), 7);
+    let seqs = |after: i64, limit: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .audit_events("inst-a", after, limit)
+                .await
+                .expect("audit")
+                .into_iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(seqs(0, 3).await, [1, 2, 3]);
+    assert_eq!(seqs(3, 3).await, [4, 5, 6]);
+    assert_eq!(seqs(6, 3).await, [7]);
+    assert_eq!(seqs(7, 3).await, Vec::<i64>::new());
+    assert_eq!(seqs(2, 1).await, [3]);
+    assert_eq!(seqs(0, 0).await, Vec::<i64>::new());
+    // Out-of-range numbers are not errors.
+    assert_eq!(seqs(-5, u64::MAX).await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(seqs(i64::MAX, u64::MAX).await, Vec::<i64>::new());
+    assert!(
+        s.audit_events("inst-x", 0, 100)
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+
+    // Following the pages reassembles the chain.
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s.audit_events("inst-a", after, 2).await.expect("audit");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert_chain("inst-a", &paged);
+}
+
+pub async fn audit_chains_are_per_instance(store: Arc<dyn Store>) {
+    let s = &*store;
+    for round in 0..3 {
+        for id in ["inst-a", "inst-b"] {
+            s.append_audit_event(&audit(id, 100 + round, &format!("round {round}")))
+                .await
+                .expect("append");
+        }
+    }
+    s.append_audit_event(&audit("inst-b", 500, "b only"))
+        .await
+        .expect("append");
+    let a = s.audit_events("inst-a", 0, 100).await.expect("audit");
+    let b = s.audit_events("inst-b", 0, 100).await.expect("audit");
+    assert_eq!(a.len(), 3);
+    assert_eq!(b.len(), 4);
+    // Each its own chain from seq 1 and the zero hash.
+    assert_chain("inst-a", &a);
+    assert_chain("inst-b", &b);
+    // The instance is not hashed: identical events give identical chains.
+    assert_eq!(
+        a.iter().map(|e| &e.hash).collect::<Vec<_>>(),
+        b[..3].iter().map(|e| &e.hash).collect::<Vec<_>>()
+    );
+    assert_eq!(b[3].prev_hash, b[2].hash);
 }

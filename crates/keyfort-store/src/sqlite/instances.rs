@@ -1,8 +1,8 @@
-//! Instances and key rings.
+//! Instances, their secrets, signed command nonces, zeroization, and key rings.
 
 use super::rows::{self, Violation, already_exists, not_found, violation};
-use super::{SqliteStore, Tx, stale};
-use crate::{InstanceRecord, KeyRingRecord, Result};
+use super::{SqliteStore, Tx, audit, stale};
+use crate::{AuditEventInput, InstanceRecord, InstanceSecretRecord, KeyRingRecord, Result};
 
 /// `SELECT <every column> FROM instances <tail>`, as one literal.
 macro_rules! select_instances {
@@ -63,6 +63,54 @@ pub(super) async fn list(store: &SqliteStore) -> Result<Vec<InstanceRecord>> {
 
 pub(super) async fn update(store: &SqliteStore, i: &InstanceRecord) -> Result<i64> {
     let mut tx = store.begin().await?;
+    let row_version = update_in(&mut tx, i).await?;
+    tx.commit().await?;
+    Ok(row_version)
+}
+
+pub(super) async fn update_with(
+    store: &SqliteStore,
+    i: &InstanceRecord,
+    secret: Option<&InstanceSecretRecord>,
+    audit: Option<&AuditEventInput>,
+) -> Result<i64> {
+    let mut tx = store.begin().await?;
+    let row_version = update_in(&mut tx, i).await?;
+    if let Some(secret) = secret {
+        upsert_secret(&mut tx, secret).await?;
+    }
+    if let Some(audit) = audit {
+        audit::append_in(&mut tx, audit).await?;
+    }
+    tx.commit().await?;
+    Ok(row_version)
+}
+
+pub(super) async fn zeroize(
+    store: &SqliteStore,
+    i: &InstanceRecord,
+    audit: &AuditEventInput,
+) -> Result<i64> {
+    let mut tx = store.begin().await?;
+    // First, so that a stale or missing instance deletes nothing (the transaction rolls back).
+    let row_version = update_in(&mut tx, i).await?;
+    // Children before parents: the foreign keys are enforced on every statement.
+    for sql in [
+        "DELETE FROM key_aliases WHERE instance_id = ?",
+        "DELETE FROM key_versions WHERE instance_id = ?",
+        "DELETE FROM keys WHERE instance_id = ?",
+        "DELETE FROM key_rings WHERE instance_id = ? AND id <> 'default'",
+        "DELETE FROM instance_secrets WHERE instance_id = ?",
+    ] {
+        sqlx::query(sql).bind(&i.id).execute(&mut *tx).await?;
+    }
+    audit::append_in(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(row_version)
+}
+
+/// The optimistic update of an instance row inside `tx`; the new row version.
+async fn update_in(tx: &mut Tx, i: &InstanceRecord) -> Result<i64> {
     let done = sqlx::query(
         "UPDATE instances SET name = ?, state = ?, mk_version = ?, unseal_method = ?, \
          mk_check_value = ?, unseal_config = ?, updated_at = ?, row_version = row_version + 1 \
@@ -77,19 +125,106 @@ pub(super) async fn update(store: &SqliteStore, i: &InstanceRecord) -> Result<i6
     .bind(i.updated_at)
     .bind(&i.id)
     .bind(i.row_version)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .map_err(|e| match violation(&e) {
         Some(Violation::Unique) => already_exists("instance name", &i.name),
         _ => e.into(),
     })?;
     if done.rows_affected() == 0 {
-        let exists = instance_exists(&mut tx, &i.id).await?;
+        let exists = instance_exists(tx, &i.id).await?;
         return Err(stale("instance", &i.id, exists, i.row_version));
     }
-    tx.commit().await?;
     Ok(i.row_version + 1)
 }
+
+// ---- instance secrets -----------------------------------------------------------------------
+
+pub(super) async fn secret(
+    store: &SqliteStore,
+    instance_id: &str,
+    name: &str,
+) -> Result<Option<InstanceSecretRecord>> {
+    let row = sqlx::query(
+        "SELECT instance_id, name, sealed, mk_version, created_at FROM instance_secrets \
+         WHERE instance_id = ? AND name = ?",
+    )
+    .bind(instance_id)
+    .bind(name)
+    .fetch_optional(&store.reader)
+    .await?;
+    row.as_ref().map(rows::instance_secret).transpose()
+}
+
+pub(super) async fn delete_secret(
+    store: &SqliteStore,
+    instance_id: &str,
+    name: &str,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    sqlx::query("DELETE FROM instance_secrets WHERE instance_id = ? AND name = ?")
+        .bind(instance_id)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Inserts `s`, or replaces every field of the secret with the same `(instance_id, name)`.
+async fn upsert_secret(tx: &mut Tx, s: &InstanceSecretRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO instance_secrets (instance_id, name, sealed, mk_version, created_at) \
+         VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (instance_id, name) DO UPDATE SET sealed = excluded.sealed, \
+         mk_version = excluded.mk_version, created_at = excluded.created_at",
+    )
+    .bind(&s.instance_id)
+    .bind(&s.name)
+    .bind(&s.sealed)
+    .bind(s.mk_version)
+    .bind(s.created_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| match violation(&e) {
+        // fk_instance_secrets_instance.
+        Some(Violation::ForeignKey) => not_found("instance", &s.instance_id),
+        _ => e.into(),
+    })?;
+    Ok(())
+}
+
+// ---- signed command nonces ------------------------------------------------------------------
+
+pub(super) async fn use_nonce(
+    store: &SqliteStore,
+    instance_id: &str,
+    nonce: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    // Insert before purging: a replayed nonce is caught even if it has expired meanwhile.
+    sqlx::query("INSERT INTO command_nonces (instance_id, nonce, expires_at) VALUES (?, ?, ?)")
+        .bind(instance_id)
+        .bind(nonce)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match violation(&e) {
+            // pk_command_nonces.
+            Some(Violation::Unique) => already_exists("command nonce", nonce),
+            _ => e.into(),
+        })?;
+    sqlx::query("DELETE FROM command_nonces WHERE expires_at < ?")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+// ---- key rings ------------------------------------------------------------------------------
 
 pub(super) async fn insert_key_ring(store: &SqliteStore, r: &KeyRingRecord) -> Result<()> {
     let mut tx = store.begin().await?;

@@ -232,6 +232,74 @@ pub(super) async fn purge(store: &SqliteStore, instance_id: &str, id: &str) -> R
     Ok(())
 }
 
+pub(super) async fn versions_below_mk(
+    store: &SqliteStore,
+    instance_id: &str,
+    mk_version: i64,
+    limit: u64,
+) -> Result<Vec<KeyVersionRecord>> {
+    let all = sqlx::query(concat!(
+        "SELECT instance_id, key_id, id, seq, sealed, mk_version, created_at FROM key_versions ",
+        "WHERE instance_id = ? AND mk_version < ? ORDER BY key_id, seq LIMIT ?"
+    ))
+    .bind(instance_id)
+    .bind(mk_version)
+    .bind(saturating_i64(limit))
+    .fetch_all(&store.reader)
+    .await?;
+    all.iter().map(rows::key_version).collect()
+}
+
+pub(super) async fn count_below_mk(
+    store: &SqliteStore,
+    instance_id: &str,
+    mk_version: i64,
+) -> Result<u64> {
+    let row =
+        sqlx::query("SELECT COUNT(*) FROM key_versions WHERE instance_id = ? AND mk_version < ?")
+            .bind(instance_id)
+            .bind(mk_version)
+            .fetch_one(&store.reader)
+            .await?;
+    let n: i64 = row.try_get(0)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Re-seal: optimistic on the stored `mk_version` (the version's own "row version").
+pub(super) async fn reseal(
+    store: &SqliteStore,
+    v: &KeyVersionRecord,
+    expected_mk_version: i64,
+) -> Result<()> {
+    let mut tx = store.begin().await?;
+    let done = sqlx::query(
+        "UPDATE key_versions SET sealed = ?, mk_version = ? \
+         WHERE instance_id = ? AND key_id = ? AND id = ? AND mk_version = ?",
+    )
+    .bind(&v.sealed)
+    .bind(v.mk_version)
+    .bind(&v.instance_id)
+    .bind(&v.key_id)
+    .bind(&v.id)
+    .bind(expected_mk_version)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        let exists = sqlx::query(
+            "SELECT 1 FROM key_versions WHERE instance_id = ? AND key_id = ? AND id = ?",
+        )
+        .bind(&v.instance_id)
+        .bind(&v.key_id)
+        .bind(&v.id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        return Err(stale("key version", &v.id, exists, expected_mk_version));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The optimistic update of a key row and its alias set, inside `tx`; the new row version.
 async fn update_in(tx: &mut Tx, key: &KeyRecord) -> Result<i64> {
     let done = sqlx::query(

@@ -9,8 +9,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Decode, Row, Sqlite, Type};
 
 use crate::{
-    ApiKeyRecord, InstanceRecord, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord,
-    Result, StoreError,
+    ApiKeyRecord, AuditEventRecord, InstanceRecord, InstanceSecretRecord, KeyRecord, KeyRingRecord,
+    KeyVersionRecord, PrincipalRecord, Result, StoreError,
 };
 
 /// A constraint violation reported by the database, from its error code (never its message).
@@ -61,6 +61,19 @@ impl<'r> Cells<'r> {
         Self { row, table, id }
     }
 
+    /// For tables without an `id` column: the row is named `<instance_id>/<key>`, where `key`
+    /// is the rest of its primary key.
+    fn keyed(row: &'r SqliteRow, table: &'static str, key: &str) -> Self {
+        let instance_id = row
+            .try_get::<String, _>("instance_id")
+            .unwrap_or_else(|_| "<unreadable>".to_owned());
+        Self {
+            row,
+            table,
+            id: format!("{instance_id}/{key}"),
+        }
+    }
+
     fn corrupt(&self, column: &str, detail: impl std::fmt::Display) -> StoreError {
         StoreError::Corrupt {
             table: self.table,
@@ -90,6 +103,15 @@ impl<'r> Cells<'r> {
         let v = self.get::<i64>(column)?;
         if v < min {
             return Err(self.corrupt(column, format_args!("{v} is below {min}")));
+        }
+        Ok(v)
+    }
+
+    /// A byte string of exactly `len` bytes.
+    fn bytes(&self, column: &'static str, len: usize) -> Result<Vec<u8>> {
+        let v = self.get::<Vec<u8>>(column)?;
+        if v.len() != len {
+            return Err(self.corrupt(column, format_args!("{} bytes, not {len}", v.len())));
         }
         Ok(v)
     }
@@ -201,6 +223,38 @@ pub(super) fn api_key(row: &SqliteRow) -> Result<ApiKeyRecord> {
         row_version: c.get("row_version")?,
     })
 }
+
+pub(super) fn instance_secret(row: &SqliteRow) -> Result<InstanceSecretRecord> {
+    let name = row
+        .try_get::<String, _>("name")
+        .unwrap_or_else(|_| "<unreadable>".to_owned());
+    let c = Cells::keyed(row, "instance_secrets", &name);
+    Ok(InstanceSecretRecord {
+        instance_id: c.get("instance_id")?,
+        name: c.get("name")?,
+        sealed: c.get("sealed")?,
+        mk_version: c.at_least("mk_version", 0)?,
+        created_at: c.get("created_at")?,
+    })
+}
+
+pub(super) fn audit_event(row: &SqliteRow) -> Result<AuditEventRecord> {
+    let seq = row
+        .try_get::<i64, _>("seq")
+        .map_or_else(|_| "<unreadable>".to_owned(), |s| s.to_string());
+    let c = Cells::keyed(row, "audit_events", &seq);
+    Ok(AuditEventRecord {
+        instance_id: c.get("instance_id")?,
+        seq: c.at_least("seq", 1)?,
+        at: c.get("at")?,
+        body: c.get("body")?,
+        prev_hash: c.bytes("prev_hash", HASH_LEN)?,
+        hash: c.bytes("hash", HASH_LEN)?,
+    })
+}
+
+/// The length of an audit event's `hash` and `prev_hash` (SHA-256).
+pub(super) const HASH_LEN: usize = 32;
 
 /// Encodes a list of strings (tags) as the JSON array stored in the row.
 pub(super) fn json_strings(values: &[String]) -> String {
