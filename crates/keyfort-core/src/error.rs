@@ -98,6 +98,27 @@ pub enum CoreError {
         #[source]
         source: keyfort_crypto::Error,
     },
+    /// A custodian's key part was refused; it does not count toward the threshold.
+    #[error("key part refused for instance {instance}: {reason}")]
+    PartRejected {
+        instance: String,
+        reason: crate::kyok::PartRejection,
+    },
+    /// A command signed by custodians was refused; nothing changed.
+    #[error("command refused for instance {instance}: {reason}")]
+    CommandRejected {
+        instance: String,
+        reason: &'static str,
+    },
+    #[error("instance {id} is still re-sealing under its new master key")]
+    RotationInProgress { id: String },
+    /// The HSM protecting master keys failed or refused.
+    #[error("HSM error: {what}")]
+    Hsm {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cryptographic operation failed")]
     Crypto(#[from] keyfort_crypto::Error),
     #[error("corrupted record in {table}: {id}")]

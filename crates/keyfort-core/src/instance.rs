@@ -143,7 +143,7 @@ pub(crate) struct MasterKeys {
 
 /// The loaded master key versions of one instance, newest last.
 pub(crate) struct LoadedKeys {
-    keys: Vec<MasterKey>,
+    keys: Vec<Arc<MasterKey>>,
 }
 
 impl LoadedKeys {
@@ -155,7 +155,16 @@ impl LoadedKeys {
 
     /// The loaded key of a given version, if any.
     pub(crate) fn version(&self, version: u32) -> Option<&MasterKey> {
-        self.keys.iter().find(|k| k.version() == version)
+        self.keys
+            .iter()
+            .map(AsRef::as_ref)
+            .find(|k| k.version() == version)
+    }
+
+    /// The current key, shared.
+    pub(crate) fn current_shared(&self) -> Arc<MasterKey> {
+        // Invariant: never empty (see MasterKeys::load_shared).
+        self.keys[self.keys.len() - 1].clone()
     }
 }
 
@@ -171,13 +180,33 @@ impl MasterKeys {
     }
 
     /// Loads (replaces) the master keys of an instance; ignored if `keys` is empty.
-    pub(crate) fn load(&self, instance_id: &str, mut keys: Vec<MasterKey>) {
+    pub(crate) fn load(&self, instance_id: &str, keys: Vec<MasterKey>) {
+        self.load_shared(instance_id, keys.into_iter().map(Arc::new).collect());
+    }
+
+    /// [`MasterKeys::load`] with keys that may also be held elsewhere.
+    pub(crate) fn load_shared(&self, instance_id: &str, mut keys: Vec<Arc<MasterKey>>) {
         if keys.is_empty() {
             return;
         }
-        keys.sort_by_key(MasterKey::version);
+        keys.sort_by_key(|k| k.version());
         self.write()
             .insert(instance_id.to_owned(), Arc::new(LoadedKeys { keys }));
+    }
+
+    /// Keeps only the current master key of an instance (the end of a rotation); the others
+    /// are dropped, and zeroized once no task still holds them.
+    pub(crate) fn retain_current(&self, instance_id: &str) {
+        let mut map = self.write();
+        if let Some(loaded) = map.get(instance_id) {
+            let current = loaded.current_shared();
+            map.insert(
+                instance_id.to_owned(),
+                Arc::new(LoadedKeys {
+                    keys: vec![current],
+                }),
+            );
+        }
     }
 
     /// Forgets an instance's master keys at once (seal). Key material in flight in other tasks is

@@ -12,9 +12,12 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod custodian;
 pub mod instance;
 pub mod key;
+pub mod kyok;
 pub mod lifecycle;
+pub mod wrap;
 
 mod clock;
 mod dev;
@@ -26,12 +29,17 @@ pub use auth::{
     TokenSigner,
 };
 pub use clock::{Clock, SystemClock, UnixMillis};
+pub use custodian::{
+    Command, CustodianPublic, CustodianSecret, KeyPart, SignedCommand, UnsealSubmission,
+};
 pub use dev::{DevBootstrap, DevSetup};
 pub use error::{AuthFailure, CoreError};
 pub use instance::{Instance, InstanceState, UnsealMethod};
 pub use key::{Key, KeyKind, KeyListing, KeyQuery, KeyVersion, NewKey};
+pub use kyok::{CommandOutcome, MasterKeyProtector, PartRejection, ResealProgress, UnsealStatus};
 pub use lifecycle::{KeyState, Transition, Usage};
 pub use service::{CoreConfig, Keyfort, new_id};
+pub use wrap::{Unwrapped, Wrapped};
 
 /// Result of a core operation.
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;

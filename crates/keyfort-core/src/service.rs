@@ -26,6 +26,7 @@ use crate::key::{
     DEFAULT_KEY_RING, Key, KeyListing, KeyQuery, KeyVersion, NewKey, seal_object_id,
     validate_key_ring_id,
 };
+use crate::kyok::{KyokState, MasterKeyProtector};
 use crate::lifecycle::{KeyState, Transition, Usage};
 
 /// How long a verified caller's principal and API key status are reused before they are read
@@ -35,27 +36,63 @@ const CALLER_CACHE_TTL_MS: i64 = 5_000;
 const CALLER_CACHE_MAX: usize = 10_000;
 
 /// Settings of the core.
-#[derive(Debug)]
 pub struct CoreConfig {
     /// Lifetime of access tokens.
     pub token_ttl: Duration,
     /// The key that signs access tokens.
     pub token_signer: TokenSigner,
+    /// Key versions re-sealed per batch during master key rotation.
+    pub reseal_batch_size: usize,
+    /// Pause between re-seal batches (to leave room for requests on small machines).
+    pub reseal_pause: Duration,
+    /// The HSM that protects master keys of instances with HSM-backed unseal, if configured.
+    pub master_key_protector: Option<Arc<dyn MasterKeyProtector>>,
+}
+
+impl CoreConfig {
+    /// Defaults for everything but the token settings.
+    pub fn new(token_ttl: Duration, token_signer: TokenSigner) -> CoreConfig {
+        CoreConfig {
+            token_ttl,
+            token_signer,
+            reseal_batch_size: 256,
+            reseal_pause: Duration::ZERO,
+            master_key_protector: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for CoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreConfig")
+            .field("token_ttl", &self.token_ttl)
+            .field("reseal_batch_size", &self.reseal_batch_size)
+            .field("reseal_pause", &self.reseal_pause)
+            .field(
+                "master_key_protector",
+                &self.master_key_protector.as_ref().map(|p| p.describe()),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 /// The Keyfort service: cheap to clone, shared by every door.
 #[derive(Clone)]
 pub struct Keyfort {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    master_keys: MasterKeys,
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) master_keys: MasterKeys,
     signer: TokenSigner,
     token_ttl: Duration,
     callers: Mutex<HashMap<String, CachedCaller>>,
+    pub(crate) kyok: KyokState,
+    pub(crate) reseal_batch_size: usize,
+    pub(crate) reseal_pause: Duration,
+    pub(crate) protector: Option<Arc<dyn MasterKeyProtector>>,
 }
 
 struct CachedCaller {
@@ -92,6 +129,10 @@ impl Keyfort {
                 signer: config.token_signer,
                 token_ttl: config.token_ttl,
                 callers: Mutex::new(HashMap::new()),
+                kyok: KyokState::default(),
+                reseal_batch_size: config.reseal_batch_size.max(1),
+                reseal_pause: config.reseal_pause,
+                protector: config.master_key_protector,
             }),
         })
     }
@@ -241,8 +282,7 @@ impl Keyfort {
         {
             return Err(CoreError::WrongMasterKey { id: id.to_owned() });
         }
-        self.inner.master_keys.load(id, vec![master_key]);
-        tracing::info!(instance = id, "instance unsealed");
+        self.finish_unseal(&record, master_key).await?;
         Instance::from_record(&record, true)
     }
 
@@ -258,7 +298,7 @@ impl Keyfort {
     }
 
     /// The loaded master keys of an instance, or the reason there are none.
-    async fn unsealed(&self, instance_id: &str) -> Result<Arc<LoadedKeys>> {
+    pub(crate) async fn unsealed(&self, instance_id: &str) -> Result<Arc<LoadedKeys>> {
         if let Some(keys) = self.inner.master_keys.get(instance_id) {
             return Ok(keys);
         }
@@ -564,7 +604,7 @@ impl Keyfort {
         Ok(key)
     }
 
-    fn seal_version(
+    pub(crate) fn seal_version(
         &self,
         key: &Key,
         master_key: &MasterKey,
@@ -788,7 +828,7 @@ fn key_store_error(e: StoreError) -> CoreError {
     }
 }
 
-fn require_administrator(caller: &Caller) -> Result<()> {
+pub(crate) fn require_administrator(caller: &Caller) -> Result<()> {
     if caller.is_administrator() {
         Ok(())
     } else {

@@ -71,10 +71,7 @@ async fn open_core(dir: &Path) -> Keyfort {
     let signer = TokenSigner::load_or_create(&dir.join("token-signing.key")).unwrap();
     Keyfort::open(
         Arc::new(store),
-        CoreConfig {
-            token_ttl: Duration::from_secs(3600),
-            token_signer: signer,
-        },
+        CoreConfig::new(Duration::from_secs(3600), signer),
     )
     .await
     .unwrap()

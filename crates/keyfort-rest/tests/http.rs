@@ -30,10 +30,7 @@ async fn env() -> Env {
         .unwrap();
     let core = Keyfort::open(
         Arc::new(store),
-        CoreConfig {
-            token_ttl: Duration::from_secs(600),
-            token_signer: TokenSigner::generate().unwrap(),
-        },
+        CoreConfig::new(Duration::from_secs(600), TokenSigner::generate().unwrap()),
     )
     .await
     .unwrap();
