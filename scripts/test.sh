@@ -13,7 +13,7 @@ log() { printf '\n==> %s\n' "$*"; }
 
 # ---- system packages ------------------------------------------------------------------------
 # Packages the tests need; installed only when missing.
-apt_packages=(python3-venv ca-certificates curl)
+apt_packages=(python3-venv ca-certificates curl softhsm2)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
