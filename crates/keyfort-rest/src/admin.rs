@@ -41,10 +41,12 @@ pub(crate) fn routes() -> Router<Keyfort> {
             "/instances/{instance}/keys/{key}/actions/{action}",
             post(key_action),
         )
+        .route("/instances/{instance}/keys/{key}/wrap", post(wrap))
+        .route("/instances/{instance}/keys/{key}/unwrap", post(unwrap))
 }
 
 #[derive(Serialize)]
-struct InstanceView {
+pub(crate) struct InstanceView {
     id: String,
     name: String,
     state: &'static str,
@@ -381,4 +383,83 @@ async fn key_action(
             .await?
             .into(),
     ))
+}
+
+fn decode_b64(field: &'static str, text: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    STANDARD
+        .decode(text.as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| ApiError::BadRequest {
+            code: "INVALID_FIELD",
+            message: format!("{field} must be base64"),
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WrapBody {
+    /// Base64 data to wrap; without it the server generates a 32-byte DEK and returns it.
+    #[serde(default)]
+    plaintext: Option<Zeroizing<String>>,
+    #[serde(default)]
+    aad: Vec<String>,
+}
+
+/// Envelope encryption with a root key: `{"ciphertext", "key_version", "plaintext"?}`.
+async fn wrap(
+    State(core): State<Keyfort>,
+    Authenticated(caller): Authenticated,
+    Path((instance, key)): Path<(String, String)>,
+    ApiJson(body): ApiJson<WrapBody>,
+) -> Result<Json<Value>, ApiError> {
+    let plaintext = body
+        .plaintext
+        .as_deref()
+        .map(|p| decode_b64("plaintext", p))
+        .transpose()?;
+    let wrapped = core
+        .wrap_key(&caller, &instance, &key, plaintext, &body.aad)
+        .await?;
+    let mut answer = json!({
+        "ciphertext": STANDARD.encode(&wrapped.ciphertext),
+        "key_version": wrapped.key_version_id,
+    });
+    if let Some(generated) = &wrapped.generated_plaintext {
+        let encoded = Zeroizing::new(STANDARD.encode(generated.as_slice()));
+        answer["plaintext"] = Value::String(encoded.as_str().to_owned());
+    }
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnwrapBody {
+    ciphertext: String,
+    #[serde(default)]
+    aad: Vec<String>,
+}
+
+/// `{"plaintext", "key_version", "rewrapped"?: {"ciphertext", "key_version"}}`.
+async fn unwrap(
+    State(core): State<Keyfort>,
+    Authenticated(caller): Authenticated,
+    Path((instance, key)): Path<(String, String)>,
+    ApiJson(body): ApiJson<UnwrapBody>,
+) -> Result<Json<Value>, ApiError> {
+    let ciphertext = decode_b64("ciphertext", &body.ciphertext)?;
+    let unwrapped = core
+        .unwrap_key(&caller, &instance, &key, &ciphertext, &body.aad)
+        .await?;
+    let plaintext = Zeroizing::new(STANDARD.encode(unwrapped.plaintext.as_slice()));
+    let mut answer = json!({
+        "plaintext": plaintext.as_str(),
+        "key_version": unwrapped.key_version_id,
+    });
+    if let Some(rewrapped) = unwrapped.rewrapped {
+        answer["rewrapped"] = json!({
+            "ciphertext": STANDARD.encode(&rewrapped.ciphertext),
+            "key_version": rewrapped.key_version_id,
+        });
+    }
+    Ok(Json(answer))
 }

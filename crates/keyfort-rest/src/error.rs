@@ -49,7 +49,35 @@ fn classify(e: &CoreError) -> (StatusCode, &'static str) {
         E::SealedObjectRejected { .. } => {
             (StatusCode::UNPROCESSABLE_ENTITY, "SEALED_OBJECT_REJECTED")
         }
+        E::PartRejected { .. } => (StatusCode::BAD_REQUEST, "PART_REJECTED"),
+        E::CommandRejected { .. } => (StatusCode::FORBIDDEN, "COMMAND_REJECTED"),
+        E::RotationInProgress { .. } => (StatusCode::CONFLICT, "ROTATION_IN_PROGRESS"),
+        E::Hsm { .. } => (StatusCode::SERVICE_UNAVAILABLE, "HSM_UNAVAILABLE"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+    }
+}
+
+/// What the caller is told about a core error; anything more stays in the log under the
+/// correlation id.
+fn public_message(e: &CoreError, status: StatusCode, correlation_id: &str) -> String {
+    match e {
+        // The reason stays in the log: callers learn only that they are refused.
+        CoreError::Unauthenticated(reason) => {
+            tracing::info!(correlation_id, %reason, "authentication refused");
+            "not authenticated".to_owned()
+        }
+        // The module's own words may name slots, labels or paths.
+        CoreError::Hsm { .. } => {
+            tracing::error!(correlation_id, error = ?e, "HSM failure");
+            "HSM unavailable".to_owned()
+        }
+        // An expected state, not a fault: the message names the instance and nothing secret.
+        CoreError::InstanceSealed { .. } => e.to_string(),
+        _ if status.is_server_error() => {
+            tracing::error!(correlation_id, error = ?e, "request failed");
+            "internal error".to_owned()
+        }
+        other => other.to_string(),
     }
 }
 
@@ -67,20 +95,7 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Core(e) => {
                 let (status, code) = classify(e);
-                if status.is_server_error() {
-                    tracing::error!(correlation_id, error = ?e, "request failed");
-                    (status, code, "internal error".to_owned())
-                } else {
-                    if let CoreError::Unauthenticated(reason) = e {
-                        tracing::info!(correlation_id, %reason, "authentication refused");
-                    }
-                    let message = match e {
-                        // The reason stays in the log: callers learn only that they are refused.
-                        CoreError::Unauthenticated(_) => "not authenticated".to_owned(),
-                        other => other.to_string(),
-                    };
-                    (status, code, message)
-                }
+                (status, code, public_message(e, status, &correlation_id))
             }
         };
         let body =
@@ -93,5 +108,79 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keyfort_core::PartRejection;
+
+    use super::*;
+
+    async fn answer(e: CoreError) -> (StatusCode, serde_json::Value) {
+        let response = ApiError::Core(e).into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn kyok_errors_have_their_codes() {
+        let (status, body) = answer(CoreError::PartRejected {
+            instance: "i1".into(),
+            reason: PartRejection::Duplicate,
+        })
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "PART_REJECTED");
+        assert_eq!(
+            body["error"]["message"],
+            "key part refused for instance i1: this custodian's part is already loaded"
+        );
+
+        let (status, body) = answer(CoreError::CommandRejected {
+            instance: "i1".into(),
+            reason: "not enough custodian signatures",
+        })
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["error"]["code"], "COMMAND_REJECTED");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not enough custodian signatures")
+        );
+
+        let (status, body) = answer(CoreError::RotationInProgress { id: "i1".into() }).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["error"]["code"], "ROTATION_IN_PROGRESS");
+
+        let (status, body) = answer(CoreError::InstanceSealed { id: "i1".into() }).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("is sealed")
+        );
+    }
+
+    #[tokio::test]
+    async fn hsm_details_stay_in_the_log() {
+        let (status, body) = answer(CoreError::Hsm {
+            what: "unwrap",
+            source: Box::new(std::io::Error::other(
+                "slot 3 label secret-kek: CKR_PIN_INCORRECT",
+            )),
+        })
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "HSM_UNAVAILABLE");
+        assert_eq!(body["error"]["message"], "HSM unavailable");
+        assert!(!body.to_string().contains("slot"), "{body}");
+        assert!(body["error"]["correlation_id"].is_string());
     }
 }

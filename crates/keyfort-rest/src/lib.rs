@@ -1,4 +1,5 @@
-//! Keyfort's HTTPS door (axum): health, the IAM-compatible token endpoint, the admin API.
+//! Keyfort's HTTPS door (axum): health, metrics, the IAM-compatible token endpoint, the admin
+//! API with the Keep-Your-Own-Key ceremony ([`kyok`]).
 //! The Key Protect v2 and UKO v4 APIs join here.
 //!
 //! Every handler is thin: decode → one core call → encode. Core errors become HTTP answers in
@@ -12,6 +13,8 @@ mod error;
 mod health;
 mod iam;
 mod json;
+mod kyok;
+mod metrics;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -27,7 +30,8 @@ pub fn router(core: Keyfort) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(iam::routes())
-        .nest("/api/keyfort/v1", admin::routes())
+        .merge(metrics::routes())
+        .nest("/api/keyfort/v1", admin::routes().merge(kyok::routes()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(core)
 }

@@ -108,6 +108,30 @@ impl Client {
         answer(Method::GET, url, resp).await
     }
 
+    /// A JSON request without authentication (custodian operations: the request carries its own
+    /// signature); a non-2xx status is an error.
+    pub async fn send_unauthenticated(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(segments);
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Send {
+            method: method.clone(),
+            url: url.clone(),
+            source,
+        })?;
+        success(answer(method, url, resp).await?)
+    }
+
     /// Exchanges the API key for an access token; returns the token endpoint's JSON.
     pub async fn token(&self) -> Result<Value, ClientError> {
         let api_key = self.api_key.as_ref().ok_or(ClientError::NoApiKey)?;
@@ -184,7 +208,7 @@ fn success(answer: Answer) -> Result<Value, ClientError> {
     } else {
         let mut body = match &answer.body {
             Value::String(s) => s.clone(),
-            other => other.to_string(),
+            other => api_error_line(other).unwrap_or_else(|| other.to_string()),
         };
         if body.len() > MAX_QUOTED_BODY {
             let mut end = MAX_QUOTED_BODY;
@@ -199,6 +223,22 @@ fn success(answer: Answer) -> Result<Value, ClientError> {
             body,
         })
     }
+}
+
+/// `CODE: message` from the admin API's error shape (`{"error": {"code", "message",
+/// "correlation_id"}}`); the correlation id is kept for internal errors, where it is what an
+/// operator looks up in the server log.
+fn api_error_line(body: &Value) -> Option<String> {
+    let error = body.get("error")?;
+    let code = error.get("code")?.as_str()?;
+    let message = error.get("message")?.as_str()?;
+    let mut line = format!("{code}: {message}");
+    if code == "INTERNAL_ERROR" {
+        if let Some(id) = error.get("correlation_id").and_then(Value::as_str) {
+            line.push_str(&format!(" (correlation id {id})"));
+        }
+    }
+    Some(line)
 }
 
 /// A command that talks to a server failed. Exit code 1.
@@ -316,5 +356,27 @@ mod tests {
         .unwrap_or_default();
         assert!(err.starts_with("server answered 404 Not Found: é"), "{err}");
         assert!(err.len() < MAX_QUOTED_BODY + 64);
+    }
+
+    #[test]
+    fn api_errors_read_as_code_and_message() {
+        let err = success(Answer {
+            status: reqwest::StatusCode::BAD_REQUEST,
+            body: serde_json::json!({"error": {"code": "PART_REJECTED",
+                "message": "key part refused", "correlation_id": "c1"}}),
+        })
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert_eq!(
+            err,
+            "server answered 400 Bad Request: PART_REJECTED: key part refused"
+        );
+        let line = api_error_line(&serde_json::json!({"error": {"code": "INTERNAL_ERROR",
+            "message": "internal error", "correlation_id": "c2"}}));
+        assert_eq!(
+            line.as_deref(),
+            Some("INTERNAL_ERROR: internal error (correlation id c2)")
+        );
     }
 }

@@ -24,6 +24,8 @@ pub const DEFAULT_GRPC_ADDR: SocketAddr = loopback(9876);
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 3600;
 /// Default log filter.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default number of key versions re-sealed per batch during a master key rotation.
+pub const DEFAULT_RESEAL_BATCH_SIZE: usize = 256;
 
 const fn loopback(port: u16) -> SocketAddr {
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), port)
@@ -39,6 +41,8 @@ pub mod env {
     pub const LOG_LEVEL: &str = "KEYFORT_LOG_LEVEL";
     pub const TLS_CERT_FILE: &str = "KEYFORT_TLS_CERT_FILE";
     pub const TLS_KEY_FILE: &str = "KEYFORT_TLS_KEY_FILE";
+    pub const RESEAL_BATCH_SIZE: &str = "KEYFORT_RESEAL_BATCH_SIZE";
+    pub const RESEAL_PAUSE_MS: &str = "KEYFORT_RESEAL_PAUSE_MS";
     /// The standard `tracing` filter variable; below `KEYFORT_LOG_LEVEL`.
     pub const RUST_LOG: &str = "RUST_LOG";
 }
@@ -80,6 +84,8 @@ pub struct FileConfig {
     pub auth: AuthSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub kyok: KyokSection,
 }
 
 /// `[tls]`: the server certificate chain and its private key, both PEM.
@@ -103,6 +109,14 @@ pub struct AuthSection {
 pub struct LogSection {
     pub format: Option<LogFormat>,
     pub level: Option<String>,
+}
+
+/// `[kyok]`: pacing of the background re-seal after a master key rotation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KyokSection {
+    pub reseal_batch_size: Option<usize>,
+    pub reseal_pause_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -151,6 +165,8 @@ pub struct Overrides {
     pub log_level: Option<String>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    pub reseal_batch_size: Option<usize>,
+    pub reseal_pause_ms: Option<u64>,
 }
 
 impl Overrides {
@@ -177,6 +193,24 @@ impl Overrides {
                 })
             })
             .transpose()?;
+        let number = |name: &'static str| -> Result<Option<u64>, ConfigError> {
+            get(name)
+                .map(|v| {
+                    v.trim().parse().map_err(|_| ConfigError::EnvNumber {
+                        var: name,
+                        value: v.clone(),
+                    })
+                })
+                .transpose()
+        };
+        let reseal_batch_size = number(env::RESEAL_BATCH_SIZE)?
+            .map(|n| {
+                usize::try_from(n).map_err(|_| ConfigError::EnvNumber {
+                    var: env::RESEAL_BATCH_SIZE,
+                    value: n.to_string(),
+                })
+            })
+            .transpose()?;
         Ok(Self {
             data_dir: get(env::DATA_DIR).map(PathBuf::from),
             http_addr: addr(env::HTTP_ADDR)?,
@@ -186,6 +220,8 @@ impl Overrides {
             log_level: get(env::LOG_LEVEL).or_else(|| get(env::RUST_LOG)),
             tls_cert_file: get(env::TLS_CERT_FILE).map(PathBuf::from),
             tls_key_file: get(env::TLS_KEY_FILE).map(PathBuf::from),
+            reseal_batch_size,
+            reseal_pause_ms: number(env::RESEAL_PAUSE_MS)?,
         })
     }
 }
@@ -205,6 +241,15 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// Pacing of the background re-seal job (`[kyok]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KyokConfig {
+    /// Key versions re-sealed per batch (at least 1).
+    pub reseal_batch_size: usize,
+    /// Pause between batches.
+    pub reseal_pause: Duration,
+}
+
 /// The resolved server configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -218,6 +263,7 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub token_ttl: Duration,
     pub log: LogConfig,
+    pub kyok: KyokConfig,
 }
 
 impl Config {
@@ -315,6 +361,22 @@ impl Config {
             }
         };
 
+        let reseal_batch_size = flags
+            .reseal_batch_size
+            .or(env.reseal_batch_size)
+            .or(file.kyok.reseal_batch_size)
+            .unwrap_or(DEFAULT_RESEAL_BATCH_SIZE);
+        if reseal_batch_size == 0 {
+            return Err(ConfigError::ResealBatchSize {
+                path: file_path.map(Path::to_path_buf),
+            });
+        }
+        let reseal_pause_ms = flags
+            .reseal_pause_ms
+            .or(env.reseal_pause_ms)
+            .or(file.kyok.reseal_pause_ms)
+            .unwrap_or(0);
+
         Ok(Self {
             dev,
             data_dir,
@@ -324,6 +386,10 @@ impl Config {
             tls,
             token_ttl: Duration::from_secs(token_ttl_secs),
             log: LogConfig { format, level },
+            kyok: KyokConfig {
+                reseal_batch_size,
+                reseal_pause: Duration::from_millis(reseal_pause_ms),
+            },
         })
     }
 }
@@ -363,6 +429,13 @@ pub enum ConfigError {
     },
     #[error("{}[auth] token_ttl_secs must be at least 1", ConfigFileLabel(path.as_deref()))]
     TokenTtl { path: Option<PathBuf> },
+    #[error("invalid {var}={value:?}: expected a whole number")]
+    EnvNumber { var: &'static str, value: String },
+    #[error(
+        "{}[kyok] reseal_batch_size (or KEYFORT_RESEAL_BATCH_SIZE) must be at least 1",
+        ConfigFileLabel(path.as_deref())
+    )]
+    ResealBatchSize { path: Option<PathBuf> },
     #[error(
         "no TLS certificate configured: set [tls] cert_file and key_file in the config file \
          (or KEYFORT_TLS_CERT_FILE and KEYFORT_TLS_KEY_FILE), or run `keyfort server --dev`"
@@ -637,6 +710,38 @@ mod tests {
             Overrides::default(),
         );
         assert!(matches!(err, Err(ConfigError::TokenTtl { .. })));
+    }
+
+    #[test]
+    fn kyok_pacing_from_file_and_env() {
+        let c = Config::resolve(true, None, Overrides::default(), Overrides::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.kyok.reseal_batch_size, DEFAULT_RESEAL_BATCH_SIZE);
+        assert_eq!(c.kyok.reseal_pause, Duration::ZERO);
+        let f = parse("[kyok]\nreseal_batch_size = 50\nreseal_pause_ms = 5\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let env = Overrides::from_env(|name| (name == env::RESEAL_PAUSE_MS).then(|| "200".into()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::resolve(
+            true,
+            Some((Path::new("k.toml"), f)),
+            env,
+            Overrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.kyok.reseal_batch_size, 50, "file");
+        assert_eq!(
+            c.kyok.reseal_pause,
+            Duration::from_millis(200),
+            "env beats file"
+        );
+        let err =
+            Overrides::from_env(|name| (name == env::RESEAL_BATCH_SIZE).then(|| "ten".into()));
+        assert!(matches!(err, Err(ConfigError::EnvNumber { .. })));
+        let zero = Overrides::from_env(|name| (name == env::RESEAL_BATCH_SIZE).then(|| "0".into()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = Config::resolve(true, None, zero, Overrides::default());
+        assert!(matches!(err, Err(ConfigError::ResealBatchSize { .. })));
     }
 
     #[test]

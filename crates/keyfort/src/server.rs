@@ -146,7 +146,10 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
     let token_signer = TokenSigner::load_or_create(&data_dir.join(TOKEN_SIGNING_KEY_FILE))?;
     let store = SqliteStore::open(&data_dir.join(DB_FILE)).await?;
     let store: Arc<dyn keyfort_store::Store> = Arc::new(store);
-    let core = Keyfort::open(store, CoreConfig::new(config.token_ttl, token_signer)).await?;
+    let mut core_config = CoreConfig::new(config.token_ttl, token_signer);
+    core_config.reseal_batch_size = config.kyok.reseal_batch_size;
+    core_config.reseal_pause = config.kyok.reseal_pause;
+    let core = Keyfort::open(store, core_config).await?;
     let dev = if config.dev {
         let boot = core
             .dev_bootstrap(DevSetup {

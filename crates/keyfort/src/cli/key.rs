@@ -1,4 +1,5 @@
-//! `keyfort key create|list|get`: keys of one instance, through the admin API.
+//! `keyfort key create|list|get|material|wrap|unwrap`: keys of one instance, through the admin
+//! API.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,36 @@ enum KeyCommand {
         #[arg(value_parser = parse_id)]
         id: String,
     },
+    /// Print a standard key's material (base64)
+    Material {
+        /// Key id
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
+    /// Wrap data (or a new 32-byte DEK the server generates) with a root key
+    Wrap {
+        /// Root key id
+        #[arg(value_parser = parse_id)]
+        id: String,
+        /// The data to wrap, base64 (default: the server generates a DEK and returns it)
+        #[arg(long, value_name = "B64")]
+        plaintext_b64: Option<String>,
+        /// Additional authenticated data, comma-separated; unwrap needs the same
+        #[arg(long, value_delimiter = ',', value_name = "A,B")]
+        aad: Vec<String>,
+    },
+    /// Unwrap a ciphertext made by `key wrap` with the same root key
+    Unwrap {
+        /// Root key id
+        #[arg(value_parser = parse_id)]
+        id: String,
+        /// The ciphertext, base64
+        #[arg(long, value_name = "B64")]
+        ciphertext: String,
+        /// The additional authenticated data given to wrap, comma-separated
+        #[arg(long, value_delimiter = ',', value_name = "A,B")]
+        aad: Vec<String>,
+    },
 }
 
 pub async fn run(args: KeyArgs) -> Result<(), CliError> {
@@ -59,7 +90,23 @@ pub async fn run(args: KeyArgs) -> Result<(), CliError> {
             standard,
             payload_file,
         } => Some(create_body(name, *standard, payload_file.as_deref())?),
-        KeyCommand::List | KeyCommand::Get { .. } => None,
+        KeyCommand::Wrap {
+            plaintext_b64, aad, ..
+        } => {
+            let mut body = Map::new();
+            if let Some(p) = plaintext_b64 {
+                body.insert("plaintext".into(), Value::String(p.clone()));
+            }
+            body.insert("aad".into(), aad.clone().into());
+            Some(Value::Object(body))
+        }
+        KeyCommand::Unwrap {
+            ciphertext, aad, ..
+        } => Some(serde_json::json!({
+            "ciphertext": ciphertext,
+            "aad": aad,
+        })),
+        KeyCommand::List | KeyCommand::Get { .. } | KeyCommand::Material { .. } => None,
     };
     let instance = resolve(&client, args.instance.instance).await?;
     let keys = [&ADMIN[..], &["instances", &instance, "keys"]].concat();
@@ -69,6 +116,29 @@ pub async fn run(args: KeyArgs) -> Result<(), CliError> {
         KeyCommand::Get { id } => {
             client
                 .call(Method::GET, &[&keys[..], &[&id]].concat(), None)
+                .await?
+        }
+        KeyCommand::Material { id } => {
+            client
+                .call(Method::GET, &[&keys[..], &[&id, "material"]].concat(), None)
+                .await?
+        }
+        KeyCommand::Wrap { id, .. } => {
+            client
+                .call(
+                    Method::POST,
+                    &[&keys[..], &[&id, "wrap"]].concat(),
+                    body.as_ref(),
+                )
+                .await?
+        }
+        KeyCommand::Unwrap { id, .. } => {
+            client
+                .call(
+                    Method::POST,
+                    &[&keys[..], &[&id, "unwrap"]].concat(),
+                    body.as_ref(),
+                )
                 .await?
         }
     };

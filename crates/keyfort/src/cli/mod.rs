@@ -1,6 +1,7 @@
 //! The command tree. One file per command group; each returns a value or a [`CliError`], and
 //! `main` turns the error into one line on stderr and an exit code.
 
+mod custodian;
 mod health;
 mod instance;
 mod key;
@@ -36,9 +37,11 @@ enum Command {
     Health(health::HealthArgs),
     /// Exchange the API key for an access token and print it
     Token(token::TokenArgs),
-    /// List instances and show their status
+    /// Manage instances: create, initialize with custodians, unseal, seal, signed commands
     Instance(instance::InstanceArgs),
-    /// Create, list and read keys in an instance
+    /// A custodian's own files: make key pairs, sign commands (no server needed)
+    Custodian(custodian::CustodianArgs),
+    /// Create, list and read keys in an instance; wrap and unwrap with root keys
     Key(key::KeyArgs),
     /// Print the version of this binary
     Version,
@@ -51,6 +54,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Health(args) => health::run(args).await,
         Command::Token(args) => token::run(args).await,
         Command::Instance(args) => instance::run(args).await,
+        Command::Custodian(args) => custodian::run(args).await,
         Command::Key(args) => key::run(args).await,
         Command::Version => print_line(&format!("keyfort {}", env!("CARGO_PKG_VERSION"))),
     }
@@ -89,6 +93,10 @@ pub enum CliError {
     Server(#[from] ServerError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Custodian(#[from] custodian::CustodianError),
+    #[error(transparent)]
+    Command(#[from] instance::CommandError),
     #[error("cannot write to stdout")]
     Output(#[source] io::Error),
 }
@@ -98,7 +106,11 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) => 2,
-            Self::Server(_) | Self::Client(_) | Self::Output(_) => 1,
+            Self::Server(_)
+            | Self::Client(_)
+            | Self::Custodian(_)
+            | Self::Command(_)
+            | Self::Output(_) => 1,
         }
     }
 }

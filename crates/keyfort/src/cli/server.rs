@@ -73,6 +73,7 @@ fn resolve(
         log_level: args.log_level,
         tls_cert_file: args.tls_cert_file,
         tls_key_file: args.tls_key_file,
+        ..Overrides::default()
     };
     Config::resolve(args.dev, file, env, flags)
 }
