@@ -86,6 +86,32 @@ pub struct FileConfig {
     pub log: LogSection,
     #[serde(default)]
     pub kyok: KyokSection,
+    /// `[hsm]`: a PKCS#11 token that protects master keys of HSM-backed instances.
+    pub hsm: Option<HsmSection>,
+}
+
+/// `[hsm]`: where the key that wraps HSM-backed master keys lives. The user PIN comes from
+/// `pin_file` or, if absent, from the `KEYFORT_HSM_PIN` environment variable; never from this file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmSection {
+    /// Path of the PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    pub token_label: String,
+    #[serde(default = "default_hsm_key_label")]
+    pub key_label: String,
+    pub pin_file: Option<PathBuf>,
+    /// Generate the wrapping key on the token if it is missing (default true).
+    #[serde(default = "default_true")]
+    pub create_key_if_missing: bool,
+}
+
+fn default_hsm_key_label() -> String {
+    "keyfort-mk-wrap".to_owned()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[tls]`: the server certificate chain and its private key, both PEM.
@@ -264,6 +290,7 @@ pub struct Config {
     pub token_ttl: Duration,
     pub log: LogConfig,
     pub kyok: KyokConfig,
+    pub hsm: Option<HsmSection>,
 }
 
 impl Config {
@@ -390,6 +417,7 @@ impl Config {
                 reseal_batch_size,
                 reseal_pause: Duration::from_millis(reseal_pause_ms),
             },
+            hsm: file.hsm.clone(),
         })
     }
 }

@@ -149,7 +149,13 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
     let mut core_config = CoreConfig::new(config.token_ttl, token_signer);
     core_config.reseal_batch_size = config.kyok.reseal_batch_size;
     core_config.reseal_pause = config.kyok.reseal_pause;
+    if let Some(hsm) = &config.hsm {
+        core_config.master_key_protector = Some(open_hsm(hsm).await?);
+    }
     let core = Keyfort::open(store, core_config).await?;
+    for id in core.unseal_hsm_instances().await? {
+        tracing::info!(instance = %id, "instance unsealed by the HSM");
+    }
     let dev = if config.dev {
         let boot = core
             .dev_bootstrap(DevSetup {
@@ -173,6 +179,44 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
         app: keyfort_rest::router(core),
         dev,
     })
+}
+
+/// Opens the configured PKCS#11 token (blocking work, off the runtime threads).
+async fn open_hsm(
+    hsm: &crate::config::HsmSection,
+) -> Result<Arc<dyn keyfort_core::MasterKeyProtector>, ServerError> {
+    let pin =
+        match &hsm.pin_file {
+            Some(path) => {
+                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+                    ServerError::HsmPin {
+                        path: Some(path.clone()),
+                        source: Some(source),
+                    }
+                })?);
+                Zeroizing::new(text.lines().next().unwrap_or_default().to_owned())
+            }
+            None => Zeroizing::new(std::env::var("KEYFORT_HSM_PIN").map_err(|_| {
+                ServerError::HsmPin {
+                    path: None,
+                    source: None,
+                }
+            })?),
+        };
+    let config = keyfort_hsm::HsmConfig {
+        module: hsm.module.clone(),
+        token_label: hsm.token_label.clone(),
+        pin,
+        key_label: hsm.key_label.clone(),
+        create_key_if_missing: hsm.create_key_if_missing,
+    };
+    let protector =
+        tokio::task::spawn_blocking(move || keyfort_hsm::Pkcs11Protector::open(&config))
+            .await
+            .map_err(ServerError::Task)?
+            .map_err(ServerError::Hsm)?;
+    tracing::info!(hsm = %keyfort_core::MasterKeyProtector::describe(&protector), "HSM ready");
+    Ok(Arc::new(protector))
 }
 
 /// SIGTERM or SIGINT (Ctrl-C), whichever comes first.
@@ -231,4 +275,12 @@ pub enum ServerError {
     Serve(#[source] io::Error),
     #[error("the HTTPS server task failed")]
     Task(#[source] tokio::task::JoinError),
+    #[error("cannot open the HSM")]
+    Hsm(#[source] keyfort_hsm::HsmError),
+    #[error("no HSM PIN: set [hsm] pin_file{} or KEYFORT_HSM_PIN", path.as_ref().map(|p| format!(" (cannot read {})", p.display())).unwrap_or_default())]
+    HsmPin {
+        path: Option<PathBuf>,
+        #[source]
+        source: Option<io::Error>,
+    },
 }
