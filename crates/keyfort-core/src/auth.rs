@@ -262,9 +262,31 @@ pub struct Caller {
     pub principal: Principal,
     /// The API key the caller's token was issued for.
     pub api_key_id: Option<String>,
+    /// Where this request came from, for the audit trail.
+    pub request: RequestInfo,
+}
+
+/// Per-request facts recorded in audit events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The client's correlation id, or one the door generated.
+    pub correlation_id: Option<String>,
+    /// The peer address.
+    pub source: Option<String>,
 }
 
 impl Caller {
+    /// This caller, for one request.
+    pub fn for_request(&self, correlation_id: Option<String>, source: Option<String>) -> Caller {
+        Caller {
+            request: RequestInfo {
+                correlation_id,
+                source,
+            },
+            ..self.clone()
+        }
+    }
+
     /// The identity recorded as creator or actor ("IBMid-…"-like: the principal's name).
     pub fn display_name(&self) -> &str {
         &self.principal.name
@@ -695,6 +717,7 @@ mod tests {
                 created_at: 0,
             },
             api_key_id: None,
+            request: RequestInfo::default(),
         };
         assert!(caller.may(Action::UseKey, "i1", None));
         assert!(!caller.may(Action::UseKey, "i2", None));

@@ -119,6 +119,12 @@ pub enum CoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A Key Protect rule refused the request.
+    #[error("{id}: {reason}")]
+    KeyRefused {
+        id: String,
+        reason: crate::kms::KmsRefusal,
+    },
     #[error("cryptographic operation failed")]
     Crypto(#[from] keyfort_crypto::Error),
     #[error("corrupted record in {table}: {id}")]

@@ -11,10 +11,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod custodian;
+pub mod iam;
 pub mod instance;
 pub mod key;
+pub mod kms;
 pub mod kyok;
 pub mod lifecycle;
 pub mod wrap;
@@ -24,9 +27,10 @@ mod dev;
 mod error;
 mod service;
 
+pub use audit::{AuditEvent, AuditProblem, AuditQuery, AuditVerification};
 pub use auth::{
-    AccessToken, Action, ApiKeySecret, Caller, Principal, PrincipalKind, Role, RoleGrant, Scope,
-    TokenSigner,
+    AccessToken, Action, ApiKeySecret, Caller, Principal, PrincipalKind, RequestInfo, Role,
+    RoleGrant, Scope, TokenSigner,
 };
 pub use clock::{Clock, SystemClock, UnixMillis};
 pub use custodian::{
@@ -34,8 +38,13 @@ pub use custodian::{
 };
 pub use dev::{DevBootstrap, DevSetup};
 pub use error::{AuthFailure, CoreError};
+pub use iam::ApiKeyInfo;
 pub use instance::{Instance, InstanceState, UnsealMethod};
 pub use key::{Key, KeyKind, KeyListing, KeyQuery, KeyVersion, NewKey};
+pub use kms::{
+    ImportToken, InstancePolicy, InstancePolicyType, KeyPolicies, KeyPolicyUpdate, KeyRing,
+    KmsRefusal, KmsTimings, PolicyStamp, Registration, RotationPolicy, SecureImport,
+};
 pub use kyok::{CommandOutcome, MasterKeyProtector, PartRejection, ResealProgress, UnsealStatus};
 pub use lifecycle::{KeyState, Transition, Usage};
 pub use service::{CoreConfig, Keyfort, new_id};

@@ -47,6 +47,8 @@ pub struct CoreConfig {
     pub reseal_pause: Duration,
     /// The HSM that protects master keys of instances with HSM-backed unseal, if configured.
     pub master_key_protector: Option<Arc<dyn MasterKeyProtector>>,
+    /// Key Protect's waiting periods.
+    pub kms_timings: crate::kms::KmsTimings,
 }
 
 impl CoreConfig {
@@ -58,6 +60,7 @@ impl CoreConfig {
             reseal_batch_size: 256,
             reseal_pause: Duration::ZERO,
             master_key_protector: None,
+            kms_timings: crate::kms::KmsTimings::default(),
         }
     }
 }
@@ -93,6 +96,7 @@ pub(crate) struct Inner {
     pub(crate) reseal_batch_size: usize,
     pub(crate) reseal_pause: Duration,
     pub(crate) protector: Option<Arc<dyn MasterKeyProtector>>,
+    pub(crate) kms_timings: crate::kms::KmsTimings,
 }
 
 struct CachedCaller {
@@ -133,6 +137,7 @@ impl Keyfort {
                 reseal_batch_size: config.reseal_batch_size.max(1),
                 reseal_pause: config.reseal_pause,
                 protector: config.master_key_protector,
+                kms_timings: config.kms_timings,
             }),
         })
     }
@@ -516,9 +521,19 @@ impl Keyfort {
         let caller = Arc::new(Caller {
             principal,
             api_key_id: Some(record.id.clone()),
+            request: crate::auth::RequestInfo::default(),
         });
         self.cache_caller(record.id, caller.clone(), now);
         Ok(caller)
+    }
+
+    /// Drops every cached caller (after a role or principal change).
+    pub(crate) fn forget_cached_callers(&self) {
+        self.inner
+            .callers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     fn cached_caller(&self, api_key_id: &str, now: i64) -> Option<Arc<Caller>> {
@@ -556,6 +571,24 @@ impl Keyfort {
     /// Creates a symmetric key: generated, or imported from `req.payload`. Its material is
     /// sealed under the instance's current master key before it reaches the store.
     pub async fn create_key(&self, caller: &Caller, instance_id: &str, req: NewKey) -> Result<Key> {
+        let target = req.name.clone();
+        self.audited(
+            caller,
+            instance_id,
+            "key.create",
+            &target,
+            self.create_key_audited(caller, instance_id, req),
+        )
+        .await
+    }
+
+    /// Creates a key; its success audit event is written with it.
+    pub(crate) async fn create_key_audited(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        req: NewKey,
+    ) -> Result<Key> {
         req.validate()?;
         let ring = req
             .key_ring_id
@@ -597,10 +630,18 @@ impl Keyfort {
             row_version: 1,
         };
         let version = self.seal_version(&key, master_keys.current(), &material, 1, now)?;
-        self.store()
-            .insert_key(&key.to_record(), &version)
-            .await
-            .map_err(key_store_error)?;
+        let event = self.audit_event(caller, instance_id, "key.create", &key.id, "success", serde_json::json!({
+            "name": key.name, "extractable": key.extractable, "imported": key.imported, "key_ring": key.key_ring_id,
+        }));
+        self.apply_audited(
+            vec![keyfort_store::Write::InsertKey {
+                key: key.to_record(),
+                first_version: version,
+            }],
+            event,
+        )
+        .await
+        .map_err(crate::kms::key_write_error)?;
         Ok(key)
     }
 
@@ -660,9 +701,35 @@ impl Keyfort {
 
     /// A key's metadata, by id or alias.
     pub async fn key(&self, caller: &Caller, instance_id: &str, id_or_alias: &str) -> Result<Key> {
+        self.audited(caller, instance_id, "key.read", id_or_alias, async {
+            let key = self
+                .key_for(caller, instance_id, id_or_alias, Action::ReadKey)
+                .await?;
+            self.audit_read(
+                caller,
+                instance_id,
+                "key.read",
+                &key.id,
+                serde_json::json!({}),
+            )
+            .await?;
+            Ok(key)
+        })
+        .await
+    }
+
+    /// A key the caller may act on: the instance is unsealed, the key exists, the caller holds
+    /// `action` on its ring. Not audited (callers audit).
+    pub(crate) async fn key_for(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        id_or_alias: &str,
+        action: Action,
+    ) -> Result<Key> {
         self.unsealed(instance_id).await?;
         let key = self.find_key(instance_id, id_or_alias).await?;
-        caller.authorize(Action::ReadKey, instance_id, Some(&key.key_ring_id))?;
+        caller.authorize(action, instance_id, Some(&key.key_ring_id))?;
         Ok(key)
     }
 
@@ -685,7 +752,17 @@ impl Keyfort {
         instance_id: &str,
         id_or_alias: &str,
     ) -> Result<Vec<KeyVersion>> {
-        let key = self.key(caller, instance_id, id_or_alias).await?;
+        let key = self
+            .key_for(caller, instance_id, id_or_alias, Action::ReadKey)
+            .await?;
+        self.audit_read(
+            caller,
+            instance_id,
+            "key.versions",
+            &key.id,
+            serde_json::json!({}),
+        )
+        .await?;
         let records = self.store().key_versions(instance_id, &key.id).await?;
         records
             .into_iter()
@@ -720,19 +797,30 @@ impl Keyfort {
         instance_id: &str,
         query: &KeyQuery,
     ) -> Result<KeyListing> {
-        caller.authorize(Action::ListKeys, instance_id, query.key_ring_id.as_deref())?;
-        self.unsealed(instance_id).await?;
-        if let Some(ring) = &query.key_ring_id {
-            validate_key_ring_id(ring)?;
-        }
-        let filter = query.to_filter();
-        let records = self.store().list_keys(instance_id, &filter).await?;
-        let total = self.store().count_keys(instance_id, &filter).await?;
-        let keys = records
-            .into_iter()
-            .map(Key::from_record)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(KeyListing { keys, total })
+        self.audited(caller, instance_id, "key.list", instance_id, async {
+            caller.authorize(Action::ListKeys, instance_id, query.key_ring_id.as_deref())?;
+            self.unsealed(instance_id).await?;
+            if let Some(ring) = &query.key_ring_id {
+                validate_key_ring_id(ring)?;
+            }
+            let filter = query.to_filter();
+            let records = self.store().list_keys(instance_id, &filter).await?;
+            let total = self.store().count_keys(instance_id, &filter).await?;
+            let keys = records
+                .into_iter()
+                .map(Key::from_record)
+                .collect::<Result<Vec<_>>>()?;
+            self.audit_read(
+                caller,
+                instance_id,
+                "key.list",
+                instance_id,
+                serde_json::json!({"returned": keys.len(), "total": total}),
+            )
+            .await?;
+            Ok(KeyListing { keys, total })
+        })
+        .await
     }
 
     /// The material of an extractable key's current version (Key Protect "retrieve key").
@@ -742,32 +830,43 @@ impl Keyfort {
         instance_id: &str,
         id_or_alias: &str,
     ) -> Result<Zeroizing<Vec<u8>>> {
-        let master_keys = self.unsealed(instance_id).await?;
-        let key = self.find_key(instance_id, id_or_alias).await?;
-        caller.authorize(Action::ReadKeyMaterial, instance_id, Some(&key.key_ring_id))?;
+        self.audited(
+            caller,
+            instance_id,
+            "key.material.read",
+            id_or_alias,
+            async {
+                let key = self
+                    .key_for(caller, instance_id, id_or_alias, Action::ReadKeyMaterial)
+                    .await?;
+                let material = self.current_material(&key).await?;
+                self.audit_read(
+                    caller,
+                    instance_id,
+                    "key.material.read",
+                    &key.id,
+                    serde_json::json!({}),
+                )
+                .await?;
+                Ok(material)
+            },
+        )
+        .await
+    }
+
+    /// The material of an extractable key's current version, without authorization or audit.
+    pub(crate) async fn current_material(&self, key: &Key) -> Result<Zeroizing<Vec<u8>>> {
         if !key.extractable {
-            return Err(CoreError::NotExtractable { id: key.id });
+            return Err(CoreError::NotExtractable { id: key.id.clone() });
         }
         if !key.state.permits(Usage::Export) {
             return Err(CoreError::KeyNotUsable {
-                id: key.id,
+                id: key.id.clone(),
                 state: key.state,
                 usage: Usage::Export,
             });
         }
-        let version = self
-            .store()
-            .key_version(instance_id, &key.id, &key.current_version_id)
-            .await?
-            .ok_or_else(|| CoreError::CorruptRecord {
-                table: "key_versions",
-                id: key.current_version_id.clone(),
-                source: StoreError::NotFound {
-                    what: "key version",
-                    id: key.current_version_id.clone(),
-                },
-            })?;
-        self.unseal_version(&key, &master_keys, &version)
+        self.version_material(key, &key.current_version_id).await
     }
 
     /// Applies a lifecycle transition to a key (Manager role), with optimistic concurrency.
@@ -778,53 +877,15 @@ impl Keyfort {
         id_or_alias: &str,
         transition: Transition,
     ) -> Result<Key> {
-        self.unsealed(instance_id).await?;
-        let mut key = self.find_key(instance_id, id_or_alias).await?;
-        caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
-        let next = key
-            .state
-            .apply(transition)
-            .ok_or_else(|| CoreError::InvalidTransition {
-                id: key.id.clone(),
-                state: key.state,
-                transition,
-            })?;
-        let now = self.now_ms();
-        match transition {
-            Transition::Activate | Transition::Reactivate | Transition::Enable => {
-                key.activation_at = key.activation_at.or(Some(now));
-            }
-            Transition::Deactivate => key.deactivated_at = Some(now),
-            Transition::Delete | Transition::Destroy => {
-                key.deleted_at = Some(now);
-                key.deleted_by = Some(caller.display_name().to_owned());
-            }
-            Transition::Restore => {
-                key.deleted_at = None;
-                key.deleted_by = None;
-            }
-            Transition::Disable | Transition::Compromise => {}
-        }
-        key.state = next;
-        key.updated_at = now;
-        key.row_version = self
-            .store()
-            .update_key(&key.to_record())
-            .await
-            .map_err(key_store_error)?;
-        Ok(key)
-    }
-}
-
-/// Maps store errors of key writes to the core's key errors.
-fn key_store_error(e: StoreError) -> CoreError {
-    match e {
-        StoreError::NotFound {
-            what: "key ring",
-            id,
-        } => CoreError::KeyRingNotFound { id },
-        StoreError::NotFound { what: "key", id } => CoreError::KeyNotFound { id },
-        other => other.into(),
+        let action = format!("key.{transition}");
+        self.audited(caller, instance_id, &action, id_or_alias, async {
+            let key = self
+                .key_for(caller, instance_id, id_or_alias, Action::ManageKey)
+                .await?;
+            self.transition_audited(caller, key, transition, &action, serde_json::json!({}))
+                .await
+        })
+        .await
     }
 }
 

@@ -93,6 +93,26 @@ impl Keyfort {
         plaintext: Option<Zeroizing<Vec<u8>>>,
         aad: &[String],
     ) -> Result<Wrapped> {
+        self.audited(caller, instance_id, "key.wrap", id_or_alias, async {
+            let w = self
+                .wrap_inner(caller, instance_id, id_or_alias, plaintext, aad)
+                .await?;
+            let details = serde_json::json!({"version": w.key_version_id});
+            self.audit_read(caller, instance_id, "key.wrap", id_or_alias, details)
+                .await?;
+            Ok(w)
+        })
+        .await
+    }
+
+    pub(crate) async fn wrap_inner(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        id_or_alias: &str,
+        plaintext: Option<Zeroizing<Vec<u8>>>,
+        aad: &[String],
+    ) -> Result<Wrapped> {
         check_aad(aad)?;
         let key = self
             .root_key_for(caller, instance_id, id_or_alias, Usage::Protect)
@@ -121,6 +141,23 @@ impl Keyfort {
     /// Unwraps a ciphertext made by [`Keyfort::wrap_key`] with any version of the key; if that
     /// was not the latest version, also returns the plaintext rewrapped under the latest.
     pub async fn unwrap_key(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        id_or_alias: &str,
+        ciphertext: &[u8],
+        aad: &[String],
+    ) -> Result<Unwrapped> {
+        self.audited(caller, instance_id, "key.unwrap", id_or_alias, async {
+            let u = self.unwrap_inner(caller, instance_id, id_or_alias, ciphertext, aad).await?;
+            let details = serde_json::json!({"version": u.key_version_id, "rewrapped": u.rewrapped.is_some()});
+            self.audit_read(caller, instance_id, "key.unwrap", id_or_alias, details).await?;
+            Ok(u)
+        })
+        .await
+    }
+
+    pub(crate) async fn unwrap_inner(
         &self,
         caller: &Caller,
         instance_id: &str,

@@ -621,12 +621,20 @@ async fn zeroize_destroys_the_instance_and_says_so() {
         .await
         .unwrap();
     assert!(store.key(&id, &k.id).await.unwrap().is_none());
-    let events = store.audit_events(&id, 0, 100).await.unwrap();
-    let last = events.last().unwrap();
-    assert!(last.body.contains("instance.zeroize"), "{}", last.body);
+    let events = store.audit_events(&id, 0, 1000).await.unwrap();
+    let zeroize = events
+        .iter()
+        .find(|e| e.action == "instance.zeroize")
+        .unwrap();
     assert!(
-        last.body.contains("alice") || last.body.contains("bob") || last.body.contains("carol")
+        zeroize.body.contains("bob") && zeroize.body.contains("carol"),
+        "{}",
+        zeroize.body
     );
+    // Requests after the zeroization are recorded as failures.
+    let later: Vec<_> = events.iter().filter(|e| e.seq > zeroize.seq).collect();
+    assert!(later.iter().all(|e| e.outcome == "failure"));
+    assert!(later.iter().any(|e| e.body.contains("InstanceZeroized")));
 }
 
 #[tokio::test]

@@ -189,6 +189,39 @@ pub trait Store: Send + Sync + 'static {
         limit: u64,
     ) -> Result<Vec<AuditEventRecord>>;
 
+    /// Audit events of an instance matching `filter`, in `seq` order.
+    async fn query_audit_events(
+        &self,
+        instance_id: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEventRecord>>;
+
+    // ---- batches, policies, registrations --------------------------------------------------
+
+    /// Applies every write of `batch` in one transaction, in order; if any fails, none is
+    /// applied and its error is returned. Concurrent batches may be committed together (group
+    /// commit), each still atomic and isolated from the others' failures; `Ok` means durable.
+    async fn apply(&self, batch: &WriteBatch) -> Result<Vec<Applied>>;
+
+    /// The instance's Key Protect instance policies as JSON (`"{}"` if never set).
+    async fn instance_policies(&self, instance_id: &str) -> Result<String>;
+
+    /// Replaces the instance policies JSON and appends `audit`, in one transaction.
+    async fn set_instance_policies(
+        &self,
+        instance_id: &str,
+        policies: &str,
+        audit: &AuditEventInput,
+    ) -> Result<()>;
+
+    /// Registrations of one key (or of every key of the instance when `key_id` is `None`),
+    /// ordered by key then CRN.
+    async fn registrations(
+        &self,
+        instance_id: &str,
+        key_id: Option<&str>,
+    ) -> Result<Vec<RegistrationRecord>>;
+
     // ---- principals and API keys -----------------------------------------------------------
 
     /// Inserts a principal. [`StoreError::AlreadyExists`] if its id or `(instance_id, name)` exists.
@@ -216,6 +249,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The API key whose hash is `hash`.
     async fn api_key_by_hash(&self, hash: &[u8]) -> Result<Option<ApiKeyRecord>>;
+
+    /// Every API key, ordered by creation time then id.
+    async fn list_all_api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
 
     /// One API key by id.
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>>;

@@ -33,6 +33,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "kyok_audit",
         sql: include_str!("migrations/sqlite/0002_kyok_audit.sql"),
     },
+    Migration {
+        version: 3,
+        name: "kms",
+        sql: include_str!("migrations/sqlite/0003_kms.sql"),
+    },
 ];
 
 /// The migrations of `all` still to apply to a database at schema version `current` (0 for a

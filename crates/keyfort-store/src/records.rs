@@ -156,9 +156,107 @@ pub struct AuditEventRecord {
     /// 1, 2, 3, ... per instance, without gaps.
     pub seq: i64,
     pub at: i64,
+    /// Copies of the body's `target`, `action` and `outcome` string fields (empty when absent),
+    /// kept in their own columns for queries.
+    pub target: String,
+    pub action: String,
+    pub outcome: String,
     pub body: String,
     /// The previous event's `hash` (32 zero bytes for the first event).
     pub prev_hash: Vec<u8>,
     /// `SHA-256(prev_hash ‖ seq as u64 BE ‖ at as i64 BE ‖ body)`.
     pub hash: Vec<u8>,
+}
+
+/// A registration: a cloud resource protected by a key (Key Protect registrations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationRecord {
+    pub instance_id: String,
+    pub key_id: String,
+    /// The resource's CRN; unique per key.
+    pub resource_crn: String,
+    pub description: Option<String>,
+    pub registration_metadata: Option<String>,
+    /// WORM: a registration with this flag blocks the key's deletion, even forced.
+    pub prevent_key_deletion: bool,
+    pub key_version_id: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_by: String,
+    pub updated_at: i64,
+}
+
+/// One write of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// As [`crate::Store::insert_key`].
+    InsertKey {
+        key: KeyRecord,
+        first_version: KeyVersionRecord,
+    },
+    /// As [`crate::Store::update_key`] (optimistic on `key.row_version`).
+    UpdateKey(KeyRecord),
+    /// As [`crate::Store::add_key_version`] (optimistic on `key.row_version`).
+    AddKeyVersion {
+        key: KeyRecord,
+        version: KeyVersionRecord,
+    },
+    /// As [`crate::Store::purge_key`]; also deletes the key's registrations.
+    PurgeKey { instance_id: String, key_id: String },
+    /// As [`crate::Store::insert_key_ring`].
+    InsertKeyRing(KeyRingRecord),
+    /// As [`crate::Store::delete_key_ring`].
+    DeleteKeyRing { instance_id: String, id: String },
+    /// As [`crate::Store::update_instance`] (optimistic).
+    UpdateInstance(InstanceRecord),
+    /// Inserts or replaces an instance secret.
+    PutInstanceSecret(InstanceSecretRecord),
+    /// Deletes an instance secret (no error if absent).
+    DeleteInstanceSecret { instance_id: String, name: String },
+    /// Inserts or replaces a registration (by instance, key and CRN); NotFound if the key is gone.
+    PutRegistration(RegistrationRecord),
+    /// Deletes a registration; NotFound if absent.
+    DeleteRegistration {
+        instance_id: String,
+        key_id: String,
+        resource_crn: String,
+    },
+    /// Appends an audit event to the instance's chain (as [`crate::Store::append_audit_event`]).
+    AppendAudit(AuditEventInput),
+}
+
+/// Writes applied atomically, in order: all or nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub writes: Vec<Write>,
+}
+
+/// The result of one write of an applied batch, in the same order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// An insert, delete or put.
+    Done,
+    /// An optimistic update: the row's new version.
+    RowVersion(i64),
+    /// An appended audit event.
+    Audit(AuditEventRecord),
+}
+
+/// Which audit events [`crate::Store::query_audit_events`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only events with `seq > after_seq`.
+    pub after_seq: i64,
+    /// Only events at or after this time (ms).
+    pub from: Option<i64>,
+    /// Only events before this time (ms).
+    pub until: Option<i64>,
+    /// Only events whose `target` is this (a key id, ring id or the instance id).
+    pub target: Option<String>,
+    /// Only events whose `action` is this.
+    pub action: Option<String>,
+    /// Only events whose `outcome` is this (`success`, `denied`, `failure`, ...).
+    pub outcome: Option<String>,
+    /// At most this many (1 to 10 000).
+    pub limit: u64,
 }

@@ -15,6 +15,17 @@
 //! * the **readers**: a few `query_only` connections. WAL lets them read concurrently with the
 //!   writer; each read is one statement, hence one consistent snapshot.
 //!
+//! # Group commit
+//!
+//! [`Store::apply`], [`Store::append_audit_event`], [`Store::set_instance_policies`] and the
+//! single-write methods a [`crate::Write`] mirrors (`insert_key`, `update_key`,
+//! `add_key_version`, `purge_key`, `insert_key_ring`, `delete_key_ring`, `update_instance`,
+//! `delete_instance_secret`) are queued to one writer task that commits every job waiting in one
+//! transaction, each job in its own savepoint (see [`writer`]). A write has one implementation,
+//! a `*_in` function taking the connection inside a transaction, whichever path runs it. The
+//! other writes (rarer, or several statements specific to them) take the writer connection
+//! directly with `BEGIN IMMEDIATE`, queueing in the pool with the writer task.
+//!
 //! # Which fields an update replaces
 //!
 //! The identity and provenance of a row never change: for a key `instance_id`, `id`,
@@ -27,7 +38,9 @@ mod instances;
 mod keys;
 mod migrate;
 mod principals;
+mod registrations;
 mod rows;
+mod writer;
 
 use std::path::Path;
 use std::time::Duration;
@@ -38,10 +51,11 @@ use sqlx::sqlite::{
 };
 
 use crate::{
-    ApiKeyRecord, AuditEventInput, AuditEventRecord, InstanceRecord, InstanceSecretRecord,
-    KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord, Result, Store,
-    StoreError,
+    ApiKeyRecord, Applied, AuditEventInput, AuditEventRecord, AuditFilter, InstanceRecord,
+    InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord,
+    RegistrationRecord, Result, Store, StoreError, Write, WriteBatch,
 };
+use writer::{Job, Writer};
 
 /// How long a connection waits for another process's lock before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,10 +71,15 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Connections for single-statement reads.
     reader: SqlitePool,
+    /// The group-commit writer task's queue (it writes through `writer`).
+    queue: Writer,
 }
 
 /// A write transaction on the writer connection.
 type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+/// The writer connection, inside a write transaction, as the `*_in` write functions take it.
+type Conn = sqlx::SqliteConnection;
 
 impl SqliteStore {
     /// Opens the database at `path`, creating the file if it is missing (not its directory), and
@@ -94,7 +113,12 @@ impl SqliteStore {
             .max_connections(READERS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(base.pragma("query_only", "ON"));
-        Ok(SqliteStore { writer, reader })
+        let queue = Writer::start(writer.clone());
+        Ok(SqliteStore {
+            writer,
+            reader,
+            queue,
+        })
     }
 
     /// A fresh database in memory, for tests: one connection serves reads and writes, and the
@@ -120,11 +144,13 @@ impl SqliteStore {
         migrate::run(&pool).await?;
         Ok(SqliteStore {
             writer: pool.clone(),
+            queue: Writer::start(pool.clone()),
             reader: pool,
         })
     }
 
     /// Closes every connection, waiting for them to finish (the last one checkpoints the WAL).
+    /// A group commit under way completes first; writes queued after fail.
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
@@ -134,6 +160,39 @@ impl SqliteStore {
     async fn begin(&self) -> Result<Tx> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
+
+    /// Runs one write through the group-commit writer.
+    async fn apply_one(&self, write: Write) -> Result<Applied> {
+        let batch = WriteBatch {
+            writes: vec![write],
+        };
+        let mut applied = self.queue.submit(Job::Batch(batch)).await?;
+        applied.pop().ok_or_else(|| unexpected("no result"))
+    }
+
+    /// [`Self::apply_one`] for a write answering [`Applied::Done`].
+    async fn apply_done(&self, write: Write) -> Result<()> {
+        match self.apply_one(write).await? {
+            Applied::Done => Ok(()),
+            other => Err(unexpected(&format!("{other:?}"))),
+        }
+    }
+
+    /// [`Self::apply_one`] for a write answering [`Applied::RowVersion`].
+    async fn apply_row_version(&self, write: Write) -> Result<i64> {
+        match self.apply_one(write).await? {
+            Applied::RowVersion(v) => Ok(v),
+            other => Err(unexpected(&format!("{other:?}"))),
+        }
+    }
+}
+
+/// A single write answered with another kind of result than its kind gives: a bug in this
+/// module, reported rather than panicked on.
+fn unexpected(what: &str) -> StoreError {
+    StoreError::Database(sqlx::Error::Protocol(format!(
+        "unexpected result of a single write: {what}"
+    )))
 }
 
 #[async_trait]
@@ -160,11 +219,12 @@ impl Store for SqliteStore {
     }
 
     async fn update_instance(&self, instance: &InstanceRecord) -> Result<i64> {
-        instances::update(self, instance).await
+        self.apply_row_version(Write::UpdateInstance(instance.clone()))
+            .await
     }
 
     async fn insert_key_ring(&self, ring: &KeyRingRecord) -> Result<()> {
-        instances::insert_key_ring(self, ring).await
+        self.apply_done(Write::InsertKeyRing(ring.clone())).await
     }
 
     async fn key_ring(&self, instance_id: &str, id: &str) -> Result<Option<KeyRingRecord>> {
@@ -176,11 +236,19 @@ impl Store for SqliteStore {
     }
 
     async fn delete_key_ring(&self, instance_id: &str, id: &str) -> Result<()> {
-        instances::delete_key_ring(self, instance_id, id).await
+        self.apply_done(Write::DeleteKeyRing {
+            instance_id: instance_id.to_owned(),
+            id: id.to_owned(),
+        })
+        .await
     }
 
     async fn insert_key(&self, key: &KeyRecord, first_version: &KeyVersionRecord) -> Result<()> {
-        keys::insert(self, key, first_version).await
+        self.apply_done(Write::InsertKey {
+            key: key.clone(),
+            first_version: first_version.clone(),
+        })
+        .await
     }
 
     async fn key(&self, instance_id: &str, id: &str) -> Result<Option<KeyRecord>> {
@@ -200,11 +268,15 @@ impl Store for SqliteStore {
     }
 
     async fn update_key(&self, key: &KeyRecord) -> Result<i64> {
-        keys::update(self, key).await
+        self.apply_row_version(Write::UpdateKey(key.clone())).await
     }
 
     async fn add_key_version(&self, key: &KeyRecord, version: &KeyVersionRecord) -> Result<i64> {
-        keys::add_version(self, key, version).await
+        self.apply_row_version(Write::AddKeyVersion {
+            key: key.clone(),
+            version: version.clone(),
+        })
+        .await
     }
 
     async fn key_versions(&self, instance_id: &str, key_id: &str) -> Result<Vec<KeyVersionRecord>> {
@@ -221,7 +293,11 @@ impl Store for SqliteStore {
     }
 
     async fn purge_key(&self, instance_id: &str, id: &str) -> Result<()> {
-        keys::purge(self, instance_id, id).await
+        self.apply_done(Write::PurgeKey {
+            instance_id: instance_id.to_owned(),
+            key_id: id.to_owned(),
+        })
+        .await
     }
 
     async fn key_versions_below_mk(
@@ -254,7 +330,11 @@ impl Store for SqliteStore {
     }
 
     async fn delete_instance_secret(&self, instance_id: &str, name: &str) -> Result<()> {
-        instances::delete_secret(self, instance_id, name).await
+        self.apply_done(Write::DeleteInstanceSecret {
+            instance_id: instance_id.to_owned(),
+            name: name.to_owned(),
+        })
+        .await
     }
 
     async fn update_instance_with(
@@ -285,7 +365,10 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit_event(&self, event: &AuditEventInput) -> Result<AuditEventRecord> {
-        audit::append(self, event).await
+        match self.apply_one(Write::AppendAudit(event.clone())).await? {
+            Applied::Audit(record) => Ok(record),
+            other => Err(unexpected(&format!("{other:?}"))),
+        }
     }
 
     async fn audit_events(
@@ -295,6 +378,49 @@ impl Store for SqliteStore {
         limit: u64,
     ) -> Result<Vec<AuditEventRecord>> {
         audit::events(self, instance_id, after_seq, limit).await
+    }
+
+    async fn query_audit_events(
+        &self,
+        instance_id: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEventRecord>> {
+        audit::query(self, instance_id, filter).await
+    }
+
+    async fn apply(&self, batch: &WriteBatch) -> Result<Vec<Applied>> {
+        if batch.writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.queue.submit(Job::Batch(batch.clone())).await
+    }
+
+    async fn instance_policies(&self, instance_id: &str) -> Result<String> {
+        instances::policies(self, instance_id).await
+    }
+
+    async fn set_instance_policies(
+        &self,
+        instance_id: &str,
+        policies: &str,
+        audit: &AuditEventInput,
+    ) -> Result<()> {
+        self.queue
+            .submit(Job::SetPolicies {
+                instance_id: instance_id.to_owned(),
+                policies: policies.to_owned(),
+                audit: audit.clone(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn registrations(
+        &self,
+        instance_id: &str,
+        key_id: Option<&str>,
+    ) -> Result<Vec<RegistrationRecord>> {
+        registrations::list(self, instance_id, key_id).await
     }
 
     async fn insert_principal(&self, principal: &PrincipalRecord) -> Result<()> {
@@ -327,6 +453,10 @@ impl Store for SqliteStore {
 
     async fn api_key_by_hash(&self, hash: &[u8]) -> Result<Option<ApiKeyRecord>> {
         principals::api_key_by_hash(self, hash).await
+    }
+
+    async fn list_all_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        principals::list_all_api_keys(self).await
     }
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>> {

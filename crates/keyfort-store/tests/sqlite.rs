@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keyfort_store::sqlite::SqliteStore;
-use keyfort_store::{KeyFilter, Store, StoreError};
+use keyfort_store::{AuditFilter, KeyFilter, Store, StoreError, Write, WriteBatch};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Row, SqliteConnection};
 use tempfile::TempDir;
 
-use suite::{fails, insert, instance_with_ring, key};
+use suite::{assert_chain, fails, insert, instance_with_ring, key, registration};
 
 fn db_path(dir: &TempDir) -> PathBuf {
     dir.path().join("keyfort.db")
@@ -401,7 +401,11 @@ async fn a_version_1_database_is_upgraded_with_its_data() {
             .expect("schema_migrations");
     assert_eq!(
         versions,
-        [(1, "initial".to_owned()), (2, "kyok_audit".to_owned())]
+        [
+            (1, "initial".to_owned()),
+            (2, "kyok_audit".to_owned()),
+            (3, "kms".to_owned())
+        ]
     );
     let fks: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_foreign_key_check")
         .fetch_one(&mut conn)
@@ -504,4 +508,337 @@ async fn expired_nonces_are_deleted() {
         .await
         .expect("nonces");
     assert_eq!(left, [("new".to_owned(),)]);
+}
+
+#[tokio::test]
+async fn corrupted_registrations_are_reported() {
+    let (dir, store) = file_store().await;
+    instance_with_ring(&*store, "inst-a", 1).await;
+    let k = key("inst-a", "k1", &[], 10);
+    insert(&*store, &k).await;
+    store
+        .apply(&WriteBatch {
+            writes: vec![Write::PutRegistration(registration(&k, "crn:a", 1))],
+        })
+        .await
+        .expect("put");
+    // The CHECK constraint refuses a non-boolean: drop it the hard way, as a damaged file would.
+    let mut conn = raw(&db_path(&dir)).await;
+    sqlx::raw_sql(
+        "PRAGMA writable_schema = ON;
+         UPDATE sqlite_master SET sql = replace(sql,
+             'CONSTRAINT ck_registrations_prevent_key_deletion CHECK (prevent_key_deletion IN (0, 1))',
+             'CONSTRAINT ck_registrations_prevent_key_deletion CHECK (1)')
+         WHERE name = 'registrations';
+         PRAGMA writable_schema = OFF;",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("drop check");
+    drop(conn);
+    exec(
+        &db_path(&dir),
+        "UPDATE registrations SET prevent_key_deletion = 7",
+    )
+    .await;
+    let store = SqliteStore::open(&db_path(&dir)).await.expect("reopen");
+    assert_corrupt(
+        fails(store.registrations("inst-a", None).await),
+        "registrations",
+        "inst-a/k1/crn:a",
+        "prevent_key_deletion",
+    );
+}
+
+#[tokio::test]
+async fn version_3_schema_is_strict_with_named_constraints_and_indexes() {
+    let (dir, store) = file_store().await;
+    drop(store);
+    let mut conn = raw(&db_path(&dir)).await;
+    for (table, names) in [
+        (
+            "registrations",
+            &[
+                "pk_registrations",
+                "fk_registrations_key",
+                "ck_registrations_prevent_key_deletion",
+            ][..],
+        ),
+        ("audit_events", &["pk_audit_events"][..]),
+        ("instances", &["pk_instances"][..]),
+    ] {
+        let sql: String =
+            sqlx::query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?")
+                .bind(table)
+                .fetch_one(&mut conn)
+                .await
+                .expect(table)
+                .try_get(0)
+                .expect("sql");
+        assert!(sql.trim_end().ends_with("STRICT"), "{sql}");
+        for name in names {
+            assert!(
+                sql.contains(&format!("CONSTRAINT {name} ")),
+                "{name} in {sql}"
+            );
+        }
+    }
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'ix_audit_events_%' \
+         ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("indexes");
+    assert_eq!(
+        indexes,
+        [
+            ("ix_audit_events_action".to_owned(),),
+            ("ix_audit_events_target".to_owned(),)
+        ]
+    );
+    // A filter on target or action uses its index.
+    for (filter, index) in [
+        ("target", "ix_audit_events_target"),
+        ("action", "ix_audit_events_action"),
+    ] {
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN SELECT * FROM audit_events \
+             WHERE instance_id = 'i' AND seq > 0 AND {filter} = 'x' ORDER BY seq LIMIT 10"
+        )))
+        .fetch_all(&mut conn)
+        .await
+        .expect("plan");
+        assert!(
+            plan.iter().any(|(_, _, _, detail)| detail.contains(index)),
+            "{plan:?}"
+        );
+    }
+}
+
+/// The schema as Keyfort left it at version 2.
+const SCHEMA_V2: &str = include_str!("../src/migrations/sqlite/0002_kyok_audit.sql");
+
+#[tokio::test]
+async fn a_version_2_database_is_upgraded_and_audit_columns_backfilled() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = db_path(&dir);
+    {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .expect("create");
+        sqlx::raw_sql(SCHEMA_V1)
+            .execute(&mut conn)
+            .await
+            .expect("schema v1");
+        sqlx::raw_sql(SCHEMA_V2)
+            .execute(&mut conn)
+            .await
+            .expect("schema v2");
+        sqlx::raw_sql(
+            "CREATE TABLE schema_migrations (
+                version     INTEGER NOT NULL,
+                name        TEXT    NOT NULL,
+                applied_at  INTEGER NOT NULL,
+                CONSTRAINT pk_schema_migrations PRIMARY KEY (version)
+            ) STRICT;
+            INSERT INTO schema_migrations VALUES (1, 'initial', 1), (2, 'kyok_audit', 2);
+            INSERT INTO instances VALUES
+                ('inst-a', 'alpha', 'initialized', 1, 'dev_key_file', x'0102', '{}', 1, 2, 3);
+            INSERT INTO key_rings VALUES ('inst-a', 'default', 1000, 'admin');
+            INSERT INTO keys (instance_id, id, key_ring_id, name, description, tags, object_type,
+                algorithm, bit_length, extractable, imported, state, created_at, created_by,
+                updated_at, current_version_id, attributes, row_version)
+            VALUES ('inst-a', 'k1', 'default', 'old key', NULL, '[]', 'symmetric_key',
+                'AES', 256, 0, 0, 1, 10, 'alice', 10, 'k1-v1', '{}', 1);
+            INSERT INTO key_versions VALUES ('inst-a', 'k1', 'k1-v1', 1, x'A5A5', 1, 11);
+            INSERT INTO instance_secrets VALUES ('inst-a', 'archived-mk/0', x'01', 0, 5);",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("data v2");
+    }
+    // Audit events written by version 2, chained as it did (through the store's own hashing,
+    // reproduced by the suite's helper).
+    let bodies = [
+        r#"{"target":"k1","action":"create","outcome":"success","who":"alice"}"#,
+        r#"{"target":7,"action":["x"],"outcome":null}"#,
+        "not json at all",
+        r#"["target","action"]"#,
+        r#"{"action":"wrap","nested":{"target":"no"}}"#,
+    ];
+    let mut prev = vec![0_u8; 32];
+    {
+        let mut conn = raw(&path).await;
+        for (seq, body) in (1_i64..).zip(bodies) {
+            let hash = suite::chain_hash(&prev, seq, seq * 10, body);
+            sqlx::query("INSERT INTO audit_events VALUES ('inst-a', ?, ?, ?, ?, ?)")
+                .bind(seq)
+                .bind(seq * 10)
+                .bind(body)
+                .bind(&prev)
+                .bind(&hash)
+                .execute(&mut conn)
+                .await
+                .expect("audit v2");
+            prev = hash;
+        }
+    }
+
+    let store = SqliteStore::open(&path).await.expect("open upgrades");
+    // The data is kept.
+    assert_eq!(
+        store
+            .instance("inst-a")
+            .await
+            .expect("get")
+            .map(|i| (i.name, i.row_version)),
+        Some(("alpha".to_owned(), 3))
+    );
+    assert!(store.key("inst-a", "k1").await.expect("key").is_some());
+    assert!(
+        store
+            .instance_secret("inst-a", "archived-mk/0")
+            .await
+            .expect("secret")
+            .is_some()
+    );
+    // The audit columns are backfilled from the bodies.
+    let events = store.audit_events("inst-a", 0, 100).await.expect("audit");
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.target.as_str(), e.action.as_str(), e.outcome.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("k1", "create", "success"),
+            ("", "", ""),
+            ("", "", ""),
+            ("", "", ""),
+            ("", "wrap", ""),
+        ]
+    );
+    assert_chain("inst-a", &events);
+    let by_action = store
+        .query_audit_events(
+            "inst-a",
+            &AuditFilter {
+                action: Some("wrap".to_owned()),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("query");
+    assert_eq!(by_action.iter().map(|e| e.seq).collect::<Vec<_>>(), [5]);
+    // The chain continues across the upgrade.
+    let next = store
+        .append_audit_event(&keyfort_store::AuditEventInput {
+            instance_id: "inst-a".to_owned(),
+            at: 60,
+            body: r#"{"target":"k1","action":"rotate","outcome":"success"}"#.to_owned(),
+        })
+        .await
+        .expect("append");
+    assert_eq!((next.seq, &next.prev_hash), (6, &prev));
+    assert_chain(
+        "inst-a",
+        &store.audit_events("inst-a", 0, 100).await.expect("audit"),
+    );
+    // The new parts work: default policies, registrations.
+    assert_eq!(store.instance_policies("inst-a").await.expect("get"), "{}");
+    let k = store
+        .key("inst-a", "k1")
+        .await
+        .expect("key")
+        .expect("present");
+    store
+        .apply(&WriteBatch {
+            writes: vec![Write::PutRegistration(registration(&k, "crn:a", 1))],
+        })
+        .await
+        .expect("put");
+    assert_eq!(
+        store
+            .registrations("inst-a", None)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    store.close().await;
+
+    let mut conn = raw(&path).await;
+    let versions: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, name FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .expect("schema_migrations");
+    assert_eq!(
+        versions.last(),
+        Some(&(3, "kms".to_owned())),
+        "{versions:?}"
+    );
+    assert_eq!(versions.len(), 3);
+    let fks: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_foreign_key_check")
+        .fetch_one(&mut conn)
+        .await
+        .expect("fk check")
+        .try_get(0)
+        .expect("int");
+    assert_eq!(fks, 0);
+}
+
+/// Dropping every handle of a store ends its writer task: nothing hangs, and the file can be
+/// opened again at once.
+#[tokio::test]
+async fn dropping_the_store_ends_the_writer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = db_path(&dir);
+    for round in 0..3 {
+        let store = SqliteStore::open(&path).await.expect("open");
+        let clone = store.clone();
+        let task = tokio::spawn(async move {
+            clone
+                .append_audit_event(&keyfort_store::AuditEventInput {
+                    instance_id: "inst-a".to_owned(),
+                    at: round,
+                    body: "{}".to_owned(),
+                })
+                .await
+        });
+        task.await.expect("join").expect("append");
+        if round == 2 {
+            store.close().await;
+        }
+        drop(store);
+    }
+    let store = SqliteStore::open(&path).await.expect("open");
+    assert_chain(
+        "inst-a",
+        &store.audit_events("inst-a", 0, 10).await.expect("audit"),
+    );
+    assert_eq!(
+        store
+            .audit_events("inst-a", 0, 10)
+            .await
+            .expect("audit")
+            .len(),
+        3
+    );
+    // After close, writes fail rather than hang.
+    store.close().await;
+    let e = fails(
+        store
+            .append_audit_event(&keyfort_store::AuditEventInput {
+                instance_id: "inst-a".to_owned(),
+                at: 9,
+                body: "{}".to_owned(),
+            })
+            .await,
+    );
+    assert!(matches!(e, StoreError::Database(_)), "{e:?}");
 }

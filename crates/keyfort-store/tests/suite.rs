@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use keyfort_crypto::digest::sha256;
 use keyfort_store::{
-    ApiKeyRecord, AuditEventInput, AuditEventRecord, InstanceRecord, InstanceSecretRecord,
-    KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord, Result, Store,
-    StoreError,
+    ApiKeyRecord, Applied, AuditEventInput, AuditEventRecord, AuditFilter, InstanceRecord,
+    InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord,
+    RegistrationRecord, Result, Store, StoreError, Write, WriteBatch,
 };
 
 /// Expands to one `#[tokio::test]` per suite test. `$open` is an `async fn() -> (G, Arc<dyn
@@ -47,6 +47,16 @@ macro_rules! store_suite {
             concurrent_audit_appends,
             audit_paging,
             audit_chains_are_per_instance,
+            apply_is_atomic,
+            apply_results,
+            apply_errors_are_those_of_the_single_methods,
+            apply_audit_chains_with_appends,
+            group_commit_under_concurrency,
+            registrations,
+            registrations_go_with_their_key,
+            instance_policies,
+            query_audit_events,
+            list_all_api_keys,
         );
     };
     (@tests $open:path; $($name:ident),+ $(,)?) => {
@@ -176,6 +186,33 @@ pub fn audit(instance_id: &str, at: i64, body: &str) -> AuditEventInput {
         at,
         body: body.to_owned(),
     }
+}
+
+pub fn registration(k: &KeyRecord, crn: &str, at: i64) -> RegistrationRecord {
+    RegistrationRecord {
+        instance_id: k.instance_id.clone(),
+        key_id: k.id.clone(),
+        resource_crn: crn.to_owned(),
+        description: Some(format!("protects {crn}")),
+        registration_metadata: Some(r#"{"tier":"gold"}"#.to_owned()),
+        prevent_key_deletion: false,
+        key_version_id: k.current_version_id.clone(),
+        created_by: "svc".to_owned(),
+        created_at: at,
+        updated_by: "svc".to_owned(),
+        updated_at: at,
+    }
+}
+
+pub fn batch(writes: impl IntoIterator<Item = Write>) -> WriteBatch {
+    WriteBatch {
+        writes: writes.into_iter().collect(),
+    }
+}
+
+/// An audit body with the three queryable fields.
+pub fn event_body(target: &str, action: &str, outcome: &str) -> String {
+    format!(r#"{{"target":"{target}","action":"{action}","outcome":"{outcome}"}}"#)
 }
 
 /// `SHA-256(prev_hash ‖ seq as u64 BE ‖ at as i64 BE ‖ body)`, computed here independently of
@@ -2359,4 +2396,1058 @@ pub async fn audit_chains_are_per_instance(store: Arc<dyn Store>) {
         b[..3].iter().map(|e| &e.hash).collect::<Vec<_>>()
     );
     assert_eq!(b[3].prev_hash, b[2].hash);
+}
+
+// ---- batches --------------------------------------------------------------------------------
+
+/// A failing write anywhere in a batch (here the last) leaves nothing of the batch behind, and
+/// its error is the batch's.
+pub async fn apply_is_atomic(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    let k0 = key("inst-a", "k0", &["zero"], 5);
+    insert(s, &k0).await;
+    let i = s.instance("inst-a").await.expect("get").expect("present");
+    let k1 = key("inst-a", "k1", &["one"], 10);
+    let mut stale = i.clone();
+    stale.row_version = 7;
+    stale.state = "zeroized".to_owned();
+    let writes = vec![
+        Write::InsertKeyRing(ring("inst-a", "r2")),
+        Write::InsertKey {
+            key: k1.clone(),
+            first_version: version(&k1, 1),
+        },
+        Write::PutRegistration(registration(&k0, "crn:v1:a", 20)),
+        Write::PutInstanceSecret(secret("inst-a", "archived-mk/1", 1)),
+        Write::AppendAudit(audit("inst-a", 30, &event_body("k1", "create", "success"))),
+        Write::PurgeKey {
+            instance_id: "inst-a".to_owned(),
+            key_id: "k0".to_owned(),
+        },
+        Write::UpdateInstance(stale),
+    ];
+    assert_conflict(
+        fails(s.apply(&batch(writes.clone())).await),
+        "instance",
+        "inst-a",
+        7,
+    );
+    async fn unchanged(s: &dyn Store) {
+        assert_eq!(s.key_ring("inst-a", "r2").await.expect("ring"), None);
+        assert_eq!(s.key("inst-a", "k1").await.expect("key"), None);
+        assert_eq!(s.key_by_alias("inst-a", "one").await.expect("alias"), None);
+        assert!(s.key_versions("inst-a", "k1").await.expect("v").is_empty());
+        assert_eq!(
+            s.key("inst-a", "k0").await.expect("key"),
+            Some(key("inst-a", "k0", &["zero"], 5))
+        );
+        assert!(
+            s.registrations("inst-a", None)
+                .await
+                .expect("reg")
+                .is_empty()
+        );
+        assert_eq!(
+            s.instance_secret("inst-a", "archived-mk/1")
+                .await
+                .expect("secret"),
+            None
+        );
+        assert!(
+            s.audit_events("inst-a", 0, 10)
+                .await
+                .expect("audit")
+                .is_empty()
+        );
+    }
+    unchanged(s).await;
+    assert_eq!(s.instance("inst-a").await.expect("get"), Some(i.clone()));
+
+    // A failure in the middle: the same.
+    let mut middle = writes.clone();
+    middle.insert(
+        3,
+        Write::InsertKey {
+            key: k0.clone(),
+            first_version: version(&k0, 1),
+        },
+    );
+    middle.pop();
+    assert_already_exists(fails(s.apply(&batch(middle)).await), "key", "k0");
+    unchanged(s).await;
+
+    // Corrected, the same batch applies whole.
+    let mut fixed = writes;
+    fixed.pop();
+    fixed.push(Write::UpdateInstance(i.clone()));
+    s.apply(&batch(fixed)).await.expect("apply");
+    assert!(s.key_ring("inst-a", "r2").await.expect("ring").is_some());
+    assert_eq!(s.key("inst-a", "k1").await.expect("key"), Some(k1));
+    assert_eq!(s.key("inst-a", "k0").await.expect("key"), None);
+    assert_eq!(
+        s.audit_events("inst-a", 0, 10).await.expect("audit").len(),
+        1
+    );
+    assert_eq!(
+        s.instance("inst-a")
+            .await
+            .expect("get")
+            .map(|i| i.row_version),
+        Some(i.row_version + 1)
+    );
+}
+
+/// Each write's result, in order; later writes of a batch see the earlier ones.
+pub async fn apply_results(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    assert_eq!(s.apply(&WriteBatch::default()).await.expect("empty"), []);
+    let i = s.instance("inst-a").await.expect("get").expect("present");
+
+    let k1 = key("inst-a", "k1", &["one"], 10);
+    let mut k1_updated = k1.clone();
+    k1_updated.name = "renamed".to_owned();
+    k1_updated.aliases = vec!["uno".to_owned()];
+    let mut k1_rotated = k1_updated.clone();
+    k1_rotated.row_version = 2;
+    k1_rotated.current_version_id = "k1-v2".to_owned();
+    let mut k2 = key("inst-a", "k2", &[], 11);
+    k2.key_ring_id = "r2".to_owned();
+    let mut i2 = i.clone();
+    i2.mk_version = 3;
+    let event = audit("inst-a", 40, &event_body("k1", "rotate", "success"));
+    let reg = registration(&k1, "crn:v1:x", 50);
+
+    let applied = s
+        .apply(&batch([
+            Write::InsertKeyRing(ring("inst-a", "r2")),
+            Write::InsertKey {
+                key: k1.clone(),
+                first_version: version(&k1, 1),
+            },
+            Write::UpdateKey(k1_updated.clone()),
+            Write::AddKeyVersion {
+                key: k1_rotated.clone(),
+                version: version(&k1, 2),
+            },
+            Write::UpdateInstance(i2.clone()),
+            Write::PutInstanceSecret(secret("inst-a", "archived-mk/1", 1)),
+            Write::DeleteInstanceSecret {
+                instance_id: "inst-a".to_owned(),
+                name: "never-existed".to_owned(),
+            },
+            Write::PutRegistration(reg.clone()),
+            Write::PutRegistration(registration(&k1, "crn:v1:y", 51)),
+            Write::DeleteRegistration {
+                instance_id: "inst-a".to_owned(),
+                key_id: "k1".to_owned(),
+                resource_crn: "crn:v1:y".to_owned(),
+            },
+            Write::AppendAudit(event.clone()),
+            Write::InsertKey {
+                key: k2.clone(),
+                first_version: version(&k2, 1),
+            },
+            Write::PurgeKey {
+                instance_id: "inst-a".to_owned(),
+                key_id: "k2".to_owned(),
+            },
+            Write::DeleteKeyRing {
+                instance_id: "inst-a".to_owned(),
+                id: "r2".to_owned(),
+            },
+        ]))
+        .await
+        .expect("apply");
+
+    let stored_event = s.audit_events("inst-a", 0, 10).await.expect("audit");
+    assert_eq!(stored_event.len(), 1);
+    assert_eq!(
+        (
+            stored_event[0].target.as_str(),
+            stored_event[0].action.as_str(),
+            stored_event[0].outcome.as_str()
+        ),
+        ("k1", "rotate", "success")
+    );
+    assert_eq!(
+        applied,
+        vec![
+            Applied::Done,
+            Applied::Done,
+            Applied::RowVersion(2),
+            Applied::RowVersion(3),
+            Applied::RowVersion(i.row_version + 1),
+            Applied::Done,
+            Applied::Done,
+            Applied::Done,
+            Applied::Done,
+            Applied::Done,
+            Applied::Audit(stored_event[0].clone()),
+            Applied::Done,
+            Applied::Done,
+            Applied::Done,
+        ]
+    );
+    assert_eq!(
+        s.key("inst-a", "k1").await.expect("key"),
+        Some(KeyRecord {
+            row_version: 3,
+            ..k1_rotated
+        })
+    );
+    assert_eq!(
+        s.key_versions("inst-a", "k1").await.expect("versions"),
+        vec![version(&k1, 1), version(&k1, 2)]
+    );
+    assert_eq!(
+        s.instance("inst-a").await.expect("get"),
+        Some(InstanceRecord {
+            row_version: i.row_version + 1,
+            ..i2
+        })
+    );
+    assert_eq!(
+        s.instance_secret("inst-a", "archived-mk/1")
+            .await
+            .expect("secret"),
+        Some(secret("inst-a", "archived-mk/1", 1))
+    );
+    assert_eq!(s.registrations("inst-a", None).await.expect("reg"), [reg]);
+    assert_eq!(s.key("inst-a", "k2").await.expect("key"), None);
+    assert_eq!(s.key_ring("inst-a", "r2").await.expect("ring"), None);
+}
+
+/// In a batch, each write fails exactly as its single method does.
+pub async fn apply_errors_are_those_of_the_single_methods(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    let k1 = key("inst-a", "k1", &["one"], 10);
+    insert(s, &k1).await;
+    let one = |w: Write| batch([w]);
+    let ghost = key("inst-a", "ghost", &[], 1);
+
+    assert_already_exists(
+        fails(
+            s.apply(&one(Write::InsertKey {
+                key: k1.clone(),
+                first_version: version(&k1, 1),
+            }))
+            .await,
+        ),
+        "key",
+        "k1",
+    );
+    let mut taken = key("inst-a", "k2", &["one"], 1);
+    assert_already_exists(
+        fails(
+            s.apply(&one(Write::InsertKey {
+                key: taken.clone(),
+                first_version: version(&taken, 1),
+            }))
+            .await,
+        ),
+        "key alias",
+        "one",
+    );
+    taken.key_ring_id = "nope".to_owned();
+    taken.aliases.clear();
+    assert_not_found(
+        fails(
+            s.apply(&one(Write::InsertKey {
+                key: taken.clone(),
+                first_version: version(&taken, 1),
+            }))
+            .await,
+        ),
+        "key ring",
+        "nope",
+    );
+    let mut stale = k1.clone();
+    stale.row_version = 5;
+    assert_conflict(
+        fails(s.apply(&one(Write::UpdateKey(stale.clone()))).await),
+        "key",
+        "k1",
+        5,
+    );
+    assert_conflict(
+        fails(
+            s.apply(&one(Write::AddKeyVersion {
+                key: stale,
+                version: version(&k1, 2),
+            }))
+            .await,
+        ),
+        "key",
+        "k1",
+        5,
+    );
+    assert_not_found(
+        fails(s.apply(&one(Write::UpdateKey(ghost.clone()))).await),
+        "key",
+        "ghost",
+    );
+    assert_not_found(
+        fails(
+            s.apply(&one(Write::PurgeKey {
+                instance_id: "inst-a".to_owned(),
+                key_id: "ghost".to_owned(),
+            }))
+            .await,
+        ),
+        "key",
+        "ghost",
+    );
+    assert_already_exists(
+        fails(
+            s.apply(&one(Write::InsertKeyRing(ring("inst-a", "default"))))
+                .await,
+        ),
+        "key ring",
+        "default",
+    );
+    assert_not_found(
+        fails(
+            s.apply(&one(Write::InsertKeyRing(ring("inst-x", "r"))))
+                .await,
+        ),
+        "instance",
+        "inst-x",
+    );
+    let e = fails(
+        s.apply(&one(Write::DeleteKeyRing {
+            instance_id: "inst-a".to_owned(),
+            id: "default".to_owned(),
+        }))
+        .await,
+    );
+    assert!(
+        matches!(&e, StoreError::InUse { what: "key ring", id } if id == "default"),
+        "{e:?}"
+    );
+    assert_not_found(
+        fails(
+            s.apply(&one(Write::UpdateInstance(instance("ghost", "g", 1))))
+                .await,
+        ),
+        "instance",
+        "ghost",
+    );
+    assert_not_found(
+        fails(
+            s.apply(&one(Write::PutInstanceSecret(secret("ghost", "x", 1))))
+                .await,
+        ),
+        "instance",
+        "ghost",
+    );
+    assert_not_found(
+        fails(
+            s.apply(&one(Write::PutRegistration(registration(
+                &ghost, "crn:1", 1,
+            ))))
+            .await,
+        ),
+        "key",
+        "ghost",
+    );
+    assert_not_found(
+        fails(
+            s.apply(&one(Write::DeleteRegistration {
+                instance_id: "inst-a".to_owned(),
+                key_id: "k1".to_owned(),
+                resource_crn: "crn:none".to_owned(),
+            }))
+            .await,
+        ),
+        "registration",
+        "crn:none",
+    );
+    // Nothing changed.
+    assert_eq!(s.key("inst-a", "k1").await.expect("key"), Some(k1));
+    assert_eq!(
+        s.count_keys("inst-a", &KeyFilter::default())
+            .await
+            .expect("count"),
+        1
+    );
+}
+
+/// Audit events appended inside batches and standalone form one chain; a failed batch's event
+/// leaves no gap.
+pub async fn apply_audit_chains_with_appends(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    let mut returned = Vec::new();
+    returned.push(
+        s.append_audit_event(&audit("inst-a", 1, "standalone 1"))
+            .await
+            .expect("append"),
+    );
+    let k1 = key("inst-a", "k1", &[], 10);
+    let applied = s
+        .apply(&batch([
+            Write::AppendAudit(audit("inst-a", 2, &event_body("k1", "create", "success"))),
+            Write::InsertKey {
+                key: k1.clone(),
+                first_version: version(&k1, 1),
+            },
+            Write::AppendAudit(audit("inst-b", 2, "other instance")),
+            Write::AppendAudit(audit("inst-a", 3, "batched 2")),
+        ]))
+        .await
+        .expect("apply");
+    let mut other = None;
+    for a in applied {
+        match a {
+            Applied::Audit(e) if e.instance_id == "inst-a" => returned.push(e),
+            Applied::Audit(e) => other = Some(e),
+            Applied::Done => {}
+            a @ Applied::RowVersion(_) => panic!("unexpected {a:?}"),
+        }
+    }
+    assert_eq!(other.map(|e| e.seq), Some(1));
+    // A failed batch's event is not kept and its seq is reused.
+    fails(
+        s.apply(&batch([
+            Write::AppendAudit(audit("inst-a", 4, "rolled back")),
+            Write::InsertKey {
+                key: k1.clone(),
+                first_version: version(&k1, 1),
+            },
+        ]))
+        .await,
+    );
+    returned.push(
+        s.append_audit_event(&audit("inst-a", 5, "standalone 4"))
+            .await
+            .expect("append"),
+    );
+    returned.push(
+        match s
+            .apply(&batch([Write::AppendAudit(audit(
+                "inst-a",
+                6,
+                "batched 5",
+            ))]))
+            .await
+            .expect("apply")
+            .pop()
+        {
+            Some(Applied::Audit(e)) => e,
+            other => panic!("expected an audit event, got {other:?}"),
+        },
+    );
+    let stored = s.audit_events("inst-a", 0, 100).await.expect("audit");
+    assert_eq!(stored, returned);
+    assert_eq!(
+        stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert!(stored.iter().all(|e| e.body != "rolled back"));
+    assert_chain("inst-a", &stored);
+    assert_chain(
+        "inst-b",
+        &s.audit_events("inst-b", 0, 100).await.expect("b"),
+    );
+}
+
+/// Many concurrent batches, grouped by the backend as it likes: exactly the failing ones fail,
+/// each with its own error; every other one is applied whole; the audit chain has no gap.
+pub async fn group_commit_under_concurrency(store: Arc<dyn Store>) {
+    const BATCHES: usize = 200;
+    const APPENDS: usize = 50;
+    instance_with_ring(&*store, "inst-a", 1).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..BATCHES {
+        let s = store.clone();
+        tasks.spawn(async move {
+            let id = format!("k{n:03}");
+            let k = key("inst-a", &id, &[&format!("alias-{n}")], n as i64);
+            let mut writes = vec![
+                Write::InsertKey {
+                    key: k.clone(),
+                    first_version: version(&k, 1),
+                },
+                Write::AppendAudit(audit(
+                    "inst-a",
+                    n as i64,
+                    &event_body(&id, "create", "success"),
+                )),
+            ];
+            if n % 10 == 0 {
+                // A stale update of the key just inserted: a conflict.
+                let mut stale = k.clone();
+                stale.row_version = 42;
+                writes.push(Write::UpdateKey(stale));
+            }
+            (n, s.apply(&batch(writes)).await)
+        });
+        if n % (BATCHES / APPENDS) == 0 {
+            let s = store.clone();
+            tasks.spawn(async move {
+                let r = s
+                    .append_audit_event(&audit("inst-a", 0, r#"{"action":"standalone"}"#))
+                    .await
+                    .map(|e| vec![Applied::Audit(e)]);
+                (usize::MAX, r)
+            });
+        }
+    }
+    let mut failed = Vec::new();
+    let mut appended = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (n, result) = joined.expect("task panicked");
+        match result {
+            Ok(applied) if n == usize::MAX => {
+                assert!(matches!(applied[..], [Applied::Audit(_)]));
+                appended += 1;
+            }
+            Ok(applied) => {
+                assert_ne!(n % 10, 0, "batch {n} should have failed");
+                assert!(
+                    matches!(&applied[..], [Applied::Done, Applied::Audit(e)]
+                        if e.target == format!("k{n:03}")),
+                    "{applied:?}"
+                );
+            }
+            Err(e) => {
+                assert_conflict(e, "key", &format!("k{n:03}"), 42);
+                failed.push(n);
+            }
+        }
+    }
+    failed.sort_unstable();
+    assert_eq!(failed, (0..BATCHES).step_by(10).collect::<Vec<_>>());
+    assert_eq!(appended, APPENDS);
+
+    let keys = store
+        .list_keys("inst-a", &KeyFilter::default())
+        .await
+        .expect("list");
+    let want: Vec<String> = (0..BATCHES)
+        .filter(|n| n % 10 != 0)
+        .map(|n| format!("k{n:03}"))
+        .collect();
+    assert_eq!(ids(&keys), want);
+    for n in [0, 10, 190] {
+        assert_eq!(
+            store
+                .key_by_alias("inst-a", &format!("alias-{n}"))
+                .await
+                .expect("alias"),
+            None
+        );
+    }
+    let events = store
+        .audit_events("inst-a", 0, 10_000)
+        .await
+        .expect("audit");
+    assert_eq!(events.len(), want.len() + APPENDS);
+    assert_chain("inst-a", &events);
+    let mut targets: Vec<&str> = events
+        .iter()
+        .filter(|e| e.action == "create")
+        .map(|e| e.target.as_str())
+        .collect();
+    targets.sort_unstable();
+    assert_eq!(targets, want);
+}
+
+// ---- registrations --------------------------------------------------------------------------
+
+pub async fn registrations(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    let k1 = key("inst-a", "k1", &[], 10);
+    let k2 = key("inst-a", "k2", &[], 20);
+    insert(s, &k1).await;
+    insert(s, &k2).await;
+    assert!(
+        s.registrations("inst-a", None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    let mut k1_b = registration(&k1, "crn:b", 100);
+    k1_b.description = None;
+    k1_b.registration_metadata = None;
+    k1_b.prevent_key_deletion = true;
+    let k1_a = registration(&k1, "crn:a", 101);
+    let k2_a = registration(&k2, "crn:a", 102);
+    for r in [&k2_a, &k1_b, &k1_a] {
+        s.apply(&batch([Write::PutRegistration(r.clone())]))
+            .await
+            .expect("put");
+    }
+    // Ordered by key, then CRN.
+    assert_eq!(
+        s.registrations("inst-a", Some("k1")).await.expect("list"),
+        vec![k1_a.clone(), k1_b.clone()]
+    );
+    assert_eq!(
+        s.registrations("inst-a", None).await.expect("list"),
+        vec![k1_a.clone(), k1_b.clone(), k2_a.clone()]
+    );
+    assert!(
+        s.registrations("inst-a", Some("k3"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        s.registrations("inst-b", None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    // The same key id and CRN in another instance is another registration.
+    let kb = key("inst-b", "k1", &[], 10);
+    insert(s, &kb).await;
+    s.apply(&batch([Write::PutRegistration(registration(
+        &kb, "crn:a", 1,
+    ))]))
+    .await
+    .expect("put");
+    assert_eq!(
+        s.registrations("inst-b", None).await.expect("list").len(),
+        1
+    );
+    assert_eq!(
+        s.registrations("inst-a", None).await.expect("list").len(),
+        3
+    );
+
+    // Put replaces every field of the same (instance, key, CRN).
+    let replaced = RegistrationRecord {
+        description: Some("new".to_owned()),
+        registration_metadata: None,
+        prevent_key_deletion: true,
+        key_version_id: "k1-v9".to_owned(),
+        created_by: "other".to_owned(),
+        created_at: 5,
+        updated_by: "bob".to_owned(),
+        updated_at: 500,
+        ..k1_a.clone()
+    };
+    assert_eq!(
+        s.apply(&batch([Write::PutRegistration(replaced.clone())]))
+            .await
+            .expect("replace"),
+        [Applied::Done]
+    );
+    assert_eq!(
+        s.registrations("inst-a", Some("k1")).await.expect("list"),
+        vec![replaced.clone(), k1_b.clone()]
+    );
+
+    // Delete.
+    let delete = |key_id: &str, crn: &str| {
+        batch([Write::DeleteRegistration {
+            instance_id: "inst-a".to_owned(),
+            key_id: key_id.to_owned(),
+            resource_crn: crn.to_owned(),
+        }])
+    };
+    s.apply(&delete("k1", "crn:b")).await.expect("delete");
+    assert_eq!(
+        s.registrations("inst-a", Some("k1")).await.expect("list"),
+        vec![replaced]
+    );
+    assert_not_found(
+        fails(s.apply(&delete("k1", "crn:b")).await),
+        "registration",
+        "crn:b",
+    );
+    assert_not_found(
+        fails(s.apply(&delete("k3", "crn:a")).await),
+        "registration",
+        "crn:a",
+    );
+    // A registration of a key that does not exist is refused.
+    let ghost = key("inst-a", "ghost", &[], 1);
+    assert_not_found(
+        fails(
+            s.apply(&batch([Write::PutRegistration(registration(
+                &ghost, "crn:a", 1,
+            ))]))
+            .await,
+        ),
+        "key",
+        "ghost",
+    );
+    assert_eq!(
+        s.registrations("inst-a", None).await.expect("list").len(),
+        2
+    );
+}
+
+/// Purging a key (batch or single method) deletes its registrations, and only its; so does
+/// zeroizing the instance.
+pub async fn registrations_go_with_their_key(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    let k1 = key("inst-a", "k1", &["one"], 10);
+    let k2 = key("inst-a", "k2", &[], 20);
+    let k3 = key("inst-a", "k3", &[], 30);
+    let kb = key("inst-b", "k1", &[], 10);
+    for k in [&k1, &k2, &k3, &kb] {
+        insert(s, k).await;
+    }
+    let mut worm = registration(&k1, "crn:a", 1);
+    worm.prevent_key_deletion = true;
+    s.apply(&batch([
+        Write::PutRegistration(worm),
+        Write::PutRegistration(registration(&k1, "crn:b", 1)),
+        Write::PutRegistration(registration(&k2, "crn:a", 1)),
+        Write::PutRegistration(registration(&k3, "crn:a", 1)),
+        Write::PutRegistration(registration(&kb, "crn:a", 1)),
+    ]))
+    .await
+    .expect("put");
+
+    // Purge in a batch (the core, not the store, enforces prevent_key_deletion).
+    assert_eq!(
+        s.apply(&batch([Write::PurgeKey {
+            instance_id: "inst-a".to_owned(),
+            key_id: "k1".to_owned(),
+        }]))
+        .await
+        .expect("purge"),
+        [Applied::Done]
+    );
+    assert!(
+        s.registrations("inst-a", Some("k1"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(s.key("inst-a", "k1").await.expect("key"), None);
+    // Single method.
+    s.purge_key("inst-a", "k2").await.expect("purge");
+    assert_eq!(
+        s.registrations("inst-a", None).await.expect("list"),
+        vec![registration(&k3, "crn:a", 1)]
+    );
+    assert_eq!(
+        s.registrations("inst-b", None).await.expect("list").len(),
+        1
+    );
+    // The id can be used again, without the old registrations.
+    insert(s, &key("inst-a", "k1", &["one"], 40)).await;
+    assert!(
+        s.registrations("inst-a", Some("k1"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Zeroization removes the instance's registrations with its keys.
+    let i = s.instance("inst-a").await.expect("get").expect("present");
+    s.zeroize_instance(&i, &audit("inst-a", 9, "{}"))
+        .await
+        .expect("zeroize");
+    assert!(
+        s.registrations("inst-a", None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        s.registrations("inst-b", None).await.expect("list").len(),
+        1
+    );
+}
+
+// ---- instance policies ----------------------------------------------------------------------
+
+pub async fn instance_policies(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    assert_eq!(s.instance_policies("inst-a").await.expect("get"), "{}");
+    assert_not_found(
+        fails(s.instance_policies("ghost").await),
+        "instance",
+        "ghost",
+    );
+    let before = s.instance("inst-a").await.expect("get").expect("present");
+
+    let policies = r#"{"dualAuthDelete":{"enabled":true},"allowedNetwork":"private-only"}"#;
+    let event = audit(
+        "inst-a",
+        10,
+        &event_body("inst-a", "set_policies", "success"),
+    );
+    s.set_instance_policies("inst-a", policies, &event)
+        .await
+        .expect("set");
+    assert_eq!(s.instance_policies("inst-a").await.expect("get"), policies);
+    assert_eq!(s.instance_policies("inst-b").await.expect("get"), "{}");
+    // The audit event is in the same transaction.
+    let events = s.audit_events("inst-a", 0, 10).await.expect("audit");
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].body.as_str(), events[0].action.as_str()),
+        (event.body.as_str(), "set_policies")
+    );
+    // Policies are not part of the instance record: its row version stays, and an update of
+    // the record keeps them.
+    assert_eq!(
+        s.instance("inst-a").await.expect("get"),
+        Some(before.clone())
+    );
+    let mut renamed = before.clone();
+    renamed.name = "renamed".to_owned();
+    s.update_instance(&renamed).await.expect("update");
+    assert_eq!(s.instance_policies("inst-a").await.expect("get"), policies);
+
+    // Replaced whole.
+    s.set_instance_policies("inst-a", "{}", &audit("inst-a", 11, "reset"))
+        .await
+        .expect("set");
+    assert_eq!(s.instance_policies("inst-a").await.expect("get"), "{}");
+    assert_chain(
+        "inst-a",
+        &s.audit_events("inst-a", 0, 10).await.expect("audit"),
+    );
+
+    // A missing instance: NotFound, and no event.
+    assert_not_found(
+        fails(
+            s.set_instance_policies("ghost", policies, &audit("ghost", 1, "x"))
+                .await,
+        ),
+        "instance",
+        "ghost",
+    );
+    assert!(
+        s.audit_events("ghost", 0, 10)
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+}
+
+// ---- audit queries --------------------------------------------------------------------------
+
+pub async fn query_audit_events(store: Arc<dyn Store>) {
+    let s = &*store;
+    let bodies = [
+        (100, event_body("k1", "create", "success")),
+        (200, event_body("k2", "create", "success")),
+        (300, event_body("k1", "wrap", "denied")),
+        (
+            400,
+            r#"{"target":7,"action":"wrap","outcome":null}"#.to_owned(),
+        ),
+        (500, "not json".to_owned()),
+        (600, event_body("k1", "wrap", "success")),
+        (700, event_body("inst-a", "set_policies", "failure")),
+    ];
+    for (at, body) in &bodies {
+        s.append_audit_event(&audit("inst-a", *at, body))
+            .await
+            .expect("append");
+    }
+    s.append_audit_event(&audit(
+        "inst-b",
+        100,
+        &event_body("k1", "create", "success"),
+    ))
+    .await
+    .expect("append");
+    let all = s.audit_events("inst-a", 0, 100).await.expect("audit");
+    assert_eq!(
+        all.iter()
+            .map(|e| (e.target.as_str(), e.action.as_str(), e.outcome.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("k1", "create", "success"),
+            ("k2", "create", "success"),
+            ("k1", "wrap", "denied"),
+            ("", "wrap", ""),
+            ("", "", ""),
+            ("k1", "wrap", "success"),
+            ("inst-a", "set_policies", "failure"),
+        ]
+    );
+
+    let seqs = |filter: AuditFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .query_audit_events("inst-a", &filter)
+                .await
+                .expect("query")
+                .into_iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    let f = |limit: u64| AuditFilter {
+        limit,
+        ..Default::default()
+    };
+    let text = |v: &str| Some(v.to_owned());
+    assert_eq!(seqs(f(100)).await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(seqs(f(3)).await, [1, 2, 3]);
+    assert_eq!(seqs(f(0)).await, Vec::<i64>::new());
+    assert_eq!(seqs(f(u64::MAX)).await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        seqs(AuditFilter {
+            after_seq: 5,
+            ..f(100)
+        })
+        .await,
+        [6, 7]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            from: Some(300),
+            ..f(100)
+        })
+        .await,
+        [3, 4, 5, 6, 7]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            until: Some(300),
+            ..f(100)
+        })
+        .await,
+        [1, 2]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            from: Some(200),
+            until: Some(500),
+            ..f(100)
+        })
+        .await,
+        [2, 3, 4]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            target: text("k1"),
+            ..f(100)
+        })
+        .await,
+        [1, 3, 6]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            action: text("wrap"),
+            ..f(100)
+        })
+        .await,
+        [3, 4, 6]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            outcome: text("success"),
+            ..f(100)
+        })
+        .await,
+        [1, 2, 6]
+    );
+    // Empty matches the events without the field.
+    assert_eq!(
+        seqs(AuditFilter {
+            target: text(""),
+            ..f(100)
+        })
+        .await,
+        [4, 5]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            target: text("nope"),
+            ..f(100)
+        })
+        .await,
+        Vec::<i64>::new()
+    );
+    // Every field at once, and paging.
+    let all_fields = AuditFilter {
+        after_seq: 1,
+        from: Some(100),
+        until: Some(700),
+        target: text("k1"),
+        action: text("wrap"),
+        outcome: text("success"),
+        limit: 10,
+    };
+    assert_eq!(seqs(all_fields.clone()).await, [6]);
+    assert_eq!(
+        seqs(AuditFilter {
+            target: text("k1"),
+            after_seq: 1,
+            ..f(1)
+        })
+        .await,
+        [3]
+    );
+    // Records come back whole, as audit_events returns them.
+    let got = s
+        .query_audit_events(
+            "inst-a",
+            &AuditFilter {
+                action: text("wrap"),
+                ..f(100)
+            },
+        )
+        .await
+        .expect("query");
+    assert_eq!(got, vec![all[2].clone(), all[3].clone(), all[5].clone()]);
+    // Another instance's events never match.
+    assert_eq!(
+        s.query_audit_events("inst-b", &f(100))
+            .await
+            .expect("query")
+            .len(),
+        1
+    );
+    assert!(
+        s.query_audit_events("inst-x", &f(100))
+            .await
+            .expect("query")
+            .is_empty()
+    );
+}
+
+// ---- API keys -------------------------------------------------------------------------------
+
+pub async fn list_all_api_keys(store: Arc<dyn Store>) {
+    let s = &*store;
+    assert!(s.list_all_api_keys().await.expect("list").is_empty());
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    s.insert_principal(&principal("p1", Some("inst-a"), "svc", 1))
+        .await
+        .expect("insert");
+    s.insert_principal(&principal("p2", Some("inst-b"), "svc", 1))
+        .await
+        .expect("insert");
+    s.insert_principal(&principal("p3", None, "admin", 1))
+        .await
+        .expect("insert");
+    let k_b = api_key("ak-b", "p2", &[0x02; 32], 20);
+    let k_a = api_key("ak-a", "p1", &[0x01; 32], 20);
+    let k_c = api_key("ak-c", "p3", &[0x03; 32], 10);
+    let mut k_d = api_key("ak-d", "p1", &[0x04; 32], 30);
+    k_d.revoked_at = Some(31);
+    for k in [&k_b, &k_a, &k_c, &k_d] {
+        s.insert_api_key(k).await.expect("insert");
+    }
+    // Every principal's, revoked ones included, by creation time then id.
+    assert_eq!(
+        s.list_all_api_keys().await.expect("list"),
+        vec![k_c, k_a, k_b, k_d]
+    );
 }

@@ -3,22 +3,33 @@
 //! An append reads the instance's last event and inserts the next one inside one write
 //! transaction (`BEGIN IMMEDIATE`, on the single writer connection), so two appends can never
 //! read the same last event: the chain neither forks nor skips a `seq`. The primary key
-//! `(instance_id, seq)` would refuse a fork anyway.
+//! `(instance_id, seq)` would refuse a fork anyway. Appends go through the group-commit writer
+//! ([`super::writer`]), like [`crate::Store::apply`]: an append inside a batch and a standalone
+//! one are the same code on the same connection.
+//!
+//! `target`, `action` and `outcome` are copies of the body's string fields of the same names,
+//! extracted here on append (migration 3 backfilled older rows with the same rule in SQL).
 
 use keyfort_crypto::digest::sha256;
 
-use super::rows::{self, HASH_LEN};
-use super::{SqliteStore, Tx};
-use crate::{AuditEventInput, AuditEventRecord, Result, StoreError};
+use sqlx::{QueryBuilder, Sqlite};
 
-pub(super) async fn append(
-    store: &SqliteStore,
-    event: &AuditEventInput,
-) -> Result<AuditEventRecord> {
-    let mut tx = store.begin().await?;
-    let record = append_in(&mut tx, event).await?;
-    tx.commit().await?;
-    Ok(record)
+use super::rows::{self, HASH_LEN};
+use super::{Conn, SqliteStore};
+use crate::{AuditEventInput, AuditEventRecord, AuditFilter, Result, StoreError};
+
+/// The most events one [`query`] returns, whatever its filter's `limit`.
+pub(super) const MAX_QUERY_LIMIT: u64 = 10_000;
+
+/// `SELECT <every column> FROM audit_events <tail>`, as one literal.
+macro_rules! select_events {
+    ($tail:literal) => {
+        concat!(
+            "SELECT instance_id, seq, at, target, action, outcome, body, prev_hash, hash ",
+            "FROM audit_events ",
+            $tail
+        )
+    };
 }
 
 pub(super) async fn events(
@@ -27,10 +38,9 @@ pub(super) async fn events(
     after_seq: i64,
     limit: u64,
 ) -> Result<Vec<AuditEventRecord>> {
-    let all = sqlx::query(
-        "SELECT instance_id, seq, at, body, prev_hash, hash FROM audit_events \
-         WHERE instance_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-    )
+    let all = sqlx::query(select_events!(
+        "WHERE instance_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+    ))
     .bind(instance_id)
     .bind(after_seq)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -39,14 +49,56 @@ pub(super) async fn events(
     all.iter().map(rows::audit_event).collect()
 }
 
-/// Appends `event` to its instance's chain inside `tx` (which must hold the write lock).
-pub(super) async fn append_in(tx: &mut Tx, event: &AuditEventInput) -> Result<AuditEventRecord> {
-    let last = sqlx::query(
-        "SELECT instance_id, seq, at, body, prev_hash, hash FROM audit_events \
-         WHERE instance_id = ? ORDER BY seq DESC LIMIT 1",
-    )
+/// [`crate::Store::query_audit_events`]. The `WHERE` clause names only the filter's set fields,
+/// so that SQLite can pick `ix_audit_events_target` / `ix_audit_events_action` (a
+/// `? IS NULL OR column = ?` form would hide them from the planner). Every value is bound; the
+/// SQL text is made of literals only.
+pub(super) async fn query(
+    store: &SqliteStore,
+    instance_id: &str,
+    filter: &AuditFilter,
+) -> Result<Vec<AuditEventRecord>> {
+    let limit = filter.limit.min(MAX_QUERY_LIMIT);
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut q = QueryBuilder::<Sqlite>::new(select_events!("WHERE instance_id = "));
+    q.push_bind(instance_id)
+        .push(" AND seq > ")
+        .push_bind(filter.after_seq);
+    if let Some(from) = filter.from {
+        q.push(" AND at >= ").push_bind(from);
+    }
+    if let Some(until) = filter.until {
+        q.push(" AND at < ").push_bind(until);
+    }
+    for (value, condition) in [
+        (&filter.target, " AND target = "),
+        (&filter.action, " AND action = "),
+        (&filter.outcome, " AND outcome = "),
+    ] {
+        if let Some(value) = value {
+            q.push(condition).push_bind(value.as_str());
+        }
+    }
+    // At most MAX_QUERY_LIMIT: fits.
+    q.push(" ORDER BY seq LIMIT ")
+        .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    let all = q.build().fetch_all(&store.reader).await?;
+    all.iter().map(rows::audit_event).collect()
+}
+
+/// Appends `event` to its instance's chain on `conn`, which must be inside a transaction
+/// holding the write lock.
+pub(super) async fn append_in(
+    conn: &mut Conn,
+    event: &AuditEventInput,
+) -> Result<AuditEventRecord> {
+    let last = sqlx::query(select_events!(
+        "WHERE instance_id = ? ORDER BY seq DESC LIMIT 1"
+    ))
     .bind(&event.instance_id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?;
     let (last_seq, prev_hash) = match last.as_ref().map(rows::audit_event).transpose()? {
         Some(last) => (last.seq, last.hash),
@@ -58,25 +110,46 @@ pub(super) async fn append_in(tx: &mut Tx, event: &AuditEventInput) -> Result<Au
         detail: "column seq: the chain cannot grow past i64::MAX".to_owned(),
     })?;
     let hash = chain_hash(&prev_hash, seq, event.at, &event.body).to_vec();
+    let [target, action, outcome] = body_fields(&event.body);
     sqlx::query(
-        "INSERT INTO audit_events (instance_id, seq, at, body, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit_events (instance_id, seq, at, target, action, outcome, body, \
+         prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&event.instance_id)
     .bind(seq)
     .bind(event.at)
+    .bind(&target)
+    .bind(&action)
+    .bind(&outcome)
     .bind(&event.body)
     .bind(&prev_hash)
     .bind(&hash)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(AuditEventRecord {
         instance_id: event.instance_id.clone(),
         seq,
         at: event.at,
+        target,
+        action,
+        outcome,
         body: event.body.clone(),
         prev_hash,
         hash,
+    })
+}
+
+/// The body's `target`, `action` and `outcome` string fields; `""` for each one that is absent
+/// or not a string, and for all three when the body is not a JSON object.
+fn body_fields(body: &str) -> [String; 3] {
+    let parsed = serde_json::from_str::<serde_json::Value>(body).ok();
+    ["target", "action", "outcome"].map(|name| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
     })
 }
 
@@ -106,5 +179,22 @@ mod tests {
         assert_eq!(chain_hash(&prev, 258, -1, "{}"), sha256(&input));
         // Same bytes as the u64 encoding for every valid seq.
         assert_eq!(42_i64.to_be_bytes(), 42_u64.to_be_bytes());
+    }
+
+    #[test]
+    fn body_fields_are_strings_or_empty() {
+        let s = |v: &[&str; 3]| v.map(str::to_owned);
+        assert_eq!(
+            body_fields(r#"{"target":"k1","action":"kms.secrets.create","outcome":"success"}"#),
+            s(&["k1", "kms.secrets.create", "success"])
+        );
+        assert_eq!(
+            body_fields(r#"{"target":7,"action":null,"outcome":{"x":"y"}}"#),
+            s(&["", "", ""])
+        );
+        assert_eq!(body_fields(r#"{"action":"a"}"#), s(&["", "a", ""]));
+        for not_an_object in ["", "event 1", "[1]", r#""target""#, "{"] {
+            assert_eq!(body_fields(not_an_object), s(&["", "", ""]));
+        }
     }
 }

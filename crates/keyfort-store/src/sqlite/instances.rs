@@ -1,7 +1,10 @@
-//! Instances, their secrets, signed command nonces, zeroization, and key rings.
+//! Instances, their secrets and policies, signed command nonces, zeroization, and key rings.
+//!
+//! Writes that a [`crate::Write`] can name are `*_in` functions taking the writer connection
+//! inside its transaction; [`super::writer`] runs them, for a batch or a single-write method.
 
 use super::rows::{self, Violation, already_exists, not_found, violation};
-use super::{SqliteStore, Tx, audit, stale};
+use super::{Conn, SqliteStore, audit, stale};
 use crate::{AuditEventInput, InstanceRecord, InstanceSecretRecord, KeyRingRecord, Result};
 
 /// `SELECT <every column> FROM instances <tail>`, as one literal.
@@ -61,13 +64,6 @@ pub(super) async fn list(store: &SqliteStore) -> Result<Vec<InstanceRecord>> {
     all.iter().map(rows::instance).collect()
 }
 
-pub(super) async fn update(store: &SqliteStore, i: &InstanceRecord) -> Result<i64> {
-    let mut tx = store.begin().await?;
-    let row_version = update_in(&mut tx, i).await?;
-    tx.commit().await?;
-    Ok(row_version)
-}
-
 pub(super) async fn update_with(
     store: &SqliteStore,
     i: &InstanceRecord,
@@ -96,6 +92,7 @@ pub(super) async fn zeroize(
     let row_version = update_in(&mut tx, i).await?;
     // Children before parents: the foreign keys are enforced on every statement.
     for sql in [
+        "DELETE FROM registrations WHERE instance_id = ?",
         "DELETE FROM key_aliases WHERE instance_id = ?",
         "DELETE FROM key_versions WHERE instance_id = ?",
         "DELETE FROM keys WHERE instance_id = ?",
@@ -109,8 +106,9 @@ pub(super) async fn zeroize(
     Ok(row_version)
 }
 
-/// The optimistic update of an instance row inside `tx`; the new row version.
-async fn update_in(tx: &mut Tx, i: &InstanceRecord) -> Result<i64> {
+/// The optimistic update of an instance row on `conn` (in a write transaction); the new row
+/// version. The policies are not part of the record and stay as they are.
+pub(super) async fn update_in(conn: &mut Conn, i: &InstanceRecord) -> Result<i64> {
     let done = sqlx::query(
         "UPDATE instances SET name = ?, state = ?, mk_version = ?, unseal_method = ?, \
          mk_check_value = ?, unseal_config = ?, updated_at = ?, row_version = row_version + 1 \
@@ -125,14 +123,14 @@ async fn update_in(tx: &mut Tx, i: &InstanceRecord) -> Result<i64> {
     .bind(i.updated_at)
     .bind(&i.id)
     .bind(i.row_version)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await
     .map_err(|e| match violation(&e) {
         Some(Violation::Unique) => already_exists("instance name", &i.name),
         _ => e.into(),
     })?;
     if done.rows_affected() == 0 {
-        let exists = instance_exists(tx, &i.id).await?;
+        let exists = instance_exists(conn, &i.id).await?;
         return Err(stale("instance", &i.id, exists, i.row_version));
     }
     Ok(i.row_version + 1)
@@ -156,23 +154,18 @@ pub(super) async fn secret(
     row.as_ref().map(rows::instance_secret).transpose()
 }
 
-pub(super) async fn delete_secret(
-    store: &SqliteStore,
-    instance_id: &str,
-    name: &str,
-) -> Result<()> {
-    let mut tx = store.begin().await?;
+/// Deletes an instance secret; `Ok` if it did not exist.
+pub(super) async fn delete_secret_in(conn: &mut Conn, instance_id: &str, name: &str) -> Result<()> {
     sqlx::query("DELETE FROM instance_secrets WHERE instance_id = ? AND name = ?")
         .bind(instance_id)
         .bind(name)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 
 /// Inserts `s`, or replaces every field of the secret with the same `(instance_id, name)`.
-async fn upsert_secret(tx: &mut Tx, s: &InstanceSecretRecord) -> Result<()> {
+pub(super) async fn upsert_secret(conn: &mut Conn, s: &InstanceSecretRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO instance_secrets (instance_id, name, sealed, mk_version, created_at) \
          VALUES (?, ?, ?, ?, ?) \
@@ -184,7 +177,7 @@ async fn upsert_secret(tx: &mut Tx, s: &InstanceSecretRecord) -> Result<()> {
     .bind(&s.sealed)
     .bind(s.mk_version)
     .bind(s.created_at)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await
     .map_err(|e| match violation(&e) {
         // fk_instance_secrets_instance.
@@ -224,11 +217,40 @@ pub(super) async fn use_nonce(
     Ok(())
 }
 
+// ---- instance policies ----------------------------------------------------------------------
+
+/// The instance's policies JSON; [`crate::StoreError::NotFound`] if the instance does not exist.
+pub(super) async fn policies(store: &SqliteStore, instance_id: &str) -> Result<String> {
+    let row = sqlx::query("SELECT id, policies FROM instances WHERE id = ?")
+        .bind(instance_id)
+        .fetch_optional(&store.reader)
+        .await?
+        .ok_or_else(|| not_found("instance", instance_id))?;
+    rows::instance_policies(&row)
+}
+
+/// Replaces the instance's policies JSON; [`crate::StoreError::NotFound`] if the instance does
+/// not exist. Leaves `row_version` alone: the policies are not part of [`InstanceRecord`].
+pub(super) async fn set_policies_in(
+    conn: &mut Conn,
+    instance_id: &str,
+    policies: &str,
+) -> Result<()> {
+    let done = sqlx::query("UPDATE instances SET policies = ? WHERE id = ?")
+        .bind(policies)
+        .bind(instance_id)
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(not_found("instance", instance_id));
+    }
+    Ok(())
+}
+
 // ---- key rings ------------------------------------------------------------------------------
 
-pub(super) async fn insert_key_ring(store: &SqliteStore, r: &KeyRingRecord) -> Result<()> {
-    let mut tx = store.begin().await?;
-    if !instance_exists(&mut tx, &r.instance_id).await? {
+pub(super) async fn insert_key_ring_in(conn: &mut Conn, r: &KeyRingRecord) -> Result<()> {
+    if !instance_exists(conn, &r.instance_id).await? {
         return Err(not_found("instance", &r.instance_id));
     }
     sqlx::query(
@@ -238,14 +260,13 @@ pub(super) async fn insert_key_ring(store: &SqliteStore, r: &KeyRingRecord) -> R
     .bind(&r.id)
     .bind(r.created_at)
     .bind(&r.created_by)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
     .map_err(|e| match violation(&e) {
         Some(Violation::Unique) => already_exists("key ring", &r.id),
         Some(Violation::ForeignKey) => not_found("instance", &r.instance_id),
         None => e.into(),
     })?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -279,16 +300,11 @@ pub(super) async fn list_key_rings(
     all.iter().map(rows::key_ring).collect()
 }
 
-pub(super) async fn delete_key_ring(
-    store: &SqliteStore,
-    instance_id: &str,
-    id: &str,
-) -> Result<()> {
-    let mut tx = store.begin().await?;
+pub(super) async fn delete_key_ring_in(conn: &mut Conn, instance_id: &str, id: &str) -> Result<()> {
     let exists = sqlx::query("SELECT 1 FROM key_rings WHERE instance_id = ? AND id = ?")
         .bind(instance_id)
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?
         .is_some();
     if !exists {
@@ -298,7 +314,7 @@ pub(super) async fn delete_key_ring(
         sqlx::query("SELECT 1 FROM keys WHERE instance_id = ? AND key_ring_id = ? LIMIT 1")
             .bind(instance_id)
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await?
             .is_some();
     if in_use {
@@ -307,14 +323,13 @@ pub(super) async fn delete_key_ring(
     sqlx::query("DELETE FROM key_rings WHERE instance_id = ? AND id = ?")
         .bind(instance_id)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(|e| match violation(&e) {
             // fk_keys_ring: checked above, kept as the last line of defence.
             Some(Violation::ForeignKey) => in_use_error(id),
             _ => e.into(),
         })?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -325,10 +340,10 @@ fn in_use_error(id: &str) -> crate::StoreError {
     }
 }
 
-async fn instance_exists(tx: &mut Tx, id: &str) -> Result<bool> {
+async fn instance_exists(conn: &mut Conn, id: &str) -> Result<bool> {
     let row = sqlx::query("SELECT 1 FROM instances WHERE id = ?")
         .bind(id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
     Ok(row.is_some())
 }

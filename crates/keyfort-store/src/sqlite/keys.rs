@@ -1,11 +1,14 @@
 //! Keys, their aliases and their versions.
+//!
+//! Writes that a [`crate::Write`] can name are `*_in` functions taking the writer connection
+//! inside its transaction; [`super::writer`] runs them, for a batch or a single-write method.
 
 use sqlx::query::Query;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Row, Sqlite};
 
 use super::rows::{self, Violation, already_exists, json_strings, not_found, violation};
-use super::{SqliteStore, Tx, stale};
+use super::{Conn, SqliteStore, registrations, stale};
 use crate::{KeyFilter, KeyRecord, KeyVersionRecord, Result, StoreError};
 
 /// `SELECT <every column of keys k, and its aliases as a JSON array> FROM keys k <tail>`.
@@ -41,13 +44,13 @@ macro_rules! key_filter {
     };
 }
 
-pub(super) async fn insert(
-    store: &SqliteStore,
+/// Inserts a key, its aliases and its first version.
+pub(super) async fn insert_in(
+    conn: &mut Conn,
     key: &KeyRecord,
     first_version: &KeyVersionRecord,
 ) -> Result<()> {
-    let mut tx = store.begin().await?;
-    if key_exists(&mut tx, &key.instance_id, &key.id).await? {
+    if key_exists(conn, &key.instance_id, &key.id).await? {
         return Err(already_exists("key", &key.id));
     }
     sqlx::query(
@@ -81,7 +84,7 @@ pub(super) async fn insert(
     .bind(&key.current_version_id)
     .bind(&key.attributes)
     .bind(key.row_version)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
     .map_err(|e| match violation(&e) {
         Some(Violation::Unique) => already_exists("key", &key.id),
@@ -89,9 +92,8 @@ pub(super) async fn insert(
         Some(Violation::ForeignKey) => not_found("key ring", &key.key_ring_id),
         None => e.into(),
     })?;
-    insert_aliases(&mut tx, key).await?;
-    insert_version(&mut tx, first_version).await?;
-    tx.commit().await?;
+    insert_aliases(conn, key).await?;
+    insert_version(conn, first_version).await?;
     Ok(())
 }
 
@@ -159,22 +161,14 @@ pub(super) async fn count(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-pub(super) async fn update(store: &SqliteStore, key: &KeyRecord) -> Result<i64> {
-    let mut tx = store.begin().await?;
-    let row_version = update_in(&mut tx, key).await?;
-    tx.commit().await?;
-    Ok(row_version)
-}
-
-pub(super) async fn add_version(
-    store: &SqliteStore,
+/// Rotation: [`update_in`] and the insert of `version`; the key's new row version.
+pub(super) async fn add_version_in(
+    conn: &mut Conn,
     key: &KeyRecord,
     version: &KeyVersionRecord,
 ) -> Result<i64> {
-    let mut tx = store.begin().await?;
-    let row_version = update_in(&mut tx, key).await?;
-    insert_version(&mut tx, version).await?;
-    tx.commit().await?;
+    let row_version = update_in(conn, key).await?;
+    insert_version(conn, version).await?;
     Ok(row_version)
 }
 
@@ -212,11 +206,13 @@ pub(super) async fn version(
     row.as_ref().map(rows::key_version).transpose()
 }
 
-pub(super) async fn purge(store: &SqliteStore, instance_id: &str, id: &str) -> Result<()> {
-    let mut tx = store.begin().await?;
-    if !key_exists(&mut tx, instance_id, id).await? {
+/// Removes a key with its registrations, aliases and versions.
+pub(super) async fn purge_in(conn: &mut Conn, instance_id: &str, id: &str) -> Result<()> {
+    if !key_exists(conn, instance_id, id).await? {
         return Err(not_found("key", id));
     }
+    // Children before parents: the foreign keys are enforced on every statement.
+    registrations::delete_for_key_in(conn, instance_id, id).await?;
     for sql in [
         "DELETE FROM key_aliases WHERE instance_id = ? AND key_id = ?",
         "DELETE FROM key_versions WHERE instance_id = ? AND key_id = ?",
@@ -225,10 +221,9 @@ pub(super) async fn purge(store: &SqliteStore, instance_id: &str, id: &str) -> R
         sqlx::query(sql)
             .bind(instance_id)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -300,8 +295,9 @@ pub(super) async fn reseal(
     Ok(())
 }
 
-/// The optimistic update of a key row and its alias set, inside `tx`; the new row version.
-async fn update_in(tx: &mut Tx, key: &KeyRecord) -> Result<i64> {
+/// The optimistic update of a key row and its alias set, on `conn` (in a write transaction);
+/// the new row version.
+pub(super) async fn update_in(conn: &mut Conn, key: &KeyRecord) -> Result<i64> {
     let done = sqlx::query(
         "UPDATE keys SET key_ring_id = ?, name = ?, description = ?, tags = ?, extractable = ?, \
          state = ?, updated_at = ?, activation_at = ?, expires_at = ?, deactivated_at = ?, \
@@ -327,7 +323,7 @@ async fn update_in(tx: &mut Tx, key: &KeyRecord) -> Result<i64> {
     .bind(&key.instance_id)
     .bind(&key.id)
     .bind(key.row_version)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await
     .map_err(|e| match violation(&e) {
         // fk_keys_ring: moved to a ring that does not exist.
@@ -335,19 +331,19 @@ async fn update_in(tx: &mut Tx, key: &KeyRecord) -> Result<i64> {
         _ => e.into(),
     })?;
     if done.rows_affected() == 0 {
-        let exists = key_exists(tx, &key.instance_id, &key.id).await?;
+        let exists = key_exists(conn, &key.instance_id, &key.id).await?;
         return Err(stale("key", &key.id, exists, key.row_version));
     }
     sqlx::query("DELETE FROM key_aliases WHERE instance_id = ? AND key_id = ?")
         .bind(&key.instance_id)
         .bind(&key.id)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
-    insert_aliases(tx, key).await?;
+    insert_aliases(conn, key).await?;
     Ok(key.row_version + 1)
 }
 
-async fn insert_aliases(tx: &mut Tx, key: &KeyRecord) -> Result<()> {
+async fn insert_aliases(conn: &mut Conn, key: &KeyRecord) -> Result<()> {
     for (position, alias) in (0_i64..).zip(&key.aliases) {
         sqlx::query(
             "INSERT INTO key_aliases (instance_id, key_id, position, alias) VALUES (?, ?, ?, ?)",
@@ -356,7 +352,7 @@ async fn insert_aliases(tx: &mut Tx, key: &KeyRecord) -> Result<()> {
         .bind(&key.id)
         .bind(position)
         .bind(alias)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await
         .map_err(|e| match violation(&e) {
             // uq_key_aliases (the primary key cannot collide: positions are fresh).
@@ -367,7 +363,7 @@ async fn insert_aliases(tx: &mut Tx, key: &KeyRecord) -> Result<()> {
     Ok(())
 }
 
-async fn insert_version(tx: &mut Tx, v: &KeyVersionRecord) -> Result<()> {
+async fn insert_version(conn: &mut Conn, v: &KeyVersionRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO key_versions (instance_id, key_id, id, seq, sealed, mk_version, created_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -379,7 +375,7 @@ async fn insert_version(tx: &mut Tx, v: &KeyVersionRecord) -> Result<()> {
     .bind(&v.sealed)
     .bind(v.mk_version)
     .bind(v.created_at)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await
     .map_err(|e| match violation(&e) {
         // pk_key_versions (id) or uq_key_versions_seq (seq).
@@ -390,11 +386,11 @@ async fn insert_version(tx: &mut Tx, v: &KeyVersionRecord) -> Result<()> {
     Ok(())
 }
 
-async fn key_exists(tx: &mut Tx, instance_id: &str, id: &str) -> Result<bool> {
+pub(super) async fn key_exists(conn: &mut Conn, instance_id: &str, id: &str) -> Result<bool> {
     let row = sqlx::query("SELECT 1 FROM keys WHERE instance_id = ? AND id = ?")
         .bind(instance_id)
         .bind(id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
     Ok(row.is_some())
 }

@@ -171,6 +171,13 @@ pub(super) async fn api_key(store: &SqliteStore, id: &str) -> Result<Option<ApiK
     row.as_ref().map(rows::api_key).transpose()
 }
 
+pub(super) async fn list_all_api_keys(store: &SqliteStore) -> Result<Vec<ApiKeyRecord>> {
+    let all = sqlx::query(select_api_keys!("ORDER BY created_at, id"))
+        .fetch_all(&store.reader)
+        .await?;
+    all.iter().map(rows::api_key).collect()
+}
+
 pub(super) async fn list_api_keys(
     store: &SqliteStore,
     principal_id: &str,

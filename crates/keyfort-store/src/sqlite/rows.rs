@@ -10,7 +10,7 @@ use sqlx::{Decode, Row, Sqlite, Type};
 
 use crate::{
     ApiKeyRecord, AuditEventRecord, InstanceRecord, InstanceSecretRecord, KeyRecord, KeyRingRecord,
-    KeyVersionRecord, PrincipalRecord, Result, StoreError,
+    KeyVersionRecord, PrincipalRecord, RegistrationRecord, Result, StoreError,
 };
 
 /// A constraint violation reported by the database, from its error code (never its message).
@@ -140,6 +140,11 @@ pub(super) fn instance(row: &SqliteRow) -> Result<InstanceRecord> {
     })
 }
 
+/// The `policies` of a row of `instances` selected with its `id`.
+pub(super) fn instance_policies(row: &SqliteRow) -> Result<String> {
+    Cells::new(row, "instances").get("policies")
+}
+
 pub(super) fn key_ring(row: &SqliteRow) -> Result<KeyRingRecord> {
     let c = Cells::new(row, "key_rings");
     Ok(KeyRingRecord {
@@ -247,9 +252,36 @@ pub(super) fn audit_event(row: &SqliteRow) -> Result<AuditEventRecord> {
         instance_id: c.get("instance_id")?,
         seq: c.at_least("seq", 1)?,
         at: c.get("at")?,
+        target: c.get("target")?,
+        action: c.get("action")?,
+        outcome: c.get("outcome")?,
         body: c.get("body")?,
         prev_hash: c.bytes("prev_hash", HASH_LEN)?,
         hash: c.bytes("hash", HASH_LEN)?,
+    })
+}
+
+pub(super) fn registration(row: &SqliteRow) -> Result<RegistrationRecord> {
+    let name = match (
+        row.try_get::<String, _>("key_id"),
+        row.try_get::<String, _>("resource_crn"),
+    ) {
+        (Ok(key_id), Ok(crn)) => format!("{key_id}/{crn}"),
+        _ => "<unreadable>".to_owned(),
+    };
+    let c = Cells::keyed(row, "registrations", &name);
+    Ok(RegistrationRecord {
+        instance_id: c.get("instance_id")?,
+        key_id: c.get("key_id")?,
+        resource_crn: c.get("resource_crn")?,
+        description: c.get("description")?,
+        registration_metadata: c.get("registration_metadata")?,
+        prevent_key_deletion: c.flag("prevent_key_deletion")?,
+        key_version_id: c.get("key_version_id")?,
+        created_by: c.get("created_by")?,
+        created_at: c.get("created_at")?,
+        updated_by: c.get("updated_by")?,
+        updated_at: c.get("updated_at")?,
     })
 }
 
