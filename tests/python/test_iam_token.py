@@ -32,7 +32,7 @@ def test_iam_authenticator_with_a_wrong_api_key_fails(trust_dev_ca):
     auth = IAMAuthenticator(apikey="kf-not-a-real-key", url=base)
     with pytest.raises(ApiException) as excinfo:
         auth.token_manager.get_token()
-    assert excinfo.value.code == 400
+    assert excinfo.value.status_code == 400
 
 
 def test_health_over_tls_with_the_generated_ca(trust_dev_ca):

@@ -69,7 +69,8 @@ pub enum UnsealMethod {
 }
 
 impl UnsealMethod {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The method's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             UnsealMethod::None => "",
             UnsealMethod::DevKeyFile => "dev_key_file",

@@ -516,6 +516,18 @@ impl Keyfort {
         Ok(unsealed)
     }
 
+    /// Every instance with its unseal status, for the metrics exporter (no secret in either).
+    pub async fn all_unseal_statuses(&self) -> Result<Vec<(Instance, UnsealStatus)>> {
+        let mut out = Vec::new();
+        for record in self.store().list_instances().await? {
+            let instance =
+                Instance::from_record(&record, self.inner.master_keys.is_loaded(&record.id))?;
+            let status = self.unseal_status(&record.id).await?;
+            out.push((instance, status));
+        }
+        Ok(out)
+    }
+
     /// Where unsealing of an instance stands (no authentication: custodians need it, and it
     /// reveals no secret).
     pub async fn unseal_status(&self, instance_id: &str) -> Result<UnsealStatus> {

@@ -21,6 +21,7 @@ const MAX_PAGE: u64 = 5000;
 
 pub(crate) fn routes() -> Router<Keyfort> {
     Router::new()
+        .route("/ping", get(ping))
         .route("/instances", get(list_instances).post(create_instance))
         .route("/instances/{instance}", get(instance))
         .route("/instances/{instance}/seal", post(seal_instance))
@@ -152,6 +153,12 @@ fn parse_rfc3339(field: &'static str, text: &str) -> Result<i64, ApiError> {
             code: "INVALID_FIELD",
             message: format!("{field} must be an RFC 3339 date-time"),
         })
+}
+
+/// An authenticated request that does nothing: the baseline of the benchmarks (same TLS,
+/// routing and token verification as every API call, no core work).
+async fn ping(Authenticated(_caller): Authenticated) -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 async fn list_instances(

@@ -8,33 +8,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use keyfort_core::{
-    Caller, InstanceState, Keyfort, Principal, PrincipalKind, Role, RoleGrant, Scope,
-};
+use keyfort_core::{InstanceState, Keyfort};
 
 pub(crate) fn routes() -> Router<Keyfort> {
     Router::new().route("/metrics", get(metrics))
-}
-
-/// The identity the exporter lists instances with. It exists only in this process, is never
-/// stored and holds no token: the core has no "list instances" call without a caller, and
-/// a deployment-wide Reader is the least grant that sees every instance.
-fn exporter() -> Caller {
-    Caller {
-        principal: Principal {
-            id: "keyfort-metrics".to_owned(),
-            instance_id: None,
-            name: "keyfort-metrics".to_owned(),
-            kind: PrincipalKind::Service,
-            roles: vec![RoleGrant {
-                role: Role::Reader,
-                scope: Scope::Deployment,
-            }],
-            disabled: false,
-            created_at: 0,
-        },
-        api_key_id: None,
-    }
 }
 
 /// One sample line per instance for each metric.
@@ -48,32 +25,27 @@ struct Sample {
 }
 
 async fn metrics(State(core): State<Keyfort>) -> Response {
-    let instances = match core.instances(&exporter()).await {
-        Ok(instances) => instances,
+    let statuses = match core.all_unseal_statuses().await {
+        Ok(statuses) => statuses,
         Err(e) => {
             tracing::error!(error = ?e, "metrics: cannot list instances");
             return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
         }
     };
-    let mut samples = Vec::with_capacity(instances.len());
-    for instance in instances {
-        match core.unseal_status(&instance.id).await {
-            Ok(status) => {
-                let reseal = status.reseal.as_ref();
-                samples.push(Sample {
-                    unsealed: status.state == InstanceState::Unsealed,
-                    reseal_total: reseal.map_or(0, |r| r.total),
-                    reseal_done: reseal.map_or(0, |r| r.done),
-                    reseal_running: reseal.is_some_and(|r| r.running),
-                    instance: instance.id,
-                    name: instance.name,
-                });
+    let samples: Vec<Sample> = statuses
+        .into_iter()
+        .map(|(instance, status)| {
+            let reseal = status.reseal.as_ref();
+            Sample {
+                unsealed: status.state == InstanceState::Unsealed,
+                reseal_total: reseal.map_or(0, |r| r.total),
+                reseal_done: reseal.map_or(0, |r| r.done),
+                reseal_running: reseal.is_some_and(|r| r.running),
+                instance: instance.id,
+                name: instance.name,
             }
-            Err(e) => {
-                tracing::warn!(instance = instance.id, error = ?e, "metrics: no unseal status");
-            }
-        }
-    }
+        })
+        .collect();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         render(&samples),

@@ -43,6 +43,11 @@ pub mod env {
     pub const TLS_KEY_FILE: &str = "KEYFORT_TLS_KEY_FILE";
     pub const RESEAL_BATCH_SIZE: &str = "KEYFORT_RESEAL_BATCH_SIZE";
     pub const RESEAL_PAUSE_MS: &str = "KEYFORT_RESEAL_PAUSE_MS";
+    pub const KMS_CHANGE_GUARD_SECS: &str = "KEYFORT_KMS_CHANGE_GUARD_SECS";
+    pub const KMS_ROTATE_GUARD_SECS: &str = "KEYFORT_KMS_ROTATE_GUARD_SECS";
+    pub const KMS_DUAL_AUTH_WINDOW_SECS: &str = "KEYFORT_KMS_DUAL_AUTH_WINDOW_SECS";
+    pub const KMS_PURGE_AFTER_SECS: &str = "KEYFORT_KMS_PURGE_AFTER_SECS";
+    pub const KMS_RESTORE_WINDOW_SECS: &str = "KEYFORT_KMS_RESTORE_WINDOW_SECS";
     /// The standard `tracing` filter variable; below `KEYFORT_LOG_LEVEL`.
     pub const RUST_LOG: &str = "RUST_LOG";
 }
@@ -88,6 +93,47 @@ pub struct FileConfig {
     pub kyok: KyokSection,
     /// `[hsm]`: a PKCS#11 token that protects master keys of HSM-backed instances.
     pub hsm: Option<HsmSection>,
+    #[serde(default)]
+    pub kms: KmsSection,
+}
+
+/// `[kms]`: Key Protect's waiting periods, in seconds (defaults: Key Protect's own values —
+/// 30 s change guard, 1 h rotation guard, 7 days dual-authorization window, 4 h before purge,
+/// 30 days to restore).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsSection {
+    pub change_guard_secs: Option<u64>,
+    pub rotate_guard_secs: Option<u64>,
+    pub dual_auth_window_secs: Option<u64>,
+    pub purge_after_secs: Option<u64>,
+    pub restore_window_secs: Option<u64>,
+}
+
+impl KmsSection {
+    /// Fields of `self` win over those of `other`.
+    fn or(&self, other: &KmsSection) -> KmsSection {
+        KmsSection {
+            change_guard_secs: self.change_guard_secs.or(other.change_guard_secs),
+            rotate_guard_secs: self.rotate_guard_secs.or(other.rotate_guard_secs),
+            dual_auth_window_secs: self.dual_auth_window_secs.or(other.dual_auth_window_secs),
+            purge_after_secs: self.purge_after_secs.or(other.purge_after_secs),
+            restore_window_secs: self.restore_window_secs.or(other.restore_window_secs),
+        }
+    }
+
+    /// The core's timings, defaults filled in.
+    pub fn timings(&self) -> keyfort_core::KmsTimings {
+        let d = keyfort_core::KmsTimings::default();
+        let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+        keyfort_core::KmsTimings {
+            change_guard: secs(self.change_guard_secs, d.change_guard),
+            rotate_guard: secs(self.rotate_guard_secs, d.rotate_guard),
+            dual_auth_window: secs(self.dual_auth_window_secs, d.dual_auth_window),
+            purge_after: secs(self.purge_after_secs, d.purge_after),
+            restore_window: secs(self.restore_window_secs, d.restore_window),
+        }
+    }
 }
 
 /// `[hsm]`: where the key that wraps HSM-backed master keys lives. The user PIN comes from
@@ -193,6 +239,7 @@ pub struct Overrides {
     pub tls_key_file: Option<PathBuf>,
     pub reseal_batch_size: Option<usize>,
     pub reseal_pause_ms: Option<u64>,
+    pub kms: KmsSection,
 }
 
 impl Overrides {
@@ -248,6 +295,13 @@ impl Overrides {
             tls_key_file: get(env::TLS_KEY_FILE).map(PathBuf::from),
             reseal_batch_size,
             reseal_pause_ms: number(env::RESEAL_PAUSE_MS)?,
+            kms: KmsSection {
+                change_guard_secs: number(env::KMS_CHANGE_GUARD_SECS)?,
+                rotate_guard_secs: number(env::KMS_ROTATE_GUARD_SECS)?,
+                dual_auth_window_secs: number(env::KMS_DUAL_AUTH_WINDOW_SECS)?,
+                purge_after_secs: number(env::KMS_PURGE_AFTER_SECS)?,
+                restore_window_secs: number(env::KMS_RESTORE_WINDOW_SECS)?,
+            },
         })
     }
 }
@@ -291,6 +345,7 @@ pub struct Config {
     pub log: LogConfig,
     pub kyok: KyokConfig,
     pub hsm: Option<HsmSection>,
+    pub kms: keyfort_core::KmsTimings,
 }
 
 impl Config {
@@ -418,6 +473,7 @@ impl Config {
                 reseal_pause: Duration::from_millis(reseal_pause_ms),
             },
             hsm: file.hsm.clone(),
+            kms: flags.kms.or(&env.kms).or(&file.kms).timings(),
         })
     }
 }

@@ -149,6 +149,7 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
     let mut core_config = CoreConfig::new(config.token_ttl, token_signer);
     core_config.reseal_batch_size = config.kyok.reseal_batch_size;
     core_config.reseal_pause = config.kyok.reseal_pause;
+    core_config.kms_timings = config.kms;
     if let Some(hsm) = &config.hsm {
         core_config.master_key_protector = Some(open_hsm(hsm).await?);
     }
