@@ -788,3 +788,178 @@ async fn api_keys_and_tokens() {
         );
     }
 }
+
+#[tokio::test]
+async fn audit_chain_verifies_and_detects_changed_removed_and_reordered_events() {
+    use keyfort_core::{AuditProblem, AuditQuery};
+    let env = env().await;
+    let key = env
+        .core
+        .create_key(&env.admin, &env.instance, named("audited"))
+        .await
+        .unwrap();
+    env.core
+        .key(&env.admin, &env.instance, &key.id)
+        .await
+        .unwrap();
+    env.core
+        .transition_key(&env.admin, &env.instance, &key.id, Transition::Disable)
+        .await
+        .unwrap();
+    env.core
+        .key(&env.admin, &env.instance, &key.id)
+        .await
+        .unwrap();
+    env.core
+        .key_versions(&env.admin, &env.instance, &key.id)
+        .await
+        .unwrap();
+    // A refused request is recorded too.
+    let reader = env.caller_with("reader", Role::Reader).await;
+    assert!(
+        env.core
+            .create_key(&reader, &env.instance, named("nope"))
+            .await
+            .is_err()
+    );
+
+    let all = AuditQuery {
+        limit: 1000,
+        ..AuditQuery::default()
+    };
+    let events = env
+        .core
+        .audit_events(&env.admin, &env.instance, &all)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.contains(&"key.create"), "{actions:?}");
+    assert!(actions.contains(&"key.read"));
+    assert!(actions.contains(&"key.disable"));
+    let denied = events.iter().find(|e| e.outcome == "denied").unwrap();
+    assert_eq!(denied.actor, "reader");
+    assert_eq!(denied.action, "key.create");
+    let filtered = env
+        .core
+        .audit_events(
+            &env.admin,
+            &env.instance,
+            &AuditQuery {
+                target: Some(key.id.clone()),
+                limit: 100,
+                ..AuditQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(filtered.len() >= 3 && filtered.iter().all(|e| e.target == key.id));
+    let cadf = events[0].to_cadf();
+    assert_eq!(
+        cadf["typeURI"],
+        "http://schemas.dmtf.org/cloud/audit/1.0/event"
+    );
+    assert!(cadf["initiator"]["name"].is_string());
+    // Readers may not read the audit trail.
+    assert!(
+        env.core
+            .audit_events(&reader, &env.instance, &all)
+            .await
+            .is_err()
+    );
+
+    let ok = env
+        .core
+        .verify_audit(&env.admin, &env.instance)
+        .await
+        .unwrap();
+    assert_eq!(ok.problem, None);
+    assert_eq!(ok.events as usize, events.len());
+
+    let n = events.len() as i64;
+    assert!(n >= 5);
+    // Changed: edit the body of event 2.
+    let mut db = raw_db(&env.db_path()).await;
+    sqlx::query("UPDATE audit_events SET body = replace(body, 'admin', 'eve') WHERE instance_id = ?1 AND seq = 2")
+        .bind(&env.instance)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let v = env
+        .core
+        .verify_audit(&env.admin, &env.instance)
+        .await
+        .unwrap();
+    assert_eq!(v.problem, Some((2, AuditProblem::ChangedEvent)));
+    // Restore, then reorder: swap the contents of events 3 and 4.
+    sqlx::query("UPDATE audit_events SET body = replace(body, 'eve', 'admin') WHERE instance_id = ?1 AND seq = 2")
+        .bind(&env.instance)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.core
+            .verify_audit(&env.admin, &env.instance)
+            .await
+            .unwrap()
+            .problem,
+        None
+    );
+    // Swap through a free sequence number (seq must stay positive).
+    sqlx::query("UPDATE audit_events SET seq = 1000003 WHERE instance_id = ?1 AND seq = 3")
+        .bind(&env.instance)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET seq = 3 WHERE instance_id = ?1 AND seq = 4")
+        .bind(&env.instance)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET seq = 4 WHERE instance_id = ?1 AND seq = 1000003")
+        .bind(&env.instance)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let v = env
+        .core
+        .verify_audit(&env.admin, &env.instance)
+        .await
+        .unwrap();
+    assert_eq!(v.problem, Some((3, AuditProblem::BrokenLink)));
+    // Removed: put the order back, then delete event 4.
+    sqlx::query("UPDATE audit_events SET seq = 1000003 WHERE instance_id = ?1 AND seq = 3")
+        .bind(&env.instance)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET seq = 3 WHERE instance_id = ?1 AND seq = 4")
+        .bind(&env.instance)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_events SET seq = 4 WHERE instance_id = ?1 AND seq = 1000003")
+        .bind(&env.instance)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.core
+            .verify_audit(&env.admin, &env.instance)
+            .await
+            .unwrap()
+            .problem,
+        None
+    );
+    sqlx::query("DELETE FROM audit_events WHERE instance_id = ?1 AND seq = 4")
+        .bind(&env.instance)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let v = env
+        .core
+        .verify_audit(&env.admin, &env.instance)
+        .await
+        .unwrap();
+    assert_eq!(v.problem, Some((5, AuditProblem::MissingEvent)));
+}
