@@ -365,7 +365,29 @@ impl Keyfort {
         event: AuditEventInput,
     ) -> Result<Vec<Applied>> {
         writes.push(Write::AppendAudit(event));
-        Ok(self.store().apply(&WriteBatch { writes }).await?)
+        let batch = WriteBatch { writes };
+        self.forget_cached(&batch);
+        let applied = self.store().apply(&batch).await;
+        // Again after the commit: a request that read the old row meanwhile must not keep it.
+        self.forget_cached(&batch);
+        Ok(applied?)
+    }
+
+    fn forget_cached(&self, batch: &WriteBatch) {
+        for w in &batch.writes {
+            match w {
+                Write::UpdateKey(k) | Write::AddKeyVersion { key: k, .. } => {
+                    self.inner.key_cache.forget_key(&k.instance_id, &k.id);
+                }
+                Write::PurgeKey {
+                    instance_id,
+                    key_id,
+                } => {
+                    self.inner.key_cache.forget_key(instance_id, key_id);
+                }
+                _ => {}
+            }
+        }
     }
 
     // ---- keys ------------------------------------------------------------------------------

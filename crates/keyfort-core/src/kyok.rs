@@ -946,6 +946,7 @@ impl Keyfort {
                 json!({"signed_by": signers, "effect": "master key, key parts and all key material destroyed"})),
         );
         self.store().zeroize_instance(&record, &audit).await?;
+        self.inner.key_cache.forget_instance(&instance_id);
         self.inner.master_keys.unload(&instance_id);
         lock(&self.inner.kyok.progress).remove(&instance_id);
         lock(&self.inner.kyok.reseal).remove(&instance_id);

@@ -22,6 +22,7 @@ pub mod kyok;
 pub mod lifecycle;
 pub mod wrap;
 
+mod cache;
 mod clock;
 mod dev;
 mod error;

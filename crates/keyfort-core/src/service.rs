@@ -97,6 +97,7 @@ pub(crate) struct Inner {
     pub(crate) reseal_pause: Duration,
     pub(crate) protector: Option<Arc<dyn MasterKeyProtector>>,
     pub(crate) kms_timings: crate::kms::KmsTimings,
+    pub(crate) key_cache: crate::cache::KeyCache,
 }
 
 struct CachedCaller {
@@ -138,6 +139,7 @@ impl Keyfort {
                 reseal_pause: config.reseal_pause,
                 protector: config.master_key_protector,
                 kms_timings: config.kms_timings,
+                key_cache: crate::cache::KeyCache::default(),
             }),
         })
     }
@@ -296,6 +298,7 @@ impl Keyfort {
     pub async fn seal_instance(&self, caller: &Caller, id: &str) -> Result<Instance> {
         require_administrator(caller)?;
         let record = self.instance_record(id).await?;
+        self.inner.key_cache.forget_instance(id);
         if self.inner.master_keys.unload(id) {
             tracing::info!(instance = id, "instance sealed");
         }

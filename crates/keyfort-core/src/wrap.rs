@@ -13,10 +13,13 @@
 //! The GCM associated data binds the first 20 bytes, the key id, and each caller AAD string
 //! (length-prefixed), so a wrapped DEK opens only under the same key with the same AAD.
 
+use std::sync::Arc;
+
 use zeroize::Zeroizing;
 
 use crate::Result;
 use crate::auth::{Action, Caller};
+use crate::cache::CachedKey;
 use crate::error::CoreError;
 use crate::key::Key;
 use crate::lifecycle::Usage;
@@ -114,7 +117,7 @@ impl Keyfort {
         aad: &[String],
     ) -> Result<Wrapped> {
         check_aad(aad)?;
-        let key = self
+        let entry = self
             .root_key_for(caller, instance_id, id_or_alias, Usage::Protect)
             .await?;
         let (plaintext, generated) = match plaintext {
@@ -127,9 +130,9 @@ impl Keyfort {
             Some(p) => (p, false),
             None => (keyfort_crypto::rng::random_bytes(GENERATED_DEK_LEN)?, true),
         };
-        let version_id = key.current_version_id.clone();
+        let version_id = entry.key.current_version_id.clone();
         let ciphertext = self
-            .wrap_with_version(&key, &version_id, &plaintext, aad)
+            .wrap_with_version(&entry, &version_id, &plaintext, aad)
             .await?;
         Ok(Wrapped {
             ciphertext,
@@ -166,9 +169,10 @@ impl Keyfort {
         aad: &[String],
     ) -> Result<Unwrapped> {
         check_aad(aad)?;
-        let key = self
+        let entry = self
             .root_key_for(caller, instance_id, id_or_alias, Usage::Process)
             .await?;
+        let key = &entry.key;
         if ciphertext.len() < HEADER_LEN + NONCE_LEN + TAG_LEN
             || &ciphertext[..3] != MAGIC
             || ciphertext[3] != FORMAT_V1
@@ -179,7 +183,7 @@ impl Keyfort {
             .map_err(|_| unprocessable())?
             .to_string();
         let material = self
-            .version_material(&key, &version_id)
+            .cached_material(&entry, &version_id)
             .await
             .map_err(|e| match e {
                 CoreError::KeyNotFound { .. } => unprocessable(),
@@ -188,12 +192,12 @@ impl Keyfort {
         let nonce = &ciphertext[HEADER_LEN..HEADER_LEN + NONCE_LEN];
         let body = &ciphertext[HEADER_LEN + NONCE_LEN..];
         let ad = gcm_aad(&ciphertext[..HEADER_LEN], &key.id, aad);
-        let plaintext = keyfort_crypto::aes::gcm_decrypt(&material, nonce, &ad, body)
+        let plaintext = keyfort_crypto::aes::gcm_decrypt(material.as_slice(), nonce, &ad, body)
             .map_err(|_| unprocessable())?;
         let rewrapped = if version_id != key.current_version_id {
             let current = key.current_version_id.clone();
             let ciphertext = self
-                .wrap_with_version(&key, &current, &plaintext, aad)
+                .wrap_with_version(&entry, &current, &plaintext, aad)
                 .await?;
             Some(Wrapped {
                 ciphertext,
@@ -210,15 +214,26 @@ impl Keyfort {
         })
     }
 
+    /// A root key usable for `usage`, from the key cache when fresh (see `cache.rs`).
     async fn root_key_for(
         &self,
         caller: &Caller,
         instance_id: &str,
         id_or_alias: &str,
         usage: Usage,
-    ) -> Result<Key> {
+    ) -> Result<Arc<CachedKey>> {
         self.unsealed(instance_id).await?;
-        let key = self.find_key(instance_id, id_or_alias).await?;
+        let now = self.now_ms();
+        let entry = match self.inner.key_cache.get(instance_id, id_or_alias, now) {
+            Some(entry) => entry,
+            None => {
+                let key = self.find_key(instance_id, id_or_alias).await?;
+                self.inner
+                    .key_cache
+                    .insert(instance_id, id_or_alias, key, now)
+            }
+        };
+        let key = &entry.key;
         caller.authorize(Action::UseKey, instance_id, Some(&key.key_ring_id))?;
         if key.extractable {
             return Err(CoreError::InvalidField {
@@ -228,12 +243,26 @@ impl Keyfort {
         }
         if !key.state.permits(usage) {
             return Err(CoreError::KeyNotUsable {
-                id: key.id,
+                id: key.id.clone(),
                 state: key.state,
                 usage,
             });
         }
-        Ok(key)
+        Ok(entry)
+    }
+
+    /// A version's material, unsealed once per cache entry.
+    async fn cached_material(
+        &self,
+        entry: &CachedKey,
+        version_id: &str,
+    ) -> Result<Arc<Zeroizing<Vec<u8>>>> {
+        if let Some(material) = entry.material(version_id) {
+            return Ok(material);
+        }
+        let material = Arc::new(self.version_material(&entry.key, version_id).await?);
+        entry.put_material(version_id, material.clone());
+        Ok(material)
     }
 
     /// The unsealed material of one version of a key.
@@ -255,12 +284,13 @@ impl Keyfort {
 
     async fn wrap_with_version(
         &self,
-        key: &Key,
+        entry: &CachedKey,
         version_id: &str,
         plaintext: &[u8],
         aad: &[String],
     ) -> Result<Vec<u8>> {
-        let material = self.version_material(key, version_id).await?;
+        let key = &entry.key;
+        let material = self.cached_material(entry, version_id).await?;
         let uuid = uuid::Uuid::try_parse(version_id).map_err(|_| CoreError::CorruptRecord {
             table: "key_versions",
             id: version_id.to_owned(),
@@ -275,7 +305,8 @@ impl Keyfort {
         out.push(FORMAT_V1);
         out.extend_from_slice(uuid.as_bytes());
         let ad = gcm_aad(&out, &key.id, aad);
-        let (nonce, body) = keyfort_crypto::aes::gcm_encrypt_random_iv(&material, &ad, plaintext)?;
+        let (nonce, body) =
+            keyfort_crypto::aes::gcm_encrypt_random_iv(material.as_slice(), &ad, plaintext)?;
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&body);
         Ok(out)
