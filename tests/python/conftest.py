@@ -9,6 +9,13 @@ from pathlib import Path
 
 import pytest
 
+# `[kms]` waiting periods of the dev server under test, in seconds (server env variables).
+SHORT_KMS_TIMINGS = {
+    "KEYFORT_KMS_CHANGE_GUARD_SECS": "1",
+    "KEYFORT_KMS_ROTATE_GUARD_SECS": "1",
+    "KEYFORT_KMS_PURGE_AFTER_SECS": "2",
+}
+
 
 def _binary() -> str:
     path = os.environ.get("KEYFORT_BIN")
@@ -22,10 +29,16 @@ def dev_server(tmp_path_factory):
     """A dev server on a fresh data dir, HTTP on an ephemeral port; yields its dev.json."""
     data_dir = tmp_path_factory.mktemp("keyfort-data")
     log = open(data_dir / "server.log", "wb")
+    # Key Protect's waiting periods (30 s before enable/restore, 4 h before purge) shortened so
+    # that the SDK tests can walk a key through its whole life; a caller's values win.
+    env = dict(os.environ)
+    for name, secs in SHORT_KMS_TIMINGS.items():
+        env.setdefault(name, secs)
     proc = subprocess.Popen(
         [_binary(), "server", "--dev", "--data-dir", str(data_dir), "--http-addr", "127.0.0.1:0"],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=env,
     )
     dev_json = data_dir / "dev.json"
     deadline = time.monotonic() + 60

@@ -1,6 +1,6 @@
 //! Keyfort's HTTPS door (axum): health, metrics, the IAM-compatible token endpoint, the admin
 //! API with the Keep-Your-Own-Key ceremony ([`kyok`]).
-//! The Key Protect v2 and UKO v4 APIs join here.
+//! The Key Protect v2 API ([`kp`], `/api/v2`); UKO v4 joins here.
 //!
 //! Every handler is thin: decode → one core call → encode. Core errors become HTTP answers in
 //! exactly one place ([`error::ApiError`]).
@@ -13,6 +13,7 @@ mod error;
 mod health;
 mod iam;
 mod json;
+mod kp;
 mod kyok;
 mod metrics;
 
@@ -31,7 +32,13 @@ pub fn router(core: Keyfort) -> Router {
         .merge(health::routes())
         .merge(iam::routes())
         .merge(metrics::routes())
-        .nest("/api/keyfort/v1", admin::routes().merge(kyok::routes()))
+        .nest(
+            "/api/keyfort/v1",
+            admin::routes()
+                .merge(kyok::routes())
+                .merge(kp::admin_routes()),
+        )
+        .nest("/api/v2", kp::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(core)
 }

@@ -1,0 +1,587 @@
+//! Keys: create / import, get, list, count, move, delete, purge, restore, versions (§3–§5, §11).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use keyfort_core::kms::{key_policies_of, pending_deletion};
+use keyfort_core::{
+    Key, KeyPolicyUpdate, KeyQuery, KeyState, Keyfort, KmsTimings, NewKey, RotationPolicy,
+    SecureImport,
+};
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use super::envelope::{self, KEY, KpError, collection, json_reply, reply};
+use super::error::Op;
+use super::{Kp, KpBody, Prefer};
+
+/// Largest page of keys (§11).
+const MAX_PAGE: u64 = 5000;
+const DEFAULT_PAGE: u64 = 200;
+
+/// The waiting periods used to derive `restoreAllowed`, `purgeAllowedFrom`, … The core does not
+/// expose the configured ones yet, so Key Protect's defaults are shown.
+pub(crate) fn timings(_core: &Keyfort) -> KmsTimings {
+    KmsTimings::default()
+}
+
+/// Unix milliseconds as RFC 3339 UTC.
+pub(crate) fn date(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(now).unwrap_or(i64::MAX)
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The key's CRN.
+pub(crate) fn crn(instance: &str, key_id: &str) -> String {
+    format!("crn:v1:keyfort:private:kms:local:a/keyfort:{instance}:key:{key_id}")
+}
+
+/// The Key Protect key resource (§4); `payload` only for standard keys where the spec says.
+pub(crate) fn key_resource(key: &Key, timings: &KmsTimings, payload: Option<&[u8]>) -> Value {
+    let mut r = Map::new();
+    let mut put = |k: &str, v: Value| {
+        r.insert(k.to_owned(), v);
+    };
+    put("type", json!(KEY));
+    put("id", json!(key.id));
+    put("name", json!(key.name));
+    put("aliases", json!(key.aliases));
+    if let Some(d) = &key.description {
+        put("description", json!(d));
+    }
+    put("tags", json!(key.tags));
+    put("state", json!(key.state.key_protect()));
+    if let Some(e) = key.expires_at {
+        put("expirationDate", json!(date(e)));
+    }
+    put("extractable", json!(key.extractable));
+    put("crn", json!(crn(&key.instance_id, &key.id)));
+    put("imported", json!(key.imported));
+    put("keyRingID", json!(key.key_ring_id));
+    put("creationDate", json!(date(key.created_at)));
+    put("createdBy", json!(key.created_by));
+    put("algorithmType", json!(key.algorithm));
+    put(
+        "algorithmMetadata",
+        json!({"bitLength": key.bit_length.to_string(), "mode": "Deprecated"}),
+    );
+    put("algorithmBitSize", json!(key.bit_length));
+    put("algorithmMode", json!("Deprecated"));
+    put("lastUpdateDate", json!(date(key.updated_at)));
+    if let Some(t) = key.last_rotated_at {
+        put("lastRotateDate", json!(date(t)));
+    }
+    // A version is made at creation and at each rotation.
+    put(
+        "keyVersion",
+        json!({
+            "id": key.current_version_id,
+            "creationDate": date(key.last_rotated_at.unwrap_or(key.created_at)),
+        }),
+    );
+    let policies = key_policies_of(key);
+    let dual = policies.dual_auth_delete.as_ref().is_some_and(|(e, _)| *e);
+    let mut dual_block = json!({"enabled": dual});
+    if dual {
+        let pending = pending_deletion(key).filter(|(_, exp)| *exp > now_ms());
+        dual_block["keySetForDeletion"] = json!(pending.is_some());
+        if let Some((_, exp)) = pending {
+            dual_block["authExpiration"] = json!(date(exp));
+        }
+    }
+    put("dualAuthDelete", dual_block);
+    if let Some((rot, _)) = policies.rotation {
+        put(
+            "rotation",
+            json!({"enabled": rot.enabled, "interval_month": rot.interval_month}),
+        );
+    }
+    let deleted = key.state.is_destroyed();
+    put("deleted", json!(deleted));
+    if let Some(d) = key.deleted_at.filter(|_| deleted) {
+        let now = now_ms();
+        let restore_until = d.saturating_add(ms(timings.restore_window));
+        let purge_from = d.saturating_add(ms(timings.purge_after));
+        put("deletionDate", json!(date(d)));
+        if let Some(by) = &key.deleted_by {
+            put("deletedBy", json!(by));
+        }
+        put("restoreExpirationDate", json!(date(restore_until)));
+        put(
+            "restoreAllowed",
+            json!(
+                key.state == KeyState::Destroyed
+                    && now <= restore_until
+                    && key.expires_at.is_none_or(|e| e > now)
+            ),
+        );
+        put("purgeAllowed", json!(now >= purge_from));
+        put("purgeAllowedFrom", json!(date(purge_from)));
+    }
+    if let Some(p) = payload {
+        let encoded = Zeroizing::new(STANDARD.encode(p));
+        put("payload", json!(encoded.as_str()));
+    }
+    Value::Object(r)
+}
+
+/// One key in a collection.
+fn one_key(core: &Keyfort, key: &Key, payload: Option<&[u8]>) -> Value {
+    collection(KEY, vec![key_resource(key, &timings(core), payload)])
+}
+
+// ---- create ---------------------------------------------------------------------------------
+
+pub(crate) async fn create(
+    State(core): State<Keyfort>,
+    kp: Kp,
+    body: KpBody,
+) -> Result<Response, KpError> {
+    create_key(core, kp, body, false).await
+}
+
+pub(crate) async fn create_with_overrides(
+    State(core): State<Keyfort>,
+    kp: Kp,
+    body: KpBody,
+) -> Result<Response, KpError> {
+    create_key(core, kp, body, true).await
+}
+
+fn field_error(kp: &Kp, op: Op, field: &str, rule: &str) -> KpError {
+    kp.fail(
+        StatusCode::BAD_REQUEST,
+        "INVALID_FIELD_ERR",
+        format!("The field `{field}` must be: {rule}"),
+        op,
+    )
+    .with_target("field", field)
+}
+
+fn text(r: &Value, name: &str) -> Option<String> {
+    r.get(name).and_then(Value::as_str).map(str::to_owned)
+}
+
+pub(crate) fn b64(kp: &Kp, op: Op, field: &str, text: &str) -> Result<Zeroizing<Vec<u8>>, KpError> {
+    STANDARD
+        .decode(text.trim().as_bytes())
+        .map(Zeroizing::new)
+        .map_err(|_| field_error(kp, op, field, "base64 encoded data"))
+}
+
+pub(crate) fn parse_date(kp: &Kp, op: Op, field: &str, text: &str) -> Result<i64, KpError> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .ok_or_else(|| field_error(kp, op, field, "an RFC 3339 date-time"))
+}
+
+fn strings(kp: &Kp, op: Op, r: &Value, field: &str) -> Result<Vec<String>, KpError> {
+    match r.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| field_error(kp, op, field, "a list of strings"))
+            })
+            .collect(),
+        Some(_) => Err(field_error(kp, op, field, "a list of strings")),
+    }
+}
+
+/// The policy blocks of a create-with-overrides or key policy resource.
+pub(crate) fn policy_update(kp: &Kp, op: Op, r: &Value) -> Result<KeyPolicyUpdate, KpError> {
+    let mut update = KeyPolicyUpdate::default();
+    if let Some(d) = r.get("dualAuthDelete").filter(|v| !v.is_null()) {
+        update.dual_auth_delete = Some(
+            d.get("enabled")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| field_error(kp, op, "dualAuthDelete.enabled", "a boolean"))?,
+        );
+    }
+    if let Some(rot) = r.get("rotation").filter(|v| !v.is_null()) {
+        let enabled = rot.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+        let interval = match rot.get("interval_month") {
+            None | Some(Value::Null) => 1,
+            Some(v) => v
+                .as_u64()
+                .and_then(|m| u8::try_from(m).ok())
+                .ok_or_else(|| field_error(kp, op, "rotation.interval_month", "1 to 12"))?,
+        };
+        update.rotation = Some(RotationPolicy {
+            enabled,
+            interval_month: interval,
+        });
+    }
+    Ok(update)
+}
+
+async fn create_key(
+    core: Keyfort,
+    kp: Kp,
+    body: KpBody,
+    overrides: bool,
+) -> Result<Response, KpError> {
+    let op = Op::KEY_CREATE;
+    let r = body.resource(&kp, op)?;
+    let name = text(&r, "name").ok_or_else(|| field_error(&kp, op, "name", "a key name"))?;
+    let extractable = match r.get("extractable") {
+        None | Some(Value::Null) => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| field_error(&kp, op, "extractable", "a boolean"))?,
+    };
+    let expires_at = text(&r, "expirationDate")
+        .map(|t| parse_date(&kp, op, "expirationDate", &t))
+        .transpose()?;
+    let payload = text(&r, "payload")
+        .map(|p| b64(&kp, op, "payload", &p))
+        .transpose()?;
+    let secure_import = match text(&r, "encryptionAlgorithm") {
+        None => None,
+        Some(alg) => {
+            let sha256 = match alg.as_str() {
+                "RSAES_OAEP_SHA_256" => true,
+                "RSAES_OAEP_SHA_1" => false,
+                _ => {
+                    return Err(field_error(
+                        &kp,
+                        op,
+                        "encryptionAlgorithm",
+                        "RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1",
+                    ));
+                }
+            };
+            let need = |field: &'static str| {
+                text(&r, field)
+                    .ok_or_else(|| field_error(&kp, op, field, "present for a secure import"))
+                    .and_then(|t| b64(&kp, op, field, &t))
+            };
+            let payload = payload
+                .as_ref()
+                .ok_or_else(|| field_error(&kp, op, "payload", "present for a secure import"))?;
+            Some(SecureImport {
+                payload: payload.to_vec(),
+                sha256,
+                encrypted_nonce: need("encryptedNonce")?.to_vec(),
+                iv: need("iv")?.to_vec(),
+            })
+        }
+    };
+    let policies = if overrides {
+        policy_update(&kp, op, &r)?
+    } else {
+        KeyPolicyUpdate::default()
+    };
+    let imported_plain = secure_import.is_none().then_some(payload).flatten();
+    let request = NewKey {
+        name,
+        description: text(&r, "description"),
+        tags: strings(&kp, op, &r, "tags")?,
+        aliases: strings(&kp, op, &r, "aliases")?,
+        key_ring_id: kp.key_ring.clone(),
+        extractable,
+        payload: imported_plain,
+        expires_at,
+        ..NewKey::default()
+    };
+    let key = core
+        .kms_create_key(&kp.caller, &kp.instance, request, policies, secure_import)
+        .await
+        .map_err(kp.err(op))?;
+    // Standard keys come with their material only when the caller asks for the representation.
+    let material = if key.extractable && kp.prefer == Prefer::Representation {
+        core.kms_key_with_payload(&kp.caller, &kp.instance, &key.id)
+            .await
+            .map_err(kp.err(op))?
+            .1
+    } else {
+        None
+    };
+    Ok(reply(
+        StatusCode::CREATED,
+        KEY,
+        &one_key(&core, &key, material.as_deref().map(Vec::as_slice)),
+    ))
+}
+
+// ---- read -----------------------------------------------------------------------------------
+
+pub(crate) async fn get(
+    State(core): State<Keyfort>,
+    kp: Kp,
+    Path(id): Path<String>,
+) -> Result<Response, KpError> {
+    let (key, payload) = core
+        .kms_key_with_payload(&kp.caller, &kp.instance, &id)
+        .await
+        .map_err(kp.err(Op::KEY_GET))?;
+    Ok(json_reply(
+        StatusCode::OK,
+        &one_key(&core, &key, payload.as_deref().map(Vec::as_slice)),
+    ))
+}
+
+pub(crate) async fn metadata(
+    State(core): State<Keyfort>,
+    kp: Kp,
+    Path(id): Path<String>,
+) -> Result<Response, KpError> {
+    let key = core
+        .key(&kp.caller, &kp.instance, &id)
+        .await
+        .map_err(kp.err(Op::KEY_GET))?;
+    Ok(json_reply(StatusCode::OK, &one_key(&core, &key, None)))
+}
+
+/// KP state numbers to core states (3 and 5 each cover two core states).
+fn states(kp: &Kp, list: &str) -> Result<Vec<KeyState>, KpError> {
+    let mut out = Vec::new();
+    for s in list.split(',') {
+        let matching: Vec<KeyState> = match s.trim().parse::<u8>() {
+            Ok(n) => KeyState::ALL
+                .into_iter()
+                .filter(|st| st.key_protect() == n)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if matching.is_empty() {
+            return Err(super::bad_param(
+                kp,
+                "state",
+                "must list states 0, 1, 2, 3 or 5",
+            ));
+        }
+        out.extend(matching);
+    }
+    Ok(out)
+}
+
+/// The query of `GET/HEAD /keys` (§11). `filter` supports `state=` and `extractable=`; other
+/// filter properties and sorts other than by id are refused rather than ignored.
+fn key_query(kp: &Kp, paging: Option<(u64, u64)>) -> Result<KeyQuery, KpError> {
+    let q = &kp.query;
+    let mut states_list = q.get("state").map(|s| states(kp, s)).transpose()?;
+    let mut extractable = q.bool(kp, "extractable")?;
+    if let Some(filter) = q.get("filter") {
+        for term in filter.split_whitespace() {
+            if term == "none" {
+                continue;
+            }
+            let (prop, value) = term
+                .split_once('=')
+                .ok_or_else(|| super::bad_param(kp, "filter", "must be prop=value terms"))?;
+            match prop {
+                "state" if states_list.is_none() => states_list = Some(states(kp, value)?),
+                "extractable" if extractable.is_none() => {
+                    extractable = Some(match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => {
+                            return Err(super::bad_param(
+                                kp,
+                                "filter",
+                                "extractable must be true or false",
+                            ));
+                        }
+                    });
+                }
+                "state" | "extractable" => {
+                    return Err(super::bad_param(
+                        kp,
+                        "filter",
+                        "must not repeat a property given in `state` or `extractable`",
+                    ));
+                }
+                _ => {
+                    return Err(super::bad_param(
+                        kp,
+                        "filter",
+                        "supports only the state and extractable properties here",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(sort) = q.get("sort") {
+        if sort != "id" {
+            return Err(super::bad_param(kp, "sort", "supports only `id` here"));
+        }
+    }
+    let (limit, offset) = paging.unwrap_or((1, 0));
+    Ok(KeyQuery {
+        key_ring_id: kp.key_ring.clone(),
+        states: states_list.unwrap_or_default(),
+        extractable,
+        search: q.get("search").map(str::to_owned),
+        offset,
+        limit: Some(limit),
+    })
+}
+
+pub(crate) async fn list(State(core): State<Keyfort>, kp: Kp) -> Result<Response, KpError> {
+    let paging = kp.query.paging(&kp, DEFAULT_PAGE, MAX_PAGE)?;
+    let query = key_query(&kp, Some(paging))?;
+    let listing = core
+        .list_keys(&kp.caller, &kp.instance, &query)
+        .await
+        .map_err(kp.err(Op::KEY_LIST))?;
+    let t = timings(&core);
+    let resources: Vec<Value> = listing
+        .keys
+        .iter()
+        .map(|k| key_resource(k, &t, None))
+        .collect();
+    let mut body = collection(KEY, resources);
+    if kp.query.bool(&kp, "totalCount")? == Some(true) {
+        body["metadata"]["totalCount"] = json!(listing.total);
+    }
+    Ok(json_reply(StatusCode::OK, &body))
+}
+
+/// `HEAD /keys`: the number of matching keys in `Key-Total`.
+pub(crate) async fn count(State(core): State<Keyfort>, kp: Kp) -> Result<Response, KpError> {
+    let query = key_query(&kp, None)?;
+    let listing = core
+        .list_keys(&kp.caller, &kp.instance, &query)
+        .await
+        .map_err(kp.err(Op::KEY_LIST))?;
+    let mut response = StatusCode::OK.into_response();
+    if let Ok(v) = HeaderValue::from_str(&listing.total.to_string()) {
+        response.headers_mut().insert("key-total", v);
+    }
+    Ok(response)
+}
+
+pub(crate) async fn versions(
+    State(core): State<Keyfort>,
+    kp: Kp,
+    Path(id): Path<String>,
+) -> Result<Response, KpError> {
+    let (limit, offset) = kp.query.paging(&kp, DEFAULT_PAGE, MAX_PAGE)?;
+    let mut all = core
+        .key_versions(&kp.caller, &kp.instance, &id)
+        .await
+        .map_err(kp.err(Op::VERSIONS))?;
+    // Newest first: the current version leads.
+    all.reverse();
+    let total = all.len();
+    let page: Vec<Value> = all
+        .into_iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .map(|v| json!({"id": v.id, "creationDate": date(v.created_at)}))
+        .collect();
+    let mut body = collection(KEY, page);
+    if kp.query.bool(&kp, "totalCount")? == Some(true) {
+        body["metadata"]["totalCount"] = json!(total);
+    }
+    Ok(json_reply(StatusCode::OK, &body))
+}
+
+// ---- change ---------------------------------------------------------------------------------
+
+/// `PATCH /keys/{id}`: only `keyRingID` may change (a move between rings).
+pub(crate) async fn patch(
+    State(core): State<Keyfort>,
+    kp: Kp,
+    Path(id): Path<String>,
+    body: KpBody,
+) -> Result<Response, KpError> {
+    let op = Op::KEY_PATCH;
+    let Some(body) = body.0 else {
+        return Err(kp.fail(
+            StatusCode::BAD_REQUEST,
+            "NO_BODY_ERR",
+            "a request body is required",
+            op,
+        ));
+    };
+    let ring = match body.get("keyRingID").and_then(Value::as_str) {
+        Some(r) => r.to_owned(),
+        None => envelope::resources_of(body, &kp, op)?
+            .first()
+            .and_then(|r| text(r, "keyRingID"))
+            .ok_or_else(|| field_error(&kp, op, "keyRingID", "the key ring to move the key to"))?,
+    };
+    let key = core
+        .move_key(&kp.caller, &kp.instance, &id, &ring)
+        .await
+        .map_err(kp.err(op))?;
+    Ok(json_reply(StatusCode::OK, &one_key(&core, &key, None)))
+}
+
+/// The answer to delete / purge: the key with `Prefer: return=representation`, else 204.
+fn deleted_answer(core: &Keyfort, kp: &Kp, key: &Key) -> Response {
+    if kp.prefer == Prefer::Representation {
+        json_reply(StatusCode::OK, &one_key(core, key, None))
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+pub(crate) async fn delete(
+    State(core): State<Keyfort>,
+    kp: Kp,
+    Path(id): Path<String>,
+) -> Result<Response, KpError> {
+    let force = kp.query.bool(&kp, "force")?.unwrap_or(false);
+    let key = core
+        .delete_key(&kp.caller, &kp.instance, &id, force)
+        .await
+        .map_err(kp.err(Op::KEY_DELETE))?;
+    Ok(deleted_answer(&core, &kp, &key))
+}
+
+pub(crate) async fn purge(
+    State(core): State<Keyfort>,
+    kp: Kp,
+    Path(id): Path<String>,
+) -> Result<Response, KpError> {
+    let key = core
+        .purge_key(&kp.caller, &kp.instance, &id)
+        .await
+        .map_err(kp.err(Op::KEY_PURGE))?;
+    // Purged: the record is gone, so the answer shows the key as last seen, minimal by default.
+    if kp.prefer == Prefer::Minimal {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(json_reply(StatusCode::OK, &one_key(&core, &key, None)))
+}
+
+pub(crate) async fn restore(
+    State(core): State<Keyfort>,
+    kp: Kp,
+    Path(id): Path<String>,
+) -> Result<Response, KpError> {
+    restore_key(&core, &kp, &id).await
+}
+
+pub(crate) async fn restore_key(core: &Keyfort, kp: &Kp, id: &str) -> Result<Response, KpError> {
+    let key = core
+        .restore_key(&kp.caller, &kp.instance, id)
+        .await
+        .map_err(kp.err(Op::KEY_RESTORE))?;
+    if kp.prefer == Prefer::Minimal {
+        return Ok(StatusCode::CREATED.into_response());
+    }
+    Ok(reply(StatusCode::CREATED, KEY, &one_key(core, &key, None)))
+}

@@ -1,0 +1,1271 @@
+//! The Key Protect v2 door over a real core and SQLite store: every `/api/v2` endpoint against
+//! every role (`specs/keyprotect-api.md` §13), the error envelope and its reason codes (§12), the
+//! deprecated `?action=` form, `HEAD /keys` with `Key-Total`, paging, and token refusals.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use keyfort_core::{
+    Clock, CoreConfig, DevSetup, Keyfort, KmsTimings, PrincipalKind, Role, RoleGrant, Scope,
+    SystemClock, TokenSigner,
+};
+use keyfort_store::sqlite::SqliteStore;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+/// A clock the tests move forward.
+struct TestClock(AtomicI64);
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    app: Router,
+    core: Keyfort,
+    instance: String,
+    admin: String,
+}
+
+/// Waiting periods out of the way, so every state can be reached at once.
+fn quick_timings() -> KmsTimings {
+    KmsTimings {
+        change_guard: Duration::ZERO,
+        rotate_guard: Duration::ZERO,
+        purge_after: Duration::ZERO,
+        ..KmsTimings::default()
+    }
+}
+
+async fn env_with(clock: Arc<dyn Clock>) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("keyfort.db"))
+        .await
+        .unwrap();
+    let mut config = CoreConfig::new(Duration::from_secs(600), TokenSigner::generate().unwrap());
+    config.kms_timings = quick_timings();
+    let core = Keyfort::open_with_clock(Arc::new(store), config, clock)
+        .await
+        .unwrap();
+    let boot = core
+        .dev_bootstrap(DevSetup {
+            master_key_file: dir.path().join("dev-master.key"),
+            previous_api_key: None,
+        })
+        .await
+        .unwrap();
+    let admin = core.exchange_api_key(&boot.api_key).await.unwrap().token;
+    Env {
+        _dir: dir,
+        app: keyfort_rest::router(core.clone()),
+        core,
+        instance: boot.instance_id,
+        admin,
+    }
+}
+
+async fn env() -> Env {
+    env_with(Arc::new(SystemClock)).await
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn reason(&self) -> &str {
+        self.body["resources"][0]["reasons"][0]["code"]
+            .as_str()
+            .unwrap_or("")
+    }
+}
+
+impl Env {
+    async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        instance: Option<&str>,
+        body: Option<&Value>,
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(i) = instance {
+            b = b.header("Bluemix-Instance", i);
+        }
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        let request = match body {
+            Some(v) => b
+                .header(header::CONTENT_TYPE, "application/vnd.ibm.kms.key+json")
+                .body(Body::from(v.to_string()))
+                .unwrap(),
+            None => b.body(Body::empty()).unwrap(),
+        };
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+            .await
+            .unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A KP call as `token` on this env's instance.
+    async fn kp(&self, token: &str, method: &str, uri: &str, body: Option<&Value>) -> Answer {
+        self.send(method, uri, Some(token), Some(&self.instance), body, &[])
+            .await
+    }
+
+    async fn admin(&self, method: &str, uri: &str, body: Option<&Value>) -> Answer {
+        let a = self.kp(&self.admin.clone(), method, uri, body).await;
+        assert!(
+            a.status.is_success(),
+            "{method} {uri}: {} {}",
+            a.status,
+            a.body
+        );
+        a
+    }
+
+    /// A new root key (or standard key) made by the administrator; returns its id.
+    async fn new_key(&self, extractable: bool, dual_auth: bool) -> String {
+        let mut resource = json!({"type": "application/vnd.ibm.kms.key+json", "name": "k", "extractable": extractable});
+        let uri = if dual_auth {
+            resource["dualAuthDelete"] = json!({"enabled": true});
+            "/api/v2/keys_with_policy_overrides"
+        } else {
+            "/api/v2/keys"
+        };
+        let a = self.admin("POST", uri, Some(&collection(resource))).await;
+        a.body["resources"][0]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A token of a new principal holding `role` on `instance`.
+    async fn token_for(&self, name: &str, role: Role, instance: &str) -> String {
+        let admin = self.core.authenticate(&self.admin).await.unwrap();
+        let p = self
+            .core
+            .create_principal(
+                &admin,
+                Some(instance),
+                name,
+                PrincipalKind::User,
+                vec![RoleGrant {
+                    role,
+                    scope: Scope::Instance(instance.to_owned()),
+                }],
+            )
+            .await
+            .unwrap();
+        let (_, secret) = self.core.create_api_key(&admin, &p.id, "k").await.unwrap();
+        self.core
+            .exchange_api_key(secret.expose())
+            .await
+            .unwrap()
+            .token
+    }
+}
+
+fn collection(resource: Value) -> Value {
+    json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1}, "resources": [resource]})
+}
+
+fn assert_envelope(a: &Answer, status: u16, code: &str) {
+    assert_eq!(a.status.as_u16(), status, "{}", a.body);
+    assert_eq!(
+        a.body["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.error+json"
+    );
+    assert_eq!(a.body["metadata"]["collectionTotal"], 1);
+    let r = &a.body["resources"][0];
+    assert_eq!(r["reasons"][0]["code"], code, "{}", a.body);
+    assert_eq!(r["reasons"][0]["status"], status);
+    let msg = r["errorMsg"].as_str().unwrap();
+    assert!(msg.ends_with(&format!("({code})")), "{msg}");
+    assert!(a.headers.contains_key("correlation-id"));
+}
+
+// ---- the role matrix ------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Reader,
+    ReaderPlus,
+    Writer,
+    Manager,
+    KeyPurge,
+    /// A Manager of another instance: no role in this one.
+    Stranger,
+}
+
+const EVERYONE: [Who; 6] = [
+    Who::Reader,
+    Who::ReaderPlus,
+    Who::Writer,
+    Who::Manager,
+    Who::KeyPurge,
+    Who::Stranger,
+];
+const READERS: &[Who] = &[Who::Reader, Who::ReaderPlus, Who::Writer, Who::Manager];
+const READER_PLUS: &[Who] = &[Who::ReaderPlus, Who::Writer, Who::Manager];
+const WRITERS: &[Who] = &[Who::Writer, Who::Manager];
+const MANAGERS: &[Who] = &[Who::Manager];
+const PURGERS: &[Who] = &[Who::KeyPurge];
+
+/// What must exist before a call.
+#[derive(Debug, Clone, Copy)]
+enum Setup {
+    Nothing,
+    /// The shared root key ({key}) and a ciphertext of it ({ct}).
+    SharedRoot,
+    SharedStandard,
+    FreshRoot,
+    FreshDualAuth,
+    Suspended,
+    Deleted,
+    WithAlias,
+    WithRegistration,
+    Ring,
+    ImportToken,
+}
+
+struct Case {
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    setup: Setup,
+    allowed: &'static [Who],
+    /// The status an allowed caller gets.
+    success: u16,
+}
+
+const fn case(
+    method: &'static str,
+    path: &'static str,
+    body: Option<&'static str>,
+    setup: Setup,
+    allowed: &'static [Who],
+    success: u16,
+) -> Case {
+    Case {
+        method,
+        path,
+        body,
+        setup,
+        allowed,
+        success,
+    }
+}
+
+const NEW_KEY: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.key+json","name":"m","extractable":false}]}"#;
+const NEW_KEY_DUAL: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.key+json","name":"m","dualAuthDelete":{"enabled":true}}]}"#;
+const ROTATION_POLICY: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.policy+json","rotation":{"enabled":true,"interval_month":3}}]}"#;
+const INSTANCE_POLICY: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.policy+json","collectionTotal":1},"resources":[{"policy_type":"metrics","policy_data":{"enabled":true}}]}"#;
+const REGISTRATION: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.registration_input+json","collectionTotal":1},"resources":[{"description":"d","preventKeyDeletion":false}]}"#;
+const UNWRAP: &str = r#"{"ciphertext":"{ct}"}"#;
+const CRN: &str = "crn%3Av1%3Atest%3Apublic%3Acos%3Aus%3Aa%2F1%3Ab%3Abucket%3Ax";
+
+fn cases() -> Vec<Case> {
+    use Setup::*;
+    vec![
+        case("HEAD", "/api/v2/keys", None, Nothing, READERS, 200),
+        case("GET", "/api/v2/keys?state=", None, Nothing, READERS, 200),
+        case("POST", "/api/v2/keys", Some(NEW_KEY), Nothing, WRITERS, 201),
+        case(
+            "POST",
+            "/api/v2/keys_with_policy_overrides",
+            Some(NEW_KEY_DUAL),
+            Nothing,
+            WRITERS,
+            201,
+        ),
+        case("GET", "/api/v2/keys/{key}", None, SharedRoot, READERS, 200),
+        case(
+            "GET",
+            "/api/v2/keys/{key}",
+            None,
+            SharedStandard,
+            READER_PLUS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/keys/{key}/metadata",
+            None,
+            SharedRoot,
+            READERS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/keys/{key}/versions",
+            None,
+            SharedRoot,
+            READERS,
+            200,
+        ),
+        case(
+            "PATCH",
+            "/api/v2/keys/{key}",
+            Some(r#"{"keyRingID":"default"}"#),
+            FreshRoot,
+            MANAGERS,
+            200,
+        ),
+        case(
+            "DELETE",
+            "/api/v2/keys/{key}",
+            None,
+            FreshRoot,
+            MANAGERS,
+            204,
+        ),
+        case(
+            "DELETE",
+            "/api/v2/keys/{key}/purge",
+            None,
+            Deleted,
+            PURGERS,
+            200,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/restore",
+            None,
+            Deleted,
+            MANAGERS,
+            201,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/actions/wrap",
+            Some("{}"),
+            SharedRoot,
+            READERS,
+            200,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/actions/unwrap",
+            Some(UNWRAP),
+            SharedRoot,
+            READERS,
+            200,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/actions/rewrap",
+            Some(UNWRAP),
+            SharedRoot,
+            READERS,
+            200,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/actions/rotate",
+            None,
+            FreshRoot,
+            WRITERS,
+            204,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/actions/setKeyForDeletion",
+            None,
+            FreshDualAuth,
+            WRITERS,
+            204,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/actions/unsetKeyForDeletion",
+            None,
+            FreshDualAuth,
+            WRITERS,
+            204,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/actions/enable",
+            None,
+            Suspended,
+            MANAGERS,
+            204,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/actions/disable",
+            None,
+            FreshRoot,
+            MANAGERS,
+            204,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/actions/sync",
+            None,
+            SharedRoot,
+            WRITERS,
+            204,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}?action=wrap",
+            Some("{}"),
+            SharedRoot,
+            READERS,
+            200,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}?action=disable",
+            None,
+            FreshRoot,
+            MANAGERS,
+            204,
+        ),
+        case(
+            "GET",
+            "/api/v2/keys/{key}/policies",
+            None,
+            SharedRoot,
+            MANAGERS,
+            200,
+        ),
+        case(
+            "PUT",
+            "/api/v2/keys/{key}/policies?policy=rotation",
+            Some(ROTATION_POLICY),
+            FreshRoot,
+            MANAGERS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/instance/policies",
+            None,
+            Nothing,
+            MANAGERS,
+            200,
+        ),
+        case(
+            "PUT",
+            "/api/v2/instance/policies?policy=metrics",
+            Some(INSTANCE_POLICY),
+            Nothing,
+            MANAGERS,
+            204,
+        ),
+        case(
+            "GET",
+            "/api/v2/import_token",
+            None,
+            ImportToken,
+            WRITERS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/keys/{key}/registrations",
+            None,
+            SharedRoot,
+            READERS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/keys/registrations",
+            None,
+            Nothing,
+            READERS,
+            200,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/registrations/{crn}",
+            Some(REGISTRATION),
+            FreshRoot,
+            MANAGERS,
+            201,
+        ),
+        case(
+            "DELETE",
+            "/api/v2/keys/{key}/registrations/{crn}",
+            None,
+            WithRegistration,
+            MANAGERS,
+            204,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/aliases/{uniq}",
+            None,
+            FreshRoot,
+            WRITERS,
+            201,
+        ),
+        case(
+            "DELETE",
+            "/api/v2/keys/{key}/aliases/{uniq}",
+            None,
+            WithAlias,
+            WRITERS,
+            204,
+        ),
+        case(
+            "GET",
+            "/api/v2/key_rings?totalCount=true",
+            None,
+            Nothing,
+            READERS,
+            200,
+        ),
+        case(
+            "POST",
+            "/api/v2/key_rings/{uniq}",
+            None,
+            Nothing,
+            WRITERS,
+            201,
+        ),
+        case(
+            "DELETE",
+            "/api/v2/key_rings/{ring}",
+            None,
+            Ring,
+            MANAGERS,
+            204,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_endpoint_against_every_role() {
+    let env = env().await;
+    let admin_caller = env.core.authenticate(&env.admin).await.unwrap();
+    let other = env
+        .core
+        .create_instance(&admin_caller, "other")
+        .await
+        .unwrap();
+    let mut tokens = Vec::new();
+    for who in EVERYONE {
+        let token = match who {
+            Who::Reader => env.token_for("reader", Role::Reader, &env.instance).await,
+            Who::ReaderPlus => {
+                env.token_for("reader-plus", Role::ReaderPlus, &env.instance)
+                    .await
+            }
+            Who::Writer => env.token_for("writer", Role::Writer, &env.instance).await,
+            Who::Manager => env.token_for("manager", Role::Manager, &env.instance).await,
+            Who::KeyPurge => env.token_for("purger", Role::KeyPurge, &env.instance).await,
+            Who::Stranger => env.token_for("stranger", Role::Manager, &other.id).await,
+        };
+        tokens.push((who, token));
+    }
+    let shared_root = env.new_key(false, false).await;
+    let shared_standard = env.new_key(true, false).await;
+    let wrapped = env
+        .admin(
+            "POST",
+            &format!("/api/v2/keys/{shared_root}/actions/wrap"),
+            Some(&json!({})),
+        )
+        .await;
+    let ct = wrapped.body["ciphertext"].as_str().unwrap().to_owned();
+    env.admin(
+        "POST",
+        "/api/v2/import_token",
+        Some(&json!({"expiration": 600, "maxAllowedRetrievals": 500})),
+    )
+    .await;
+
+    let mut n = 0;
+    let mut failures = Vec::new();
+    for c in cases() {
+        for (who, token) in &tokens {
+            n += 1;
+            let uniq = format!("u-{n}");
+            let key = match c.setup {
+                Setup::Nothing | Setup::Ring | Setup::ImportToken => String::new(),
+                Setup::SharedRoot => shared_root.clone(),
+                Setup::SharedStandard => shared_standard.clone(),
+                Setup::FreshRoot => env.new_key(false, false).await,
+                Setup::FreshDualAuth => env.new_key(false, true).await,
+                Setup::Suspended => {
+                    let k = env.new_key(false, false).await;
+                    env.admin("POST", &format!("/api/v2/keys/{k}/actions/disable"), None)
+                        .await;
+                    k
+                }
+                Setup::Deleted => {
+                    let k = env.new_key(false, false).await;
+                    env.admin("DELETE", &format!("/api/v2/keys/{k}"), None)
+                        .await;
+                    k
+                }
+                Setup::WithAlias => {
+                    let k = env.new_key(false, false).await;
+                    env.admin("POST", &format!("/api/v2/keys/{k}/aliases/{uniq}"), None)
+                        .await;
+                    k
+                }
+                Setup::WithRegistration => {
+                    let k = env.new_key(false, false).await;
+                    let body: Value = serde_json::from_str(REGISTRATION).unwrap();
+                    env.admin(
+                        "POST",
+                        &format!("/api/v2/keys/{k}/registrations/{CRN}"),
+                        Some(&body),
+                    )
+                    .await;
+                    k
+                }
+            };
+            let ring = format!("ring-{n}");
+            if matches!(c.setup, Setup::Ring) {
+                env.admin("POST", &format!("/api/v2/key_rings/{ring}"), None)
+                    .await;
+            }
+            let path = c
+                .path
+                .replace("{key}", &key)
+                .replace("{crn}", CRN)
+                .replace("{ring}", &ring)
+                .replace("{uniq}", &uniq);
+            let body = c
+                .body
+                .map(|b| serde_json::from_str::<Value>(&b.replace("{ct}", &ct)).unwrap());
+            let a = env.kp(token, c.method, &path, body.as_ref()).await;
+            let allowed = c.allowed.contains(who);
+            let ok = if allowed {
+                a.status.as_u16() == c.success
+            } else {
+                // HEAD answers carry no body, hence no reason.
+                a.status == StatusCode::UNAUTHORIZED
+                    && (c.method == "HEAD" || a.reason() == "UNAUTHORIZED_ERR")
+            };
+            if !ok {
+                failures.push(format!(
+                    "{} {} as {who:?}: expected {}, got {} {}",
+                    c.method,
+                    c.path,
+                    if allowed {
+                        c.success.to_string()
+                    } else {
+                        "401".into()
+                    },
+                    a.status,
+                    a.body
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {n} calls wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(n > 200);
+}
+
+// ---- envelopes and reason codes -------------------------------------------------------------
+
+#[tokio::test]
+async fn refusals_have_their_reason_codes() {
+    let env = env().await;
+    let admin = env.admin.clone();
+    let root = env.new_key(false, false).await;
+    let standard = env.new_key(true, false).await;
+
+    // No Bluemix-Instance.
+    let a = env
+        .send("GET", "/api/v2/keys", Some(&admin), None, None, &[])
+        .await;
+    assert_envelope(&a, 400, "BAD_REQUEST_ERR");
+
+    let a = env
+        .kp(
+            &admin,
+            "GET",
+            &format!("/api/v2/keys/{}", uuid_like()),
+            None,
+        )
+        .await;
+    assert_envelope(&a, 404, "KEY_NOT_FOUND_ERR");
+    assert!(
+        a.body["resources"][0]["errorMsg"]
+            .as_str()
+            .unwrap()
+            .starts_with("Not Found: Key could not be retrieved")
+    );
+
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/keys/{standard}/actions/wrap"),
+            None,
+        )
+        .await;
+    assert_envelope(&a, 400, "KEY_ROOT_REQ_ERR");
+
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/keys/{root}/actions/wrap"),
+            Some(&json!({"plaintext": "not base64!"})),
+        )
+        .await;
+    assert_envelope(&a, 400, "INVALID_FIELD_ERR");
+    assert_eq!(
+        a.body["resources"][0]["reasons"][0]["target"],
+        json!({"type": "field", "name": "plaintext"})
+    );
+
+    // Collection total that does not match the resources.
+    let mut body = collection(json!({"name": "x"}));
+    body["metadata"]["collectionTotal"] = json!(2);
+    let a = env.kp(&admin, "POST", "/api/v2/keys", Some(&body)).await;
+    assert_envelope(&a, 400, "COLLECTION_TOTAL_MISMATCH_ERR");
+
+    // A key field the core refuses.
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            "/api/v2/keys",
+            Some(&collection(json!({"name": ""}))),
+        )
+        .await;
+    assert_envelope(&a, 400, "INVALID_FIELD_ERR");
+
+    // Invalid JSON.
+    let a = env
+        .send(
+            "POST",
+            "/api/v2/keys",
+            Some(&admin),
+            Some(&env.instance),
+            Some(&Value::String("{".into())),
+            &[],
+        )
+        .await;
+    assert_envelope(&a, 400, "BAD_BODY_ERR");
+
+    // A tampered ciphertext.
+    let w = env
+        .admin(
+            "POST",
+            &format!("/api/v2/keys/{root}/actions/wrap"),
+            Some(&json!({})),
+        )
+        .await;
+    let mut ct = STANDARD
+        .decode(w.body["ciphertext"].as_str().unwrap())
+        .unwrap();
+    let last = ct.len() - 1;
+    ct[last] ^= 1;
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/keys/{root}/actions/unwrap"),
+            Some(&json!({"ciphertext": STANDARD.encode(&ct)})),
+        )
+        .await;
+    assert_envelope(&a, 422, "UNPROCESSABLE_CIPHERTEXT_ERR");
+    // The right AAD is part of the ciphertext too.
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/keys/{root}/actions/unwrap"),
+            Some(&json!({"ciphertext": w.body["ciphertext"], "aad": ["other"]})),
+        )
+        .await;
+    assert_envelope(&a, 422, "UNPROCESSABLE_CIPHERTEXT_ERR");
+
+    // State rules.
+    env.admin(
+        "POST",
+        &format!("/api/v2/keys/{root}/actions/disable"),
+        None,
+    )
+    .await;
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/keys/{root}/actions/disable"),
+            None,
+        )
+        .await;
+    assert_envelope(&a, 409, "KEY_ACTION_INVALID_STATE_ERR");
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/keys/{root}/actions/wrap"),
+            None,
+        )
+        .await;
+    assert_envelope(&a, 409, "KEY_ACTION_INVALID_STATE_ERR");
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/keys/{root}/actions/setKeyForDeletion"),
+            None,
+        )
+        .await;
+    assert_envelope(&a, 409, "NOT_DUAL_AUTH_ERR");
+    env.admin("DELETE", &format!("/api/v2/keys/{root}"), None)
+        .await;
+    let a = env
+        .kp(&admin, "DELETE", &format!("/api/v2/keys/{root}"), None)
+        .await;
+    assert_envelope(&a, 410, "KEY_DELETED_ERR");
+
+    // Dual authorization: no approval yet.
+    let dual = env.new_key(false, true).await;
+    let a = env
+        .kp(&admin, "DELETE", &format!("/api/v2/keys/{dual}"), None)
+        .await;
+    assert_envelope(&a, 409, "AUTHORIZATIONS_NOT_MET");
+
+    // Registrations protect a key.
+    let protected = env.new_key(false, false).await;
+    let body: Value = serde_json::from_str(REGISTRATION).unwrap();
+    env.admin(
+        "POST",
+        &format!("/api/v2/keys/{protected}/registrations/{CRN}"),
+        Some(&body),
+    )
+    .await;
+    let a = env
+        .kp(&admin, "DELETE", &format!("/api/v2/keys/{protected}"), None)
+        .await;
+    assert_envelope(&a, 409, "PROTECTED_RESOURCE_ERR");
+    let a = env
+        .kp(
+            &admin,
+            "DELETE",
+            &format!("/api/v2/keys/{protected}?force=true"),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+
+    // Policy query and body must agree.
+    let body: Value = serde_json::from_str(ROTATION_POLICY).unwrap();
+    let fresh = env.new_key(false, false).await;
+    let a = env
+        .kp(
+            &admin,
+            "PUT",
+            &format!("/api/v2/keys/{fresh}/policies?policy=dualAuthDelete"),
+            Some(&body),
+        )
+        .await;
+    assert_envelope(&a, 400, "BODY_QUERY_PARAM_MISMATCH_ERR");
+
+    // Unknown paths under /api/v2 answer in the envelope too.
+    let a = env.kp(&admin, "GET", "/api/v2/nothing-here", None).await;
+    assert_envelope(&a, 404, "NOT_FOUND_ERR");
+}
+
+fn uuid_like() -> &'static str {
+    "2291e4ae-a14c-4af9-88f0-27c0cb2739e2"
+}
+
+#[tokio::test]
+async fn tokens_that_are_missing_foreign_garbage_or_expired_are_refused() {
+    let clock = Arc::new(TestClock(AtomicI64::new(SystemClock.now_ms())));
+    let env = env_with(clock.clone()).await;
+    let foreign = env_with(Arc::new(SystemClock)).await;
+    let cases = [
+        ("missing", None),
+        ("garbage", Some("not.a.token".to_owned())),
+        ("foreign", Some(foreign.admin.clone())),
+    ];
+    for (what, token) in cases {
+        let a = env
+            .send(
+                "GET",
+                "/api/v2/keys",
+                token.as_deref(),
+                Some(&env.instance),
+                None,
+                &[],
+            )
+            .await;
+        assert_envelope(&a, 401, "UNAUTHORIZED_ERR");
+        assert_eq!(a.headers[header::WWW_AUTHENTICATE], "Bearer", "{what}");
+    }
+    // The same token works, then expires.
+    let a = env
+        .kp(&env.admin.clone(), "GET", "/api/v2/keys", None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    clock.0.fetch_add(3_600_000, Ordering::SeqCst);
+    let a = env
+        .kp(&env.admin.clone(), "GET", "/api/v2/keys", None)
+        .await;
+    assert_envelope(&a, 401, "UNAUTHORIZED_ERR");
+}
+
+// ---- listing, counting, paging, the deprecated form ------------------------------------------
+
+#[tokio::test]
+async fn head_list_and_paging() {
+    let env = env().await;
+    let admin = env.admin.clone();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(env.new_key(false, false).await);
+    }
+    let standard = env.new_key(true, false).await;
+
+    let a = env.kp(&admin, "HEAD", "/api/v2/keys", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers["key-total"], "6");
+    let a = env
+        .kp(&admin, "HEAD", "/api/v2/keys?extractable=true", None)
+        .await;
+    assert_eq!(a.headers["key-total"], "1");
+
+    let mut seen = Vec::new();
+    for offset in [0, 2, 4] {
+        let a = env
+            .kp(
+                &admin,
+                "GET",
+                &format!("/api/v2/keys?limit=2&offset={offset}&totalCount=true&state="),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.body["metadata"]["totalCount"], 6);
+        let page = a.body["resources"].as_array().unwrap();
+        assert_eq!(a.body["metadata"]["collectionTotal"], page.len());
+        assert_eq!(page.len(), 2);
+        seen.extend(page.iter().map(|k| k["id"].as_str().unwrap().to_owned()));
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 6);
+    assert!(seen.contains(&standard));
+
+    // A deleted key leaves the default listing and the count; `state=5` finds it.
+    env.admin("DELETE", &format!("/api/v2/keys/{}", ids[0]), None)
+        .await;
+    let a = env.kp(&admin, "HEAD", "/api/v2/keys", None).await;
+    assert_eq!(a.headers["key-total"], "5");
+    let a = env.kp(&admin, "GET", "/api/v2/keys?state=5", None).await;
+    assert_eq!(a.body["resources"][0]["id"], json!(ids[0]));
+    assert_eq!(a.body["resources"][0]["deleted"], true);
+    let a = env
+        .kp(&admin, "GET", "/api/v2/keys?filter=state%3D5", None)
+        .await;
+    assert_eq!(a.body["metadata"]["collectionTotal"], 1, "{}", a.body);
+
+    // Bad query parameters.
+    for q in [
+        "limit=0",
+        "limit=5001",
+        "state=4",
+        "extractable=maybe",
+        "sort=-id",
+    ] {
+        let a = env
+            .kp(&admin, "GET", &format!("/api/v2/keys?{q}"), None)
+            .await;
+        assert_envelope(&a, 400, "INVALID_QUERY_PARAM_ERR");
+    }
+}
+
+#[tokio::test]
+async fn deprecated_action_form_and_key_resource() {
+    let env = env().await;
+    let admin = env.admin.clone();
+    let key = env.new_key(false, false).await;
+    let dek = STANDARD.encode([7u8; 32]);
+    let w = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/keys/{key}?action=wrap"),
+            Some(&json!({"plaintext": dek, "aad": ["a"]})),
+        )
+        .await;
+    assert_eq!(w.status, StatusCode::OK, "{}", w.body);
+    assert_eq!(
+        w.headers[header::CONTENT_TYPE],
+        "application/vnd.ibm.kms.key_action+json"
+    );
+    let u = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/keys/{key}?action=unwrap"),
+            Some(&json!({"ciphertext": w.body["ciphertext"], "aad": ["a"]})),
+        )
+        .await;
+    assert_eq!(u.body["plaintext"], json!(dek));
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/keys/{key}?action=rotate"),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/keys/{key}?action=bogus"),
+            None,
+        )
+        .await;
+    assert_envelope(&a, 400, "INVALID_ACTION_ERR");
+    let a = env
+        .kp(&admin, "POST", &format!("/api/v2/keys/{key}"), None)
+        .await;
+    assert_envelope(&a, 400, "INVALID_QUERY_PARAM_ERR");
+
+    // The key resource (§4).
+    let a = env
+        .kp(&admin, "GET", &format!("/api/v2/keys/{key}"), None)
+        .await;
+    assert_eq!(a.headers[header::CONTENT_TYPE], "application/json");
+    let k = &a.body["resources"][0];
+    assert_eq!(
+        a.body["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.key+json"
+    );
+    assert_eq!(k["id"], json!(key));
+    assert_eq!(k["state"], 1);
+    assert_eq!(k["keyRingID"], "default");
+    assert_eq!(k["extractable"], false);
+    assert_eq!(k["deleted"], false);
+    assert_eq!(k["dualAuthDelete"], json!({"enabled": false}));
+    assert_eq!(
+        k["crn"],
+        json!(format!(
+            "crn:v1:keyfort:private:kms:local:a/keyfort:{}:key:{key}",
+            env.instance
+        ))
+    );
+    assert!(k.get("payload").is_none());
+    assert!(k["lastRotateDate"].is_string());
+    let versions = env
+        .kp(
+            &admin,
+            "GET",
+            &format!("/api/v2/keys/{key}/versions?totalCount=true"),
+            None,
+        )
+        .await;
+    assert_eq!(versions.body["metadata"]["totalCount"], 2);
+    assert_eq!(versions.body["resources"][0]["id"], k["keyVersion"]["id"]);
+
+    // Correlation ids are echoed, or made up.
+    let a = env
+        .send(
+            "GET",
+            "/api/v2/keys",
+            Some(&admin),
+            Some(&env.instance),
+            None,
+            &[("X-Correlation-ID", "abc-123")],
+        )
+        .await;
+    assert_eq!(a.headers["correlation-id"], "abc-123");
+}
+
+// ---- admin API: principals, API keys, audit ---------------------------------------------------
+
+#[tokio::test]
+async fn principals_api_keys_and_the_audit_trail() {
+    let env = env().await;
+    let admin = env.admin.clone();
+    let admin_call = |method: &'static str, uri: String, body: Option<Value>| {
+        let env = &env;
+        let admin = admin.clone();
+        async move {
+            let mut b = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {admin}"));
+            if body.is_some() {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+            }
+            let request = b
+                .body(body.map_or(Body::empty(), |v| Body::from(v.to_string())))
+                .unwrap();
+            let response = env.app.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+                .await
+                .unwrap();
+            (status, bytes)
+        }
+    };
+    let json_of = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+
+    let (status, bytes) = admin_call(
+        "POST",
+        "/api/keyfort/v1/principals".into(),
+        Some(json!({"name": "w", "instance_id": env.instance, "roles": [{"role": "Writer", "instance": env.instance}]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let p = json_of(&bytes);
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let (status, bytes) = admin_call(
+        "POST",
+        format!("/api/keyfort/v1/principals/{pid}/api_keys"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let k = json_of(&bytes);
+    let secret = k["api_key"].as_str().unwrap().to_owned();
+    let token = env.core.exchange_api_key(&secret).await.unwrap().token;
+    // A Writer may create keys but not disable them; as Manager it may.
+    let key = env
+        .kp(
+            &token,
+            "POST",
+            "/api/v2/keys",
+            Some(&collection(json!({"name": "w1"}))),
+        )
+        .await;
+    assert_eq!(key.status, StatusCode::CREATED);
+    let key_id = key.body["resources"][0]["id"].as_str().unwrap().to_owned();
+    let disable = format!("/api/v2/keys/{key_id}/actions/disable");
+    assert_eq!(
+        env.kp(&token, "POST", &disable, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _) = admin_call(
+        "PATCH",
+        format!("/api/keyfort/v1/principals/{pid}"),
+        Some(json!({"roles": [{"role": "Manager", "instance": env.instance}]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        env.kp(&token, "POST", &disable, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    // Rotation of the API key revokes the old one; revocation ends the new one.
+    let (status, bytes) = admin_call(
+        "POST",
+        format!(
+            "/api/keyfort/v1/api_keys/{}/rotate",
+            k["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let rotated = json_of(&bytes);
+    assert!(env.core.exchange_api_key(&secret).await.is_err());
+    let fresh = rotated["api_key"].as_str().unwrap();
+    assert!(env.core.exchange_api_key(fresh).await.is_ok());
+    let (status, _) = admin_call(
+        "DELETE",
+        format!(
+            "/api/keyfort/v1/api_keys/{}",
+            rotated["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(env.core.exchange_api_key(fresh).await.is_err());
+
+    // The audit trail: filters, verification, CADF export.
+    let base = format!("/api/keyfort/v1/instances/{}/audit", env.instance);
+    let (status, bytes) = admin_call(
+        "GET",
+        format!("{base}?target={key_id}&action=key.disable"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let events = json_of(&bytes)["events"].as_array().unwrap().clone();
+    let outcomes: Vec<&str> = events
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["denied", "success"]);
+    assert_eq!(events[1]["actor"], "w");
+    let (status, bytes) = admin_call("GET", format!("{base}?outcome=denied&limit=1"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json_of(&bytes)["events"].as_array().unwrap().len(), 1);
+    let (status, bytes) = admin_call("GET", format!("{base}/verify"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let verdict = json_of(&bytes);
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    let (status, bytes) = admin_call("GET", format!("{base}/export?target={key_id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<Value> = String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 3);
+    assert!(lines.iter().all(|e| e["target"]["id"] == json!(key_id)));
+    assert_eq!(lines.last().unwrap()["action"], "key.disable");
+    let (status, _) = admin_call("GET", format!("{base}?from=yesterday"), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Tokens of the revoked API key stop working at once.
+    let a = env
+        .send(
+            "GET",
+            "/api/keyfort/v1/principals",
+            Some(&token),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+}
