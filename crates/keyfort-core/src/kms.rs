@@ -101,6 +101,8 @@ pub enum KmsRefusal {
     KeyRingNotEmpty,
     /// The default key ring cannot be created or deleted.
     DefaultKeyRing,
+    /// The ciphertext was not made by this key with this AAD, or is damaged.
+    UnprocessableCiphertext,
 }
 
 impl fmt::Display for KmsRefusal {
@@ -130,11 +132,14 @@ impl fmt::Display for KmsRefusal {
             KmsRefusal::KeyNotActive => "the key is not active",
             KmsRefusal::KeyRingNotEmpty => "the key ring still holds keys",
             KmsRefusal::DefaultKeyRing => "the default key ring cannot be changed",
+            KmsRefusal::UnprocessableCiphertext => {
+                "the ciphertext is invalid or was not made by this key with this AAD"
+            }
         })
     }
 }
 
-fn refuse(id: &str, reason: KmsRefusal) -> CoreError {
+pub(crate) fn refuse(id: &str, reason: KmsRefusal) -> CoreError {
     CoreError::KeyRefused {
         id: id.to_owned(),
         reason,
@@ -506,7 +511,7 @@ impl Keyfort {
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.move", id_or_alias, async {
             validate_key_ring_id(ring)?;
-            self.unsealed(instance_id).await?;
+            self.unsealed_for(caller, instance_id).await?;
             let mut key = self.find_key(instance_id, id_or_alias).await?;
             caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
             caller.authorize(Action::ManageKey, instance_id, Some(ring))?;
@@ -544,7 +549,7 @@ impl Keyfort {
     ) -> Result<Key> {
         let action = format!("key.{transition}");
         self.audited(caller, instance_id, &action, id_or_alias, async {
-            self.unsealed(instance_id).await?;
+            self.unsealed_for(caller, instance_id).await?;
             let key = self.find_key(instance_id, id_or_alias).await?;
             caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
             if key.state.is_destroyed() {
@@ -626,7 +631,7 @@ impl Keyfort {
         payload: Option<Zeroizing<Vec<u8>>>,
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.rotate", id_or_alias, async {
-            let loaded = self.unsealed(instance_id).await?;
+            let loaded = self.unsealed_for(caller, instance_id).await?;
             let mut key = self.find_key(instance_id, id_or_alias).await?;
             caller.authorize(Action::RotateKey, instance_id, Some(&key.key_ring_id))?;
             if key.extractable {
@@ -749,7 +754,7 @@ impl Keyfort {
         id_or_alias: &str,
     ) -> Result<()> {
         self.audited(caller, instance_id, "key.sync", id_or_alias, async {
-            self.unsealed(instance_id).await?;
+            self.unsealed_for(caller, instance_id).await?;
             let key = self.find_key(instance_id, id_or_alias).await?;
             caller.authorize(Action::RotateKey, instance_id, Some(&key.key_ring_id))?;
             self.audit_read(caller, instance_id, "key.sync", &key.id, json!({}))
@@ -774,7 +779,7 @@ impl Keyfort {
             "key.unset_for_deletion"
         };
         self.audited(caller, instance_id, action, id_or_alias, async {
-            self.unsealed(instance_id).await?;
+            self.unsealed_for(caller, instance_id).await?;
             let mut key = self.find_key(instance_id, id_or_alias).await?;
             caller.authorize(Action::ApproveDeletion, instance_id, Some(&key.key_ring_id))?;
             if key.state.is_destroyed() {
@@ -810,7 +815,7 @@ impl Keyfort {
         force: bool,
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.delete", id_or_alias, async {
-            self.unsealed(instance_id).await?;
+            self.unsealed_for(caller, instance_id).await?;
             let mut key = self.find_key(instance_id, id_or_alias).await?;
             caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
             if key.state.is_destroyed() {
@@ -871,7 +876,7 @@ impl Keyfort {
         id_or_alias: &str,
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.restore", id_or_alias, async {
-            self.unsealed(instance_id).await?;
+            self.unsealed_for(caller, instance_id).await?;
             let key = self.find_key(instance_id, id_or_alias).await?;
             caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
             let now = self.now_ms();
@@ -909,7 +914,7 @@ impl Keyfort {
         id_or_alias: &str,
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.purge", id_or_alias, async {
-            self.unsealed(instance_id).await?;
+            self.unsealed_for(caller, instance_id).await?;
             let key = self.find_key(instance_id, id_or_alias).await?;
             caller.authorize(Action::PurgeKey, instance_id, Some(&key.key_ring_id))?;
             if !key.state.is_destroyed() {
@@ -962,7 +967,7 @@ impl Keyfort {
             "key.policies.read",
             id_or_alias,
             async {
-                self.unsealed(instance_id).await?;
+                self.unsealed_for(caller, instance_id).await?;
                 let key = self.find_key(instance_id, id_or_alias).await?;
                 caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
                 let policies = key_policies_of(&key);
@@ -983,7 +988,7 @@ impl Keyfort {
         update: KeyPolicyUpdate,
     ) -> Result<(Key, KeyPolicies)> {
         self.audited(caller, instance_id, "key.policies.set", id_or_alias, async {
-            self.unsealed(instance_id).await?;
+            self.unsealed_for(caller, instance_id).await?;
             let mut key = self.find_key(instance_id, id_or_alias).await?;
             caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
             if key.state.is_destroyed() {
@@ -1206,7 +1211,7 @@ impl Keyfort {
             "key.alias.create",
             id_or_alias,
             async {
-                self.unsealed(instance_id).await?;
+                self.unsealed_for(caller, instance_id).await?;
                 let mut key = self.find_key(instance_id, id_or_alias).await?;
                 caller.authorize(Action::CreateKey, instance_id, Some(&key.key_ring_id))?;
                 if key.state.is_destroyed() {
@@ -1251,7 +1256,7 @@ impl Keyfort {
             "key.alias.delete",
             id_or_alias,
             async {
-                self.unsealed(instance_id).await?;
+                self.unsealed_for(caller, instance_id).await?;
                 let mut key = self.find_key(instance_id, id_or_alias).await?;
                 caller.authorize(Action::CreateKey, instance_id, Some(&key.key_ring_id))?;
                 let before = key.aliases.len();
@@ -1407,7 +1412,7 @@ impl Keyfort {
     ) -> Result<Vec<Registration>> {
         let target = id_or_alias.unwrap_or(instance_id).to_owned();
         self.audited(caller, instance_id, "registration.list", &target, async {
-            self.unsealed(instance_id).await?;
+            self.unsealed_for(caller, instance_id).await?;
             let key_id = match id_or_alias {
                 Some(k) => {
                     let key = self.find_key(instance_id, k).await?;
@@ -1431,6 +1436,7 @@ impl Keyfort {
     }
 
     /// Creates or replaces a registration (service-to-service; Manager here).
+    #[allow(clippy::too_many_arguments)]
     pub async fn put_registration(
         &self,
         caller: &Caller,
@@ -1442,7 +1448,7 @@ impl Keyfort {
         prevent_key_deletion: bool,
     ) -> Result<Registration> {
         self.audited(caller, instance_id, "registration.put", id_or_alias, async {
-            self.unsealed(instance_id).await?;
+            self.unsealed_for(caller, instance_id).await?;
             let key = self.find_key(instance_id, id_or_alias).await?;
             caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
             if key.state != KeyState::Active {
@@ -1490,7 +1496,7 @@ impl Keyfort {
             "registration.delete",
             id_or_alias,
             async {
-                self.unsealed(instance_id).await?;
+                self.unsealed_for(caller, instance_id).await?;
                 let key = self.find_key(instance_id, id_or_alias).await?;
                 caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
                 let existing = self
@@ -1550,7 +1556,7 @@ impl Keyfort {
             "import_token.create",
             instance_id,
             async {
-                let loaded = self.unsealed(instance_id).await?;
+                let loaded = self.unsealed_for(caller, instance_id).await?;
                 caller.authorize(Action::CreateKey, instance_id, None)?;
                 if !(300..=86_400).contains(&expiration_secs) {
                     return Err(CoreError::InvalidField {
@@ -1620,7 +1626,7 @@ impl Keyfort {
             "import_token.read",
             instance_id,
             async {
-                let loaded = self.unsealed(instance_id).await?;
+                let loaded = self.unsealed_for(caller, instance_id).await?;
                 caller.authorize(Action::CreateKey, instance_id, None)?;
                 let (mut token, pkcs8, nonce) = self.load_import_token(instance_id).await?;
                 if token.expires_at <= self.now_ms() || token.remaining_retrievals == 0 {
@@ -1766,7 +1772,8 @@ impl Keyfort {
         Ok(material)
     }
 
-    pub(crate) fn kms_timings(&self) -> KmsTimings {
+    /// Key Protect's waiting periods in force on this server.
+    pub fn kms_timings(&self) -> KmsTimings {
         self.inner.kms_timings
     }
 }

@@ -305,6 +305,22 @@ impl Keyfort {
         Instance::from_record(&record, false)
     }
 
+    /// [`Keyfort::unsealed`], for a caller who must hold some role in the instance: callers
+    /// without one learn nothing about its keys, not even which exist.
+    pub(crate) async fn unsealed_for(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+    ) -> Result<Arc<LoadedKeys>> {
+        if !caller_sees_instance(caller, instance_id) {
+            return Err(CoreError::Forbidden {
+                principal: caller.principal.name.clone(),
+                action: "use this instance",
+            });
+        }
+        self.unsealed(instance_id).await
+    }
+
     /// The loaded master keys of an instance, or the reason there are none.
     pub(crate) async fn unsealed(&self, instance_id: &str) -> Result<Arc<LoadedKeys>> {
         if let Some(keys) = self.inner.master_keys.get(instance_id) {
@@ -730,7 +746,7 @@ impl Keyfort {
         id_or_alias: &str,
         action: Action,
     ) -> Result<Key> {
-        self.unsealed(instance_id).await?;
+        self.unsealed_for(caller, instance_id).await?;
         let key = self.find_key(instance_id, id_or_alias).await?;
         caller.authorize(action, instance_id, Some(&key.key_ring_id))?;
         Ok(key)
@@ -750,6 +766,22 @@ impl Keyfort {
 
     /// The versions of a key, oldest first.
     pub async fn key_versions(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        id_or_alias: &str,
+    ) -> Result<Vec<KeyVersion>> {
+        self.audited(
+            caller,
+            instance_id,
+            "key.versions",
+            id_or_alias,
+            self.key_versions_inner(caller, instance_id, id_or_alias),
+        )
+        .await
+    }
+
+    async fn key_versions_inner(
         &self,
         caller: &Caller,
         instance_id: &str,

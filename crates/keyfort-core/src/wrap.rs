@@ -22,6 +22,7 @@ use crate::auth::{Action, Caller};
 use crate::cache::CachedKey;
 use crate::error::CoreError;
 use crate::key::Key;
+use crate::kms::{KmsRefusal, refuse};
 use crate::lifecycle::Usage;
 use crate::service::Keyfort;
 
@@ -79,11 +80,8 @@ fn gcm_aad(header: &[u8], key_id: &str, aad: &[String]) -> Vec<u8> {
     out
 }
 
-fn unprocessable() -> CoreError {
-    CoreError::InvalidField {
-        field: "ciphertext",
-        rule: "is not a ciphertext of this key with this AAD",
-    }
+fn unprocessable(key_id: &str) -> CoreError {
+    refuse(key_id, KmsRefusal::UnprocessableCiphertext)
 }
 
 impl Keyfort {
@@ -177,23 +175,23 @@ impl Keyfort {
             || &ciphertext[..3] != MAGIC
             || ciphertext[3] != FORMAT_V1
         {
-            return Err(unprocessable());
+            return Err(unprocessable(&key.id));
         }
         let version_id = uuid::Uuid::from_slice(&ciphertext[4..HEADER_LEN])
-            .map_err(|_| unprocessable())?
+            .map_err(|_| unprocessable(&key.id))?
             .to_string();
         let material = self
             .cached_material(&entry, &version_id)
             .await
             .map_err(|e| match e {
-                CoreError::KeyNotFound { .. } => unprocessable(),
+                CoreError::KeyNotFound { .. } => unprocessable(&key.id),
                 other => other,
             })?;
         let nonce = &ciphertext[HEADER_LEN..HEADER_LEN + NONCE_LEN];
         let body = &ciphertext[HEADER_LEN + NONCE_LEN..];
         let ad = gcm_aad(&ciphertext[..HEADER_LEN], &key.id, aad);
         let plaintext = keyfort_crypto::aes::gcm_decrypt(material.as_slice(), nonce, &ad, body)
-            .map_err(|_| unprocessable())?;
+            .map_err(|_| unprocessable(&key.id))?;
         let rewrapped = if version_id != key.current_version_id {
             let current = key.current_version_id.clone();
             let ciphertext = self
@@ -222,7 +220,7 @@ impl Keyfort {
         id_or_alias: &str,
         usage: Usage,
     ) -> Result<Arc<CachedKey>> {
-        self.unsealed(instance_id).await?;
+        self.unsealed_for(caller, instance_id).await?;
         let now = self.now_ms();
         let entry = match self.inner.key_cache.get(instance_id, id_or_alias, now) {
             Some(entry) => entry,
@@ -236,10 +234,7 @@ impl Keyfort {
         let key = &entry.key;
         caller.authorize(Action::UseKey, instance_id, Some(&key.key_ring_id))?;
         if key.extractable {
-            return Err(CoreError::InvalidField {
-                field: "key",
-                rule: "wrap and unwrap need a root key",
-            });
+            return Err(refuse(&key.id, KmsRefusal::RootKeyRequired));
         }
         if !key.state.permits(usage) {
             return Err(CoreError::KeyNotUsable {

@@ -53,6 +53,23 @@ fn classify(e: &CoreError) -> (StatusCode, &'static str) {
         E::CommandRejected { .. } => (StatusCode::FORBIDDEN, "COMMAND_REJECTED"),
         E::RotationInProgress { .. } => (StatusCode::CONFLICT, "ROTATION_IN_PROGRESS"),
         E::Hsm { .. } => (StatusCode::SERVICE_UNAVAILABLE, "HSM_UNAVAILABLE"),
+        E::KeyRefused { reason, .. } => {
+            use keyfort_core::KmsRefusal as R;
+            let status = match reason {
+                R::RootKeyRequired
+                | R::UnprocessableCiphertext
+                | R::PayloadRequired
+                | R::IncorrectNonce
+                | R::IncorrectNonceIv
+                | R::KeyExpired
+                | R::RestoreExpired => StatusCode::BAD_REQUEST,
+                R::KeyDeleted => StatusCode::GONE,
+                R::ImportTokenMissing => StatusCode::NOT_FOUND,
+                _ => StatusCode::CONFLICT,
+            };
+            (status, "KEY_REFUSED")
+        }
+        E::CorruptRecord { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "CORRUPT_RECORD"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
     }
 }

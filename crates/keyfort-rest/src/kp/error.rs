@@ -85,21 +85,6 @@ pub(crate) fn classify(e: &CoreError, op: Op, correlation_id: &str) -> KpError {
             "CONFLICT_ERR",
             "The resource was changed concurrently: please retry".into(),
         ),
-        // The core reports an unusable ciphertext as an invalid `ciphertext` field, and a wrap
-        // with a standard key as an invalid `key`.
-        E::InvalidField {
-            field: "ciphertext",
-            ..
-        } => new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "UNPROCESSABLE_CIPHERTEXT_ERR",
-            "The provided ciphertext is invalid or corrupted".into(),
-        ),
-        E::InvalidField { field: "key", .. } => new(
-            StatusCode::BAD_REQUEST,
-            "KEY_ROOT_REQ_ERR",
-            "Requested action can only be completed with a root key".into(),
-        ),
         E::InvalidField { field, rule } => new(
             StatusCode::BAD_REQUEST,
             "INVALID_FIELD_ERR",
@@ -192,6 +177,10 @@ fn refusal(reason: KmsRefusal, op: Op) -> KpError {
         R::KeyNotActive => (StatusCode::UNPROCESSABLE_ENTITY, "KEY_INVALID_STATE_ERR"),
         R::KeyRingNotEmpty => (StatusCode::CONFLICT, "KEY_RING_KEYS_NOT_DELETED"),
         R::DefaultKeyRing => (StatusCode::BAD_REQUEST, "KEY_RING_RESERVED_ERR"),
+        R::UnprocessableCiphertext => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "UNPROCESSABLE_CIPHERTEXT_ERR",
+        ),
         _ => (StatusCode::CONFLICT, "KEY_ACTION_INVALID_STATE_ERR"),
     };
     let mut message = reason.to_string();
@@ -247,10 +236,7 @@ mod tests {
                 "KEY_ACTION_INVALID_STATE_ERR",
             ),
             (
-                CoreError::InvalidField {
-                    field: "ciphertext",
-                    rule: "x",
-                },
+                refused(KmsRefusal::UnprocessableCiphertext),
                 422,
                 "UNPROCESSABLE_CIPHERTEXT_ERR",
             ),

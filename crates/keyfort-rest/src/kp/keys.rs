@@ -23,8 +23,8 @@ const DEFAULT_PAGE: u64 = 200;
 
 /// The waiting periods used to derive `restoreAllowed`, `purgeAllowedFrom`, … The core does not
 /// expose the configured ones yet, so Key Protect's defaults are shown.
-pub(crate) fn timings(_core: &Keyfort) -> KmsTimings {
-    KmsTimings::default()
+pub(crate) fn timings(core: &Keyfort) -> KmsTimings {
+    core.kms_timings()
 }
 
 /// Unix milliseconds as RFC 3339 UTC.
