@@ -171,8 +171,31 @@ impl Client {
         segments: &[&str],
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
+        self.call_url(method, self.url(segments), body).await
+    }
+
+    /// [`Client::call`] with query parameters.
+    pub async fn call_with_query(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
+        let mut url = self.url(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        self.call_url(method, url, None).await
+    }
+
+    async fn call_url(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
         let token = self.bearer().await?;
-        let url = self.url(segments);
         let mut req = self
             .http
             .request(method.clone(), url.clone())

@@ -21,6 +21,7 @@ const EXPORT_PAGE: u64 = 1000;
 
 pub(crate) fn routes() -> Router<Keyfort> {
     Router::new()
+        .route("/audit", get(events_of_instance))
         .route("/instances/{instance}/audit", get(events))
         .route("/instances/{instance}/audit/verify", get(verify))
         .route("/instances/{instance}/audit/export", get(export))
@@ -29,6 +30,8 @@ pub(crate) fn routes() -> Router<Keyfort> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Filters {
+    /// Only with `GET /audit`: the instance (required there).
+    instance: Option<String>,
     after_seq: Option<i64>,
     /// RFC 3339.
     from: Option<String>,
@@ -114,6 +117,20 @@ async fn events(
     let next = list.last().map(|e| e.seq);
     let events: Vec<Value> = list.iter().map(event_json).collect();
     Ok(Json(json!({"events": events, "next_after_seq": next})))
+}
+
+/// `GET /api/keyfort/v1/audit?instance=…&…`: the same listing with the instance as a filter.
+async fn events_of_instance(
+    state: State<Keyfort>,
+    caller: Authenticated,
+    q: Result<Query<Filters>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let f = filters(q)?;
+    let instance = f
+        .instance
+        .clone()
+        .ok_or_else(|| bad("the instance query parameter is required".to_owned()))?;
+    events(state, caller, Path(instance), Ok(Query(f))).await
 }
 
 async fn verify(

@@ -1,8 +1,10 @@
 //! The command tree. One file per command group; each returns a value or a [`CliError`], and
 //! `main` turns the error into one line on stderr and an exit code.
 
+mod audit;
 mod custodian;
 mod health;
+mod iam;
 mod instance;
 mod key;
 mod server;
@@ -41,6 +43,10 @@ enum Command {
     Instance(instance::InstanceArgs),
     /// A custodian's own files: make key pairs, sign commands (no server needed)
     Custodian(custodian::CustodianArgs),
+    /// Identity management: principals, role grants, API keys (administrators)
+    Iam(iam::IamArgs),
+    /// An instance's hash-chained audit trail: list, verify, export as CADF
+    Audit(audit::AuditArgs),
     /// Create, list and read keys in an instance; wrap and unwrap with root keys
     Key(key::KeyArgs),
     /// Print the version of this binary
@@ -56,6 +62,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Instance(args) => instance::run(args).await,
         Command::Custodian(args) => custodian::run(args).await,
         Command::Key(args) => key::run(args).await,
+        Command::Iam(args) => iam::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
         Command::Version => print_line(&format!("keyfort {}", env!("CARGO_PKG_VERSION"))),
     }
 }
@@ -99,6 +107,8 @@ pub enum CliError {
     Command(#[from] instance::CommandError),
     #[error("cannot write to stdout")]
     Output(#[source] io::Error),
+    #[error(transparent)]
+    Audit(#[from] audit::ChainBroken),
 }
 
 impl CliError {
@@ -110,7 +120,8 @@ impl CliError {
             | Self::Client(_)
             | Self::Custodian(_)
             | Self::Command(_)
-            | Self::Output(_) => 1,
+            | Self::Output(_)
+            | Self::Audit(_) => 1,
         }
     }
 }

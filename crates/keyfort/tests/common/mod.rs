@@ -145,6 +145,17 @@ impl Server {
         self.cli_with(args, false)
     }
 
+    /// The CLI with a given API key.
+    pub fn cli_as(&self, api_key: &str, args: &[&str]) -> Output {
+        keyfort_command()
+            .env("KEYFORT_ADDR", self.addr())
+            .env("KEYFORT_CACERT", self.dev["ca_cert"].as_str().unwrap())
+            .env("KEYFORT_API_KEY", api_key)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     pub fn cli_with(&self, args: &[&str], admin: bool) -> Output {
         let mut cmd = keyfort_command();
         cmd.env("KEYFORT_ADDR", self.addr())
