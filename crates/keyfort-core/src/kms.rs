@@ -1163,36 +1163,69 @@ impl Keyfort {
                 self.store()
                     .set_instance_policies(instance_id, &Value::Object(all).to_string(), &event)
                     .await?;
+                lock_map(&self.inner.allowed_ips).remove(instance_id);
                 Ok(())
             },
         )
         .await
     }
 
-    /// Whether the caller's source address is allowed by the instance's allowedIP policy.
-    pub async fn source_allowed(
+    /// Refuses (and audits) a request whose source address the instance's allowedIP policy does
+    /// not allow. The policy is read at most once a second per instance.
+    pub async fn check_source(
         &self,
+        caller: &Caller,
         instance_id: &str,
         source: Option<std::net::IpAddr>,
-    ) -> Result<bool> {
-        let map = self.instance_policy_map(instance_id).await?;
-        let Some(p) = map
-            .get(&InstancePolicyType::AllowedIp)
-            .filter(|p| p.enabled)
-        else {
-            return Ok(true);
+    ) -> Result<()> {
+        let now = self.now_ms();
+        let cached = lock_map(&self.inner.allowed_ips)
+            .get(instance_id)
+            .filter(|(at, _)| now - at < 1_000)
+            .map(|(_, cidrs)| cidrs.clone());
+        let cidrs = match cached {
+            Some(c) => c,
+            None => {
+                let map = self.instance_policy_map(instance_id).await?;
+                let cidrs = map
+                    .get(&InstancePolicyType::AllowedIp)
+                    .filter(|p| p.enabled)
+                    .map(|p| {
+                        p.attributes
+                            .get("allowed_ip")
+                            .and_then(Value::as_array)
+                            .map(|list| {
+                                list.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_owned)
+                                    .collect::<Vec<_>>()
+                            })
+                            .unwrap_or_default()
+                    });
+                lock_map(&self.inner.allowed_ips)
+                    .insert(instance_id.to_owned(), (now, cidrs.clone()));
+                cidrs
+            }
         };
-        let Some(ip) = source else { return Ok(false) };
-        let cidrs = p
-            .attributes
-            .get("allowed_ip")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        Ok(cidrs
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|c| cidr_contains(c, ip)))
+        let Some(cidrs) = cidrs else { return Ok(()) };
+        if source.is_some_and(|ip| cidrs.iter().any(|c| cidr_contains(c, ip))) {
+            return Ok(());
+        }
+        let event = self.audit_event(
+            caller,
+            instance_id,
+            "request.source",
+            instance_id,
+            "denied",
+            json!({"reason": "allowedIP"}),
+        );
+        if let Err(e) = self.store().append_audit_event(&event).await {
+            tracing::error!(instance = instance_id, error = ?e, "audit event lost");
+        }
+        Err(CoreError::Forbidden {
+            principal: caller.principal.name.clone(),
+            action: "connect from this address",
+        })
     }
 
     // ---- aliases and key rings -------------------------------------------------------------
@@ -1776,6 +1809,10 @@ impl Keyfort {
     pub fn kms_timings(&self) -> KmsTimings {
         self.inner.kms_timings
     }
+}
+
+fn lock_map<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn token_state(token: &ImportToken, pkcs8: &[u8], nonce: &[u8]) -> Zeroizing<String> {

@@ -98,6 +98,8 @@ pub(crate) struct Inner {
     pub(crate) protector: Option<Arc<dyn MasterKeyProtector>>,
     pub(crate) kms_timings: crate::kms::KmsTimings,
     pub(crate) key_cache: crate::cache::KeyCache,
+    /// allowedIP policy per instance (`None`: not enabled), with the time it was read.
+    pub(crate) allowed_ips: Mutex<HashMap<String, (i64, Option<Vec<String>>)>>,
 }
 
 struct CachedCaller {
@@ -140,6 +142,7 @@ impl Keyfort {
                 protector: config.master_key_protector,
                 kms_timings: config.kms_timings,
                 key_cache: crate::cache::KeyCache::default(),
+                allowed_ips: Mutex::new(HashMap::new()),
             }),
         })
     }

@@ -963,3 +963,71 @@ async fn audit_chain_verifies_and_detects_changed_removed_and_reordered_events()
         .unwrap();
     assert_eq!(v.problem, Some((5, AuditProblem::MissingEvent)));
 }
+
+#[tokio::test]
+async fn allowed_ip_policy_refuses_other_sources_and_says_so() {
+    use keyfort_core::InstancePolicyType;
+    let env = env().await;
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    env.core
+        .check_source(&env.admin, &env.instance, ip("192.0.2.1"))
+        .await
+        .unwrap();
+    let attrs = serde_json::json!({"allowed_ip": ["10.0.0.0/8", "2001:db8::/32"]});
+    env.core
+        .set_instance_policies(
+            &env.admin,
+            &env.instance,
+            vec![(
+                InstancePolicyType::AllowedIp,
+                true,
+                attrs.as_object().unwrap().clone(),
+            )],
+        )
+        .await
+        .unwrap();
+    env.core
+        .check_source(&env.admin, &env.instance, ip("10.1.2.3"))
+        .await
+        .unwrap();
+    env.core
+        .check_source(&env.admin, &env.instance, ip("2001:db8::1"))
+        .await
+        .unwrap();
+    for refused in [ip("192.0.2.1"), ip("::1"), None] {
+        assert!(matches!(
+            env.core
+                .check_source(&env.admin, &env.instance, refused)
+                .await,
+            Err(CoreError::Forbidden { .. })
+        ));
+    }
+    let events = env
+        .core
+        .audit_events(
+            &env.admin,
+            &env.instance,
+            &keyfort_core::AuditQuery {
+                action: Some("request.source".into()),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e.outcome == "denied"));
+    // Turning the policy off lets everyone in again at once.
+    env.core
+        .set_instance_policies(
+            &env.admin,
+            &env.instance,
+            vec![(InstancePolicyType::AllowedIp, false, serde_json::Map::new())],
+        )
+        .await
+        .unwrap();
+    env.core
+        .check_source(&env.admin, &env.instance, ip("192.0.2.1"))
+        .await
+        .unwrap();
+}

@@ -236,8 +236,16 @@ impl FromRequestParts<Keyfort> for Kp {
             )
             .with_correlation(correlation_id.clone())
         })?;
+        let caller = caller.for_request(Some(correlation_id.clone()), source);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        core.check_source(&caller, &instance, peer)
+            .await
+            .map_err(|e| KpError::core(&e, Op::REQUEST, &correlation_id))?;
         Ok(Kp {
-            caller: caller.for_request(Some(correlation_id.clone()), source),
+            caller,
             instance,
             key_ring: header(&KEY_RING),
             prefer,
