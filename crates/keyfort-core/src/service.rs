@@ -35,6 +35,9 @@ const CALLER_CACHE_TTL_MS: i64 = 5_000;
 /// Most entries in the caller cache before it is cleared.
 const CALLER_CACHE_MAX: usize = 10_000;
 
+/// When an instance's allowedIP policy was read, and its CIDRs (`None`: not enabled).
+pub(crate) type AllowedIps = (i64, Option<Vec<String>>);
+
 /// Settings of the core.
 pub struct CoreConfig {
     /// Lifetime of access tokens.
@@ -98,8 +101,8 @@ pub(crate) struct Inner {
     pub(crate) protector: Option<Arc<dyn MasterKeyProtector>>,
     pub(crate) kms_timings: crate::kms::KmsTimings,
     pub(crate) key_cache: crate::cache::KeyCache,
-    /// allowedIP policy per instance (`None`: not enabled), with the time it was read.
-    pub(crate) allowed_ips: Mutex<HashMap<String, (i64, Option<Vec<String>>)>>,
+    /// allowedIP policy per instance, with the time it was read.
+    pub(crate) allowed_ips: Mutex<HashMap<String, AllowedIps>>,
 }
 
 struct CachedCaller {
