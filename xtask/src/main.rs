@@ -3,6 +3,10 @@
 //! - `cargo xtask tidy`: checks the house rules a compiler cannot see: `unsafe` only in the
 //!   modules allowed to hold it, a `// SAFETY:` comment on every `unsafe` block, no `ring` in the
 //!   dependency graph (one crypto library), no `todo!`/`unimplemented!` in shipped code.
+//! - `cargo xtask bench [--quick]`: the KMS benchmark: Keyfort wrap/unwrap and key creation
+//!   against a no-op endpoint, OpenBao transit and raw SQLite, in one run ([`bench`]).
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,8 +32,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("bench") => match bench::run(&workspace_root(), &args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => {
-            eprintln!("usage: cargo xtask tidy");
+            eprintln!("usage: cargo xtask tidy\n       {}", bench::usage());
             ExitCode::from(2)
         }
     }
