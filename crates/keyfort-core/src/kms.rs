@@ -511,9 +511,9 @@ impl Keyfort {
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.move", id_or_alias, async {
             validate_key_ring_id(ring)?;
-            self.unsealed_for(caller, instance_id).await?;
-            let mut key = self.find_key(instance_id, id_or_alias).await?;
-            caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
+            let mut key = self
+                .key_for(caller, instance_id, id_or_alias, Action::ManageKey)
+                .await?;
             caller.authorize(Action::ManageKey, instance_id, Some(ring))?;
             if self.store().key_ring(instance_id, ring).await?.is_none() {
                 return Err(CoreError::KeyRingNotFound {
@@ -549,9 +549,9 @@ impl Keyfort {
     ) -> Result<Key> {
         let action = format!("key.{transition}");
         self.audited(caller, instance_id, &action, id_or_alias, async {
-            self.unsealed_for(caller, instance_id).await?;
-            let key = self.find_key(instance_id, id_or_alias).await?;
-            caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
+            let key = self
+                .key_for(caller, instance_id, id_or_alias, Action::ManageKey)
+                .await?;
             if key.state.is_destroyed() {
                 return Err(refuse(&key.id, KmsRefusal::KeyDeleted));
             }
@@ -754,9 +754,9 @@ impl Keyfort {
         id_or_alias: &str,
     ) -> Result<()> {
         self.audited(caller, instance_id, "key.sync", id_or_alias, async {
-            self.unsealed_for(caller, instance_id).await?;
-            let key = self.find_key(instance_id, id_or_alias).await?;
-            caller.authorize(Action::RotateKey, instance_id, Some(&key.key_ring_id))?;
+            let key = self
+                .key_for(caller, instance_id, id_or_alias, Action::RotateKey)
+                .await?;
             self.audit_read(caller, instance_id, "key.sync", &key.id, json!({}))
                 .await
         })
@@ -779,9 +779,7 @@ impl Keyfort {
             "key.unset_for_deletion"
         };
         self.audited(caller, instance_id, action, id_or_alias, async {
-            self.unsealed_for(caller, instance_id).await?;
-            let mut key = self.find_key(instance_id, id_or_alias).await?;
-            caller.authorize(Action::ApproveDeletion, instance_id, Some(&key.key_ring_id))?;
+            let mut key = self.key_for(caller, instance_id, id_or_alias, Action::ApproveDeletion).await?;
             if key.state.is_destroyed() {
                 return Err(refuse(&key.id, KmsRefusal::KeyDeleted));
             }
@@ -815,9 +813,7 @@ impl Keyfort {
         force: bool,
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.delete", id_or_alias, async {
-            self.unsealed_for(caller, instance_id).await?;
-            let mut key = self.find_key(instance_id, id_or_alias).await?;
-            caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
+            let mut key = self.key_for(caller, instance_id, id_or_alias, Action::ManageKey).await?;
             if key.state.is_destroyed() {
                 return Err(refuse(&key.id, KmsRefusal::KeyDeleted));
             }
@@ -876,9 +872,9 @@ impl Keyfort {
         id_or_alias: &str,
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.restore", id_or_alias, async {
-            self.unsealed_for(caller, instance_id).await?;
-            let key = self.find_key(instance_id, id_or_alias).await?;
-            caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
+            let key = self
+                .key_for(caller, instance_id, id_or_alias, Action::ManageKey)
+                .await?;
             let now = self.now_ms();
             let t = self.kms_timings();
             if key.state != KeyState::Destroyed {
@@ -914,9 +910,9 @@ impl Keyfort {
         id_or_alias: &str,
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.purge", id_or_alias, async {
-            self.unsealed_for(caller, instance_id).await?;
-            let key = self.find_key(instance_id, id_or_alias).await?;
-            caller.authorize(Action::PurgeKey, instance_id, Some(&key.key_ring_id))?;
+            let key = self
+                .key_for(caller, instance_id, id_or_alias, Action::PurgeKey)
+                .await?;
             if !key.state.is_destroyed() {
                 return Err(CoreError::InvalidTransition {
                     id: key.id,
@@ -988,9 +984,7 @@ impl Keyfort {
         update: KeyPolicyUpdate,
     ) -> Result<(Key, KeyPolicies)> {
         self.audited(caller, instance_id, "key.policies.set", id_or_alias, async {
-            self.unsealed_for(caller, instance_id).await?;
-            let mut key = self.find_key(instance_id, id_or_alias).await?;
-            caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
+            let mut key = self.key_for(caller, instance_id, id_or_alias, Action::ManageKey).await?;
             if key.state.is_destroyed() {
                 return Err(refuse(&key.id, KmsRefusal::KeyDeleted));
             }
@@ -1481,9 +1475,7 @@ impl Keyfort {
         prevent_key_deletion: bool,
     ) -> Result<Registration> {
         self.audited(caller, instance_id, "registration.put", id_or_alias, async {
-            self.unsealed_for(caller, instance_id).await?;
-            let key = self.find_key(instance_id, id_or_alias).await?;
-            caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
+            let key = self.key_for(caller, instance_id, id_or_alias, Action::ManageKey).await?;
             if key.state != KeyState::Active {
                 return Err(refuse(&key.id, KmsRefusal::KeyNotActive));
             }

@@ -607,20 +607,7 @@ impl Keyfort {
             instance: instance_id.to_owned(),
             reason,
         };
-        let record = self.instance_record(instance_id).await?;
-        match record.state.as_str() {
-            STORED_UNINITIALIZED => {
-                return Err(CoreError::InstanceUninitialized {
-                    id: instance_id.to_owned(),
-                });
-            }
-            STORED_ZEROIZED => {
-                return Err(CoreError::InstanceZeroized {
-                    id: instance_id.to_owned(),
-                });
-            }
-            _ => {}
-        }
+        let record = self.initialized_record(instance_id).await?;
         if record.unseal_method != UnsealMethod::Custodians.as_str()
             || self.inner.master_keys.is_loaded(instance_id)
         {
@@ -763,20 +750,7 @@ impl Keyfort {
             instance: instance_id.to_owned(),
             reason,
         };
-        let record = self.instance_record(instance_id).await?;
-        match record.state.as_str() {
-            STORED_UNINITIALIZED => {
-                return Err(CoreError::InstanceUninitialized {
-                    id: instance_id.to_owned(),
-                });
-            }
-            STORED_ZEROIZED => {
-                return Err(CoreError::InstanceZeroized {
-                    id: instance_id.to_owned(),
-                });
-            }
-            _ => {}
-        }
+        let record = self.initialized_record(instance_id).await?;
         if command.instance_id != instance_id {
             return Err(refuse("the command is for another instance"));
         }

@@ -245,6 +245,16 @@ impl Keyfort {
             .ok_or_else(|| CoreError::InstanceNotFound { id: id.to_owned() })
     }
 
+    /// An instance's record, refusing an uninitialized or zeroized instance.
+    pub(crate) async fn initialized_record(&self, id: &str) -> Result<InstanceRecord> {
+        let record = self.instance_record(id).await?;
+        match record.state.as_str() {
+            STORED_UNINITIALIZED => Err(CoreError::InstanceUninitialized { id: id.to_owned() }),
+            STORED_ZEROIZED => Err(CoreError::InstanceZeroized { id: id.to_owned() }),
+            _ => Ok(record),
+        }
+    }
+
     /// Gives an uninitialized instance its first master key and leaves it unsealed.
     pub(crate) async fn initialize_instance(
         &self,
@@ -280,14 +290,7 @@ impl Keyfort {
         id: &str,
         master_key: MasterKey,
     ) -> Result<Instance> {
-        let record = self.instance_record(id).await?;
-        match record.state.as_str() {
-            STORED_UNINITIALIZED => {
-                return Err(CoreError::InstanceUninitialized { id: id.to_owned() });
-            }
-            STORED_ZEROIZED => return Err(CoreError::InstanceZeroized { id: id.to_owned() }),
-            _ => {}
-        }
+        let record = self.initialized_record(id).await?;
         let expected_version = u32::try_from(record.mk_version).ok();
         let check = master_key.check_value();
         if expected_version != Some(master_key.version())
