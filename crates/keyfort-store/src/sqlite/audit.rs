@@ -88,21 +88,40 @@ pub(super) async fn query(
     all.iter().map(rows::audit_event).collect()
 }
 
+/// The last (seq, hash) of each instance's chain that a group transaction has seen, so that a
+/// group reads each chain head once. Valid only inside the transaction that filled it.
+pub(super) type ChainHeads = std::collections::HashMap<String, (i64, Vec<u8>)>;
+
 /// Appends `event` to its instance's chain on `conn`, which must be inside a transaction
 /// holding the write lock.
 pub(super) async fn append_in(
     conn: &mut Conn,
     event: &AuditEventInput,
 ) -> Result<AuditEventRecord> {
-    let last = sqlx::query(select_events!(
-        "WHERE instance_id = ? ORDER BY seq DESC LIMIT 1"
-    ))
-    .bind(&event.instance_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (last_seq, prev_hash) = match last.as_ref().map(rows::audit_event).transpose()? {
-        Some(last) => (last.seq, last.hash),
-        None => (0, vec![0; HASH_LEN]),
+    append_with_heads(conn, event, &mut ChainHeads::new()).await
+}
+
+/// [`append_in`], reading the chain head from `heads` when this transaction already knows it,
+/// and leaving the new head there.
+pub(super) async fn append_with_heads(
+    conn: &mut Conn,
+    event: &AuditEventInput,
+    heads: &mut ChainHeads,
+) -> Result<AuditEventRecord> {
+    let (last_seq, prev_hash) = match heads.get(&event.instance_id) {
+        Some((seq, hash)) => (*seq, hash.clone()),
+        None => {
+            let last = sqlx::query(select_events!(
+                "WHERE instance_id = ? ORDER BY seq DESC LIMIT 1"
+            ))
+            .bind(&event.instance_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match last.as_ref().map(rows::audit_event).transpose()? {
+                Some(last) => (last.seq, last.hash),
+                None => (0, vec![0; HASH_LEN]),
+            }
+        }
     };
     let seq = last_seq.checked_add(1).ok_or_else(|| StoreError::Corrupt {
         table: "audit_events",
@@ -126,6 +145,7 @@ pub(super) async fn append_in(
     .bind(&hash)
     .execute(&mut *conn)
     .await?;
+    heads.insert(event.instance_id.clone(), (seq, hash.clone()));
     Ok(AuditEventRecord {
         instance_id: event.instance_id.clone(),
         seq,

@@ -123,13 +123,27 @@ async fn commit_group(pool: &SqlitePool, group: &[Request]) -> Vec<Result<Vec<Ap
         Ok(tx) => tx,
         Err(e) => return failed(outcomes, e, group.len()),
     };
+    let mut heads = audit::ChainHeads::new();
     for request in group {
+        // A lone audit append is one INSERT: if it fails, SQLite undoes that statement alone,
+        // so it needs no savepoint (the common case: the event of a read or a wrap).
+        if let Job::Batch(batch) = &request.job {
+            if let [Write::AppendAudit(event)] = batch.writes.as_slice() {
+                let outcome = audit::append_with_heads(tx.conn(), event, &mut heads)
+                    .await
+                    .map(|record| vec![Applied::Audit(record)]);
+                outcomes.push(outcome);
+                continue;
+            }
+        }
         if let Err(e) = execute(tx.conn(), "SAVEPOINT batch").await {
             tx.rollback().await;
             return failed(outcomes, e, group.len());
         }
-        let outcome = run_job(tx.conn(), &request.job).await;
+        let saved_heads = heads.clone();
+        let outcome = run_job(tx.conn(), &request.job, &mut heads).await;
         let undone = if outcome.is_err() {
+            heads = saved_heads;
             execute(tx.conn(), "ROLLBACK TO SAVEPOINT batch").await
         } else {
             Ok(())
@@ -177,12 +191,16 @@ fn failed(
 }
 
 /// Runs one job on `conn`, inside the group's transaction.
-async fn run_job(conn: &mut Conn, job: &Job) -> Result<Vec<Applied>> {
+async fn run_job(
+    conn: &mut Conn,
+    job: &Job,
+    heads: &mut audit::ChainHeads,
+) -> Result<Vec<Applied>> {
     match job {
         Job::Batch(batch) => {
             let mut applied = Vec::with_capacity(batch.writes.len());
             for write in &batch.writes {
-                applied.push(apply_write(conn, write).await?);
+                applied.push(apply_write(conn, write, heads).await?);
             }
             Ok(applied)
         }
@@ -192,14 +210,18 @@ async fn run_job(conn: &mut Conn, job: &Job) -> Result<Vec<Applied>> {
             audit,
         } => {
             instances::set_policies_in(conn, instance_id, policies).await?;
-            audit::append_in(conn, audit).await?;
+            audit::append_with_heads(conn, audit, heads).await?;
             Ok(Vec::new())
         }
     }
 }
 
 /// One write, exactly as the single method it mirrors.
-async fn apply_write(conn: &mut Conn, write: &Write) -> Result<Applied> {
+async fn apply_write(
+    conn: &mut Conn,
+    write: &Write,
+    heads: &mut audit::ChainHeads,
+) -> Result<Applied> {
     Ok(match write {
         Write::InsertKey { key, first_version } => {
             keys::insert_in(conn, key, first_version).await?;
@@ -247,7 +269,9 @@ async fn apply_write(conn: &mut Conn, write: &Write) -> Result<Applied> {
             registrations::delete_in(conn, instance_id, key_id, resource_crn).await?;
             Applied::Done
         }
-        Write::AppendAudit(event) => Applied::Audit(audit::append_in(conn, event).await?),
+        Write::AppendAudit(event) => {
+            Applied::Audit(audit::append_with_heads(conn, event, heads).await?)
+        }
     })
 }
 
