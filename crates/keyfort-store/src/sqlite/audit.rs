@@ -108,55 +108,94 @@ pub(super) async fn append_with_heads(
     event: &AuditEventInput,
     heads: &mut ChainHeads,
 ) -> Result<AuditEventRecord> {
-    let (last_seq, prev_hash) = match heads.get(&event.instance_id) {
-        Some((seq, hash)) => (*seq, hash.clone()),
-        None => {
-            let last = sqlx::query(select_events!(
-                "WHERE instance_id = ? ORDER BY seq DESC LIMIT 1"
-            ))
-            .bind(&event.instance_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            match last.as_ref().map(rows::audit_event).transpose()? {
-                Some(last) => (last.seq, last.hash),
-                None => (0, vec![0; HASH_LEN]),
-            }
-        }
-    };
-    let seq = last_seq.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+    let mut records = append_many(conn, &[event], heads).await?;
+    records.pop().ok_or_else(|| StoreError::Corrupt {
         table: "audit_events",
-        id: format!("{}/{last_seq}", event.instance_id),
-        detail: "column seq: the chain cannot grow past i64::MAX".to_owned(),
-    })?;
-    let hash = chain_hash(&prev_hash, seq, event.at, &event.body).to_vec();
-    let [target, action, outcome] = body_fields(&event.body);
-    sqlx::query(
-        "INSERT INTO audit_events (instance_id, seq, at, target, action, outcome, body, \
-         prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&event.instance_id)
-    .bind(seq)
-    .bind(event.at)
-    .bind(&target)
-    .bind(&action)
-    .bind(&outcome)
-    .bind(&event.body)
-    .bind(&prev_hash)
-    .bind(&hash)
-    .execute(&mut *conn)
-    .await?;
-    heads.insert(event.instance_id.clone(), (seq, hash.clone()));
-    Ok(AuditEventRecord {
-        instance_id: event.instance_id.clone(),
-        seq,
-        at: event.at,
-        target,
-        action,
-        outcome,
-        body: event.body.clone(),
-        prev_hash,
-        hash,
+        id: event.instance_id.clone(),
+        detail: "an append returned no event".to_owned(),
     })
+}
+
+/// Most events per multi-row INSERT (9 bound values each, far below SQLite's limit).
+const MAX_ROWS_PER_INSERT: usize = 256;
+
+/// Appends `events` in order, each to its instance's chain, with one INSERT per
+/// [`MAX_ROWS_PER_INSERT`] events. All or none: on an error nothing is inserted and `heads` is
+/// as before.
+pub(super) async fn append_many(
+    conn: &mut Conn,
+    events: &[&AuditEventInput],
+    heads: &mut ChainHeads,
+) -> Result<Vec<AuditEventRecord>> {
+    let saved = heads.clone();
+    let result = append_many_inner(conn, events, heads).await;
+    if result.is_err() {
+        *heads = saved;
+    }
+    result
+}
+
+async fn append_many_inner(
+    conn: &mut Conn,
+    events: &[&AuditEventInput],
+    heads: &mut ChainHeads,
+) -> Result<Vec<AuditEventRecord>> {
+    let mut records = Vec::with_capacity(events.len());
+    for event in events {
+        let (last_seq, prev_hash) = match heads.get(&event.instance_id) {
+            Some((seq, hash)) => (*seq, hash.clone()),
+            None => {
+                let last = sqlx::query(select_events!(
+                    "WHERE instance_id = ? ORDER BY seq DESC LIMIT 1"
+                ))
+                .bind(&event.instance_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+                match last.as_ref().map(rows::audit_event).transpose()? {
+                    Some(last) => (last.seq, last.hash),
+                    None => (0, vec![0; HASH_LEN]),
+                }
+            }
+        };
+        let seq = last_seq.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+            table: "audit_events",
+            id: format!("{}/{last_seq}", event.instance_id),
+            detail: "column seq: the chain cannot grow past i64::MAX".to_owned(),
+        })?;
+        let hash = chain_hash(&prev_hash, seq, event.at, &event.body).to_vec();
+        let [target, action, outcome] = body_fields(&event.body);
+        heads.insert(event.instance_id.clone(), (seq, hash.clone()));
+        records.push(AuditEventRecord {
+            instance_id: event.instance_id.clone(),
+            seq,
+            at: event.at,
+            target,
+            action,
+            outcome,
+            body: event.body.clone(),
+            prev_hash,
+            hash,
+        });
+    }
+    for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit_events (instance_id, seq, at, target, action, outcome, body, \
+             prev_hash, hash) ",
+        );
+        q.push_values(chunk, |mut row, r| {
+            row.push_bind(&r.instance_id)
+                .push_bind(r.seq)
+                .push_bind(r.at)
+                .push_bind(&r.target)
+                .push_bind(&r.action)
+                .push_bind(&r.outcome)
+                .push_bind(&r.body)
+                .push_bind(&r.prev_hash)
+                .push_bind(&r.hash);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(records)
 }
 
 /// The body's `target`, `action` and `outcome` string fields; `""` for each one that is absent

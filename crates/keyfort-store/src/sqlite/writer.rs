@@ -124,18 +124,14 @@ async fn commit_group(pool: &SqlitePool, group: &[Request]) -> Vec<Result<Vec<Ap
         Err(e) => return failed(outcomes, e, group.len()),
     };
     let mut heads = audit::ChainHeads::new();
+    // Lone audit appends (the events of reads and wraps) waiting to be inserted together.
+    let mut lone: Vec<&AuditEventInput> = Vec::new();
     for request in group {
-        // A lone audit append is one INSERT: if it fails, SQLite undoes that statement alone,
-        // so it needs no savepoint (the common case: the event of a read or a wrap).
-        if let Job::Batch(batch) = &request.job {
-            if let [Write::AppendAudit(event)] = batch.writes.as_slice() {
-                let outcome = audit::append_with_heads(tx.conn(), event, &mut heads)
-                    .await
-                    .map(|record| vec![Applied::Audit(record)]);
-                outcomes.push(outcome);
-                continue;
-            }
+        if let Some(event) = lone_audit(&request.job) {
+            lone.push(event);
+            continue;
         }
+        flush_lone(tx.conn(), &mut lone, &mut heads, &mut outcomes).await;
         if let Err(e) = execute(tx.conn(), "SAVEPOINT batch").await {
             tx.rollback().await;
             return failed(outcomes, e, group.len());
@@ -158,10 +154,50 @@ async fn commit_group(pool: &SqlitePool, group: &[Request]) -> Vec<Result<Vec<Ap
             return failed(outcomes, e, group.len());
         }
     }
+    flush_lone(tx.conn(), &mut lone, &mut heads, &mut outcomes).await;
     match tx.commit().await {
         Ok(()) => outcomes,
         Err(e) => failed(outcomes, e, group.len()),
     }
+}
+
+/// The event of a job that is a single audit append.
+fn lone_audit(job: &Job) -> Option<&AuditEventInput> {
+    match job {
+        Job::Batch(batch) => match batch.writes.as_slice() {
+            [Write::AppendAudit(event)] => Some(event),
+            _ => None,
+        },
+        Job::SetPolicies { .. } => None,
+    }
+}
+
+/// Inserts the pending lone appends with one statement (a failed statement changes nothing,
+/// so no savepoint is needed); if that fails, appends them one by one so that each caller gets
+/// its own outcome.
+async fn flush_lone(
+    conn: &mut Conn,
+    lone: &mut Vec<&AuditEventInput>,
+    heads: &mut audit::ChainHeads,
+    outcomes: &mut Vec<Result<Vec<Applied>>>,
+) {
+    if lone.is_empty() {
+        return;
+    }
+    match audit::append_many(conn, lone, heads).await {
+        Ok(records) => {
+            outcomes.extend(records.into_iter().map(|r| Ok(vec![Applied::Audit(r)])));
+        }
+        Err(_) => {
+            for event in lone.iter() {
+                let outcome = audit::append_with_heads(conn, event, heads)
+                    .await
+                    .map(|record| vec![Applied::Audit(record)]);
+                outcomes.push(outcome);
+            }
+        }
+    }
+    lone.clear();
 }
 
 /// The outcomes of a group whose transaction failed with `e`: the jobs that had failed keep
