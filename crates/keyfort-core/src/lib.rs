@@ -20,6 +20,7 @@ pub mod key;
 pub mod kms;
 pub mod kyok;
 pub mod lifecycle;
+pub mod maintenance;
 pub mod wrap;
 
 mod cache;
@@ -48,6 +49,7 @@ pub use kms::{
 };
 pub use kyok::{CommandOutcome, MasterKeyProtector, PartRejection, ResealProgress, UnsealStatus};
 pub use lifecycle::{KeyState, Transition, Usage};
+pub use maintenance::MaintenanceReport;
 pub use service::{CoreConfig, Keyfort, new_id};
 pub use wrap::{Unwrapped, Wrapped};
 

@@ -1031,3 +1031,122 @@ async fn allowed_ip_policy_refuses_other_sources_and_says_so() {
         .await
         .unwrap();
 }
+
+/// A clock the test moves by hand.
+struct TestClock(std::sync::atomic::AtomicI64);
+
+impl keyfort_core::Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn maintenance_rotates_due_keys_and_purges_old_deletions() {
+    use keyfort_core::{KeyPolicyUpdate, RotationPolicy};
+    use std::sync::atomic::Ordering;
+    const DAY: i64 = 24 * 3600 * 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("keyfort.db"))
+        .await
+        .unwrap();
+    let clock = Arc::new(TestClock(std::sync::atomic::AtomicI64::new(
+        1_700_000_000_000,
+    )));
+    let signer = TokenSigner::generate().unwrap();
+    let core = Keyfort::open_with_clock(
+        Arc::new(store),
+        CoreConfig::new(Duration::from_secs(3600), signer),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let boot = core
+        .dev_bootstrap(DevSetup {
+            master_key_file: dir.path().join("dev.key"),
+            previous_api_key: None,
+        })
+        .await
+        .unwrap();
+    let token = core.exchange_api_key(&boot.api_key).await.unwrap();
+    let admin = core.authenticate(&token.token).await.unwrap();
+    let id = boot.instance_id;
+
+    let rotating = core
+        .create_key(&admin, &id, named("monthly"))
+        .await
+        .unwrap();
+    core.set_key_policies(
+        &admin,
+        &id,
+        &rotating.id,
+        KeyPolicyUpdate {
+            rotation: Some(RotationPolicy {
+                enabled: true,
+                interval_month: 1,
+            }),
+            dual_auth_delete: None,
+        },
+    )
+    .await
+    .unwrap();
+    let steady = core
+        .create_key(&admin, &id, named("no-policy"))
+        .await
+        .unwrap();
+    let doomed = core.create_key(&admin, &id, named("doomed")).await.unwrap();
+    core.delete_key(&admin, &id, &doomed.id, false)
+        .await
+        .unwrap();
+
+    // Nothing is due yet.
+    let report = core.run_maintenance().await.unwrap();
+    assert!(
+        report.rotated.is_empty() && report.purged.is_empty(),
+        "{report:?}"
+    );
+
+    clock.0.fetch_add(31 * DAY, Ordering::SeqCst);
+    let report = core.run_maintenance().await.unwrap();
+    assert_eq!(report.rotated, vec![rotating.id.clone()]);
+    assert!(report.purged.is_empty());
+    assert_eq!(
+        core.key_versions(&admin, &id, &rotating.id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        core.key_versions(&admin, &id, &steady.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Not due again until another month has passed.
+    assert!(core.run_maintenance().await.unwrap().rotated.is_empty());
+
+    clock.0.fetch_add(60 * DAY, Ordering::SeqCst);
+    let report = core.run_maintenance().await.unwrap();
+    assert_eq!(report.purged, vec![doomed.id.clone()]);
+    assert_eq!(report.rotated, vec![rotating.id.clone()]);
+    assert!(matches!(
+        core.key(&admin, &id, &doomed.id).await,
+        Err(CoreError::KeyNotFound { .. })
+    ));
+    let events = core
+        .audit_events(
+            &admin,
+            &id,
+            &keyfort_core::AuditQuery {
+                action: Some("key.purge".into()),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor, "keyfort");
+}

@@ -157,6 +157,7 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
     for id in core.unseal_hsm_instances().await? {
         tracing::info!(instance = %id, "instance unsealed by the HSM");
     }
+    spawn_maintenance(core.clone());
     let dev = if config.dev {
         let boot = core
             .dev_bootstrap(DevSetup {
@@ -180,6 +181,27 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
         app: keyfort_rest::router(core),
         dev,
     })
+}
+
+/// Key Protect's background work (scheduled rotations, automatic purge), once a minute.
+fn spawn_maintenance(core: keyfort_core::Keyfort) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match core.run_maintenance().await {
+                Ok(r) if r.rotated.is_empty() && r.purged.is_empty() && r.failed == 0 => {}
+                Ok(r) => tracing::info!(
+                    rotated = r.rotated.len(),
+                    purged = r.purged.len(),
+                    failed = r.failed,
+                    "maintenance pass"
+                ),
+                Err(e) => tracing::warn!(error = %e, "maintenance pass failed"),
+            }
+        }
+    });
 }
 
 /// Opens the configured PKCS#11 token (blocking work, off the runtime threads).
