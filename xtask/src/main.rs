@@ -5,8 +5,11 @@
 //!   dependency graph (one crypto library), no `todo!`/`unimplemented!` in shipped code.
 //! - `cargo xtask bench [--quick]`: the KMS benchmark: Keyfort wrap/unwrap and key creation
 //!   against a no-op endpoint, OpenBao transit and raw SQLite, in one run ([`bench`]).
+//! - `cargo xtask codegen-kmip`: regenerates `crates/keyfort-kmip/src/generated.rs` (KMIP tags
+//!   and enumerations) from `../shared/specs/data/*.json` ([`codegen_kmip`]).
 
 mod bench;
+mod codegen_kmip;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,8 +42,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("codegen-kmip") => {
+            let root = workspace_root();
+            let data = root.join("../shared/specs/data");
+            match codegen_kmip::run(&root, &data) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("codegen-kmip: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {
-            eprintln!("usage: cargo xtask tidy\n       {}", bench::usage());
+            eprintln!(
+                "usage: cargo xtask tidy\n       cargo xtask codegen-kmip\n       {}",
+                bench::usage()
+            );
             ExitCode::from(2)
         }
     }

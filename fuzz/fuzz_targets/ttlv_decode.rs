@@ -1,0 +1,13 @@
+//! TTLV arrives from any TLS peer on the KMIP port: decoding must never panic, and whatever it
+//! accepts must re-encode to exactly the bytes it was given (the codec is canonical).
+#![no_main]
+
+use keyfort_kmip::ttlv::{self, Limits};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(item) = ttlv::decode(data, &Limits::default()) {
+        assert_eq!(ttlv::encode(&item), data);
+        assert_eq!(ttlv::frame_len(data), Some(data.len()));
+    }
+});
