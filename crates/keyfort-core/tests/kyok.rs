@@ -820,3 +820,102 @@ async fn database_never_holds_the_master_key_or_a_share() {
     }
     assert!(scanned > 0);
 }
+
+#[tokio::test]
+async fn secure_import_through_an_import_token() {
+    use base64::Engine as _;
+    use keyfort_core::{KeyPolicyUpdate, KmsRefusal, SecureImport};
+    let env = env().await;
+    let (id, _) = env.init("prod").await;
+    let token = env
+        .core
+        .create_import_token(&env.admin, &id, 600, 2)
+        .await
+        .unwrap();
+    assert_eq!(token.remaining_retrievals, 2);
+    let got = env
+        .core
+        .retrieve_import_token(&env.admin, &id)
+        .await
+        .unwrap();
+    assert_eq!(got.remaining_retrievals, 1);
+    let pem = got.public_key_pem.unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let public = keyfort_crypto::rsa::PublicKey::from_der(&der).unwrap();
+    assert_eq!(public.modulus_len(), 512, "RSA-4096");
+    let nonce = got.nonce.unwrap();
+
+    let material = [0x3Cu8; 32];
+    let seal = |nonce: &[u8]| {
+        let iv = [7u8; 12];
+        SecureImport {
+            payload: public
+                .encrypt_oaep(keyfort_crypto::rsa::OaepHash::Sha256, &material, None)
+                .unwrap(),
+            sha256: true,
+            encrypted_nonce: keyfort_crypto::aes::gcm_encrypt(&material, &iv, &[], nonce).unwrap(),
+            iv: iv.to_vec(),
+        }
+    };
+    let request = || NewKey {
+        name: "imported".into(),
+        extractable: true,
+        ..NewKey::default()
+    };
+    // A wrong nonce is refused.
+    let err = env
+        .core
+        .kms_create_key(
+            &env.admin,
+            &id,
+            request(),
+            KeyPolicyUpdate::default(),
+            Some(seal(b"not the nonce!!!")),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CoreError::KeyRefused {
+                reason: KmsRefusal::IncorrectNonce,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The right one imports the material.
+    let key = env
+        .core
+        .kms_create_key(
+            &env.admin,
+            &id,
+            request(),
+            KeyPolicyUpdate::default(),
+            Some(seal(&nonce)),
+        )
+        .await
+        .unwrap();
+    assert!(key.imported);
+    let back = env
+        .core
+        .key_material(&env.admin, &id, &key.id)
+        .await
+        .unwrap();
+    assert_eq!(back.as_slice(), &material);
+    // The last retrieval, then none left.
+    env.core
+        .retrieve_import_token(&env.admin, &id)
+        .await
+        .unwrap();
+    assert!(matches!(
+        env.core.retrieve_import_token(&env.admin, &id).await,
+        Err(CoreError::KeyRefused {
+            reason: KmsRefusal::ImportTokenExpired,
+            ..
+        })
+    ));
+}
