@@ -50,9 +50,7 @@ pub(super) async fn insert_in(
     key: &KeyRecord,
     first_version: &KeyVersionRecord,
 ) -> Result<()> {
-    if key_exists(conn, &key.instance_id, &key.id).await? {
-        return Err(already_exists("key", &key.id));
-    }
+    // A taken id fails on pk_keys (checked before the foreign key), so no read is needed first.
     sqlx::query(
         "INSERT INTO keys (instance_id, id, key_ring_id, name, description, tags, object_type, \
          algorithm, bit_length, extractable, imported, state, created_at, created_by, updated_at, \

@@ -124,6 +124,20 @@ async fn commit_group(pool: &SqlitePool, group: &[Request]) -> Vec<Result<Vec<Ap
         Err(e) => return failed(outcomes, e, group.len()),
     };
     let mut heads = audit::ChainHeads::new();
+    // A group of one job needs no savepoint: the transaction is the job's.
+    if let [request] = group {
+        let outcome = run_job(tx.conn(), &request.job, &mut heads).await;
+        if outcome.is_err() {
+            tx.rollback().await;
+            outcomes.push(outcome);
+            return outcomes;
+        }
+        outcomes.push(outcome);
+        return match tx.commit().await {
+            Ok(()) => outcomes,
+            Err(e) => failed(outcomes, e, group.len()),
+        };
+    }
     // Lone audit appends (the events of reads and wraps) waiting to be inserted together.
     let mut lone: Vec<&AuditEventInput> = Vec::new();
     for request in group {
