@@ -32,6 +32,8 @@ use crate::lifecycle::{KeyState, Transition, Usage};
 /// How long a verified caller's principal and API key status are reused before they are read
 /// again from the store (so a revocation on another node takes effect within this time).
 const CALLER_CACHE_TTL_MS: i64 = 5_000;
+/// Most tokens remembered as verified.
+const VERIFIED_TOKENS_MAX: usize = 10_000;
 /// Most entries in the caller cache before it is cleared.
 const CALLER_CACHE_MAX: usize = 10_000;
 
@@ -95,6 +97,8 @@ pub(crate) struct Inner {
     signer: TokenSigner,
     token_ttl: Duration,
     callers: Mutex<HashMap<String, CachedCaller>>,
+    /// Tokens whose signature verified, with their claims (see `verified_claims`).
+    tokens: Mutex<HashMap<String, Arc<Claims>>>,
     pub(crate) kyok: KyokState,
     pub(crate) reseal_batch_size: usize,
     pub(crate) reseal_pause: Duration,
@@ -139,6 +143,7 @@ impl Keyfort {
                 signer: config.token_signer,
                 token_ttl: config.token_ttl,
                 callers: Mutex::new(HashMap::new()),
+                tokens: Mutex::new(HashMap::new()),
                 kyok: KyokState::default(),
                 reseal_batch_size: config.reseal_batch_size.max(1),
                 reseal_pause: config.reseal_pause,
@@ -518,11 +523,7 @@ impl Keyfort {
     /// `CALLER_CACHE_TTL_MS` on every node, at once on the node that revoked it.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Caller>> {
         let now = self.now_ms();
-        let claims = self
-            .inner
-            .signer
-            .verify(token, now.div_euclid(1000))
-            .map_err(CoreError::Unauthenticated)?;
+        let claims = self.verified_claims(token, now)?;
         if let Some(caller) = self.cached_caller(&claims.api_key_id, now) {
             if caller.principal.id == claims.subject {
                 return Ok(caller);
@@ -562,6 +563,43 @@ impl Keyfort {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+    }
+
+    /// A token's claims: from the cache of tokens that verified before (keyed by the whole
+    /// token, kept until the token expires), or by checking its signature and times.
+    fn verified_claims(&self, token: &str, now: i64) -> Result<Arc<Claims>> {
+        let now_s = now.div_euclid(1000);
+        {
+            let tokens = self
+                .inner
+                .tokens
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(claims) = tokens.get(token) {
+                if claims.expires_at > now_s {
+                    return Ok(claims.clone());
+                }
+            }
+        }
+        let claims = Arc::new(
+            self.inner
+                .signer
+                .verify(token, now_s)
+                .map_err(CoreError::Unauthenticated)?,
+        );
+        let mut tokens = self
+            .inner
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tokens.len() >= VERIFIED_TOKENS_MAX {
+            tokens.retain(|_, c| c.expires_at > now_s);
+            if tokens.len() >= VERIFIED_TOKENS_MAX {
+                tokens.clear();
+            }
+        }
+        tokens.insert(token.to_owned(), claims.clone());
+        Ok(claims)
     }
 
     fn cached_caller(&self, api_key_id: &str, now: i64) -> Option<Arc<Caller>> {
