@@ -363,6 +363,32 @@ impl Keyfort {
         Ok(())
     }
 
+    /// Stores a changed key with its success audit event, in one transaction, and takes the
+    /// new row version.
+    pub(crate) async fn save_key(
+        &self,
+        caller: &Caller,
+        key: &mut Key,
+        action: &str,
+        details: Value,
+    ) -> Result<()> {
+        key.updated_at = self.now_ms();
+        let event = self.audit_event(
+            caller,
+            &key.instance_id,
+            action,
+            &key.id,
+            "success",
+            details,
+        );
+        let applied = self
+            .apply_audited(vec![Write::UpdateKey(key.to_record())], event)
+            .await
+            .map_err(key_write_error)?;
+        key.row_version = row_version(&applied);
+        Ok(())
+    }
+
     /// Applies writes plus the success audit event, atomically.
     pub(crate) async fn apply_audited(
         &self,
@@ -521,19 +547,13 @@ impl Keyfort {
                 });
             }
             let from = std::mem::replace(&mut key.key_ring_id, ring.to_owned());
-            key.updated_at = self.now_ms();
-            let event = self.audit_event(
+            self.save_key(
                 caller,
-                instance_id,
+                &mut key,
                 "key.move",
-                &key.id,
-                "success",
                 json!({"from": from, "to": ring}),
-            );
-            let applied = self
-                .apply_audited(vec![Write::UpdateKey(key.to_record())], event)
-                .await?;
-            key.row_version = row_version(&applied);
+            )
+            .await?;
             Ok(key)
         })
         .await
@@ -605,20 +625,7 @@ impl Keyfort {
             Transition::Disable | Transition::Compromise => {}
         }
         key.state = next;
-        key.updated_at = now;
-        let event = self.audit_event(
-            caller,
-            &key.instance_id.clone(),
-            action,
-            &key.id,
-            "success",
-            details,
-        );
-        let applied = self
-            .apply_audited(vec![Write::UpdateKey(key.to_record())], event)
-            .await
-            .map_err(key_write_error)?;
-        key.row_version = row_version(&applied);
+        self.save_key(caller, &mut key, action, details).await?;
         Ok(key)
     }
 
@@ -631,9 +638,10 @@ impl Keyfort {
         payload: Option<Zeroizing<Vec<u8>>>,
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.rotate", id_or_alias, async {
-            let loaded = self.unsealed_for(caller, instance_id).await?;
-            let mut key = self.find_key(instance_id, id_or_alias).await?;
-            caller.authorize(Action::RotateKey, instance_id, Some(&key.key_ring_id))?;
+            let mut key = self
+                .key_for(caller, instance_id, id_or_alias, Action::RotateKey)
+                .await?;
+            let loaded = self.unsealed(instance_id).await?;
             if key.extractable {
                 return Err(refuse(&key.id, KmsRefusal::RootKeyRequired));
             }
@@ -795,10 +803,7 @@ impl Keyfort {
             } else {
                 key.attributes.remove("dual_auth_pending");
             }
-            key.updated_at = self.now_ms();
-            let event = self.audit_event(caller, instance_id, action, &key.id, "success", json!({}));
-            let applied = self.apply_audited(vec![Write::UpdateKey(key.to_record())], event).await.map_err(key_write_error)?;
-            key.row_version = row_version(&applied);
+            self.save_key(caller, &mut key, action, json!({})).await?;
             Ok(key)
         })
         .await
@@ -963,9 +968,9 @@ impl Keyfort {
             "key.policies.read",
             id_or_alias,
             async {
-                self.unsealed_for(caller, instance_id).await?;
-                let key = self.find_key(instance_id, id_or_alias).await?;
-                caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
+                let key = self
+                    .key_for(caller, instance_id, id_or_alias, Action::ManageKey)
+                    .await?;
                 let policies = key_policies_of(&key);
                 self.audit_read(caller, instance_id, "key.policies.read", &key.id, json!({}))
                     .await?;
@@ -1015,13 +1020,11 @@ impl Keyfort {
                 policies.insert("rotation".into(), json!({"enabled": r.enabled, "interval_month": r.interval_month, "stamp": stamp}));
             }
             key.attributes.insert("policies".into(), Value::Object(policies));
-            key.updated_at = now;
-            let event = self.audit_event(caller, instance_id, "key.policies.set", &key.id, "success", json!({
+            let details = json!({
                 "dualAuthDelete": update.dual_auth_delete,
                 "rotation": update.rotation.map(|r| json!({"enabled": r.enabled, "interval_month": r.interval_month})),
-            }));
-            let applied = self.apply_audited(vec![Write::UpdateKey(key.to_record())], event).await.map_err(key_write_error)?;
-            key.row_version = row_version(&applied);
+            });
+            self.save_key(caller, &mut key, "key.policies.set", details).await?;
             let p = key_policies_of(&key);
             Ok((key, p))
         })
@@ -1238,9 +1241,9 @@ impl Keyfort {
             "key.alias.create",
             id_or_alias,
             async {
-                self.unsealed_for(caller, instance_id).await?;
-                let mut key = self.find_key(instance_id, id_or_alias).await?;
-                caller.authorize(Action::CreateKey, instance_id, Some(&key.key_ring_id))?;
+                let mut key = self
+                    .key_for(caller, instance_id, id_or_alias, Action::CreateKey)
+                    .await?;
                 if key.state.is_destroyed() {
                     return Err(refuse(&key.id, KmsRefusal::KeyDeleted));
                 }
@@ -1249,20 +1252,13 @@ impl Keyfort {
                 }
                 key.aliases.push(alias.to_owned());
                 validate_aliases(&key.aliases)?;
-                key.updated_at = self.now_ms();
-                let event = self.audit_event(
+                self.save_key(
                     caller,
-                    instance_id,
+                    &mut key,
                     "key.alias.create",
-                    &key.id,
-                    "success",
                     json!({"alias": alias}),
-                );
-                let applied = self
-                    .apply_audited(vec![Write::UpdateKey(key.to_record())], event)
-                    .await
-                    .map_err(key_write_error)?;
-                key.row_version = row_version(&applied);
+                )
+                .await?;
                 Ok(key)
             },
         )
@@ -1283,9 +1279,9 @@ impl Keyfort {
             "key.alias.delete",
             id_or_alias,
             async {
-                self.unsealed_for(caller, instance_id).await?;
-                let mut key = self.find_key(instance_id, id_or_alias).await?;
-                caller.authorize(Action::CreateKey, instance_id, Some(&key.key_ring_id))?;
+                let mut key = self
+                    .key_for(caller, instance_id, id_or_alias, Action::CreateKey)
+                    .await?;
                 let before = key.aliases.len();
                 key.aliases.retain(|a| a != alias);
                 if key.aliases.len() == before {
@@ -1293,20 +1289,13 @@ impl Keyfort {
                         id: format!("{}/aliases/{alias}", key.id),
                     });
                 }
-                key.updated_at = self.now_ms();
-                let event = self.audit_event(
+                self.save_key(
                     caller,
-                    instance_id,
+                    &mut key,
                     "key.alias.delete",
-                    &key.id,
-                    "success",
                     json!({"alias": alias}),
-                );
-                let applied = self
-                    .apply_audited(vec![Write::UpdateKey(key.to_record())], event)
-                    .await
-                    .map_err(key_write_error)?;
-                key.row_version = row_version(&applied);
+                )
+                .await?;
                 Ok(key)
             },
         )
@@ -1521,9 +1510,9 @@ impl Keyfort {
             "registration.delete",
             id_or_alias,
             async {
-                self.unsealed_for(caller, instance_id).await?;
-                let key = self.find_key(instance_id, id_or_alias).await?;
-                caller.authorize(Action::ManageKey, instance_id, Some(&key.key_ring_id))?;
+                let key = self
+                    .key_for(caller, instance_id, id_or_alias, Action::ManageKey)
+                    .await?;
                 let existing = self
                     .store()
                     .registrations(instance_id, Some(&key.id))
