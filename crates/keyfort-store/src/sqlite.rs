@@ -1,5 +1,6 @@
 //! The SQLite implementation of [`Store`]: the embedded default (DESIGN §4), one database file in
-//! the data directory, in WAL mode with `synchronous=FULL`.
+//! the data directory, in WAL mode with `synchronous=FULL` (the group-commit writer flushes the
+//! WAL itself, with the same guarantee, see [`writer`]).
 //!
 //! # Connections
 //!
@@ -55,7 +56,7 @@ use crate::{
     InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord,
     RegistrationRecord, Result, Store, StoreError, Write, WriteBatch,
 };
-use writer::{Job, Writer};
+use writer::{Job, SyncFiles, Writer};
 
 /// How long a connection waits for another process's lock before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,7 +114,7 @@ impl SqliteStore {
             .max_connections(READERS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(base.pragma("query_only", "ON"));
-        let queue = Writer::start(writer.clone());
+        let queue = Writer::start(writer.clone(), Some(SyncFiles::new(path.to_path_buf())));
         Ok(SqliteStore {
             writer,
             reader,
@@ -144,7 +145,7 @@ impl SqliteStore {
         migrate::run(&pool).await?;
         Ok(SqliteStore {
             writer: pool.clone(),
-            queue: Writer::start(pool.clone()),
+            queue: Writer::start(pool.clone(), None),
             reader: pool,
         })
     }

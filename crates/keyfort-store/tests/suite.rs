@@ -2860,11 +2860,18 @@ pub async fn group_commit_under_concurrency(store: Arc<dyn Store>) {
     const BATCHES: usize = 200;
     const APPENDS: usize = 50;
     instance_with_ring(&*store, "inst-a", 1).await;
+    // Creations that collide with this key fail alone, even when grouped with others.
+    let taken = key("inst-a", "taken", &[], 0);
+    insert(&*store, &taken).await;
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..BATCHES {
         let s = store.clone();
         tasks.spawn(async move {
-            let id = format!("k{n:03}");
+            let id = if n % 10 == 5 {
+                "taken".to_owned()
+            } else {
+                format!("k{n:03}")
+            };
             let k = key("inst-a", &id, &[&format!("alias-{n}")], n as i64);
             let mut writes = vec![
                 Write::InsertKey {
@@ -2913,6 +2920,10 @@ pub async fn group_commit_under_concurrency(store: Arc<dyn Store>) {
                     "{applied:?}"
                 );
             }
+            Err(e) if n % 10 == 5 => {
+                assert_already_exists(e, "key", "taken");
+                failed.push(n);
+            }
             Err(e) => {
                 assert_conflict(e, "key", &format!("k{n:03}"), 42);
                 failed.push(n);
@@ -2920,7 +2931,12 @@ pub async fn group_commit_under_concurrency(store: Arc<dyn Store>) {
         }
     }
     failed.sort_unstable();
-    assert_eq!(failed, (0..BATCHES).step_by(10).collect::<Vec<_>>());
+    assert_eq!(
+        failed,
+        (0..BATCHES)
+            .filter(|n| n % 10 == 0 || n % 10 == 5)
+            .collect::<Vec<_>>()
+    );
     assert_eq!(appended, APPENDS);
 
     let keys = store
@@ -2928,11 +2944,13 @@ pub async fn group_commit_under_concurrency(store: Arc<dyn Store>) {
         .await
         .expect("list");
     let want: Vec<String> = (0..BATCHES)
-        .filter(|n| n % 10 != 0)
+        .filter(|n| n % 10 != 0 && n % 10 != 5)
         .map(|n| format!("k{n:03}"))
         .collect();
-    assert_eq!(ids(&keys), want);
-    for n in [0, 10, 190] {
+    let mut stored_ids = ids(&keys);
+    stored_ids.retain(|id| *id != "taken");
+    assert_eq!(stored_ids, want);
+    for n in [0, 5, 10, 15, 190, 195] {
         assert_eq!(
             store
                 .key_by_alias("inst-a", &format!("alias-{n}"))

@@ -5,7 +5,7 @@
 
 use sqlx::query::Query;
 use sqlx::sqlite::SqliteArguments;
-use sqlx::{Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::rows::{self, Violation, already_exists, json_strings, not_found, violation};
 use super::{Conn, SqliteStore, registrations, stale};
@@ -50,49 +50,73 @@ pub(super) async fn insert_in(
     key: &KeyRecord,
     first_version: &KeyVersionRecord,
 ) -> Result<()> {
-    // A taken id fails on pk_keys (checked before the foreign key), so no read is needed first.
-    sqlx::query(
-        "INSERT INTO keys (instance_id, id, key_ring_id, name, description, tags, object_type, \
-         algorithm, bit_length, extractable, imported, state, created_at, created_by, updated_at, \
-         activation_at, expires_at, deactivated_at, deleted_at, deleted_by, last_rotated_at, \
-         current_version_id, attributes, row_version) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&key.instance_id)
-    .bind(&key.id)
-    .bind(&key.key_ring_id)
-    .bind(&key.name)
-    .bind(&key.description)
-    .bind(json_strings(&key.tags))
-    .bind(&key.object_type)
-    .bind(&key.algorithm)
-    .bind(key.bit_length)
-    .bind(i64::from(key.extractable))
-    .bind(i64::from(key.imported))
-    .bind(key.state)
-    .bind(key.created_at)
-    .bind(&key.created_by)
-    .bind(key.updated_at)
-    .bind(key.activation_at)
-    .bind(key.expires_at)
-    .bind(key.deactivated_at)
-    .bind(key.deleted_at)
-    .bind(&key.deleted_by)
-    .bind(key.last_rotated_at)
-    .bind(&key.current_version_id)
-    .bind(&key.attributes)
-    .bind(key.row_version)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| match violation(&e) {
-        Some(Violation::Unique) => already_exists("key", &key.id),
-        // fk_keys_ring: the ring is the key's only reference.
-        Some(Violation::ForeignKey) => not_found("key ring", &key.key_ring_id),
-        None => e.into(),
-    })?;
-    insert_aliases(conn, key).await?;
-    insert_version(conn, first_version).await?;
-    Ok(())
+    insert_many_in(conn, &[(key, first_version)]).await
+}
+
+/// Most keys per multi-row INSERT (24 bound values each, far below SQLite's limit of 32766).
+const MAX_KEYS_PER_INSERT: usize = 256;
+
+/// Inserts keys with their aliases and first versions, with one INSERT per table per
+/// [`MAX_KEYS_PER_INSERT`] keys. The errors name the first key: with several keys, a caller that
+/// needs to know which one failed inserts them one by one. A failed call may have inserted some
+/// rows: run it inside a savepoint.
+pub(super) async fn insert_many_in(
+    conn: &mut Conn,
+    items: &[(&KeyRecord, &KeyVersionRecord)],
+) -> Result<()> {
+    let Some((first_key, _)) = items.first() else {
+        return Ok(());
+    };
+    for chunk in items.chunks(MAX_KEYS_PER_INSERT) {
+        // A taken id fails on pk_keys (checked before the foreign key), so no read is needed.
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO keys (instance_id, id, key_ring_id, name, description, tags, \
+             object_type, algorithm, bit_length, extractable, imported, state, created_at, \
+             created_by, updated_at, activation_at, expires_at, deactivated_at, deleted_at, \
+             deleted_by, last_rotated_at, current_version_id, attributes, row_version) ",
+        );
+        q.push_values(chunk, |mut row, (key, _)| {
+            row.push_bind(&key.instance_id)
+                .push_bind(&key.id)
+                .push_bind(&key.key_ring_id)
+                .push_bind(&key.name)
+                .push_bind(&key.description)
+                .push_bind(json_strings(&key.tags))
+                .push_bind(&key.object_type)
+                .push_bind(&key.algorithm)
+                .push_bind(key.bit_length)
+                .push_bind(i64::from(key.extractable))
+                .push_bind(i64::from(key.imported))
+                .push_bind(key.state)
+                .push_bind(key.created_at)
+                .push_bind(&key.created_by)
+                .push_bind(key.updated_at)
+                .push_bind(key.activation_at)
+                .push_bind(key.expires_at)
+                .push_bind(key.deactivated_at)
+                .push_bind(key.deleted_at)
+                .push_bind(&key.deleted_by)
+                .push_bind(key.last_rotated_at)
+                .push_bind(&key.current_version_id)
+                .push_bind(&key.attributes)
+                .push_bind(key.row_version);
+        });
+        q.build()
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match violation(&e) {
+                Some(Violation::Unique) => already_exists("key", &first_key.id),
+                // fk_keys_ring: the ring is the key's only reference.
+                Some(Violation::ForeignKey) => not_found("key ring", &first_key.key_ring_id),
+                None => e.into(),
+            })?;
+    }
+    // One statement per alias, so that a collision names its alias (aliases are few).
+    for (key, _) in items {
+        insert_aliases(conn, key).await?;
+    }
+    let versions: Vec<&KeyVersionRecord> = items.iter().map(|(_, v)| *v).collect();
+    insert_versions(conn, &versions).await
 }
 
 pub(super) async fn get(
@@ -166,7 +190,7 @@ pub(super) async fn add_version_in(
     version: &KeyVersionRecord,
 ) -> Result<i64> {
     let row_version = update_in(conn, key).await?;
-    insert_version(conn, version).await?;
+    insert_versions(conn, &[version]).await?;
     Ok(row_version)
 }
 
@@ -361,26 +385,35 @@ async fn insert_aliases(conn: &mut Conn, key: &KeyRecord) -> Result<()> {
     Ok(())
 }
 
-async fn insert_version(conn: &mut Conn, v: &KeyVersionRecord) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO key_versions (instance_id, key_id, id, seq, sealed, mk_version, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&v.instance_id)
-    .bind(&v.key_id)
-    .bind(&v.id)
-    .bind(v.seq)
-    .bind(&v.sealed)
-    .bind(v.mk_version)
-    .bind(v.created_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| match violation(&e) {
-        // pk_key_versions (id) or uq_key_versions_seq (seq).
-        Some(Violation::Unique) => already_exists("key version", &v.id),
-        Some(Violation::ForeignKey) => not_found("key", &v.key_id),
-        None => StoreError::from(e),
-    })?;
+/// Inserts versions, [`MAX_KEYS_PER_INSERT`] per statement; errors name the first.
+async fn insert_versions(conn: &mut Conn, versions: &[&KeyVersionRecord]) -> Result<()> {
+    let Some(first) = versions.first() else {
+        return Ok(());
+    };
+    for chunk in versions.chunks(MAX_KEYS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO key_versions (instance_id, key_id, id, seq, sealed, mk_version, \
+             created_at) ",
+        );
+        q.push_values(chunk, |mut row, v| {
+            row.push_bind(&v.instance_id)
+                .push_bind(&v.key_id)
+                .push_bind(&v.id)
+                .push_bind(v.seq)
+                .push_bind(&v.sealed)
+                .push_bind(v.mk_version)
+                .push_bind(v.created_at);
+        });
+        q.build()
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match violation(&e) {
+                // pk_key_versions (id) or uq_key_versions_seq (seq).
+                Some(Violation::Unique) => already_exists("key version", &first.id),
+                Some(Violation::ForeignKey) => not_found("key", &first.key_id),
+                None => StoreError::from(e),
+            })?;
+    }
     Ok(())
 }
 

@@ -7,8 +7,15 @@
 //! 1. `BEGIN IMMEDIATE` (the write lock, as every other write transaction of the store);
 //! 2. each job inside its own `SAVEPOINT`: if the job fails, `ROLLBACK TO` that savepoint undoes
 //!    it alone, and its error is that caller's answer; the other jobs of the group go on;
-//! 3. one `COMMIT`, then every caller gets its answer, never before: with `synchronous=FULL` an
-//!    `Ok` is durable, and the group shares one fsync.
+//! 3. one `COMMIT`, then every caller gets its answer, never before it is durable.
+//!
+//! Durability: for a database file, the group's transaction runs with `synchronous=NORMAL` (the
+//! connection's `FULL` is restored before anyone else can use it), so `COMMIT` only writes the
+//! WAL; a separate sync task then `fdatasync`s the WAL file and only then answers the callers of
+//! every group committed before that sync began. The writer meanwhile commits the next group:
+//! SQL work and the disk flush overlap, and one flush serves every group waiting for it. An
+//! `Ok` is therefore durable exactly as with `synchronous=FULL`. In memory, answers go out at
+//! `COMMIT`.
 //!
 //! If the transaction itself fails (no connection, `BEGIN`, a savepoint statement, or `COMMIT`),
 //! it is rolled back and every job of the group that had succeeded fails with that error (a
@@ -20,7 +27,9 @@
 //! that stops waiting before its job's turn has its job skipped.
 
 use std::fmt;
+use std::fs::File;
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
@@ -30,7 +39,9 @@ use tokio::task::JoinHandle;
 use tracing::trace;
 
 use super::{Conn, audit, instances, keys, registrations};
-use crate::{Applied, AuditEventInput, Result, StoreError, Write, WriteBatch};
+use crate::{
+    Applied, AuditEventInput, KeyRecord, KeyVersionRecord, Result, StoreError, Write, WriteBatch,
+};
 
 /// The most jobs committed in one transaction.
 pub(super) const MAX_GROUP: usize = 256;
@@ -69,9 +80,10 @@ impl fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Spawns the writer task on the current Tokio runtime, writing through `pool`.
-    pub(super) fn start(pool: SqlitePool) -> Writer {
-        spawn(pool).0
+    /// Spawns the writer task on the current Tokio runtime, writing through `pool`; with `sync`,
+    /// commits are made durable by flushing those files (see the module documentation).
+    pub(super) fn start(pool: SqlitePool, sync: Option<SyncFiles>) -> Writer {
+        spawn(pool, sync).0
     }
 
     /// Queues `job` and waits until the transaction it ran in has committed (or failed).
@@ -86,31 +98,150 @@ impl Writer {
 }
 
 /// [`Writer::start`], with the task's handle.
-fn spawn(pool: SqlitePool) -> (Writer, JoinHandle<()>) {
+fn spawn(pool: SqlitePool, sync: Option<SyncFiles>) -> (Writer, JoinHandle<()>) {
     let (queue, requests) = mpsc::channel(QUEUE_CAPACITY);
-    let task = tokio::spawn(run(pool, requests));
+    let task = tokio::spawn(run(pool, requests, sync));
     (Writer { queue }, task)
 }
 
-async fn run(pool: SqlitePool, mut requests: mpsc::Receiver<Request>) {
+/// A caller's answer, once the transaction it ran in is durable.
+type Answer = (oneshot::Sender<Result<Vec<Applied>>>, Result<Vec<Applied>>);
+
+async fn run(pool: SqlitePool, mut requests: mpsc::Receiver<Request>, sync: Option<SyncFiles>) {
+    let relaxed = sync.is_some();
+    let (syncer, sync_task) = match sync {
+        Some(files) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(tokio::spawn(sync_loop(files, rx))))
+        }
+        None => (None, None),
+    };
     let mut group = Vec::with_capacity(MAX_GROUP);
     // `recv_many` waits for one request, then takes the others already queued; 0 once every
     // sender is gone and the queue is empty.
     while requests.recv_many(&mut group, MAX_GROUP).await > 0 {
         // Nobody waits for these any more: skip them.
         group.retain(|r: &Request| !r.reply.is_closed());
-        let outcomes = commit_group(&pool, &group).await;
+        let outcomes = commit_group(&pool, &group, relaxed).await;
         trace!(jobs = group.len(), "group commit");
-        for (request, outcome) in group.drain(..).zip(outcomes) {
-            // A caller that stopped waiting meanwhile does not need its answer.
-            let _ = request.reply.send(outcome);
+        let answers = group.drain(..).map(|r| r.reply).zip(outcomes);
+        match &syncer {
+            Some(syncer) => {
+                // Answered once the WAL is flushed; if the sync task is gone, nobody is.
+                let _ = syncer.send(answers.collect());
+            }
+            None => {
+                for (reply, outcome) in answers {
+                    // A caller that stopped waiting meanwhile does not need its answer.
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+    drop(syncer);
+    if let Some(task) = sync_task {
+        let _ = task.await;
+    }
+}
+
+/// The files whose flush makes a commit durable: the WAL and, when there is no WAL file (the
+/// last connection checkpointed and removed it), the database file itself.
+pub(super) struct SyncFiles {
+    pub(super) database: PathBuf,
+    pub(super) wal: PathBuf,
+    /// The open WAL file, with its inode (a removed and recreated WAL is a new file).
+    open: Option<(File, u64)>,
+}
+
+impl SyncFiles {
+    pub(super) fn new(database: PathBuf) -> SyncFiles {
+        let mut wal = database.clone().into_os_string();
+        wal.push("-wal");
+        SyncFiles {
+            database,
+            wal: PathBuf::from(wal),
+            open: None,
+        }
+    }
+
+    /// Flushes to disk everything written to the WAL (or the database) so far. Blocking.
+    fn sync(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = match std::fs::metadata(&self.wal) {
+            Ok(meta) => meta.ino(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.open = None;
+                return File::open(&self.database)?.sync_data();
+            }
+            Err(e) => return Err(e),
+        };
+        let file = match self.open.take() {
+            Some((file, ino)) if ino == inode => file,
+            _ => File::open(&self.wal)?,
+        };
+        let synced = file.sync_data();
+        self.open = Some((file, inode));
+        synced
+    }
+}
+
+/// Answers groups once a flush that began after their commit has completed: it takes every
+/// group waiting, flushes once, and answers them all.
+async fn sync_loop(mut files: SyncFiles, mut groups: mpsc::UnboundedReceiver<Vec<Answer>>) {
+    let mut waiting: Vec<Vec<Answer>> = Vec::new();
+    while groups.recv_many(&mut waiting, usize::MAX).await > 0 {
+        let needed = waiting.iter().flatten().any(|(_, outcome)| outcome.is_ok());
+        let synced = if needed {
+            let flushed = tokio::task::spawn_blocking(move || {
+                let synced = files.sync();
+                (files, synced)
+            })
+            .await;
+            match flushed {
+                Ok((back, synced)) => {
+                    files = back;
+                    synced
+                }
+                Err(_) => {
+                    // The flush thread panicked or the runtime is shutting down: answer every
+                    // waiting caller with an error and stop.
+                    for (reply, _) in waiting.drain(..).flatten() {
+                        let _ = reply.send(Err(not_durable(&io::Error::other(
+                            "the sync thread stopped",
+                        ))));
+                    }
+                    return;
+                }
+            }
+        } else {
+            Ok(())
+        };
+        for (reply, outcome) in waiting.drain(..).flatten() {
+            let outcome = match (outcome, &synced) {
+                (Ok(applied), Ok(())) => Ok(applied),
+                (Ok(_), Err(e)) => Err(not_durable(e)),
+                (Err(e), _) => Err(e),
+            };
+            let _ = reply.send(outcome);
         }
     }
 }
 
+/// A committed group could not be flushed: its writes may not survive a power loss.
+fn not_durable(e: &io::Error) -> StoreError {
+    StoreError::Database(sqlx::Error::Io(io::Error::new(
+        e.kind(),
+        format!("flushing the database's write-ahead log failed: {e}"),
+    )))
+}
+
 /// Runs the jobs of `group` in one transaction; one outcome per job, in order, known once the
 /// transaction has committed or failed.
-async fn commit_group(pool: &SqlitePool, group: &[Request]) -> Vec<Result<Vec<Applied>>> {
+async fn commit_group(
+    pool: &SqlitePool,
+    group: &[Request],
+    relaxed: bool,
+) -> Vec<Result<Vec<Applied>>> {
     let mut outcomes = Vec::with_capacity(group.len());
     if group.is_empty() {
         return outcomes;
@@ -119,7 +250,7 @@ async fn commit_group(pool: &SqlitePool, group: &[Request]) -> Vec<Result<Vec<Ap
         Ok(conn) => conn,
         Err(e) => return failed(outcomes, e, group.len()),
     };
-    let mut tx = match Open::begin(conn).await {
+    let mut tx = match Open::begin(conn, relaxed).await {
         Ok(tx) => tx,
         Err(e) => return failed(outcomes, e, group.len()),
     };
@@ -138,80 +269,169 @@ async fn commit_group(pool: &SqlitePool, group: &[Request]) -> Vec<Result<Vec<Ap
             Err(e) => failed(outcomes, e, group.len()),
         };
     }
-    // Lone audit appends (the events of reads and wraps) waiting to be inserted together.
-    let mut lone: Vec<&AuditEventInput> = Vec::new();
+    // Jobs that can share multi-row statements (the events of reads and wraps, key creations)
+    // waiting to be run together.
+    let mut pending: Vec<Fast<'_>> = Vec::new();
     for request in group {
-        if let Some(event) = lone_audit(&request.job) {
-            lone.push(event);
+        if let Some(fast) = Fast::of(&request.job) {
+            pending.push(fast);
             continue;
         }
-        flush_lone(tx.conn(), &mut lone, &mut heads, &mut outcomes).await;
-        if let Err(e) = execute(tx.conn(), "SAVEPOINT batch").await {
-            tx.rollback().await;
-            return failed(outcomes, e, group.len());
-        }
-        let saved_heads = heads.clone();
-        let outcome = run_job(tx.conn(), &request.job, &mut heads).await;
-        let undone = if outcome.is_err() {
-            heads = saved_heads;
-            execute(tx.conn(), "ROLLBACK TO SAVEPOINT batch").await
-        } else {
-            Ok(())
-        };
-        let released = match undone {
-            Ok(()) => execute(tx.conn(), "RELEASE SAVEPOINT batch").await,
+        let flushed = flush(tx.conn(), &mut pending, &mut heads, &mut outcomes).await;
+        let outcome = match flushed {
+            Ok(()) => in_savepoint(tx.conn(), &request.job, &mut heads).await,
             Err(e) => Err(e),
         };
-        outcomes.push(outcome);
-        if let Err(e) = released {
-            tx.rollback().await;
-            return failed(outcomes, e, group.len());
+        match outcome {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(e) => {
+                tx.rollback().await;
+                return failed(outcomes, e, group.len());
+            }
         }
     }
-    flush_lone(tx.conn(), &mut lone, &mut heads, &mut outcomes).await;
+    if let Err(e) = flush(tx.conn(), &mut pending, &mut heads, &mut outcomes).await {
+        tx.rollback().await;
+        return failed(outcomes, e, group.len());
+    }
     match tx.commit().await {
         Ok(()) => outcomes,
         Err(e) => failed(outcomes, e, group.len()),
     }
 }
 
-/// The event of a job that is a single audit append.
-fn lone_audit(job: &Job) -> Option<&AuditEventInput> {
-    match job {
-        Job::Batch(batch) => match batch.writes.as_slice() {
-            [Write::AppendAudit(event)] => Some(event),
-            _ => None,
-        },
-        Job::SetPolicies { .. } => None,
+/// A job the writer can run together with others of its kind.
+#[derive(Clone, Copy)]
+enum Fast<'a> {
+    /// A lone audit append (the event of a read or a wrap).
+    Audit(&'a AuditEventInput),
+    /// A key creation: the key with its first version, and its audit event.
+    Create {
+        key: &'a KeyRecord,
+        version: &'a KeyVersionRecord,
+        event: &'a AuditEventInput,
+    },
+}
+
+impl<'a> Fast<'a> {
+    fn of(job: &'a Job) -> Option<Fast<'a>> {
+        match job {
+            Job::Batch(batch) => match batch.writes.as_slice() {
+                [Write::AppendAudit(event)] => Some(Fast::Audit(event)),
+                [
+                    Write::InsertKey { key, first_version },
+                    Write::AppendAudit(event),
+                ] => Some(Fast::Create {
+                    key,
+                    version: first_version,
+                    event,
+                }),
+                _ => None,
+            },
+            Job::SetPolicies { .. } => None,
+        }
+    }
+
+    fn event(&self) -> &'a AuditEventInput {
+        match self {
+            Fast::Audit(event) | Fast::Create { event, .. } => event,
+        }
+    }
+
+    /// The job as the general path runs it.
+    fn job(&self) -> Job {
+        match *self {
+            Fast::Audit(event) => Job::Batch(WriteBatch {
+                writes: vec![Write::AppendAudit(event.clone())],
+            }),
+            Fast::Create {
+                key,
+                version,
+                event,
+            } => Job::Batch(WriteBatch {
+                writes: vec![
+                    Write::InsertKey {
+                        key: key.clone(),
+                        first_version: version.clone(),
+                    },
+                    Write::AppendAudit(event.clone()),
+                ],
+            }),
+        }
     }
 }
 
-/// Inserts the pending lone appends with one statement (a failed statement changes nothing,
-/// so no savepoint is needed); if that fails, appends them one by one so that each caller gets
-/// its own outcome.
-async fn flush_lone(
+/// Runs the `pending` jobs together: one multi-row INSERT per table. If that fails, nothing of
+/// it stays and the jobs run one by one, each in its own savepoint, so that each caller gets its
+/// own outcome. The `Err` is a failure of the transaction itself.
+async fn flush(
     conn: &mut Conn,
-    lone: &mut Vec<&AuditEventInput>,
+    pending: &mut Vec<Fast<'_>>,
     heads: &mut audit::ChainHeads,
     outcomes: &mut Vec<Result<Vec<Applied>>>,
-) {
-    if lone.is_empty() {
-        return;
+) -> std::result::Result<(), sqlx::Error> {
+    if pending.is_empty() {
+        return Ok(());
     }
-    match audit::append_many(conn, lone, heads).await {
+    let creates: Vec<(&KeyRecord, &KeyVersionRecord)> = pending
+        .iter()
+        .filter_map(|f| match *f {
+            Fast::Create { key, version, .. } => Some((key, version)),
+            Fast::Audit(_) => None,
+        })
+        .collect();
+    let events: Vec<&AuditEventInput> = pending.iter().map(Fast::event).collect();
+    // A failed statement changes nothing, so audit events alone need no savepoint.
+    let guarded = !creates.is_empty();
+    if guarded {
+        execute(conn, "SAVEPOINT fast").await?;
+    }
+    let together = match keys::insert_many_in(conn, &creates).await {
+        Ok(()) => audit::append_many(conn, &events, heads).await,
+        Err(e) => Err(e),
+    };
+    match together {
         Ok(records) => {
-            outcomes.extend(records.into_iter().map(|r| Ok(vec![Applied::Audit(r)])));
+            if guarded {
+                execute(conn, "RELEASE SAVEPOINT fast").await?;
+            }
+            for (fast, record) in pending.iter().zip(records) {
+                outcomes.push(Ok(match fast {
+                    Fast::Audit(_) => vec![Applied::Audit(record)],
+                    Fast::Create { .. } => vec![Applied::Done, Applied::Audit(record)],
+                }));
+            }
         }
         Err(_) => {
-            for event in lone.iter() {
-                let outcome = audit::append_with_heads(conn, event, heads)
-                    .await
-                    .map(|record| vec![Applied::Audit(record)]);
-                outcomes.push(outcome);
+            if guarded {
+                execute(conn, "ROLLBACK TO SAVEPOINT fast").await?;
+                execute(conn, "RELEASE SAVEPOINT fast").await?;
+            }
+            for fast in pending.iter() {
+                outcomes.push(in_savepoint(conn, &fast.job(), heads).await?);
             }
         }
     }
-    lone.clear();
+    pending.clear();
+    Ok(())
+}
+
+/// Runs one job in its own savepoint: if it fails, it leaves nothing behind and its error is
+/// its outcome. The `Err` is a failure of the transaction itself.
+async fn in_savepoint(
+    conn: &mut Conn,
+    job: &Job,
+    heads: &mut audit::ChainHeads,
+) -> std::result::Result<Result<Vec<Applied>>, sqlx::Error> {
+    execute(conn, "SAVEPOINT batch").await?;
+    let saved_heads = heads.clone();
+    let outcome = run_job(conn, job, heads).await;
+    if outcome.is_err() {
+        *heads = saved_heads;
+        execute(conn, "ROLLBACK TO SAVEPOINT batch").await?;
+    }
+    execute(conn, "RELEASE SAVEPOINT batch").await?;
+    Ok(outcome)
 }
 
 /// The outcomes of a group whose transaction failed with `e`: the jobs that had failed keep
@@ -331,15 +551,36 @@ async fn apply_write(
 ///
 /// If it is dropped neither committed nor rolled back (a panic, the runtime shutting down) or a
 /// `ROLLBACK` fails, the connection is closed rather than returned to the pool mid-transaction.
+///
+/// `relaxed`: the transaction runs with `synchronous=NORMAL` and the connection's `FULL` is
+/// restored when it ends; if that fails, the connection is closed too, so that no other writer
+/// of the pool ever commits without a flush.
 struct Open {
     conn: PoolConnection<Sqlite>,
     ended: bool,
+    relaxed: bool,
 }
 
 impl Open {
-    async fn begin(mut conn: PoolConnection<Sqlite>) -> Result<Open, sqlx::Error> {
-        execute(&mut conn, "BEGIN IMMEDIATE").await?;
-        Ok(Open { conn, ended: false })
+    async fn begin(mut conn: PoolConnection<Sqlite>, relaxed: bool) -> Result<Open, sqlx::Error> {
+        if relaxed {
+            if let Err(e) = execute(&mut conn, "PRAGMA synchronous = NORMAL").await {
+                conn.close_on_drop();
+                return Err(e);
+            }
+        }
+        let mut open = Open {
+            conn,
+            ended: false,
+            relaxed,
+        };
+        if let Err(e) = execute(&mut open.conn, "BEGIN IMMEDIATE").await {
+            // Nothing began: only the pragma to undo.
+            open.ended = true;
+            open.restore().await;
+            return Err(e);
+        }
+        Ok(open)
     }
 
     fn conn(&mut self) -> &mut Conn {
@@ -350,6 +591,7 @@ impl Open {
         match execute(&mut self.conn, "COMMIT").await {
             Ok(()) => {
                 self.ended = true;
+                self.restore().await;
                 Ok(())
             }
             Err(e) => {
@@ -364,13 +606,27 @@ impl Open {
     async fn rollback(&mut self) {
         if execute(&mut self.conn, "ROLLBACK").await.is_ok() {
             self.ended = true;
+            self.restore().await;
+        }
+    }
+
+    /// Gives the connection back its `synchronous=FULL`, or closes it.
+    async fn restore(&mut self) {
+        if self.relaxed {
+            // If this fails, `relaxed` stays and the connection is closed when dropped.
+            if execute(&mut self.conn, "PRAGMA synchronous = FULL")
+                .await
+                .is_ok()
+            {
+                self.relaxed = false;
+            }
         }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        if !self.ended {
+        if !self.ended || self.relaxed {
             self.conn.close_on_drop();
         }
     }
@@ -429,7 +685,7 @@ mod tests {
             .connect("sqlite::memory:")
             .await
             .expect("pool");
-        let (writer, task) = spawn(pool);
+        let (writer, task) = spawn(pool, None);
         let clone = writer.clone();
         drop(writer);
         let done = clone
@@ -442,6 +698,77 @@ mod tests {
             .await
             .expect("the task ends")
             .expect("without panicking");
+    }
+
+    /// A file database in WAL mode, as `SqliteStore::open` makes it, with one connection.
+    async fn file_pool(dir: &std::path::Path) -> (SqlitePool, PathBuf) {
+        use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+        let path = dir.join("w.db");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full),
+            )
+            .await
+            .expect("pool");
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .expect("table");
+        (pool, path)
+    }
+
+    #[tokio::test]
+    async fn a_flushed_group_leaves_the_connection_at_synchronous_full() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (pool, path) = file_pool(dir.path()).await;
+        let (writer, task) = spawn(pool.clone(), Some(SyncFiles::new(path)));
+        let done = writer
+            .submit(Job::Batch(WriteBatch::default()))
+            .await
+            .expect("answered after the flush");
+        assert!(done.is_empty());
+        // Other writers of the pool (plain `BEGIN IMMEDIATE` transactions) still get FULL.
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&pool)
+            .await
+            .expect("pragma");
+        assert_eq!(level, 2, "synchronous=FULL");
+        drop(writer);
+        task.await.expect("the writer and its sync task end");
+    }
+
+    #[test]
+    fn sync_flushes_the_wal_or_else_the_database() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join("d.db");
+        std::fs::write(&db, b"db").expect("db");
+        let mut files = SyncFiles::new(db);
+        // No WAL file: the database file is flushed.
+        files.sync().expect("database flushed");
+        assert!(files.open.is_none());
+        std::fs::write(&files.wal, b"wal").expect("wal");
+        files.sync().expect("WAL flushed");
+        assert!(files.open.is_some(), "WAL kept open");
+        // A WAL removed and made again is a new file, opened again.
+        std::fs::remove_file(&files.wal).expect("rm");
+        std::fs::write(dir.path().join("other"), b"x").expect("other");
+        std::fs::write(&files.wal, b"wal 2").expect("wal 2");
+        files.sync().expect("new WAL flushed");
+        let second = files
+            .open
+            .as_ref()
+            .map(|(_, ino)| *ino)
+            .expect("WAL kept open");
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(second, std::fs::metadata(&files.wal).expect("meta").ino());
+        // Neither file: an error, not a silent success.
+        let mut gone = SyncFiles::new(dir.path().join("missing.db"));
+        assert!(gone.sync().is_err());
     }
 
     fn conflict() -> StoreError {
