@@ -6,7 +6,9 @@
 //! ([`keyfort_store::Store::apply`]); a refused or failed request writes a `denied` or
 //! `failure` event on its own.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -266,6 +268,13 @@ pub struct SecureImport {
 
 const IMPORT_TOKEN_SECRET: &str = "import-token";
 
+/// An instance's policies by type.
+pub(crate) type PolicyMap = HashMap<InstancePolicyType, InstancePolicy>;
+
+/// How long a node enforces instance policies it read before reading them again (a change made
+/// through another node takes effect here within this time).
+const POLICY_CACHE_MS: i64 = 1_000;
+
 /// The outcome recorded for a failed request.
 fn outcome_of(e: &CoreError) -> &'static str {
     match e {
@@ -437,7 +446,7 @@ impl Keyfort {
             if let Some(import) = secure_import {
                 req.payload = Some(self.open_secure_import(caller, instance_id, import).await?);
             }
-            let policies = self.instance_policy_map(instance_id).await?;
+            let policies = self.enforced_policies(instance_id).await?;
             self.check_create_access(&policies, &req)?;
             let mut attributes = req.attributes.clone();
             let stamp = json!({"by": caller.principal.name, "at": self.now_ms()});
@@ -467,11 +476,7 @@ impl Keyfort {
         .await
     }
 
-    fn check_create_access(
-        &self,
-        policies: &std::collections::HashMap<InstancePolicyType, InstancePolicy>,
-        req: &NewKey,
-    ) -> Result<()> {
+    fn check_create_access(&self, policies: &PolicyMap, req: &NewKey) -> Result<()> {
         let Some(p) = policies
             .get(&InstancePolicyType::KeyCreateImportAccess)
             .filter(|p| p.enabled)
@@ -1031,10 +1036,24 @@ impl Keyfort {
         .await
     }
 
-    async fn instance_policy_map(
-        &self,
-        instance_id: &str,
-    ) -> Result<std::collections::HashMap<InstancePolicyType, InstancePolicy>> {
+    /// The instance's policies as requests are checked against them: read from the store at
+    /// most once a second per instance, and at once after a change made through this node.
+    async fn enforced_policies(&self, instance_id: &str) -> Result<Arc<PolicyMap>> {
+        let now = self.now_ms();
+        let cached = lock_map(&self.inner.policies)
+            .get(instance_id)
+            .filter(|(at, _)| (0..POLICY_CACHE_MS).contains(&(now - at)))
+            .map(|(_, map)| map.clone());
+        if let Some(map) = cached {
+            return Ok(map);
+        }
+        let map = Arc::new(self.instance_policy_map(instance_id).await?);
+        lock_map(&self.inner.policies).insert(instance_id.to_owned(), (now, map.clone()));
+        Ok(map)
+    }
+
+    /// The instance's policies, read from the store now.
+    async fn instance_policy_map(&self, instance_id: &str) -> Result<PolicyMap> {
         let text = self.store().instance_policies(instance_id).await?;
         let v: Value = serde_json::from_str(&text).unwrap_or(json!({}));
         let mut out = std::collections::HashMap::new();
@@ -1160,7 +1179,7 @@ impl Keyfort {
                 self.store()
                     .set_instance_policies(instance_id, &Value::Object(all).to_string(), &event)
                     .await?;
-                lock_map(&self.inner.allowed_ips).remove(instance_id);
+                lock_map(&self.inner.policies).remove(instance_id);
                 Ok(())
             },
         )
@@ -1175,35 +1194,17 @@ impl Keyfort {
         instance_id: &str,
         source: Option<std::net::IpAddr>,
     ) -> Result<()> {
-        let now = self.now_ms();
-        let cached = lock_map(&self.inner.allowed_ips)
-            .get(instance_id)
-            .filter(|(at, _)| now - at < 1_000)
-            .map(|(_, cidrs)| cidrs.clone());
-        let cidrs = match cached {
-            Some(c) => c,
-            None => {
-                let map = self.instance_policy_map(instance_id).await?;
-                let cidrs = map
-                    .get(&InstancePolicyType::AllowedIp)
-                    .filter(|p| p.enabled)
-                    .map(|p| {
-                        p.attributes
-                            .get("allowed_ip")
-                            .and_then(Value::as_array)
-                            .map(|list| {
-                                list.iter()
-                                    .filter_map(Value::as_str)
-                                    .map(str::to_owned)
-                                    .collect::<Vec<_>>()
-                            })
-                            .unwrap_or_default()
-                    });
-                lock_map(&self.inner.allowed_ips)
-                    .insert(instance_id.to_owned(), (now, cidrs.clone()));
-                cidrs
-            }
-        };
+        let policies = self.enforced_policies(instance_id).await?;
+        let cidrs = policies
+            .get(&InstancePolicyType::AllowedIp)
+            .filter(|p| p.enabled)
+            .map(|p| {
+                p.attributes
+                    .get("allowed_ip")
+                    .and_then(Value::as_array)
+                    .map(|list| list.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            });
         let Some(cidrs) = cidrs else { return Ok(()) };
         if source.is_some_and(|ip| cidrs.iter().any(|c| cidr_contains(c, ip))) {
             return Ok(());

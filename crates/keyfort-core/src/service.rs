@@ -38,7 +38,8 @@ const VERIFIED_TOKENS_MAX: usize = 10_000;
 const CALLER_CACHE_MAX: usize = 10_000;
 
 /// When an instance's allowedIP policy was read, and its CIDRs (`None`: not enabled).
-pub(crate) type AllowedIps = (i64, Option<Vec<String>>);
+/// An instance's policies as enforced, with the time they were read (see `enforced_policies`).
+pub(crate) type CachedPolicies = (i64, Arc<crate::kms::PolicyMap>);
 
 /// Settings of the core.
 pub struct CoreConfig {
@@ -105,8 +106,8 @@ pub(crate) struct Inner {
     pub(crate) protector: Option<Arc<dyn MasterKeyProtector>>,
     pub(crate) kms_timings: crate::kms::KmsTimings,
     pub(crate) key_cache: crate::cache::KeyCache,
-    /// allowedIP policy per instance, with the time it was read.
-    pub(crate) allowed_ips: Mutex<HashMap<String, AllowedIps>>,
+    /// Instance policies as enforced (allowedIP, keyCreateImportAccess, defaults for new keys).
+    pub(crate) policies: Mutex<HashMap<String, CachedPolicies>>,
 }
 
 struct CachedCaller {
@@ -150,7 +151,7 @@ impl Keyfort {
                 protector: config.master_key_protector,
                 kms_timings: config.kms_timings,
                 key_cache: crate::cache::KeyCache::default(),
-                allowed_ips: Mutex::new(HashMap::new()),
+                policies: Mutex::new(HashMap::new()),
             }),
         })
     }
