@@ -44,8 +44,9 @@ pub use iam::ApiKeyInfo;
 pub use instance::{Instance, InstanceState, UnsealMethod};
 pub use key::{Key, KeyKind, KeyListing, KeyQuery, KeyVersion, NewKey};
 pub use kms::{
-    ImportToken, InstancePolicy, InstancePolicyType, KeyPolicies, KeyPolicyUpdate, KeyRing,
-    KmsRefusal, KmsTimings, PolicyStamp, Registration, RotationPolicy, SecureImport,
+    EventAck, ImportToken, ImportedMaterial, InstancePolicy, InstancePolicyType, KeyPolicies,
+    KeyPolicyUpdate, KeyRing, KmsRefusal, KmsTimings, PolicyStamp, Registration, RotationPolicy,
+    SecureImport,
 };
 pub use kyok::{CommandOutcome, MasterKeyProtector, PartRejection, ResealProgress, UnsealStatus};
 pub use lifecycle::{KeyState, Transition, Usage};

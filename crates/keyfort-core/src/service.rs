@@ -796,6 +796,7 @@ impl Keyfort {
         self.unsealed_for(caller, instance_id).await?;
         let key = self.find_key(instance_id, id_or_alias).await?;
         caller.authorize(action, instance_id, Some(&key.key_ring_id))?;
+        crate::kms::check_key_ring(caller, &key)?;
         Ok(key)
     }
 

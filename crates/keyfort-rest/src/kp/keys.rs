@@ -7,8 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyfort_core::kms::{key_policies_of, pending_deletion};
 use keyfort_core::{
-    Key, KeyPolicyUpdate, KeyQuery, KeyState, Keyfort, KmsTimings, NewKey, RotationPolicy,
-    SecureImport,
+    ImportedMaterial, Key, KeyPolicyUpdate, KeyQuery, KeyState, Keyfort, KmsTimings, NewKey,
+    RotationPolicy, SecureImport,
 };
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
@@ -205,6 +205,90 @@ fn strings(kp: &Kp, op: Op, r: &Value, field: &str) -> Result<Vec<String>, KpErr
             .collect(),
         Some(_) => Err(field_error(kp, op, field, "a list of strings")),
     }
+}
+
+/// The key material of a rotate or restore body: `payload` alone, or sealed to the import token
+/// with `encryptedNonce`, `iv` and `encryptionAlgorithm` (default `RSAES_OAEP_SHA_256`). The
+/// fields may sit in the body itself or in a one-resource collection. `None` without `payload`.
+pub(crate) fn imported_material(
+    kp: &Kp,
+    op: Op,
+    body: Option<Value>,
+) -> Result<Option<ImportedMaterial>, KpError> {
+    let Some(body) = body else { return Ok(None) };
+    let r = if body.get("resources").is_some() {
+        let mut list = envelope::resources_of(body, kp, op)?;
+        if list.len() != 1 {
+            return Err(kp.fail(
+                StatusCode::BAD_REQUEST,
+                "NUM_COLLECTION_RESOURCE_ERR",
+                "exactly one resource is expected",
+                op,
+            ));
+        }
+        list.remove(0)
+    } else {
+        body
+    };
+    if !r.is_object() {
+        return Err(kp.fail(
+            StatusCode::BAD_REQUEST,
+            "BAD_BODY_ERR",
+            "the request body must be a JSON object",
+            op,
+        ));
+    }
+    let payload = match r.get("payload") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) => Some(b64(kp, op, "payload", p)?),
+        Some(_) => {
+            return Err(field_error(
+                kp,
+                op,
+                "payload",
+                "base64 encoded key material",
+            ));
+        }
+    };
+    let algorithm = text(&r, "encryptionAlgorithm");
+    let sealed = algorithm.is_some() || r.get("encryptedNonce").is_some();
+    let Some(payload) = payload else {
+        if sealed {
+            return Err(field_error(
+                kp,
+                op,
+                "payload",
+                "present for a secure import",
+            ));
+        }
+        return Ok(None);
+    };
+    if !sealed {
+        return Ok(Some(ImportedMaterial::Plain(payload)));
+    }
+    let sha256 = match algorithm.as_deref() {
+        None | Some("RSAES_OAEP_SHA_256") => true,
+        Some("RSAES_OAEP_SHA_1") => false,
+        Some(_) => {
+            return Err(field_error(
+                kp,
+                op,
+                "encryptionAlgorithm",
+                "RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1",
+            ));
+        }
+    };
+    let need = |field: &'static str| {
+        text(&r, field)
+            .ok_or_else(|| field_error(kp, op, field, "present for a secure import"))
+            .and_then(|t| b64(kp, op, field, &t))
+    };
+    Ok(Some(ImportedMaterial::Sealed(SecureImport {
+        payload: payload.to_vec(),
+        sha256,
+        encrypted_nonce: need("encryptedNonce")?.to_vec(),
+        iv: need("iv")?.to_vec(),
+    })))
 }
 
 /// The policy blocks of a create-with-overrides or key policy resource.
@@ -571,15 +655,25 @@ pub(crate) async fn restore(
     State(core): State<Keyfort>,
     kp: Kp,
     Path(id): Path<String>,
+    body: KpBody,
 ) -> Result<Response, KpError> {
-    restore_key(&core, &kp, &id).await
+    restore_key(&core, &kp, &id, body).await
 }
 
-pub(crate) async fn restore_key(core: &Keyfort, kp: &Kp, id: &str) -> Result<Response, KpError> {
+/// Restore (§3 #10), optionally with the key material of an imported key, plain or sealed to
+/// the import token (the older Key Protect restore body).
+pub(crate) async fn restore_key(
+    core: &Keyfort,
+    kp: &Kp,
+    id: &str,
+    body: KpBody,
+) -> Result<Response, KpError> {
+    let op = Op::KEY_RESTORE;
+    let material = imported_material(kp, op, body.0)?;
     let key = core
-        .restore_key(&kp.caller, &kp.instance, id)
+        .restore_key(&kp.caller, &kp.instance, id, material)
         .await
-        .map_err(kp.err(Op::KEY_RESTORE))?;
+        .map_err(kp.err(op))?;
     if kp.prefer == Prefer::Minimal {
         return Ok(StatusCode::CREATED.into_response());
     }
