@@ -107,6 +107,8 @@ pub enum KmsRefusal {
     ImportedKeyRequired,
     /// Only service identities may call this (service-to-service endpoints).
     ServiceOnly,
+    /// A search over more keys than Key Protect searches (5000).
+    SearchTooBroad,
 }
 
 impl fmt::Display for KmsRefusal {
@@ -141,6 +143,9 @@ impl fmt::Display for KmsRefusal {
             }
             KmsRefusal::ImportedKeyRequired => "only imported keys are restored with key material",
             KmsRefusal::ServiceOnly => "this action can only be done by a service identity",
+            KmsRefusal::SearchTooBroad => {
+                "the search covers more than 5000 keys: narrow it with state, extractable or a key ring"
+            }
         })
     }
 }

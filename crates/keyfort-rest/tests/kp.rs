@@ -756,6 +756,39 @@ fn cases() -> Vec<Case> {
             200,
         )
         .with_headers(DEFAULT_RING),
+        // Listing with every sort field, filters with operators, and search.
+        case(
+            "GET",
+            "/api/v2/keys?sort=-state,extractable,-imported,creationDate,-lastUpdateDate,lastRotateDate,-deletionDate,expirationDate,id",
+            None,
+            Nothing,
+            READERS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/keys?filter=creationDate%3Dgte%3A%222020-01-01T00%3A00%3A00Z%22%20lastRotateDate%3Dnone%20state%3D1%2C2",
+            None,
+            Nothing,
+            READERS,
+            200,
+        ),
+        case(
+            "HEAD",
+            "/api/v2/keys?filter=extractable%3Dfalse%20expirationDate%3Dnone",
+            None,
+            Nothing,
+            READERS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/keys?search=not%3Aexact%3Aname%3Azz",
+            None,
+            Nothing,
+            READERS,
+            200,
+        ),
         // Instance: the allowedIP port; service-to-service event acknowledgement.
         case(
             "GET",
@@ -1289,7 +1322,15 @@ async fn head_list_and_paging() {
         "limit=5001",
         "state=4",
         "extractable=maybe",
-        "sort=-id",
+        "sort=name",
+        "sort=id,-id",
+        "filter=color%3Dred",
+        "filter=creationDate%3Dgte%3A2020-01-01",
+        "filter=creationDate%3Dgt%3Anone",
+        "filter=state%3D1&state=1",
+        "filter=extractable%3Dtrue&extractable=false",
+        "filter=lastRotateDate%3Dnone%20lastRotateDate%3Dnone%20lastRotateDate%3Dnone%20lastRotateDate%3Dnone",
+        "search=not%3Aexact%3A",
     ] {
         let a = env
             .kp(&admin, "GET", &format!("/api/v2/keys?{q}"), None)
@@ -2136,4 +2177,256 @@ async fn event_acknowledgements_are_for_services_and_audited() {
     assert_envelope(&a, 400, "COLLECTION_TOTAL_MISMATCH_ERR");
     let a = env.kp(&service, "POST", "/api/v2/event_ack", None).await;
     assert_envelope(&a, 400, "NO_BODY_ERR");
+}
+
+// ---- listing: sort, filter, search -----------------------------------------------------------
+
+#[tokio::test]
+async fn list_sorts_filters_and_searches() {
+    const T0: i64 = 1_700_000_000_000; // 2023-11-14T22:13:20Z
+    let clock = Arc::new(TestClock(AtomicI64::new(T0)));
+    let env = env_with(clock.clone()).await;
+    let at = |ms: i64| clock.0.store(ms, Ordering::SeqCst);
+    let create = |name: &'static str, extra: Value| {
+        let env = &env;
+        async move {
+            let mut resource = json!({"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false});
+            for (k, v) in extra.as_object().unwrap() {
+                resource[k] = v.clone();
+            }
+            let a = env
+                .admin("POST", "/api/v2/keys", Some(&collection(resource)))
+                .await;
+            a.body["resources"][0]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    at(T0);
+    let a = create("alpha-payroll", json!({"aliases": ["pay-a"]})).await;
+    at(T0 + 1000);
+    let b = create("beta", json!({"extractable": true})).await;
+    at(T0 + 2000);
+    let c = create("Gamma-Payroll", json!({})).await;
+    at(T0 + 3000);
+    env.admin("POST", &format!("/api/v2/keys/{c}/actions/rotate"), None)
+        .await;
+    at(T0 + 4000);
+    let d = create("delta", json!({"expirationDate": "2030-01-01T00:00:00Z"})).await;
+    at(T0 + 5000);
+    let e = create("epsilon", json!({})).await;
+    at(T0 + 6000);
+    env.admin("DELETE", &format!("/api/v2/keys/{e}"), None)
+        .await;
+    at(T0 + 7000);
+
+    // The ids of a listing, and the same query's HEAD count.
+    let list = |query: &str| {
+        let env = &env;
+        let query = query.to_owned();
+        async move {
+            let a = env
+                .kp(
+                    &env.admin,
+                    "GET",
+                    &format!("/api/v2/keys?{query}&totalCount=true"),
+                    None,
+                )
+                .await;
+            assert_eq!(a.status, StatusCode::OK, "{query}: {}", a.body);
+            let ids: Vec<String> = a.body["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["id"].as_str().unwrap().to_owned())
+                .collect();
+            let h = env
+                .kp(&env.admin, "HEAD", &format!("/api/v2/keys?{query}"), None)
+                .await;
+            assert_eq!(h.status, StatusCode::OK, "HEAD {query}");
+            let total = a.body["metadata"]["totalCount"].as_u64().unwrap();
+            assert_eq!(
+                h.headers["key-total"].to_str().unwrap(),
+                total.to_string(),
+                "HEAD {query}"
+            );
+            if !query.contains("limit=") && total <= 200 {
+                assert_eq!(total, ids.len() as u64, "{query}");
+            }
+            (ids, a.body["metadata"].clone())
+        }
+    };
+    let owned = |v: &[&String]| v.iter().map(|x| (*x).clone()).collect::<Vec<String>>();
+    let sorted = |mut v: Vec<&String>| {
+        v.sort();
+        v.into_iter().cloned().collect::<Vec<String>>()
+    };
+
+    // Default order: by id. Sorts, descending with `-`, ties by id.
+    assert_eq!(list("").await.0, sorted(vec![&a, &b, &c, &d]));
+    assert_eq!(list("sort=creationDate").await.0, owned(&[&a, &b, &c, &d]));
+    assert_eq!(list("sort=-creationDate").await.0, owned(&[&d, &c, &b, &a]));
+    assert_eq!(
+        list("sort=extractable,-creationDate").await.0,
+        owned(&[&d, &c, &a, &b])
+    );
+    assert_eq!(
+        list("sort=-lastRotateDate,creationDate").await.0,
+        owned(&[&c, &a, &b, &d])
+    );
+    assert_eq!(list("sort=expirationDate,id").await.0[3], d);
+    assert_eq!(
+        list("sort=-lastUpdateDate").await.0,
+        owned(&[&d, &c, &b, &a])
+    );
+    assert_eq!(
+        list("state=1,5&sort=-state,-deletionDate,creationDate")
+            .await
+            .0,
+        owned(&[&e, &a, &b, &c, &d])
+    );
+    assert_eq!(list("sort=-id").await.0, {
+        let mut v = sorted(vec![&a, &b, &c, &d]);
+        v.reverse();
+        v
+    });
+    assert_eq!(
+        list("sort=imported,creationDate&limit=2&offset=1").await.0,
+        owned(&[&b, &c])
+    );
+
+    // Filters: date comparisons (up to three per property), `none`, state and extractable.
+    let q = |s: &str| s.replace(' ', "%20").replace('"', "%22");
+    let ids = |q: &str| {
+        let q = q.to_owned();
+        async move { sorted(list(&q).await.0.iter().collect()) }
+    };
+    assert_eq!(
+        ids(&q(r#"filter=creationDate=gte:"2023-11-14T22:13:21Z" creationDate=lt:"2023-11-14T22:13:24Z""#)).await,
+        sorted(vec![&b, &c])
+    );
+    assert_eq!(
+        ids(&q(r#"filter=creationDate="2023-11-14T22:13:22Z""#)).await,
+        [c.as_str()]
+    );
+    assert_eq!(
+        ids(&q(r#"filter=creationDate=gt:"2023-11-14T22:13:20Z" creationDate=lte:"2023-11-14T22:13:22Z" creationDate=gt:"2023-11-14T22:13:21Z""#)).await,
+        [c.as_str()]
+    );
+    assert_eq!(
+        ids(&q("filter=lastRotateDate=none")).await,
+        sorted(vec![&a, &b, &d])
+    );
+    assert_eq!(
+        ids(&q(r#"filter=lastRotateDate=gt:"2023-01-01T00:00:00Z""#)).await,
+        [c.as_str()]
+    );
+    assert_eq!(
+        ids(&q("filter=expirationDate=none extractable=false")).await,
+        sorted(vec![&a, &c])
+    );
+    assert_eq!(
+        ids(&q(r#"filter=expirationDate=lte:"2030-01-01T00:00:00Z""#)).await,
+        [d.as_str()]
+    );
+    assert_eq!(
+        ids(&q(
+            r#"filter=state=5 deletionDate=gte:"2023-11-14T22:13:26Z""#
+        ))
+        .await,
+        [e.as_str()]
+    );
+    assert_eq!(
+        ids(&q(
+            r#"filter=state=1,5 deletionDate=none lastUpdateDate=lt:"2023-11-14T22:13:22Z""#
+        ))
+        .await,
+        sorted(vec![&a, &b])
+    );
+    assert_eq!(ids(&q("filter=extractable=TRUE")).await, [b.as_str()]);
+    assert_eq!(ids(&q("filter=none")).await, sorted(vec![&a, &b, &c, &d]));
+
+    // Search: substring of name or alias by default, options and scopes, metadata.
+    let (found, meta) = list("search=PAYROLL").await;
+    assert_eq!(sorted(found.iter().collect()), sorted(vec![&a, &c]));
+    assert_eq!(meta["incompleteSearch"], false);
+    assert_eq!(
+        meta["searchQuery"],
+        json!({"query": "PAYROLL", "scopes": ["name", "alias"], "not": false, "exact": false})
+    );
+    assert_eq!(ids("search=exact%3Abeta").await, [b.as_str()]);
+    assert!(ids("search=exact%3ABeta").await.is_empty());
+    assert_eq!(
+        ids("search=name%3Aexact%3AGamma-Payroll").await,
+        [c.as_str()]
+    );
+    assert_eq!(ids("search=alias%3Apay").await, [a.as_str()]);
+    assert!(ids("search=name%3Apay-").await.is_empty());
+    let (found, meta) = list("search=not%3Apayroll").await;
+    assert_eq!(sorted(found.iter().collect()), sorted(vec![&b, &d]));
+    assert_eq!(meta["searchQuery"]["not"], true);
+    assert!(ids("search=escape%3Anot%3A").await.is_empty());
+    // A full id, or an alias, is looked up too and comes first.
+    let (found, _) = list(&format!("search={d}")).await;
+    assert_eq!(found, [d.as_str()]);
+    let (found, _) = list("search=a&sort=-creationDate").await;
+    assert_eq!(found, owned(&[&d, &c, &b, &a]));
+    let (found, _) = list("search=pay-a").await;
+    assert_eq!(found, [a.as_str()]);
+    // The looked-up key must meet the other conditions too.
+    assert!(
+        ids(&format!("search={d}&extractable=true"))
+            .await
+            .is_empty()
+    );
+
+    // Over 5000 keys to search: refused unless the key is named by id or alias.
+    let admin = env.core.authenticate(&env.admin).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..4998 {
+        let core = env.core.clone();
+        let admin = admin.clone();
+        let instance = env.instance.clone();
+        tasks.spawn(async move {
+            core.kms_create_key(
+                &admin,
+                &instance,
+                keyfort_core::NewKey {
+                    name: format!("bulk-{i}"),
+                    ..keyfort_core::NewKey::default()
+                },
+                keyfort_core::KeyPolicyUpdate::default(),
+                None,
+            )
+            .await
+            .unwrap();
+        });
+        if tasks.len() >= 64 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let too_broad = env
+        .kp(&env.admin, "GET", "/api/v2/keys?search=payroll", None)
+        .await;
+    assert_envelope(&too_broad, 400, "KEY_SEARCH_TOO_BROAD");
+    let h = env
+        .kp(&env.admin, "HEAD", "/api/v2/keys?search=payroll", None)
+        .await;
+    assert_eq!(h.status, StatusCode::BAD_REQUEST);
+    let (found, meta) = list(&format!("search={a}")).await;
+    assert_eq!(found, [a.as_str()]);
+    assert_eq!(meta["incompleteSearch"], true);
+    let (found, meta) = list("search=alias%3Apay-a").await;
+    assert_eq!(found, [a.as_str()]);
+    assert_eq!(meta["incompleteSearch"], true);
+    let a_name = env
+        .kp(&env.admin, "GET", "/api/v2/keys?search=name%3Apay-a", None)
+        .await;
+    assert_envelope(&a_name, 400, "KEY_SEARCH_TOO_BROAD");
+    // Narrowed below the limit, the search runs.
+    assert_eq!(ids("search=e&extractable=true").await, [b.as_str()]);
+    assert_eq!(list("").await.1["collectionTotal"], 200);
+    let (_, meta) = list("totalCount=true&limit=1").await;
+    assert_eq!(meta["totalCount"], 5002);
 }

@@ -181,6 +181,7 @@ fn refusal(reason: KmsRefusal, op: Op) -> KpError {
         R::DefaultKeyRing => (StatusCode::BAD_REQUEST, "KEY_RING_RESERVED_ERR"),
         R::ImportedKeyRequired => (StatusCode::BAD_REQUEST, "KEY_IMPT_REQ_ERR"),
         R::ServiceOnly => (StatusCode::FORBIDDEN, "SERVICE_ONLY_ERR"),
+        R::SearchTooBroad => (StatusCode::BAD_REQUEST, "KEY_SEARCH_TOO_BROAD"),
         R::UnprocessableCiphertext => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "UNPROCESSABLE_CIPHERTEXT_ERR",
@@ -312,6 +313,11 @@ mod tests {
                 "INCORRECT_NONCE_IV_ERR",
             ),
             (refused(KmsRefusal::ServiceOnly), 403, "SERVICE_ONLY_ERR"),
+            (
+                refused(KmsRefusal::SearchTooBroad),
+                400,
+                "KEY_SEARCH_TOO_BROAD",
+            ),
             (
                 refused(KmsRefusal::ImportedKeyRequired),
                 400,
