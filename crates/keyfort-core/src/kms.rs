@@ -1597,14 +1597,31 @@ impl Keyfort {
                     Some(key.id)
                 }
                 None => {
-                    caller.authorize(Action::ReadKey, instance_id, None)?;
+                    let ring = caller.request.key_ring.as_deref();
+                    caller.authorize(Action::ReadKey, instance_id, ring)?;
                     None
                 }
             };
-            let list = self
+            let mut list = self
                 .store()
                 .registrations(instance_id, key_id.as_deref())
                 .await?;
+            // All keys' registrations, scoped to a key ring: only those of keys in it.
+            if let (None, Some(ring)) = (&key_id, &caller.request.key_ring) {
+                let in_ring = KeyQuery {
+                    key_ring_id: Some(ring.clone()),
+                    states: KeyState::ALL.to_vec(),
+                    ..KeyQuery::default()
+                };
+                let ids: std::collections::HashSet<String> = self
+                    .store()
+                    .list_keys(instance_id, &in_ring.to_filter())
+                    .await?
+                    .into_iter()
+                    .map(|k| k.id)
+                    .collect();
+                list.retain(|r| ids.contains(&r.key_id));
+            }
             self.audit_read(caller, instance_id, "registration.list", &target, json!({}))
                 .await?;
             Ok(list)

@@ -699,6 +699,15 @@ fn cases() -> Vec<Case> {
         ),
         // X-Kms-Key-Ring naming the key's ring.
         case("GET", "/api/v2/keys", None, Nothing, READERS, 200).with_headers(DEFAULT_RING),
+        case(
+            "GET",
+            "/api/v2/keys/registrations",
+            None,
+            Nothing,
+            READERS,
+            200,
+        )
+        .with_headers(DEFAULT_RING),
         case("HEAD", "/api/v2/keys", None, Nothing, READERS, 200).with_headers(DEFAULT_RING),
         case("GET", "/api/v2/keys/{key}", None, SharedRoot, READERS, 200)
             .with_headers(DEFAULT_RING),
@@ -1804,6 +1813,38 @@ async fn key_ring_header_scopes_every_key_endpoint() {
         )
         .await;
     assert_eq!(counted.headers["key-total"], "1");
+    // Registrations of all keys, in a ring.
+    let a = env
+        .send(
+            "POST",
+            &format!("/api/v2/keys/{key}/registrations/{CRN}"),
+            Some(&env.admin),
+            Some(&env.instance),
+            Some(&registration),
+            &r1,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    for (ring, want) in [("r1", 1), ("default", 0)] {
+        let a = env
+            .send(
+                "GET",
+                "/api/v2/keys/registrations",
+                Some(&env.admin),
+                Some(&env.instance),
+                None,
+                &[("X-Kms-Key-Ring", ring)],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(
+            a.body["resources"].as_array().unwrap().len(),
+            want,
+            "{ring}"
+        );
+    }
+    let all = env.admin("GET", "/api/v2/keys/registrations", None).await;
+    assert_eq!(all.body["resources"].as_array().unwrap().len(), 1);
     // Moving: the header names the current ring.
     let a = env
         .send(
