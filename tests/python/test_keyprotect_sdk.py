@@ -67,11 +67,11 @@ class Admin:
         assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
         return r
 
-    def principal_with_key(self, name, role):
+    def principal_with_key(self, name, role, kind="user"):
         p = self.call(
             "POST",
             "/principals",
-            json={"name": name, "instance_id": self.instance, "roles": [{"role": role, "instance": self.instance}]},
+            json={"name": name, "kind": kind, "instance_id": self.instance, "roles": [{"role": role, "instance": self.instance}]},
         ).json()
         return self.call("POST", f"/principals/{p['id']}/api_keys", json={"name": f"{name}-key"}).json()["api_key"]
 
@@ -343,3 +343,156 @@ def test_count_list_standard_key_and_errors(world):
     assert a.create_key_ring(key_ring_id=ring, bluemix_instance=inst).get_status_code() == 201
     rings = a.list_key_rings(bluemix_instance=inst).get_result()["resources"]
     assert {"default", ring} <= {r["id"] for r in rings}
+
+
+def b64(data):
+    return base64.b64encode(data).decode()
+
+
+def test_imported_material_key_rings_listing_and_instance_endpoints(world, trust_dev_ca):
+    """Rotate and restore with imported material, X-Kms-Key-Ring on key calls, sort / filter /
+    search of GET /keys, GET /instance/allowed_ip_port and POST /event_ack, through the SDK
+    where it has the call (3.0.1 restores with material only through the deprecated
+    `?action=restore` form, and has no event acknowledgement call)."""
+    admin, kp, names = world
+    inst = admin.instance
+    a = kp["a"]
+
+    # An imported root key rotates only with new material of its length.
+    m1, m2 = os.urandom(32), os.urandom(32)
+    created = a.create_key(
+        bluemix_instance=inst,
+        key_create_body=body({"type": "application/vnd.ibm.kms.key+json", "name": "sdk-imported", "extractable": False, "payload": b64(m1)}),
+    )
+    key = result(created)["resources"][0]
+    key_id = key["id"]
+    assert key["imported"] is True
+    c = cid()
+    with pytest.raises(ApiException) as excinfo:
+        a.rotate_key(id=key_id, bluemix_instance=inst, key_action_rotate_body=raw({}), correlation_id=c)
+    assert kp_error(excinfo) == (400, "KEY_PAYLOAD_REQ_ERR")
+    admin.expect_event("key.rotate", c, outcome="failure")
+    c = cid()
+    rotated = a.rotate_key(id=key_id, bluemix_instance=inst, key_action_rotate_body=raw({"payload": b64(m2)}), correlation_id=c)
+    assert rotated.get_status_code() == 204
+    admin.expect_event("key.rotate", c)
+    assert len(a.get_key_versions(id=key_id, bluemix_instance=inst).get_result()["resources"]) == 2
+
+    # Restore with material: the rotated-away material is refused, the current one accepted.
+    assert a.delete_key(id=key_id, bluemix_instance=inst).get_status_code() == 204
+    time.sleep(CHANGE_GUARD + 0.2)
+    c = cid()
+    with pytest.raises(ApiException) as excinfo:
+        a.action_on_key(id=key_id, bluemix_instance=inst, action="restore", key_action_body=body({"payload": b64(m1)}), correlation_id=c)
+    assert kp_error(excinfo) == (400, "INVALID_FIELD_ERR")
+    admin.expect_event("key.restore", c, outcome="failure")
+    c = cid()
+    restored = a.action_on_key(id=key_id, bluemix_instance=inst, action="restore", key_action_body=body({"payload": b64(m2)}), correlation_id=c)
+    assert restored.get_status_code() == 201
+    assert result(restored)["resources"][0]["state"] == 1
+    assert admin.expect_event("key.restore", c)["details"]["payload"] is True
+
+    # X-Kms-Key-Ring: a key outside the named ring is not found, and nothing changes.
+    ring = f"ring-{uuid.uuid4().hex[:8]}"
+    assert a.create_key_ring(key_ring_id=ring, bluemix_instance=inst).get_status_code() == 201
+    in_ring = result(
+        a.create_key(
+            bluemix_instance=inst,
+            key_create_body=body({"type": "application/vnd.ibm.kms.key+json", "name": "sdk-in-ring", "extractable": False}),
+            x_kms_key_ring=ring,
+        )
+    )["resources"][0]
+    assert in_ring["keyRingID"] == ring
+    got = a.get_key_metadata(id=in_ring["id"], bluemix_instance=inst, x_kms_key_ring=ring).get_result()["resources"][0]
+    assert got["id"] == in_ring["id"]
+    for call in (
+        lambda: a.get_key_metadata(id=in_ring["id"], bluemix_instance=inst, x_kms_key_ring="default"),
+        lambda: a.disable_key(id=in_ring["id"], bluemix_instance=inst, x_kms_key_ring="default"),
+        lambda: a.wrap_key(id=in_ring["id"], bluemix_instance=inst, key_action_wrap_body=raw({}), x_kms_key_ring="default"),
+    ):
+        with pytest.raises(ApiException) as excinfo:
+            call()
+        assert kp_error(excinfo) == (404, "KEY_NOT_FOUND_ERR")
+    assert a.get_key_metadata(id=in_ring["id"], bluemix_instance=inst).get_result()["resources"][0]["state"] == 1
+    listed = a.get_keys(bluemix_instance=inst, x_kms_key_ring=ring).get_result()["resources"]
+    assert [k["id"] for k in listed] == [in_ring["id"]]
+    head = a.get_key_collection_metadata(bluemix_instance=inst, x_kms_key_ring=ring)
+    assert head.get_headers()["Key-Total"] == "1"
+
+    # Sort, filter and search.
+    prefix = f"sdk-search-{uuid.uuid4().hex[:8]}"
+    made = []
+    for n in range(3):
+        made.append(
+            result(
+                a.create_key(
+                    bluemix_instance=inst,
+                    key_create_body=body({"type": "application/vnd.ibm.kms.key+json", "name": f"{prefix}-{n}", "extractable": n == 1}),
+                )
+            )["resources"][0]
+        )
+        time.sleep(0.02)
+    ids = [k["id"] for k in made]
+    found = a.get_keys(bluemix_instance=inst, search=prefix, sort="-creationDate").get_result()
+    assert [k["id"] for k in found["resources"]] == ids[::-1]
+    assert found["metadata"]["searchQuery"] == {"query": prefix, "scopes": ["name", "alias"], "not": False, "exact": False}
+    assert found["metadata"]["incompleteSearch"] is False
+    found = a.get_keys(bluemix_instance=inst, search=f"exact:{prefix}-2").get_result()["resources"]
+    assert [k["id"] for k in found] == [ids[2]]
+    since = made[1]["creationDate"]
+    found = a.get_keys(bluemix_instance=inst, search=prefix, filter=f'creationDate=gte:"{since}" extractable=false').get_result()
+    assert [k["id"] for k in found["resources"]] == [ids[2]]
+    found = a.get_keys(bluemix_instance=inst, search=prefix, sort="extractable,creationDate", filter="lastRotateDate=none").get_result()
+    assert [k["id"] for k in found["resources"]] == [ids[0], ids[2], ids[1]]
+    count = a.get_key_collection_metadata(bluemix_instance=inst, filter=f'creationDate=gte:"{since}" lastRotateDate=none')
+    assert int(count.get_headers()["Key-Total"]) >= 2
+    with pytest.raises(ApiException) as excinfo:
+        a.get_keys(bluemix_instance=inst, sort="color")
+    assert kp_error(excinfo) == (400, "INVALID_QUERY_PARAM_ERR")
+
+    # The allowedIP port: none without a policy; with one, the port this client reached.
+    port = a.get_allowed_ip_port(bluemix_instance=inst)
+    assert port.get_status_code() == 200
+    assert port.get_result()["metadata"]["collectionType"] == "application/vnd.ibm.kms.allowed_ip_metadata+json"
+    assert port.get_result()["resources"] == []
+    policy = lambda enabled: {  # noqa: E731
+        "metadata": {"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
+        "resources": [
+            {"policy_type": "allowedIP", "policy_data": {"enabled": True, "attributes": {"allowed_ip": ["127.0.0.0/8", "::1/128"]}}}
+            if enabled
+            else {"policy_type": "allowedIP", "policy_data": {"enabled": False}}
+        ],
+    }
+    assert a.put_instance_policy(bluemix_instance=inst, instance_policy_put_body=policy(True), policy="allowedIP").get_status_code() == 204
+    try:
+        port = a.get_allowed_ip_port(bluemix_instance=inst).get_result()
+        assert port["resources"] == [{"private_endpoint_port": int(trust_dev_ca["http_addr"].rsplit(":", 1)[1])}]
+    finally:
+        a.put_instance_policy(bluemix_instance=inst, instance_policy_put_body=policy(False), policy="allowedIP")
+
+    # Event acknowledgement: service identities only.
+    service_key = admin.principal_with_key(f"svc-{uuid.uuid4().hex[:8]}", "Reader", kind="service")
+    ack = {
+        "metadata": {"collectionType": "application/vnd.ibm.kms.event_acknowledge+json", "collectionTotal": 1},
+        "resources": [{"eventId": f"ev-{uuid.uuid4().hex}", "adopterKeyState": "DEK_DELETED", "timestamp": "2026-01-02T03:04:05Z"}],
+    }
+
+    def post_ack(api_key):
+        token = IAMAuthenticator(apikey=api_key, url=admin.base).token_manager.get_token()
+        return requests.post(
+            f"{admin.base}/api/v2/event_ack",
+            headers={"Authorization": f"Bearer {token}", "Bluemix-Instance": inst, "Content-Type": "application/json"},
+            json=ack,
+        )
+
+    answer = post_ack(service_key)
+    assert answer.status_code == 204, answer.text
+    events = admin.events(action="event.acknowledge", target=ack["resources"][0]["eventId"])
+    assert [e["outcome"] for e in events] == ["success"]
+    user_key = admin.principal_with_key(f"user-{uuid.uuid4().hex[:8]}", "Manager")
+    answer = post_ack(user_key)
+    assert answer.status_code == 403
+    assert answer.json()["resources"][0]["reasons"][0]["code"] == "SERVICE_ONLY_ERR"
+
+    verdict = admin.call("GET", f"/instances/{inst}/audit/verify").json()
+    assert verdict["ok"] is True, verdict

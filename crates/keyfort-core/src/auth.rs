@@ -273,6 +273,9 @@ pub struct RequestInfo {
     pub correlation_id: Option<String>,
     /// The peer address.
     pub source: Option<String>,
+    /// The key ring the request is scoped to (Key Protect's `X-Kms-Key-Ring`): a key outside
+    /// it answers as not found.
+    pub key_ring: Option<String>,
 }
 
 impl Caller {
@@ -282,9 +285,16 @@ impl Caller {
             request: RequestInfo {
                 correlation_id,
                 source,
+                key_ring: None,
             },
             ..self.clone()
         }
+    }
+
+    /// This caller with its key lookups restricted to `key_ring` (when given).
+    pub fn in_key_ring(mut self, key_ring: Option<String>) -> Caller {
+        self.request.key_ring = key_ring;
+        self
     }
 
     /// The identity recorded as creator or actor ("IBMid-…"-like: the principal's name).

@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+pub use keyfort_store::{
+    Comparison, DateCondition, KeyDate, KeySort, KeySortField, SearchMode, SearchScope,
+};
 use keyfort_store::{KeyFilter, KeyRecord, StoreError};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
@@ -343,7 +346,13 @@ pub struct KeyQuery {
     /// Empty means every state but the destroyed ones (Key Protect's default listing).
     pub states: Vec<KeyState>,
     pub extractable: Option<bool>,
+    /// Key Protect search (§11): matched as `search_mode` says.
     pub search: Option<String>,
+    pub search_mode: SearchMode,
+    /// Conditions on key dates, all of which must hold.
+    pub dates: Vec<DateCondition>,
+    /// Sort order; empty means by creation time. Ties go by id.
+    pub sort: Vec<KeySort>,
     pub offset: u64,
     pub limit: Option<u64>,
 }
@@ -369,6 +378,10 @@ impl KeyQuery {
             states,
             extractable: self.extractable,
             search: self.search.clone(),
+            search_mode: self.search_mode,
+            id: None,
+            dates: self.dates.clone(),
+            sort: self.sort.clone(),
             offset: self.offset,
             limit: self.limit,
         }
@@ -380,6 +393,9 @@ impl KeyQuery {
 pub struct KeyListing {
     pub keys: Vec<Key>,
     pub total: u64,
+    /// The search space was too large to search: the page holds only the key named by id or
+    /// alias (Key Protect's `incompleteSearch`).
+    pub incomplete_search: bool,
 }
 
 #[cfg(test)]

@@ -105,6 +105,12 @@ pub enum KmsRefusal {
     DefaultKeyRing,
     /// The ciphertext was not made by this key with this AAD, or is damaged.
     UnprocessableCiphertext,
+    /// Key material was given for a key that was not imported (restore with a payload).
+    ImportedKeyRequired,
+    /// Only service identities may call this (service-to-service endpoints).
+    ServiceOnly,
+    /// A search over more keys than Key Protect searches (5000).
+    SearchTooBroad,
 }
 
 impl fmt::Display for KmsRefusal {
@@ -136,6 +142,11 @@ impl fmt::Display for KmsRefusal {
             KmsRefusal::DefaultKeyRing => "the default key ring cannot be changed",
             KmsRefusal::UnprocessableCiphertext => {
                 "the ciphertext is invalid or was not made by this key with this AAD"
+            }
+            KmsRefusal::ImportedKeyRequired => "only imported keys are restored with key material",
+            KmsRefusal::ServiceOnly => "this action can only be done by a service identity",
+            KmsRefusal::SearchTooBroad => {
+                "the search covers more than 5000 keys: narrow it with state, extractable or a key ring"
             }
         })
     }
@@ -264,6 +275,65 @@ pub struct SecureImport {
     /// AES-GCM of the token's nonce under the key material (ciphertext ‖ tag).
     pub encrypted_nonce: Vec<u8>,
     pub iv: Vec<u8>,
+}
+
+/// A service's acknowledgement of a key lifecycle event (§10, Key Protect `event_ack`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventAck {
+    pub event_id: String,
+    /// The adopter's state of its data keys after processing the event (`DEK_ENABLED`, …).
+    pub adopter_key_state: String,
+    /// When the adopter processed the event (ms).
+    pub processed_at: i64,
+    /// The key version the adopter rewrapped its data keys with; required for `DEK_ENABLED`.
+    pub rewrapped_key_version: Option<String>,
+}
+
+/// Longest event id and adopter key state accepted in an acknowledgement.
+const MAX_EVENT_FIELD: usize = 128;
+
+fn validate_event_ack(ack: &EventAck) -> Result<()> {
+    let printable = |s: &str| {
+        !s.is_empty() && s.len() <= MAX_EVENT_FIELD && s.bytes().all(|b| b.is_ascii_graphic())
+    };
+    if !printable(&ack.event_id) {
+        return Err(CoreError::InvalidField {
+            field: "eventId",
+            rule: "1 to 128 printable characters",
+        });
+    }
+    if !printable(&ack.adopter_key_state)
+        || !ack
+            .adopter_key_state
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit())
+    {
+        return Err(CoreError::InvalidField {
+            field: "adopterKeyState",
+            rule: "a key state name such as DEK_ENABLED or DEK_DELETED",
+        });
+    }
+    match &ack.rewrapped_key_version {
+        Some(v) if uuid::Uuid::try_parse(v).is_err() => Err(CoreError::InvalidField {
+            field: "keyStateData.rewrappedKeyVersion",
+            rule: "a key version id",
+        }),
+        None if ack.adopter_key_state == "DEK_ENABLED" => Err(CoreError::InvalidField {
+            field: "keyStateData.rewrappedKeyVersion",
+            rule: "present when adopterKeyState is DEK_ENABLED",
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Key material a caller supplies for an imported root key: to rotate it (§6 rotate) or to
+/// prove, on restore, that it holds the deleted key's material (§7).
+pub enum ImportedMaterial {
+    /// Plain material (`payload`).
+    Plain(Zeroizing<Vec<u8>>),
+    /// Material sealed to the instance's import token (`payload`, `encryptionAlgorithm`,
+    /// `encryptedNonce`, `iv`).
+    Sealed(SecureImport),
 }
 
 const IMPORT_TOKEN_SECRET: &str = "import-token";
@@ -640,7 +710,7 @@ impl Keyfort {
         caller: &Caller,
         instance_id: &str,
         id_or_alias: &str,
-        payload: Option<Zeroizing<Vec<u8>>>,
+        material: Option<ImportedMaterial>,
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.rotate", id_or_alias, async {
             let mut key = self
@@ -667,7 +737,8 @@ impl Keyfort {
             {
                 return Err(refuse(&key.id, KmsRefusal::RotationNotPermitted));
             }
-            let material = match (key.imported, payload) {
+            let sealed = matches!(material, Some(ImportedMaterial::Sealed(_)));
+            let material = match (key.imported, material) {
                 (true, None) => return Err(refuse(&key.id, KmsRefusal::PayloadRequired)),
                 (false, Some(_)) => {
                     return Err(CoreError::InvalidField {
@@ -675,7 +746,8 @@ impl Keyfort {
                         rule: "only imported keys rotate with new material",
                     });
                 }
-                (true, Some(p)) => {
+                (true, Some(m)) => {
+                    let p = self.open_material(caller, instance_id, m).await?;
                     if p.len() * 8 != key.bit_length as usize {
                         return Err(CoreError::InvalidField {
                             field: "payload",
@@ -698,7 +770,7 @@ impl Keyfort {
                 "key.rotate",
                 &key.id,
                 "success",
-                json!({"version": key.current_version_id, "seq": seq}),
+                json!({"version": key.current_version_id, "seq": seq, "imported_material": key.imported, "import_token": sealed}),
             );
             let applied = self
                 .apply_audited(
@@ -880,6 +952,7 @@ impl Keyfort {
         caller: &Caller,
         instance_id: &str,
         id_or_alias: &str,
+        material: Option<ImportedMaterial>,
     ) -> Result<Key> {
         self.audited(caller, instance_id, "key.restore", id_or_alias, async {
             let key = self
@@ -906,8 +979,28 @@ impl Keyfort {
             if now - key.updated_at < ms(t.change_guard) {
                 return Err(refuse(&key.id, KmsRefusal::TooEarly));
             }
-            self.transition_audited(caller, key, Transition::Restore, "key.restore", json!({}))
-                .await
+            let with_material = material.is_some();
+            if let Some(m) = material {
+                if !key.imported {
+                    return Err(refuse(&key.id, KmsRefusal::ImportedKeyRequired));
+                }
+                let given = self.open_material(caller, instance_id, m).await?;
+                let held = self.version_material(&key, &key.current_version_id).await?;
+                if !keyfort_crypto::ct_eq(&given, &held) {
+                    return Err(CoreError::InvalidField {
+                        field: "payload",
+                        rule: "the key material of the deleted key",
+                    });
+                }
+            }
+            self.transition_audited(
+                caller,
+                key,
+                Transition::Restore,
+                "key.restore",
+                json!({"payload": with_material}),
+            )
+            .await
         })
         .await
     }
@@ -1122,6 +1215,73 @@ impl Keyfort {
                     .collect())
             },
         )
+        .await
+    }
+
+    /// The port of the allowedIP policy (§3 #26, Manager). Keyfort has no separate private
+    /// endpoint: the policy is enforced on the port the caller reached, `served_on`, which is
+    /// returned while an allowedIP policy is enabled, `None` otherwise. The caller's address
+    /// is not checked against the policy here (Key Protect lets this call through).
+    pub async fn allowed_ip_port(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        served_on: u16,
+    ) -> Result<Option<u16>> {
+        let action = "instance.allowed_ip_port.read";
+        self.audited(caller, instance_id, action, instance_id, async {
+            self.instance_record(instance_id).await?;
+            caller.authorize(Action::ManageKey, instance_id, None)?;
+            let map = self.instance_policy_map(instance_id).await?;
+            let port = map
+                .get(&InstancePolicyType::AllowedIp)
+                .filter(|p| p.enabled)
+                .map(|_| served_on);
+            self.audit_read(
+                caller,
+                instance_id,
+                action,
+                instance_id,
+                json!({"port": port}),
+            )
+            .await?;
+            Ok(port)
+        })
+        .await
+    }
+
+    /// Records a service's acknowledgement of a key lifecycle event (§10; service identities
+    /// with at least Reader on the instance). The acknowledgement is kept in the audit trail.
+    pub async fn acknowledge_event(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        ack: EventAck,
+    ) -> Result<()> {
+        let action = "event.acknowledge";
+        let target = ack.event_id.clone();
+        self.audited(caller, instance_id, action, &target, async {
+            self.instance_record(instance_id).await?;
+            caller.authorize(Action::ReadKey, instance_id, None)?;
+            if caller.principal.kind != crate::auth::PrincipalKind::Service {
+                return Err(refuse(instance_id, KmsRefusal::ServiceOnly));
+            }
+            validate_event_ack(&ack)?;
+            let event = self.audit_event(
+                caller,
+                instance_id,
+                action,
+                &ack.event_id,
+                "success",
+                json!({
+                    "adopter_key_state": ack.adopter_key_state,
+                    "processed_at": ack.processed_at,
+                    "rewrapped_key_version": ack.rewrapped_key_version,
+                }),
+            );
+            self.store().append_audit_event(&event).await?;
+            Ok(())
+        })
         .await
     }
 
@@ -1434,17 +1594,35 @@ impl Keyfort {
                 Some(k) => {
                     let key = self.find_key(instance_id, k).await?;
                     caller.authorize(Action::ReadKey, instance_id, Some(&key.key_ring_id))?;
+                    check_key_ring(caller, &key)?;
                     Some(key.id)
                 }
                 None => {
-                    caller.authorize(Action::ReadKey, instance_id, None)?;
+                    let ring = caller.request.key_ring.as_deref();
+                    caller.authorize(Action::ReadKey, instance_id, ring)?;
                     None
                 }
             };
-            let list = self
+            let mut list = self
                 .store()
                 .registrations(instance_id, key_id.as_deref())
                 .await?;
+            // All keys' registrations, scoped to a key ring: only those of keys in it.
+            if let (None, Some(ring)) = (&key_id, &caller.request.key_ring) {
+                let in_ring = KeyQuery {
+                    key_ring_id: Some(ring.clone()),
+                    states: KeyState::ALL.to_vec(),
+                    ..KeyQuery::default()
+                };
+                let ids: std::collections::HashSet<String> = self
+                    .store()
+                    .list_keys(instance_id, &in_ring.to_filter())
+                    .await?
+                    .into_iter()
+                    .map(|k| k.id)
+                    .collect();
+                list.retain(|r| ids.contains(&r.key_id));
+            }
             self.audit_read(caller, instance_id, "registration.list", &target, json!({}))
                 .await?;
             Ok(list)
@@ -1749,6 +1927,21 @@ impl Keyfort {
         })
     }
 
+    /// The plain bytes of caller-supplied material.
+    async fn open_material(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        material: ImportedMaterial,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        match material {
+            ImportedMaterial::Plain(p) => Ok(p),
+            ImportedMaterial::Sealed(import) => {
+                self.open_secure_import(caller, instance_id, import).await
+            }
+        }
+    }
+
     /// Opens key material sent under the import token (Key Protect secure import).
     async fn open_secure_import(
         &self,
@@ -1929,6 +2122,17 @@ fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> bool {
             u128::from(n) & mask == u128::from(a) & mask
         }
         _ => false,
+    }
+}
+
+/// Key Protect's `X-Kms-Key-Ring` on a key request (§2): a key outside the named ring is not
+/// found. Checked after authorization, so a caller without access learns nothing either way.
+pub(crate) fn check_key_ring(caller: &Caller, key: &Key) -> Result<()> {
+    match &caller.request.key_ring {
+        Some(ring) if *ring != key.key_ring_id => {
+            Err(CoreError::KeyNotFound { id: key.id.clone() })
+        }
+        _ => Ok(()),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod iam;
 pub mod instance;
 pub mod key;
 pub mod kms;
+mod kms_list;
 pub mod kyok;
 pub mod lifecycle;
 pub mod maintenance;
@@ -42,10 +43,14 @@ pub use dev::{DevBootstrap, DevSetup};
 pub use error::{AuthFailure, CoreError};
 pub use iam::ApiKeyInfo;
 pub use instance::{Instance, InstanceState, UnsealMethod};
-pub use key::{Key, KeyKind, KeyListing, KeyQuery, KeyVersion, NewKey};
+pub use key::{
+    Comparison, DateCondition, Key, KeyDate, KeyKind, KeyListing, KeyQuery, KeySort, KeySortField,
+    KeyVersion, NewKey, SearchMode, SearchScope,
+};
 pub use kms::{
-    ImportToken, InstancePolicy, InstancePolicyType, KeyPolicies, KeyPolicyUpdate, KeyRing,
-    KmsRefusal, KmsTimings, PolicyStamp, Registration, RotationPolicy, SecureImport,
+    EventAck, ImportToken, ImportedMaterial, InstancePolicy, InstancePolicyType, KeyPolicies,
+    KeyPolicyUpdate, KeyRing, KmsRefusal, KmsTimings, PolicyStamp, Registration, RotationPolicy,
+    SecureImport,
 };
 pub use kyok::{CommandOutcome, MasterKeyProtector, PartRejection, ResealProgress, UnsealStatus};
 pub use lifecycle::{KeyState, Transition, Usage};

@@ -46,6 +46,7 @@ fn system_caller() -> Caller {
         request: crate::auth::RequestInfo {
             correlation_id: Some("maintenance".to_owned()),
             source: None,
+            key_ring: None,
         },
     }
 }

@@ -797,6 +797,7 @@ impl Keyfort {
         self.unsealed_for(caller, instance_id).await?;
         let key = self.find_key(instance_id, id_or_alias).await?;
         caller.authorize(action, instance_id, Some(&key.key_ring_id))?;
+        crate::kms::check_key_ring(caller, &key)?;
         Ok(key)
     }
 
@@ -886,13 +887,7 @@ impl Keyfort {
             if let Some(ring) = &query.key_ring_id {
                 validate_key_ring_id(ring)?;
             }
-            let filter = query.to_filter();
-            let records = self.store().list_keys(instance_id, &filter).await?;
-            let total = self.store().count_keys(instance_id, &filter).await?;
-            let keys = records
-                .into_iter()
-                .map(Key::from_record)
-                .collect::<Result<Vec<_>>>()?;
+            let (keys, total, incomplete_search) = self.key_page(instance_id, query).await?;
             self.audit_read(
                 caller,
                 instance_id,
@@ -901,7 +896,11 @@ impl Keyfort {
                 serde_json::json!({"returned": keys.len(), "total": total}),
             )
             .await?;
-            Ok(KeyListing { keys, total })
+            Ok(KeyListing {
+                keys,
+                total,
+                incomplete_search,
+            })
         })
         .await
     }

@@ -233,6 +233,7 @@ impl Keyfort {
         };
         let key = &entry.key;
         caller.authorize(Action::UseKey, instance_id, Some(&key.key_ring_id))?;
+        crate::kms::check_key_ring(caller, key)?;
         if key.extractable {
             return Err(refuse(&key.id, KmsRefusal::RootKeyRequired));
         }

@@ -318,6 +318,7 @@ async fn list_keys(
         search: params.search,
         offset: params.offset.unwrap_or(0),
         limit: Some(limit),
+        ..KeyQuery::default()
     };
     let listing = core.list_keys(&caller, &instance, &query).await?;
     let keys: Vec<KeyView> = listing.keys.into_iter().map(KeyView::from).collect();

@@ -62,7 +62,10 @@ fn classify(e: &CoreError) -> (StatusCode, &'static str) {
                 | R::IncorrectNonce
                 | R::IncorrectNonceIv
                 | R::KeyExpired
-                | R::RestoreExpired => StatusCode::BAD_REQUEST,
+                | R::RestoreExpired
+                | R::ImportedKeyRequired
+                | R::SearchTooBroad => StatusCode::BAD_REQUEST,
+                R::ServiceOnly => StatusCode::FORBIDDEN,
                 R::KeyDeleted => StatusCode::GONE,
                 R::ImportTokenMissing => StatusCode::NOT_FOUND,
                 _ => StatusCode::CONFLICT,

@@ -169,8 +169,47 @@ impl Env {
         a.body["resources"][0]["id"].as_str().unwrap().to_owned()
     }
 
-    /// A token of a new principal holding `role` on `instance`.
+    /// A new root key imported with [`IMPORTED`] material; returns its id.
+    async fn new_imported_key(&self) -> String {
+        let resource = json!({"type": "application/vnd.ibm.kms.key+json", "name": "imp", "extractable": false, "payload": IMPORTED});
+        let a = self
+            .admin("POST", "/api/v2/keys", Some(&collection(resource)))
+            .await;
+        a.body["resources"][0]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Audit events of this env's instance with `action` on `target`, oldest first.
+    async fn events(&self, action: &str, target: &str) -> Vec<keyfort_core::AuditEvent> {
+        let admin = self.core.authenticate(&self.admin).await.unwrap();
+        self.core
+            .audit_events(
+                &admin,
+                &self.instance,
+                &keyfort_core::AuditQuery {
+                    action: Some(action.to_owned()),
+                    target: Some(target.to_owned()),
+                    limit: 1000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+    }
+
+    /// A token of a new user holding `role` on `instance`.
     async fn token_for(&self, name: &str, role: Role, instance: &str) -> String {
+        self.token_of_kind(name, PrincipalKind::User, role, instance)
+            .await
+    }
+
+    /// A token of a new principal of `kind` holding `role` on `instance`.
+    async fn token_of_kind(
+        &self,
+        name: &str,
+        kind: PrincipalKind,
+        role: Role,
+        instance: &str,
+    ) -> String {
         let admin = self.core.authenticate(&self.admin).await.unwrap();
         let p = self
             .core
@@ -178,7 +217,7 @@ impl Env {
                 &admin,
                 Some(instance),
                 name,
-                PrincipalKind::User,
+                kind,
                 vec![RoleGrant {
                     role,
                     scope: Scope::Instance(instance.to_owned()),
@@ -225,17 +264,27 @@ enum Who {
     KeyPurge,
     /// A Manager of another instance: no role in this one.
     Stranger,
+    /// A service identity with Reader on the instance.
+    Service,
 }
 
-const EVERYONE: [Who; 6] = [
+const EVERYONE: [Who; 7] = [
     Who::Reader,
     Who::ReaderPlus,
     Who::Writer,
     Who::Manager,
     Who::KeyPurge,
     Who::Stranger,
+    Who::Service,
 ];
-const READERS: &[Who] = &[Who::Reader, Who::ReaderPlus, Who::Writer, Who::Manager];
+const READERS: &[Who] = &[
+    Who::Reader,
+    Who::ReaderPlus,
+    Who::Writer,
+    Who::Manager,
+    Who::Service,
+];
+const SERVICES: &[Who] = &[Who::Service];
 const READER_PLUS: &[Who] = &[Who::ReaderPlus, Who::Writer, Who::Manager];
 const WRITERS: &[Who] = &[Who::Writer, Who::Manager];
 const MANAGERS: &[Who] = &[Who::Manager];
@@ -256,8 +305,13 @@ enum Setup {
     WithRegistration,
     Ring,
     ImportToken,
+    /// A fresh root key imported with [`IMPORTED`] material.
+    FreshImported,
+    /// A deleted root key imported with [`IMPORTED`] material.
+    DeletedImported,
 }
 
+#[derive(Clone, Copy)]
 struct Case {
     method: &'static str,
     path: &'static str,
@@ -266,6 +320,22 @@ struct Case {
     allowed: &'static [Who],
     /// The status an allowed caller gets.
     success: u16,
+    /// Sent with the request (`X-Kms-Key-Ring`).
+    headers: &'static [(&'static str, &'static str)],
+    /// Users with a role get 403 SERVICE_ONLY_ERR rather than 401.
+    service_only: bool,
+}
+
+impl Case {
+    const fn with_headers(mut self, headers: &'static [(&'static str, &'static str)]) -> Case {
+        self.headers = headers;
+        self
+    }
+
+    const fn service_only(mut self) -> Case {
+        self.service_only = true;
+        self
+    }
 }
 
 const fn case(
@@ -283,8 +353,21 @@ const fn case(
         setup,
         allowed,
         success,
+        headers: &[],
+        service_only: false,
     }
 }
+
+/// The material of [`Setup::FreshImported`] keys: 32 bytes of 0x5A, base64.
+const IMPORTED: &str = "WlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlo=";
+const ROTATE_PLAIN: &str = r#"{"payload":"QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI="}"#;
+/// `{sealed}` becomes `payload`, `encryptionAlgorithm`, `encryptedNonce` and `iv` of material
+/// sealed to the instance's import token.
+const ROTATE_SEALED: &str = r#"{{sealed}}"#;
+const RESTORE_PLAIN: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"payload":"WlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlo="}]}"#;
+const RESTORE_SEALED: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{{sealed}}]}"#;
+const EVENT_ACK: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.event_acknowledge+json","collectionTotal":1},"resources":[{"eventId":"{uniq}","adopterKeyState":"DEK_DELETED","timestamp":"2026-01-02T03:04:05Z"}]}"#;
+const DEFAULT_RING: &[(&str, &str)] = &[("X-Kms-Key-Ring", "default")];
 
 const NEW_KEY: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.key+json","name":"m","extractable":false}]}"#;
 const NEW_KEY_DUAL: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.key+json","name":"m","dualAuthDelete":{"enabled":true}}]}"#;
@@ -295,6 +378,18 @@ const UNWRAP: &str = r#"{"ciphertext":"{ct}"}"#;
 const CRN: &str = "crn%3Av1%3Atest%3Apublic%3Acos%3Aus%3Aa%2F1%3Ab%3Abucket%3Ax";
 
 fn cases() -> Vec<Case> {
+    let mut all = base_cases();
+    // Every key endpoint form again, naming the key's ring in `X-Kms-Key-Ring`.
+    let scoped: Vec<Case> = all
+        .iter()
+        .filter(|c| c.path.contains("{key}") && c.headers.is_empty())
+        .map(|c| c.with_headers(DEFAULT_RING))
+        .collect();
+    all.extend(scoped);
+    all
+}
+
+fn base_cases() -> Vec<Case> {
     use Setup::*;
     vec![
         case("HEAD", "/api/v2/keys", None, Nothing, READERS, 200),
@@ -565,7 +660,150 @@ fn cases() -> Vec<Case> {
             MANAGERS,
             204,
         ),
+        // Imported material: rotate with a payload, plain or sealed to the import token;
+        // restore proving the material, plain or sealed.
+        case(
+            "POST",
+            "/api/v2/keys/{key}/actions/rotate",
+            Some(ROTATE_PLAIN),
+            FreshImported,
+            WRITERS,
+            204,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/actions/rotate",
+            Some(ROTATE_SEALED),
+            FreshImported,
+            WRITERS,
+            204,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}?action=rotate",
+            Some(ROTATE_PLAIN),
+            FreshImported,
+            WRITERS,
+            204,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/restore",
+            Some(RESTORE_PLAIN),
+            DeletedImported,
+            MANAGERS,
+            201,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}/restore",
+            Some(RESTORE_SEALED),
+            DeletedImported,
+            MANAGERS,
+            201,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{key}?action=restore",
+            Some(RESTORE_PLAIN),
+            DeletedImported,
+            MANAGERS,
+            201,
+        ),
+        // X-Kms-Key-Ring naming the key's ring.
+        case("GET", "/api/v2/keys", None, Nothing, READERS, 200).with_headers(DEFAULT_RING),
+        case(
+            "GET",
+            "/api/v2/keys/registrations",
+            None,
+            Nothing,
+            READERS,
+            200,
+        )
+        .with_headers(DEFAULT_RING),
+        case("HEAD", "/api/v2/keys", None, Nothing, READERS, 200).with_headers(DEFAULT_RING),
+        // Listing with every sort field, filters with operators, and search.
+        case(
+            "GET",
+            "/api/v2/keys?sort=-state,extractable,-imported,creationDate,-lastUpdateDate,lastRotateDate,-deletionDate,expirationDate,id",
+            None,
+            Nothing,
+            READERS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/keys?filter=creationDate%3Dgte%3A%222020-01-01T00%3A00%3A00Z%22%20lastRotateDate%3Dnone%20state%3D1%2C2",
+            None,
+            Nothing,
+            READERS,
+            200,
+        ),
+        case(
+            "HEAD",
+            "/api/v2/keys?filter=extractable%3Dfalse%20expirationDate%3Dnone",
+            None,
+            Nothing,
+            READERS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/keys?search=not%3Aexact%3Aname%3Azz",
+            None,
+            Nothing,
+            READERS,
+            200,
+        ),
+        // Instance: the allowedIP port; service-to-service event acknowledgement.
+        case(
+            "GET",
+            "/api/v2/instance/allowed_ip_port",
+            None,
+            Nothing,
+            MANAGERS,
+            200,
+        ),
+        case(
+            "POST",
+            "/api/v2/event_ack",
+            Some(EVENT_ACK),
+            Nothing,
+            SERVICES,
+            204,
+        )
+        .service_only(),
     ]
+}
+
+/// `"payload", "encryptionAlgorithm", "encryptedNonce", "iv"` of `material` sealed to the
+/// instance's import token (Key Protect secure import: RSA-OAEP-SHA-256 and AES-GCM of the
+/// token's nonce under the material), as JSON object members.
+async fn sealed_fields(env: &Env, material: &[u8]) -> String {
+    let got = env.admin("GET", "/api/v2/import_token", None).await;
+    let pem = String::from_utf8(
+        STANDARD
+            .decode(got.body["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let public =
+        keyfort_crypto::rsa::PublicKey::from_der(&STANDARD.decode(der_b64).unwrap()).unwrap();
+    let nonce = STANDARD
+        .decode(got.body["nonce"].as_str().unwrap())
+        .unwrap();
+    let iv = [9u8; 12];
+    let payload = public
+        .encrypt_oaep(keyfort_crypto::rsa::OaepHash::Sha256, material, None)
+        .unwrap();
+    let encrypted_nonce = keyfort_crypto::aes::gcm_encrypt(material, &iv, &[], &nonce).unwrap();
+    format!(
+        r#""payload":"{}","encryptionAlgorithm":"RSAES_OAEP_SHA_256","encryptedNonce":"{}","iv":"{}""#,
+        STANDARD.encode(payload),
+        STANDARD.encode(encrypted_nonce),
+        STANDARD.encode(iv)
+    )
 }
 
 #[tokio::test]
@@ -589,6 +827,15 @@ async fn every_endpoint_against_every_role() {
             Who::Manager => env.token_for("manager", Role::Manager, &env.instance).await,
             Who::KeyPurge => env.token_for("purger", Role::KeyPurge, &env.instance).await,
             Who::Stranger => env.token_for("stranger", Role::Manager, &other.id).await,
+            Who::Service => {
+                env.token_of_kind(
+                    "service",
+                    PrincipalKind::Service,
+                    Role::Reader,
+                    &env.instance,
+                )
+                .await
+            }
         };
         tokens.push((who, token));
     }
@@ -609,6 +856,11 @@ async fn every_endpoint_against_every_role() {
     )
     .await;
 
+    // Material sealed to the import token: new material for rotations, and the imported keys'
+    // own material for restores.
+    let sealed_rotate = sealed_fields(&env, &[0x43; 32]).await;
+    let sealed_restore = sealed_fields(&env, &[0x5A; 32]).await;
+
     let mut n = 0;
     let mut failures = Vec::new();
     for c in cases() {
@@ -617,6 +869,13 @@ async fn every_endpoint_against_every_role() {
             let uniq = format!("u-{n}");
             let key = match c.setup {
                 Setup::Nothing | Setup::Ring | Setup::ImportToken => String::new(),
+                Setup::FreshImported => env.new_imported_key().await,
+                Setup::DeletedImported => {
+                    let k = env.new_imported_key().await;
+                    env.admin("DELETE", &format!("/api/v2/keys/{k}"), None)
+                        .await;
+                    k
+                }
                 Setup::SharedRoot => shared_root.clone(),
                 Setup::SharedStandard => shared_standard.clone(),
                 Setup::FreshRoot => env.new_key(false, false).await,
@@ -662,13 +921,33 @@ async fn every_endpoint_against_every_role() {
                 .replace("{crn}", CRN)
                 .replace("{ring}", &ring)
                 .replace("{uniq}", &uniq);
-            let body = c
-                .body
-                .map(|b| serde_json::from_str::<Value>(&b.replace("{ct}", &ct)).unwrap());
-            let a = env.kp(token, c.method, &path, body.as_ref()).await;
+            let sealed = if c.path.contains("restore") {
+                &sealed_restore
+            } else {
+                &sealed_rotate
+            };
+            let body = c.body.map(|b| {
+                let text = b
+                    .replace("{ct}", &ct)
+                    .replace("{uniq}", &uniq)
+                    .replace("{sealed}", sealed);
+                serde_json::from_str::<Value>(&text).unwrap()
+            });
+            let a = env
+                .send(
+                    c.method,
+                    &path,
+                    Some(token),
+                    Some(&env.instance),
+                    body.as_ref(),
+                    c.headers,
+                )
+                .await;
             let allowed = c.allowed.contains(who);
             let ok = if allowed {
                 a.status.as_u16() == c.success
+            } else if c.service_only && READERS.contains(who) {
+                a.status == StatusCode::FORBIDDEN && a.reason() == "SERVICE_ONLY_ERR"
             } else {
                 // HEAD answers carry no body, hence no reason.
                 a.status == StatusCode::UNAUTHORIZED
@@ -681,6 +960,8 @@ async fn every_endpoint_against_every_role() {
                     c.path,
                     if allowed {
                         c.success.to_string()
+                    } else if c.service_only && READERS.contains(who) {
+                        "403".into()
                     } else {
                         "401".into()
                     },
@@ -1007,7 +1288,15 @@ async fn head_list_and_paging() {
         "limit=5001",
         "state=4",
         "extractable=maybe",
-        "sort=-id",
+        "sort=name",
+        "sort=id,-id",
+        "filter=color%3Dred",
+        "filter=creationDate%3Dgte%3A2020-01-01",
+        "filter=creationDate%3Dgt%3Anone",
+        "filter=state%3D1&state=1",
+        "filter=extractable%3Dtrue&extractable=false",
+        "filter=lastRotateDate%3Dnone%20lastRotateDate%3Dnone%20lastRotateDate%3Dnone%20lastRotateDate%3Dnone",
+        "search=not%3Aexact%3A",
     ] {
         let a = env
             .kp(&admin, "GET", &format!("/api/v2/keys?{q}"), None)
@@ -1268,4 +1557,874 @@ async fn principals_api_keys_and_the_audit_trail() {
         )
         .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+}
+
+// ---- X-Kms-Key-Ring -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn key_ring_header_scopes_every_key_endpoint() {
+    let env = env().await;
+    env.admin("POST", "/api/v2/key_rings/r1", None).await;
+    let resource = json!({"type": "application/vnd.ibm.kms.key+json", "name": "in-r1", "extractable": false, "aliases": ["in-r1-alias"]});
+    let created = env
+        .send(
+            "POST",
+            "/api/v2/keys",
+            Some(&env.admin),
+            Some(&env.instance),
+            Some(&collection(resource)),
+            &[("X-Kms-Key-Ring", "r1")],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["resources"][0]["keyRingID"], "r1");
+    let key = created.body["resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let in_default = env.new_key(false, false).await;
+    let wrapped = env
+        .admin(
+            "POST",
+            &format!("/api/v2/keys/{key}/actions/wrap"),
+            Some(&json!({})),
+        )
+        .await;
+    let ct = wrapped.body["ciphertext"].as_str().unwrap().to_owned();
+    let unwrap = json!({ "ciphertext": ct });
+    let policy: Value = serde_json::from_str(ROTATION_POLICY).unwrap();
+    let registration: Value = serde_json::from_str(REGISTRATION).unwrap();
+
+    // Every key endpoint, by id and by alias, naming the wrong ring: 404, nothing changes.
+    let forms: Vec<(&str, String, Option<&Value>)> = vec![
+        ("GET", format!("/api/v2/keys/{key}"), None),
+        ("GET", "/api/v2/keys/in-r1-alias".to_owned(), None),
+        ("GET", format!("/api/v2/keys/{key}/metadata"), None),
+        ("GET", format!("/api/v2/keys/{key}/versions"), None),
+        ("PATCH", format!("/api/v2/keys/{key}"), None),
+        ("DELETE", format!("/api/v2/keys/{key}"), None),
+        ("DELETE", format!("/api/v2/keys/{key}/purge"), None),
+        ("POST", format!("/api/v2/keys/{key}/restore"), None),
+        ("POST", format!("/api/v2/keys/{key}/actions/wrap"), None),
+        (
+            "POST",
+            format!("/api/v2/keys/{key}/actions/unwrap"),
+            Some(&unwrap),
+        ),
+        (
+            "POST",
+            format!("/api/v2/keys/{key}/actions/rewrap"),
+            Some(&unwrap),
+        ),
+        ("POST", format!("/api/v2/keys/{key}/actions/rotate"), None),
+        ("POST", format!("/api/v2/keys/{key}/actions/disable"), None),
+        ("POST", format!("/api/v2/keys/{key}/actions/enable"), None),
+        (
+            "POST",
+            format!("/api/v2/keys/{key}/actions/setKeyForDeletion"),
+            None,
+        ),
+        ("POST", format!("/api/v2/keys/{key}/actions/sync"), None),
+        ("POST", format!("/api/v2/keys/{key}?action=disable"), None),
+        ("GET", format!("/api/v2/keys/{key}/policies"), None),
+        (
+            "PUT",
+            format!("/api/v2/keys/{key}/policies?policy=rotation"),
+            Some(&policy),
+        ),
+        ("GET", format!("/api/v2/keys/{key}/registrations"), None),
+        (
+            "POST",
+            format!("/api/v2/keys/{key}/registrations/{CRN}"),
+            Some(&registration),
+        ),
+        (
+            "POST",
+            format!("/api/v2/keys/{key}/aliases/other-alias"),
+            None,
+        ),
+        (
+            "DELETE",
+            format!("/api/v2/keys/{key}/aliases/in-r1-alias"),
+            None,
+        ),
+    ];
+    let patch = json!({"keyRingID": "default"});
+    for (method, uri, body) in &forms {
+        let body = if *method == "PATCH" {
+            Some(&patch)
+        } else {
+            *body
+        };
+        let a = env
+            .send(
+                method,
+                uri,
+                Some(&env.admin),
+                Some(&env.instance),
+                body,
+                &[("X-Kms-Key-Ring", "default")],
+            )
+            .await;
+        assert_envelope(&a, 404, "KEY_NOT_FOUND_ERR");
+        assert!(
+            a.body["resources"][0]["errorMsg"]
+                .as_str()
+                .unwrap()
+                .starts_with("Not Found: "),
+            "{method} {uri}: {}",
+            a.body
+        );
+    }
+    let after = env
+        .admin("GET", &format!("/api/v2/keys/{key}/metadata"), None)
+        .await;
+    let r = &after.body["resources"][0];
+    assert_eq!(r["state"], 1);
+    assert_eq!(r["keyRingID"], "r1");
+    assert_eq!(r["aliases"], json!(["in-r1-alias"]));
+    assert!(r.get("lastRotateDate").is_none_or(Value::is_null), "{r}");
+    // A refusal is audited as a failure of that key.
+    let refused = env.events("key.disable", &key).await;
+    assert!(refused.iter().all(|e| e.outcome == "failure"));
+    assert_eq!(refused.len(), 2);
+
+    // Naming the right ring works; the key in `default` is not found through `r1`.
+    let r1 = [("X-Kms-Key-Ring", "r1")];
+    for uri in [
+        format!("/api/v2/keys/{key}/metadata"),
+        "/api/v2/keys/in-r1-alias".to_owned(),
+    ] {
+        let a = env
+            .send(
+                "GET",
+                &uri,
+                Some(&env.admin),
+                Some(&env.instance),
+                None,
+                &r1,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    let a = env
+        .send(
+            "POST",
+            &format!("/api/v2/keys/{key}/actions/unwrap"),
+            Some(&env.admin),
+            Some(&env.instance),
+            Some(&unwrap),
+            &r1,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let a = env
+        .send(
+            "GET",
+            &format!("/api/v2/keys/{in_default}"),
+            Some(&env.admin),
+            Some(&env.instance),
+            None,
+            &r1,
+        )
+        .await;
+    assert_envelope(&a, 404, "KEY_NOT_FOUND_ERR");
+    // A ring that does not exist holds no key either.
+    let a = env
+        .send(
+            "GET",
+            &format!("/api/v2/keys/{key}"),
+            Some(&env.admin),
+            Some(&env.instance),
+            None,
+            &[("X-Kms-Key-Ring", "nowhere")],
+        )
+        .await;
+    assert_envelope(&a, 404, "KEY_NOT_FOUND_ERR");
+    // List and count in a ring.
+    let listed = env
+        .send(
+            "GET",
+            "/api/v2/keys",
+            Some(&env.admin),
+            Some(&env.instance),
+            None,
+            &r1,
+        )
+        .await;
+    let ids: Vec<&str> = listed.body["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [key.as_str()]);
+    let counted = env
+        .send(
+            "HEAD",
+            "/api/v2/keys",
+            Some(&env.admin),
+            Some(&env.instance),
+            None,
+            &r1,
+        )
+        .await;
+    assert_eq!(counted.headers["key-total"], "1");
+    // Registrations of all keys, in a ring.
+    let a = env
+        .send(
+            "POST",
+            &format!("/api/v2/keys/{key}/registrations/{CRN}"),
+            Some(&env.admin),
+            Some(&env.instance),
+            Some(&registration),
+            &r1,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    for (ring, want) in [("r1", 1), ("default", 0)] {
+        let a = env
+            .send(
+                "GET",
+                "/api/v2/keys/registrations",
+                Some(&env.admin),
+                Some(&env.instance),
+                None,
+                &[("X-Kms-Key-Ring", ring)],
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(
+            a.body["resources"].as_array().unwrap().len(),
+            want,
+            "{ring}"
+        );
+    }
+    let all = env.admin("GET", "/api/v2/keys/registrations", None).await;
+    assert_eq!(all.body["resources"].as_array().unwrap().len(), 1);
+    // Moving: the header names the current ring.
+    let a = env
+        .send(
+            "PATCH",
+            &format!("/api/v2/keys/{key}"),
+            Some(&env.admin),
+            Some(&env.instance),
+            Some(&patch),
+            &r1,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["resources"][0]["keyRingID"], "default");
+}
+
+// ---- imported material: rotate and restore ---------------------------------------------------
+
+#[tokio::test]
+async fn rotate_and_restore_with_imported_material() {
+    let env = env().await;
+    let key = env.new_imported_key().await;
+    let rotate = |body: Option<Value>| {
+        let uri = format!("/api/v2/keys/{key}/actions/rotate");
+        let env = &env;
+        async move {
+            env.send(
+                "POST",
+                &uri,
+                Some(&env.admin),
+                Some(&env.instance),
+                body.as_ref(),
+                &[],
+            )
+            .await
+        }
+    };
+    let wrapped = env
+        .admin(
+            "POST",
+            &format!("/api/v2/keys/{key}/actions/wrap"),
+            Some(&json!({})),
+        )
+        .await;
+    let old_ct = wrapped.body["ciphertext"].as_str().unwrap().to_owned();
+
+    // An imported key needs material to rotate, of its own length.
+    assert_envelope(&rotate(None).await, 400, "KEY_PAYLOAD_REQ_ERR");
+    assert_envelope(&rotate(Some(json!({}))).await, 400, "KEY_PAYLOAD_REQ_ERR");
+    let short = json!({"payload": STANDARD.encode([1u8; 16])});
+    assert_envelope(&rotate(Some(short)).await, 400, "INVALID_FIELD_ERR");
+    let garbage = json!({"payload": "not base64!"});
+    assert_envelope(&rotate(Some(garbage)).await, 400, "INVALID_FIELD_ERR");
+    assert_eq!(env.events("key.rotate", &key).await.len(), 3);
+
+    // Plain new material.
+    let m2 = [0x22u8; 32];
+    let a = rotate(Some(json!({"payload": STANDARD.encode(m2)}))).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    // The old ciphertext still unwraps, and comes back rewrapped under the new version.
+    let a = env
+        .admin(
+            "POST",
+            &format!("/api/v2/keys/{key}/actions/unwrap"),
+            Some(&json!({ "ciphertext": old_ct })),
+        )
+        .await;
+    assert!(
+        a.body["rewrappedKeyVersion"]["id"].is_string(),
+        "{}",
+        a.body
+    );
+
+    // Material sealed to the import token; a wrong nonce is refused and changes nothing.
+    env.admin(
+        "POST",
+        "/api/v2/import_token",
+        Some(&json!({"expiration": 600, "maxAllowedRetrievals": 10})),
+    )
+    .await;
+    let m3 = [0x33u8; 32];
+    let sealed: Value =
+        serde_json::from_str(&format!("{{{}}}", sealed_fields(&env, &m3).await)).unwrap();
+    let mut wrong_nonce = sealed.clone();
+    wrong_nonce["encryptedNonce"] =
+        json!(STANDARD.encode(
+            keyfort_crypto::aes::gcm_encrypt(&m3, &[9u8; 12], &[], b"not the nonce").unwrap()
+        ));
+    assert_envelope(&rotate(Some(wrong_nonce)).await, 400, "INCORRECT_NONCE_ERR");
+    let mut bad_iv = sealed.clone();
+    bad_iv["iv"] = json!(STANDARD.encode([1u8; 12]));
+    assert_envelope(&rotate(Some(bad_iv)).await, 400, "INCORRECT_NONCE_IV_ERR");
+    let mut bad_alg = sealed.clone();
+    bad_alg["encryptionAlgorithm"] = json!("RSA_PKCS1");
+    assert_envelope(&rotate(Some(bad_alg)).await, 400, "INVALID_FIELD_ERR");
+    let versions = env
+        .admin(
+            "GET",
+            &format!("/api/v2/keys/{key}/versions?totalCount=true"),
+            None,
+        )
+        .await;
+    assert_eq!(versions.body["metadata"]["totalCount"], 2);
+    let a = rotate(Some(sealed)).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let versions = env
+        .admin(
+            "GET",
+            &format!("/api/v2/keys/{key}/versions?totalCount=true"),
+            None,
+        )
+        .await;
+    assert_eq!(versions.body["metadata"]["totalCount"], 3);
+    let rotations: Vec<_> = env
+        .events("key.rotate", &key)
+        .await
+        .into_iter()
+        .filter(|e| e.outcome == "success")
+        .collect();
+    assert_eq!(rotations.len(), 2);
+    assert_eq!(rotations[0].details["import_token"], false);
+    assert_eq!(rotations[1].details["import_token"], true);
+
+    // Restore proves the current material: the first and second are refused, the third
+    // (sealed above) is accepted, plain or sealed.
+    env.admin("DELETE", &format!("/api/v2/keys/{key}"), None)
+        .await;
+    let restore = |body: Value| {
+        let uri = format!("/api/v2/keys/{key}/restore");
+        let env = &env;
+        async move {
+            env.send(
+                "POST",
+                &uri,
+                Some(&env.admin),
+                Some(&env.instance),
+                Some(&body),
+                &[],
+            )
+            .await
+        }
+    };
+    let plain = |m: &[u8]| collection(json!({ "payload": STANDARD.encode(m) }));
+    for old in [[0x5Au8; 32], m2] {
+        assert_envelope(&restore(plain(&old)).await, 400, "INVALID_FIELD_ERR");
+    }
+    let still = env
+        .admin("GET", &format!("/api/v2/keys/{key}/metadata"), None)
+        .await;
+    assert_eq!(still.body["resources"][0]["state"], 5);
+    let a = restore(plain(&m3)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["resources"][0]["state"], 1);
+    let restored = env.events("key.restore", &key).await;
+    assert_eq!(
+        restored
+            .iter()
+            .map(|e| e.outcome.as_str())
+            .collect::<Vec<_>>(),
+        ["failure", "failure", "success"]
+    );
+    assert_eq!(restored[2].details["payload"], true);
+    env.admin("DELETE", &format!("/api/v2/keys/{key}"), None)
+        .await;
+    let sealed: Value =
+        serde_json::from_str(&format!("{{{}}}", sealed_fields(&env, &m3).await)).unwrap();
+    let a = restore(collection(sealed)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+
+    // A generated key is not restored with material, and rotates without it only.
+    let generated = env.new_key(false, false).await;
+    let a = env
+        .send(
+            "POST",
+            &format!("/api/v2/keys/{generated}/actions/rotate"),
+            Some(&env.admin),
+            Some(&env.instance),
+            Some(&json!({"payload": STANDARD.encode([1u8; 32])})),
+            &[],
+        )
+        .await;
+    assert_envelope(&a, 400, "INVALID_FIELD_ERR");
+    env.admin("DELETE", &format!("/api/v2/keys/{generated}"), None)
+        .await;
+    let a = env
+        .send(
+            "POST",
+            &format!("/api/v2/keys/{generated}/restore"),
+            Some(&env.admin),
+            Some(&env.instance),
+            Some(&plain(&[1u8; 32])),
+            &[],
+        )
+        .await;
+    assert_envelope(&a, 400, "KEY_IMPT_REQ_ERR");
+    let a = env
+        .send(
+            "POST",
+            &format!("/api/v2/keys/{generated}/restore"),
+            Some(&env.admin),
+            Some(&env.instance),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+}
+
+// ---- allowed IP port and event acknowledgement ----------------------------------------------
+
+#[tokio::test]
+async fn allowed_ip_port_answers_even_where_the_policy_refuses() {
+    let env = env().await;
+    let manager = env.token_for("manager", Role::Manager, &env.instance).await;
+    let writer = env.token_for("writer", Role::Writer, &env.instance).await;
+    let port = |token: String, host: Option<&'static str>| {
+        let env = &env;
+        async move {
+            let headers: Vec<(&str, &str)> = host.map(|h| ("Host", h)).into_iter().collect();
+            env.send(
+                "GET",
+                "/api/v2/instance/allowed_ip_port",
+                Some(&token),
+                Some(&env.instance),
+                None,
+                &headers,
+            )
+            .await
+        }
+    };
+    // No allowedIP policy: no port.
+    let a = port(manager.clone(), Some("kms.example:9443")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.body["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.allowed_ip_metadata+json"
+    );
+    assert_eq!(a.body["metadata"]["collectionTotal"], 0);
+    assert_eq!(a.body["resources"], json!([]));
+    assert_envelope(&port(writer.clone(), None).await, 401, "UNAUTHORIZED_ERR");
+
+    // With a policy that admits no address this test can come from (in-process requests
+    // have none), every other call is refused, this one still answers.
+    let admin = env.core.authenticate(&env.admin).await.unwrap();
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("allowed_ip".into(), json!(["192.0.2.0/24"]));
+    env.core
+        .set_instance_policies(
+            &admin,
+            &env.instance,
+            vec![(
+                keyfort_core::InstancePolicyType::AllowedIp,
+                true,
+                attributes,
+            )],
+        )
+        .await
+        .unwrap();
+    let a = env
+        .send(
+            "GET",
+            "/api/v2/keys",
+            Some(&manager),
+            Some(&env.instance),
+            None,
+            &[],
+        )
+        .await;
+    assert_envelope(&a, 401, "UNAUTHORIZED_ERR");
+    let a = port(manager.clone(), Some("kms.example:9443")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["metadata"]["collectionTotal"], 1);
+    assert_eq!(
+        a.body["resources"],
+        json!([{"private_endpoint_port": 9443}])
+    );
+    let a = port(manager.clone(), None).await;
+    assert_eq!(a.body["resources"][0]["private_endpoint_port"], 443);
+    assert_envelope(&port(writer, None).await, 401, "UNAUTHORIZED_ERR");
+    let events = env
+        .events("instance.allowed_ip_port.read", &env.instance)
+        .await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.outcome.as_str())
+            .collect::<Vec<_>>(),
+        ["success", "denied", "success", "success", "denied"]
+    );
+    assert_eq!(events[2].details["port"], 9443);
+}
+
+#[tokio::test]
+async fn event_acknowledgements_are_for_services_and_audited() {
+    let env = env().await;
+    let service = env
+        .token_of_kind("cos", PrincipalKind::Service, Role::Reader, &env.instance)
+        .await;
+    let manager = env.token_for("manager", Role::Manager, &env.instance).await;
+    let ack = |resource: Value| json!({"metadata": {"collectionType": "application/vnd.ibm.kms.event_acknowledge+json", "collectionTotal": 1}, "resources": [resource]});
+    let version = "0b9f6c3e-2d55-4a51-9a4e-1f1c2b3d4e5f";
+    let good = ack(json!({
+        "eventId": "ev-1",
+        "adopterKeyState": "DEK_ENABLED",
+        "timestamp": "2026-03-04T05:06:07Z",
+        "keyStateData": {"rewrappedKeyVersion": version},
+    }));
+    let a = env
+        .kp(&service, "POST", "/api/v2/event_ack", Some(&good))
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let events = env.events("event.acknowledge", "ev-1").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].outcome, "success");
+    assert_eq!(events[0].actor, "cos");
+    assert_eq!(events[0].details["adopter_key_state"], "DEK_ENABLED");
+    assert_eq!(events[0].details["rewrapped_key_version"], version);
+    assert_eq!(events[0].details["processed_at"], 1_772_600_767_000_i64);
+
+    // A user, even a Manager, is not a service.
+    let a = env
+        .kp(&manager, "POST", "/api/v2/event_ack", Some(&good))
+        .await;
+    assert_envelope(&a, 403, "SERVICE_ONLY_ERR");
+    assert_eq!(env.events("event.acknowledge", "ev-1").await.len(), 2);
+
+    // Malformed acknowledgements.
+    let bad = [
+        (
+            json!({"adopterKeyState": "DEK_DELETED", "timestamp": "2026-03-04T05:06:07Z"}),
+            "INVALID_FIELD_ERR",
+        ),
+        (
+            json!({"eventId": "e", "adopterKeyState": "DEK_DELETED", "timestamp": "yesterday"}),
+            "INVALID_FIELD_ERR",
+        ),
+        (
+            json!({"eventId": "e", "adopterKeyState": "dek deleted", "timestamp": "2026-03-04T05:06:07Z"}),
+            "INVALID_FIELD_ERR",
+        ),
+        (
+            json!({"eventId": "e", "adopterKeyState": "DEK_ENABLED", "timestamp": "2026-03-04T05:06:07Z"}),
+            "INVALID_FIELD_ERR",
+        ),
+        (
+            json!({"eventId": "e", "adopterKeyState": "DEK_ENABLED", "timestamp": "2026-03-04T05:06:07Z", "keyStateData": {"rewrappedKeyVersion": "v1"}}),
+            "INVALID_FIELD_ERR",
+        ),
+        (
+            json!({"eventId": "", "adopterKeyState": "DEK_DELETED", "timestamp": "2026-03-04T05:06:07Z"}),
+            "INVALID_FIELD_ERR",
+        ),
+    ];
+    for (resource, code) in bad {
+        let a = env
+            .kp(
+                &service,
+                "POST",
+                "/api/v2/event_ack",
+                Some(&ack(resource.clone())),
+            )
+            .await;
+        assert_envelope(&a, 400, code);
+    }
+    let mut two = ack(
+        json!({"eventId": "a", "adopterKeyState": "DEK_DELETED", "timestamp": "2026-03-04T05:06:07Z"}),
+    );
+    two["metadata"]["collectionTotal"] = json!(2);
+    let a = env
+        .kp(&service, "POST", "/api/v2/event_ack", Some(&two))
+        .await;
+    assert_envelope(&a, 400, "COLLECTION_TOTAL_MISMATCH_ERR");
+    let a = env.kp(&service, "POST", "/api/v2/event_ack", None).await;
+    assert_envelope(&a, 400, "NO_BODY_ERR");
+}
+
+// ---- listing: sort, filter, search -----------------------------------------------------------
+
+#[tokio::test]
+async fn list_sorts_filters_and_searches() {
+    const T0: i64 = 1_700_000_000_000; // 2023-11-14T22:13:20Z
+    let clock = Arc::new(TestClock(AtomicI64::new(T0)));
+    let env = env_with(clock.clone()).await;
+    let at = |ms: i64| clock.0.store(ms, Ordering::SeqCst);
+    let create = |name: &'static str, extra: Value| {
+        let env = &env;
+        async move {
+            let mut resource = json!({"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": false});
+            for (k, v) in extra.as_object().unwrap() {
+                resource[k] = v.clone();
+            }
+            let a = env
+                .admin("POST", "/api/v2/keys", Some(&collection(resource)))
+                .await;
+            a.body["resources"][0]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    at(T0);
+    let a = create("alpha-payroll", json!({"aliases": ["pay-a"]})).await;
+    at(T0 + 1000);
+    let b = create("beta", json!({"extractable": true})).await;
+    at(T0 + 2000);
+    let c = create("Gamma-Payroll", json!({})).await;
+    at(T0 + 3000);
+    env.admin("POST", &format!("/api/v2/keys/{c}/actions/rotate"), None)
+        .await;
+    at(T0 + 4000);
+    let d = create("delta", json!({"expirationDate": "2030-01-01T00:00:00Z"})).await;
+    at(T0 + 5000);
+    let e = create("epsilon", json!({})).await;
+    at(T0 + 6000);
+    env.admin("DELETE", &format!("/api/v2/keys/{e}"), None)
+        .await;
+    at(T0 + 7000);
+
+    // The ids of a listing, and the same query's HEAD count.
+    let list = |query: &str| {
+        let env = &env;
+        let query = query.to_owned();
+        async move {
+            let a = env
+                .kp(
+                    &env.admin,
+                    "GET",
+                    &format!("/api/v2/keys?{query}&totalCount=true"),
+                    None,
+                )
+                .await;
+            assert_eq!(a.status, StatusCode::OK, "{query}: {}", a.body);
+            let ids: Vec<String> = a.body["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["id"].as_str().unwrap().to_owned())
+                .collect();
+            let h = env
+                .kp(&env.admin, "HEAD", &format!("/api/v2/keys?{query}"), None)
+                .await;
+            assert_eq!(h.status, StatusCode::OK, "HEAD {query}");
+            let total = a.body["metadata"]["totalCount"].as_u64().unwrap();
+            assert_eq!(
+                h.headers["key-total"].to_str().unwrap(),
+                total.to_string(),
+                "HEAD {query}"
+            );
+            if !query.contains("limit=") && total <= 200 {
+                assert_eq!(total, ids.len() as u64, "{query}");
+            }
+            (ids, a.body["metadata"].clone())
+        }
+    };
+    let owned = |v: &[&String]| v.iter().map(|x| (*x).clone()).collect::<Vec<String>>();
+    let sorted = |mut v: Vec<&String>| {
+        v.sort();
+        v.into_iter().cloned().collect::<Vec<String>>()
+    };
+
+    // Default order: by id. Sorts, descending with `-`, ties by id.
+    assert_eq!(list("").await.0, sorted(vec![&a, &b, &c, &d]));
+    assert_eq!(list("sort=creationDate").await.0, owned(&[&a, &b, &c, &d]));
+    assert_eq!(list("sort=-creationDate").await.0, owned(&[&d, &c, &b, &a]));
+    assert_eq!(
+        list("sort=extractable,-creationDate").await.0,
+        owned(&[&d, &c, &a, &b])
+    );
+    assert_eq!(
+        list("sort=-lastRotateDate,creationDate").await.0,
+        owned(&[&c, &a, &b, &d])
+    );
+    assert_eq!(list("sort=expirationDate,id").await.0[3], d);
+    assert_eq!(
+        list("sort=-lastUpdateDate").await.0,
+        owned(&[&d, &c, &b, &a])
+    );
+    assert_eq!(
+        list("state=1,5&sort=-state,-deletionDate,creationDate")
+            .await
+            .0,
+        owned(&[&e, &a, &b, &c, &d])
+    );
+    assert_eq!(list("sort=-id").await.0, {
+        let mut v = sorted(vec![&a, &b, &c, &d]);
+        v.reverse();
+        v
+    });
+    assert_eq!(
+        list("sort=imported,creationDate&limit=2&offset=1").await.0,
+        owned(&[&b, &c])
+    );
+
+    // Filters: date comparisons (up to three per property), `none`, state and extractable.
+    let q = |s: &str| s.replace(' ', "%20").replace('"', "%22");
+    let ids = |q: &str| {
+        let q = q.to_owned();
+        async move { sorted(list(&q).await.0.iter().collect()) }
+    };
+    assert_eq!(
+        ids(&q(r#"filter=creationDate=gte:"2023-11-14T22:13:21Z" creationDate=lt:"2023-11-14T22:13:24Z""#)).await,
+        sorted(vec![&b, &c])
+    );
+    assert_eq!(
+        ids(&q(r#"filter=creationDate="2023-11-14T22:13:22Z""#)).await,
+        [c.as_str()]
+    );
+    assert_eq!(
+        ids(&q(r#"filter=creationDate=gt:"2023-11-14T22:13:20Z" creationDate=lte:"2023-11-14T22:13:22Z" creationDate=gt:"2023-11-14T22:13:21Z""#)).await,
+        [c.as_str()]
+    );
+    assert_eq!(
+        ids(&q("filter=lastRotateDate=none")).await,
+        sorted(vec![&a, &b, &d])
+    );
+    assert_eq!(
+        ids(&q(r#"filter=lastRotateDate=gt:"2023-01-01T00:00:00Z""#)).await,
+        [c.as_str()]
+    );
+    assert_eq!(
+        ids(&q("filter=expirationDate=none extractable=false")).await,
+        sorted(vec![&a, &c])
+    );
+    assert_eq!(
+        ids(&q(r#"filter=expirationDate=lte:"2030-01-01T00:00:00Z""#)).await,
+        [d.as_str()]
+    );
+    assert_eq!(
+        ids(&q(
+            r#"filter=state=5 deletionDate=gte:"2023-11-14T22:13:26Z""#
+        ))
+        .await,
+        [e.as_str()]
+    );
+    assert_eq!(
+        ids(&q(
+            r#"filter=state=1,5 deletionDate=none lastUpdateDate=lt:"2023-11-14T22:13:22Z""#
+        ))
+        .await,
+        sorted(vec![&a, &b])
+    );
+    assert_eq!(ids(&q("filter=extractable=TRUE")).await, [b.as_str()]);
+    assert_eq!(ids(&q("filter=none")).await, sorted(vec![&a, &b, &c, &d]));
+
+    // Search: substring of name or alias by default, options and scopes, metadata.
+    let (found, meta) = list("search=PAYROLL").await;
+    assert_eq!(sorted(found.iter().collect()), sorted(vec![&a, &c]));
+    assert_eq!(meta["incompleteSearch"], false);
+    assert_eq!(
+        meta["searchQuery"],
+        json!({"query": "PAYROLL", "scopes": ["name", "alias"], "not": false, "exact": false})
+    );
+    assert_eq!(ids("search=exact%3Abeta").await, [b.as_str()]);
+    assert!(ids("search=exact%3ABeta").await.is_empty());
+    assert_eq!(
+        ids("search=name%3Aexact%3AGamma-Payroll").await,
+        [c.as_str()]
+    );
+    assert_eq!(ids("search=alias%3Apay").await, [a.as_str()]);
+    assert!(ids("search=name%3Apay-").await.is_empty());
+    let (found, meta) = list("search=not%3Apayroll").await;
+    assert_eq!(sorted(found.iter().collect()), sorted(vec![&b, &d]));
+    assert_eq!(meta["searchQuery"]["not"], true);
+    assert!(ids("search=escape%3Anot%3A").await.is_empty());
+    // A full id, or an alias, is looked up too and comes first.
+    let (found, _) = list(&format!("search={d}")).await;
+    assert_eq!(found, [d.as_str()]);
+    let (found, _) = list("search=a&sort=-creationDate").await;
+    assert_eq!(found, owned(&[&d, &c, &b, &a]));
+    let (found, _) = list("search=pay-a").await;
+    assert_eq!(found, [a.as_str()]);
+    // The looked-up key must meet the other conditions too.
+    assert!(
+        ids(&format!("search={d}&extractable=true"))
+            .await
+            .is_empty()
+    );
+
+    // Over 5000 keys to search: refused unless the key is named by id or alias.
+    let admin = env.core.authenticate(&env.admin).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..4998 {
+        let core = env.core.clone();
+        let admin = admin.clone();
+        let instance = env.instance.clone();
+        tasks.spawn(async move {
+            core.kms_create_key(
+                &admin,
+                &instance,
+                keyfort_core::NewKey {
+                    name: format!("bulk-{i}"),
+                    ..keyfort_core::NewKey::default()
+                },
+                keyfort_core::KeyPolicyUpdate::default(),
+                None,
+            )
+            .await
+            .unwrap();
+        });
+        if tasks.len() >= 64 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let too_broad = env
+        .kp(&env.admin, "GET", "/api/v2/keys?search=payroll", None)
+        .await;
+    assert_envelope(&too_broad, 400, "KEY_SEARCH_TOO_BROAD");
+    let h = env
+        .kp(&env.admin, "HEAD", "/api/v2/keys?search=payroll", None)
+        .await;
+    assert_eq!(h.status, StatusCode::BAD_REQUEST);
+    let (found, meta) = list(&format!("search={a}")).await;
+    assert_eq!(found, [a.as_str()]);
+    assert_eq!(meta["incompleteSearch"], true);
+    let (found, meta) = list("search=alias%3Apay-a").await;
+    assert_eq!(found, [a.as_str()]);
+    assert_eq!(meta["incompleteSearch"], true);
+    let a_name = env
+        .kp(&env.admin, "GET", "/api/v2/keys?search=name%3Apay-a", None)
+        .await;
+    assert_envelope(&a_name, 400, "KEY_SEARCH_TOO_BROAD");
+    // Narrowed below the limit, the search runs.
+    assert_eq!(ids("search=e&extractable=true").await, [b.as_str()]);
+    assert_eq!(list("").await.1["collectionTotal"], 200);
+    let (_, meta) = list("totalCount=true&limit=1").await;
+    assert_eq!(meta["totalCount"], 5002);
 }

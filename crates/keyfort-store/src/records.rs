@@ -89,11 +89,84 @@ pub struct KeyFilter {
     /// Only these states; empty means every state.
     pub states: Vec<i64>,
     pub extractable: Option<bool>,
-    /// Case-insensitive substring of the name or of an alias.
+    /// Case-insensitive substring of the name or of an alias (see `search_mode`).
     pub search: Option<String>,
+    /// How `search` matches.
+    pub search_mode: SearchMode,
+    /// Only the key with this id.
+    pub id: Option<String>,
+    /// Conditions on key dates, all of which must hold.
+    pub dates: Vec<DateCondition>,
+    /// Sort order, first term first; empty means by creation time. Ties go by id.
+    pub sort: Vec<KeySort>,
     pub offset: u64,
     /// `None` means no limit.
     pub limit: Option<u64>,
+}
+
+/// How [`KeyFilter::search`] matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchMode {
+    /// Whole-value, case-sensitive equality rather than a case-insensitive substring.
+    pub exact: bool,
+    /// Keys that do not match.
+    pub negate: bool,
+    pub scope: SearchScope,
+}
+
+/// Where [`KeyFilter::search`] looks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SearchScope {
+    /// The name or any alias.
+    #[default]
+    NameOrAlias,
+    Name,
+    Alias,
+}
+
+/// A date of a key that lists can filter and sort on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDate {
+    Created,
+    Updated,
+    Rotated,
+    Deleted,
+    Expires,
+}
+
+/// A comparison of a [`DateCondition`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    Eq,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+}
+
+/// `date <comparison> value` (ms); `value: None` means the key has no such date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateCondition {
+    pub date: KeyDate,
+    pub comparison: Comparison,
+    pub value: Option<i64>,
+}
+
+/// A property keys can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySortField {
+    Id,
+    State,
+    Extractable,
+    Imported,
+    Date(KeyDate),
+}
+
+/// One term of a sort order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySort {
+    pub field: KeySortField,
+    pub descending: bool,
 }
 
 /// A user or service identity.

@@ -15,6 +15,9 @@ use keyfort_store::{
     InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord,
     RegistrationRecord, Result, Store, StoreError, Write, WriteBatch,
 };
+use keyfort_store::{
+    Comparison, DateCondition, KeyDate, KeySort, KeySortField, SearchMode, SearchScope,
+};
 
 /// Expands to one `#[tokio::test]` per suite test. `$open` is an `async fn() -> (G, Arc<dyn
 /// Store>)` returning a fresh empty store and a guard `G` kept alive for the test (a temporary
@@ -30,6 +33,7 @@ macro_rules! store_suite {
             aliases_are_unique_per_instance,
             update_key,
             list_and_count_keys,
+            list_keys_by_dates_sorted_and_searched,
             list_keys_paging,
             key_versions,
             purge_key,
@@ -991,6 +995,134 @@ pub async fn list_and_count_keys(store: Arc<dyn Store>) {
         Some(&listed[0]),
         s.key("inst-a", "k3").await.expect("get").as_ref()
     );
+}
+
+pub async fn list_keys_by_dates_sorted_and_searched(store: Arc<dyn Store>) {
+    let s = &*store;
+    filter_fixture(s).await;
+    let mut k2 = s.key("inst-a", "k2").await.expect("get").expect("k2");
+    k2.last_rotated_at = Some(25);
+    k2.expires_at = Some(100);
+    k2.row_version = s.update_key(&k2).await.expect("update");
+    let check = |filter: KeyFilter, want: &'static [&'static str]| {
+        let store = store.clone();
+        async move {
+            let listed = store.list_keys("inst-a", &filter).await.expect("list");
+            assert_eq!(ids(&listed), want, "{filter:?}");
+            let n = store.count_keys("inst-a", &filter).await.expect("count");
+            assert_eq!(n, want.len() as u64, "{filter:?}");
+        }
+    };
+    let date = |date, comparison, value| DateCondition {
+        date,
+        comparison,
+        value,
+    };
+    let dated = |dates: Vec<DateCondition>| KeyFilter {
+        dates,
+        ..Default::default()
+    };
+    use Comparison::*;
+    use KeyDate::*;
+    check(
+        dated(vec![date(Created, Gte, Some(30))]),
+        &["k3", "k4", "k5", "k0", "k6"],
+    )
+    .await;
+    check(
+        dated(vec![
+            date(Created, Gt, Some(10)),
+            date(Created, Lt, Some(30)),
+        ]),
+        &["k2"],
+    )
+    .await;
+    check(dated(vec![date(Created, Lte, Some(10))]), &["k1"]).await;
+    check(dated(vec![date(Created, Eq, Some(60))]), &["k0", "k6"]).await;
+    check(
+        dated(vec![date(Rotated, Eq, None)]),
+        &["k1", "k3", "k4", "k5", "k0", "k6"],
+    )
+    .await;
+    check(dated(vec![date(Rotated, Gte, Some(20))]), &["k2"]).await;
+    check(dated(vec![date(Expires, Lte, Some(100))]), &["k2"]).await;
+    check(dated(vec![date(Deleted, Gt, Some(0))]), &[]).await;
+    check(
+        dated(vec![date(Updated, Gte, Some(40)), date(Expires, Eq, None)]),
+        &["k4", "k5", "k0", "k6"],
+    )
+    .await;
+
+    // Sorted, ties by id.
+    let sorted = |terms: &[(KeySortField, bool)]| KeyFilter {
+        sort: terms
+            .iter()
+            .map(|&(field, descending)| KeySort { field, descending })
+            .collect(),
+        ..Default::default()
+    };
+    check(
+        sorted(&[(KeySortField::State, true)]),
+        &["k5", "k4", "k3", "k0", "k1", "k2", "k6"],
+    )
+    .await;
+    check(
+        sorted(&[
+            (KeySortField::Extractable, false),
+            (KeySortField::Date(Created), true),
+        ]),
+        &["k0", "k6", "k5", "k3", "k1", "k4", "k2"],
+    )
+    .await;
+    check(
+        sorted(&[(KeySortField::Id, true)]),
+        &["k6", "k5", "k4", "k3", "k2", "k1", "k0"],
+    )
+    .await;
+    check(
+        sorted(&[
+            (KeySortField::Date(Rotated), true),
+            (KeySortField::Imported, false),
+        ]),
+        &["k2", "k0", "k1", "k3", "k4", "k5", "k6"],
+    )
+    .await;
+
+    // Search modes.
+    let search = |text: &str, exact, negate, scope| KeyFilter {
+        search: Some(text.to_owned()),
+        search_mode: SearchMode {
+            exact,
+            negate,
+            scope,
+        },
+        ..Default::default()
+    };
+    use SearchScope::*;
+    check(search("logs", true, false, NameOrAlias), &["k4"]).await;
+    check(search("LOGS", true, false, NameOrAlias), &[]).await;
+    check(search("bk", true, false, NameOrAlias), &["k3"]).await;
+    check(search("b", true, false, NameOrAlias), &[]).await;
+    check(search("payroll", false, false, Name), &["k1", "k2"]).await;
+    check(search("payroll", false, false, Alias), &["k3"]).await;
+    check(
+        search("payroll", false, true, NameOrAlias),
+        &["k4", "k5", "k0", "k6"],
+    )
+    .await;
+    check(
+        search("logs", true, true, Name),
+        &["k1", "k2", "k3", "k5", "k0", "k6"],
+    )
+    .await;
+    check(
+        KeyFilter {
+            id: Some("k3".to_owned()),
+            ..Default::default()
+        },
+        &["k3"],
+    )
+    .await;
 }
 
 pub async fn list_keys_paging(store: Arc<dyn Store>) {

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use super::envelope::{KEY_ACTION, KpError, reply};
 use super::error::Op;
-use super::keys::{b64, restore_key};
+use super::keys::{b64, imported_material, restore_key};
 use super::{Kp, KpBody};
 
 pub(crate) async fn action(
@@ -36,7 +36,7 @@ pub(crate) async fn deprecated_action(
         return Err(super::bad_param(&kp, "action", "is required"));
     };
     if action == "restore" {
-        return restore_key(&core, &kp, &id).await;
+        return restore_key(&core, &kp, &id, body).await;
     }
     run(&core, &kp, &id, &action, body).await
 }
@@ -54,23 +54,8 @@ async fn run(
         "unwrap" => unwrap(core, kp, id, body).await,
         "rewrap" => rewrap(core, kp, id, body).await,
         "rotate" => {
-            let payload = match body.0.as_ref().and_then(|b| b.get("payload")) {
-                Some(Value::String(p)) => Some(b64(kp, Op::ROTATE, "payload", p)?),
-                _ => None,
-            };
-            if body
-                .0
-                .as_ref()
-                .is_some_and(|b| b.get("encryptionAlgorithm").is_some())
-            {
-                return Err(kp.fail(
-                    StatusCode::BAD_REQUEST,
-                    "FEATURE_RESTRICTED_ERR",
-                    "rotating with material sealed to an import token is not supported",
-                    Op::ROTATE,
-                ));
-            }
-            core.rotate_key(&kp.caller, &kp.instance, id, payload)
+            let material = imported_material(kp, Op::ROTATE, body.0)?;
+            core.rotate_key(&kp.caller, &kp.instance, id, material)
                 .await
                 .map_err(kp.err(Op::ROTATE))?;
             Ok(done)

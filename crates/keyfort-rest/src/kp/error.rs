@@ -43,6 +43,8 @@ impl Op {
     pub const REGISTRATION_DELETE: Op = Op::new("Registration", "deleted");
     pub const IMPORT_TOKEN_CREATE: Op = Op::new("Import token", "created");
     pub const IMPORT_TOKEN_GET: Op = Op::new("Import token", "retrieved");
+    pub const ALLOWED_IP_PORT: Op = Op::new("Allowed IP port", "retrieved");
+    pub const EVENT_ACK: Op = Op::new("Event", "acknowledged");
 
     const fn new(what: &'static str, verb: &'static str) -> Op {
         Op { what, verb }
@@ -177,6 +179,9 @@ fn refusal(reason: KmsRefusal, op: Op) -> KpError {
         R::KeyNotActive => (StatusCode::UNPROCESSABLE_ENTITY, "KEY_INVALID_STATE_ERR"),
         R::KeyRingNotEmpty => (StatusCode::CONFLICT, "KEY_RING_KEYS_NOT_DELETED"),
         R::DefaultKeyRing => (StatusCode::BAD_REQUEST, "KEY_RING_RESERVED_ERR"),
+        R::ImportedKeyRequired => (StatusCode::BAD_REQUEST, "KEY_IMPT_REQ_ERR"),
+        R::ServiceOnly => (StatusCode::FORBIDDEN, "SERVICE_ONLY_ERR"),
+        R::SearchTooBroad => (StatusCode::BAD_REQUEST, "KEY_SEARCH_TOO_BROAD"),
         R::UnprocessableCiphertext => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "UNPROCESSABLE_CIPHERTEXT_ERR",
@@ -306,6 +311,17 @@ mod tests {
                 refused(KmsRefusal::IncorrectNonceIv),
                 400,
                 "INCORRECT_NONCE_IV_ERR",
+            ),
+            (refused(KmsRefusal::ServiceOnly), 403, "SERVICE_ONLY_ERR"),
+            (
+                refused(KmsRefusal::SearchTooBroad),
+                400,
+                "KEY_SEARCH_TOO_BROAD",
+            ),
+            (
+                refused(KmsRefusal::ImportedKeyRequired),
+                400,
+                "KEY_IMPT_REQ_ERR",
             ),
             (
                 refused(KmsRefusal::KeyNotActive),

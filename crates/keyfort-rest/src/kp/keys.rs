@@ -7,7 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyfort_core::kms::{key_policies_of, pending_deletion};
 use keyfort_core::{
-    Key, KeyPolicyUpdate, KeyQuery, KeyState, Keyfort, KmsTimings, NewKey, RotationPolicy,
+    Comparison, DateCondition, ImportedMaterial, Key, KeyDate, KeyPolicyUpdate, KeyQuery, KeySort,
+    KeySortField, KeyState, Keyfort, KmsTimings, NewKey, RotationPolicy, SearchMode, SearchScope,
     SecureImport,
 };
 use serde_json::{Map, Value, json};
@@ -207,6 +208,90 @@ fn strings(kp: &Kp, op: Op, r: &Value, field: &str) -> Result<Vec<String>, KpErr
     }
 }
 
+/// The key material of a rotate or restore body: `payload` alone, or sealed to the import token
+/// with `encryptedNonce`, `iv` and `encryptionAlgorithm` (default `RSAES_OAEP_SHA_256`). The
+/// fields may sit in the body itself or in a one-resource collection. `None` without `payload`.
+pub(crate) fn imported_material(
+    kp: &Kp,
+    op: Op,
+    body: Option<Value>,
+) -> Result<Option<ImportedMaterial>, KpError> {
+    let Some(body) = body else { return Ok(None) };
+    let r = if body.get("resources").is_some() {
+        let mut list = envelope::resources_of(body, kp, op)?;
+        if list.len() != 1 {
+            return Err(kp.fail(
+                StatusCode::BAD_REQUEST,
+                "NUM_COLLECTION_RESOURCE_ERR",
+                "exactly one resource is expected",
+                op,
+            ));
+        }
+        list.remove(0)
+    } else {
+        body
+    };
+    if !r.is_object() {
+        return Err(kp.fail(
+            StatusCode::BAD_REQUEST,
+            "BAD_BODY_ERR",
+            "the request body must be a JSON object",
+            op,
+        ));
+    }
+    let payload = match r.get("payload") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) => Some(b64(kp, op, "payload", p)?),
+        Some(_) => {
+            return Err(field_error(
+                kp,
+                op,
+                "payload",
+                "base64 encoded key material",
+            ));
+        }
+    };
+    let algorithm = text(&r, "encryptionAlgorithm");
+    let sealed = algorithm.is_some() || r.get("encryptedNonce").is_some();
+    let Some(payload) = payload else {
+        if sealed {
+            return Err(field_error(
+                kp,
+                op,
+                "payload",
+                "present for a secure import",
+            ));
+        }
+        return Ok(None);
+    };
+    if !sealed {
+        return Ok(Some(ImportedMaterial::Plain(payload)));
+    }
+    let sha256 = match algorithm.as_deref() {
+        None | Some("RSAES_OAEP_SHA_256") => true,
+        Some("RSAES_OAEP_SHA_1") => false,
+        Some(_) => {
+            return Err(field_error(
+                kp,
+                op,
+                "encryptionAlgorithm",
+                "RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1",
+            ));
+        }
+    };
+    let need = |field: &'static str| {
+        text(&r, field)
+            .ok_or_else(|| field_error(kp, op, field, "present for a secure import"))
+            .and_then(|t| b64(kp, op, field, &t))
+    };
+    Ok(Some(ImportedMaterial::Sealed(SecureImport {
+        payload: payload.to_vec(),
+        sha256,
+        encrypted_nonce: need("encryptedNonce")?.to_vec(),
+        iv: need("iv")?.to_vec(),
+    })))
+}
+
 /// The policy blocks of a create-with-overrides or key policy resource.
 pub(crate) fn policy_update(kp: &Kp, op: Op, r: &Value) -> Result<KeyPolicyUpdate, KpError> {
     let mut update = KeyPolicyUpdate::default();
@@ -375,66 +460,241 @@ fn states(kp: &Kp, list: &str) -> Result<Vec<KeyState>, KpError> {
     Ok(out)
 }
 
-/// The query of `GET/HEAD /keys` (§11). `filter` supports `state=` and `extractable=`; other
-/// filter properties and sorts other than by id are refused rather than ignored.
+/// The query of `GET/HEAD /keys` (§11): `state`, `extractable`, `filter`, `sort`, `search`,
+/// and the key ring of `X-Kms-Key-Ring`.
 fn key_query(kp: &Kp, paging: Option<(u64, u64)>) -> Result<KeyQuery, KpError> {
     let q = &kp.query;
     let mut states_list = q.get("state").map(|s| states(kp, s)).transpose()?;
     let mut extractable = q.bool(kp, "extractable")?;
+    let mut dates = Vec::new();
     if let Some(filter) = q.get("filter") {
-        for term in filter.split_whitespace() {
-            if term == "none" {
-                continue;
-            }
-            let (prop, value) = term
-                .split_once('=')
-                .ok_or_else(|| super::bad_param(kp, "filter", "must be prop=value terms"))?;
-            match prop {
-                "state" if states_list.is_none() => states_list = Some(states(kp, value)?),
-                "extractable" if extractable.is_none() => {
-                    extractable = Some(match value {
-                        "true" => true,
-                        "false" => false,
-                        _ => {
-                            return Err(super::bad_param(
-                                kp,
-                                "filter",
-                                "extractable must be true or false",
-                            ));
-                        }
-                    });
-                }
-                "state" | "extractable" => {
-                    return Err(super::bad_param(
-                        kp,
-                        "filter",
-                        "must not repeat a property given in `state` or `extractable`",
-                    ));
-                }
-                _ => {
-                    return Err(super::bad_param(
-                        kp,
-                        "filter",
-                        "supports only the state and extractable properties here",
-                    ));
-                }
-            }
+        let filter = parse_filter(kp, filter)?;
+        if filter.states.is_some() && states_list.is_some()
+            || filter.extractable.is_some() && extractable.is_some()
+        {
+            return Err(super::bad_param(
+                kp,
+                "filter",
+                "must not repeat a property given in `state` or `extractable`",
+            ));
         }
+        states_list = states_list.or(filter.states);
+        extractable = extractable.or(filter.extractable);
+        dates = filter.dates;
     }
-    if let Some(sort) = q.get("sort") {
-        if sort != "id" {
-            return Err(super::bad_param(kp, "sort", "supports only `id` here"));
-        }
-    }
+    let sort = q.get("sort").map(|s| parse_sort(kp, s)).transpose()?;
+    let search = q.get("search").map(|s| parse_search(kp, s)).transpose()?;
     let (limit, offset) = paging.unwrap_or((1, 0));
+    let (search, search_mode) = match search {
+        Some((text, mode)) => (Some(text), mode),
+        None => (None, SearchMode::default()),
+    };
     Ok(KeyQuery {
         key_ring_id: kp.key_ring.clone(),
         states: states_list.unwrap_or_default(),
         extractable,
-        search: q.get("search").map(str::to_owned),
+        search,
+        search_mode,
+        dates,
+        // Key Protect sorts by id unless told otherwise.
+        sort: sort.unwrap_or_else(|| {
+            vec![KeySort {
+                field: KeySortField::Id,
+                descending: false,
+            }]
+        }),
         offset,
         limit: Some(limit),
     })
+}
+
+/// What a `filter` parameter asks for.
+#[derive(Default)]
+struct Filter {
+    states: Option<Vec<KeyState>>,
+    extractable: Option<bool>,
+    dates: Vec<DateCondition>,
+}
+
+/// Up to this many terms of one date property in a `filter`.
+const MAX_TERMS_PER_DATE: usize = 3;
+
+/// `filter`: space-separated `prop=value` or `prop=op:value` terms; dates are RFC 3339 in
+/// double quotes, or `none`; `lte lt gte gt` compare dates; the keyword `none` alone means no
+/// filter.
+fn parse_filter(kp: &Kp, text: &str) -> Result<Filter, KpError> {
+    let bad = |rule: &str| super::bad_param(kp, "filter", rule);
+    let mut out = Filter::default();
+    let terms: Vec<&str> = text.split_whitespace().collect();
+    if terms.len() > 32 {
+        return Err(bad("has too many terms"));
+    }
+    for term in terms {
+        if term.eq_ignore_ascii_case("none") {
+            continue;
+        }
+        let (prop, value) = term
+            .split_once('=')
+            .ok_or_else(|| bad("must be prop=value terms"))?;
+        let date = match prop {
+            "state" => {
+                if out.states.is_some() {
+                    return Err(bad("names `state` more than once"));
+                }
+                out.states = Some(states(kp, value)?);
+                continue;
+            }
+            "extractable" => {
+                if out.extractable.is_some() {
+                    return Err(bad("names `extractable` more than once"));
+                }
+                out.extractable = Some(match value.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad("extractable must be true or false")),
+                });
+                continue;
+            }
+            "creationDate" => KeyDate::Created,
+            "lastUpdateDate" => KeyDate::Updated,
+            "lastRotateDate" => KeyDate::Rotated,
+            "deletionDate" => KeyDate::Deleted,
+            "expirationDate" => KeyDate::Expires,
+            _ => {
+                return Err(bad(
+                    "properties are creationDate, deletionDate, expirationDate, extractable, \
+                     lastRotateDate, lastUpdateDate and state",
+                ));
+            }
+        };
+        if out.dates.iter().filter(|c| c.date == date).count() >= MAX_TERMS_PER_DATE {
+            return Err(bad("names one date property at most three times"));
+        }
+        let (comparison, value) = match value.split_once(':') {
+            Some(("lte", v)) => (Comparison::Lte, v),
+            Some(("lt", v)) => (Comparison::Lt, v),
+            Some(("gte", v)) => (Comparison::Gte, v),
+            Some(("gt", v)) => (Comparison::Gt, v),
+            // A bare date has colons of its own.
+            _ => (Comparison::Eq, value),
+        };
+        let value = if value.eq_ignore_ascii_case("none") {
+            if comparison != Comparison::Eq {
+                return Err(bad("compares dates only with dates, not `none`"));
+            }
+            None
+        } else {
+            let unquoted = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .ok_or_else(|| bad("dates must be RFC 3339 in double quotes"))?;
+            let parsed = time::OffsetDateTime::parse(
+                unquoted,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()
+            .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+            .ok_or_else(|| bad("dates must be RFC 3339 in double quotes"))?;
+            Some(parsed)
+        };
+        out.dates.push(DateCondition {
+            date,
+            comparison,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// `sort`: comma-separated properties, `-` for descending.
+fn parse_sort(kp: &Kp, text: &str) -> Result<Vec<KeySort>, KpError> {
+    let mut out = Vec::new();
+    for term in text.split(',') {
+        let (descending, name) = match term.trim().strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, term.trim()),
+        };
+        let field = match name {
+            "id" => KeySortField::Id,
+            "state" => KeySortField::State,
+            "extractable" => KeySortField::Extractable,
+            "imported" => KeySortField::Imported,
+            "creationDate" => KeySortField::Date(KeyDate::Created),
+            "lastUpdateDate" => KeySortField::Date(KeyDate::Updated),
+            "lastRotateDate" => KeySortField::Date(KeyDate::Rotated),
+            "deletionDate" => KeySortField::Date(KeyDate::Deleted),
+            "expirationDate" => KeySortField::Date(KeyDate::Expires),
+            _ => {
+                return Err(super::bad_param(
+                    kp,
+                    "sort",
+                    "sorts by id, state, extractable, imported, creationDate, lastUpdateDate, \
+                     lastRotateDate, deletionDate or expirationDate",
+                ));
+            }
+        };
+        if out.iter().any(|s: &KeySort| s.field == field) {
+            return Err(super::bad_param(kp, "sort", "names a property twice"));
+        }
+        out.push(KeySort { field, descending });
+    }
+    Ok(out)
+}
+
+/// Longest search text accepted.
+const MAX_SEARCH_LEN: usize = 256;
+
+/// `search`: options `not:`, `exact:`, `escape:` (the rest is literal) and scopes `name:`,
+/// `alias:` (both when neither or both are given), in any order, then the text.
+fn parse_search(kp: &Kp, text: &str) -> Result<(String, SearchMode), KpError> {
+    let mut mode = SearchMode::default();
+    let (mut name, mut alias) = (false, false);
+    let mut rest = text;
+    loop {
+        if let Some(r) = rest.strip_prefix("escape:") {
+            rest = r;
+            break;
+        } else if let Some(r) = rest.strip_prefix("not:") {
+            mode.negate = true;
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("exact:") {
+            mode.exact = true;
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("name:") {
+            name = true;
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("alias:") {
+            alias = true;
+            rest = r;
+        } else {
+            break;
+        }
+    }
+    if rest.is_empty() || rest.len() > MAX_SEARCH_LEN {
+        return Err(super::bad_param(
+            kp,
+            "search",
+            "must have 1 to 256 characters of text after its options",
+        ));
+    }
+    mode.scope = match (name, alias) {
+        (true, false) => SearchScope::Name,
+        (false, true) => SearchScope::Alias,
+        _ => SearchScope::NameOrAlias,
+    };
+    Ok((rest.to_owned(), mode))
+}
+
+/// `metadata.searchQuery` of a search answer (§2).
+fn search_query(query: &KeyQuery) -> Option<Value> {
+    let text = query.search.as_ref()?;
+    let mode = query.search_mode;
+    let scopes: &[&str] = match mode.scope {
+        SearchScope::NameOrAlias => &["name", "alias"],
+        SearchScope::Name => &["name"],
+        SearchScope::Alias => &["alias"],
+    };
+    Some(json!({"query": text, "scopes": scopes, "not": mode.negate, "exact": mode.exact}))
 }
 
 pub(crate) async fn list(State(core): State<Keyfort>, kp: Kp) -> Result<Response, KpError> {
@@ -453,6 +713,10 @@ pub(crate) async fn list(State(core): State<Keyfort>, kp: Kp) -> Result<Response
     let mut body = collection(KEY, resources);
     if kp.query.bool(&kp, "totalCount")? == Some(true) {
         body["metadata"]["totalCount"] = json!(listing.total);
+    }
+    if let Some(searched) = search_query(&query) {
+        body["metadata"]["incompleteSearch"] = json!(listing.incomplete_search);
+        body["metadata"]["searchQuery"] = searched;
     }
     Ok(json_reply(StatusCode::OK, &body))
 }
@@ -571,15 +835,25 @@ pub(crate) async fn restore(
     State(core): State<Keyfort>,
     kp: Kp,
     Path(id): Path<String>,
+    body: KpBody,
 ) -> Result<Response, KpError> {
-    restore_key(&core, &kp, &id).await
+    restore_key(&core, &kp, &id, body).await
 }
 
-pub(crate) async fn restore_key(core: &Keyfort, kp: &Kp, id: &str) -> Result<Response, KpError> {
+/// Restore (§3 #10), optionally with the key material of an imported key, plain or sealed to
+/// the import token (the older Key Protect restore body).
+pub(crate) async fn restore_key(
+    core: &Keyfort,
+    kp: &Kp,
+    id: &str,
+    body: KpBody,
+) -> Result<Response, KpError> {
+    let op = Op::KEY_RESTORE;
+    let material = imported_material(kp, op, body.0)?;
     let key = core
-        .restore_key(&kp.caller, &kp.instance, id)
+        .restore_key(&kp.caller, &kp.instance, id, material)
         .await
-        .map_err(kp.err(Op::KEY_RESTORE))?;
+        .map_err(kp.err(op))?;
     if kp.prefer == Prefer::Minimal {
         return Ok(StatusCode::CREATED.into_response());
     }

@@ -17,6 +17,7 @@ mod registrations;
 mod rings;
 
 mod aliases;
+mod events;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,8 +45,7 @@ const PREFER: HeaderName = HeaderName::from_static("prefer");
 /// Longest correlation id accepted from a client; longer ones are replaced.
 const MAX_CORRELATION_ID_LEN: usize = 128;
 
-/// The `/api/v2` routes (§3 endpoint table; KMIP adapters and event acknowledgement are not
-/// served).
+/// The `/api/v2` routes (§3 endpoint table; KMIP adapters are not served).
 pub(crate) fn routes() -> Router<Keyfort> {
     Router::new()
         .route(
@@ -77,6 +77,8 @@ pub(crate) fn routes() -> Router<Keyfort> {
             "/instance/policies",
             get(policies::instance_policies).put(policies::set_instance_policies),
         )
+        .route("/instance/allowed_ip_port", get(policies::allowed_ip_port))
+        .route("/event_ack", post(events::acknowledge))
         .route(
             "/import_token",
             get(import_token::retrieve).post(import_token::create),
@@ -192,6 +194,24 @@ impl FromRequestParts<Keyfort> for Kp {
     type Rejection = KpError;
 
     async fn from_request_parts(parts: &mut Parts, core: &Keyfort) -> Result<Self, KpError> {
+        Kp::extract(parts, core, true).await
+    }
+}
+
+/// A [`Kp`] request exempt from the allowedIP policy (Key Protect lets
+/// `GET /instance/allowed_ip_port` through from any address).
+pub(crate) struct KpAnySource(pub Kp);
+
+impl FromRequestParts<Keyfort> for KpAnySource {
+    type Rejection = KpError;
+
+    async fn from_request_parts(parts: &mut Parts, core: &Keyfort) -> Result<Self, KpError> {
+        Kp::extract(parts, core, false).await.map(KpAnySource)
+    }
+}
+
+impl Kp {
+    async fn extract(parts: &mut Parts, core: &Keyfort, check_source: bool) -> Result<Kp, KpError> {
         let correlation_id = correlation_of(&parts.headers);
         let token = crate::auth::bearer_token(parts);
         let authenticated = match token {
@@ -236,18 +256,23 @@ impl FromRequestParts<Keyfort> for Kp {
             )
             .with_correlation(correlation_id.clone())
         })?;
-        let caller = caller.for_request(Some(correlation_id.clone()), source);
+        let key_ring = header(&KEY_RING);
+        let caller = caller
+            .for_request(Some(correlation_id.clone()), source)
+            .in_key_ring(key_ring.clone());
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        core.check_source(&caller, &instance, peer)
-            .await
-            .map_err(|e| KpError::core(&e, Op::REQUEST, &correlation_id))?;
+        if check_source {
+            core.check_source(&caller, &instance, peer)
+                .await
+                .map_err(|e| KpError::core(&e, Op::REQUEST, &correlation_id))?;
+        }
         Ok(Kp {
             caller,
             instance,
-            key_ring: header(&KEY_RING),
+            key_ring,
             prefer,
             correlation_id,
             query,

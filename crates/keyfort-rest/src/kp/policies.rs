@@ -9,7 +9,42 @@ use serde_json::{Map, Value, json};
 use super::envelope::{KpError, POLICY, collection, json_reply};
 use super::error::Op;
 use super::keys::{crn, date, policy_update};
-use super::{Kp, KpBody};
+use super::{Kp, KpAnySource, KpBody};
+
+/// Media type of the allowed IP port answer (§2).
+const ALLOWED_IP_METADATA: &str = "application/vnd.ibm.kms.allowed_ip_metadata+json";
+
+/// `GET /instance/allowed_ip_port` (§3 #26): `{private_endpoint_port}` while an allowedIP
+/// policy is enabled, no resource otherwise. Keyfort enforces the policy on the port the
+/// client reached, so that port (from the request's authority, else HTTPS's 443) is returned.
+pub(crate) async fn allowed_ip_port(
+    State(core): State<Keyfort>,
+    KpAnySource(kp): KpAnySource,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Response, KpError> {
+    let authority = uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+        headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    let served_on = authority
+        .and_then(|a| a.parse::<axum::http::uri::Authority>().ok())
+        .and_then(|a| a.port_u16())
+        .unwrap_or(443);
+    let port = core
+        .allowed_ip_port(&kp.caller, &kp.instance, served_on)
+        .await
+        .map_err(kp.err(Op::ALLOWED_IP_PORT))?;
+    let resources = port
+        .map(|p| vec![json!({"private_endpoint_port": p})])
+        .unwrap_or_default();
+    Ok(json_reply(
+        StatusCode::OK,
+        &collection(ALLOWED_IP_METADATA, resources),
+    ))
+}
 
 const KEY_POLICY_NAMES: [&str; 2] = ["dualAuthDelete", "rotation"];
 

@@ -3,13 +3,14 @@
 //! Writes that a [`crate::Write`] can name are `*_in` functions taking the writer connection
 //! inside its transaction; [`super::writer`] runs them, for a batch or a single-write method.
 
-use sqlx::query::Query;
-use sqlx::sqlite::SqliteArguments;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::rows::{self, Violation, already_exists, json_strings, not_found, violation};
 use super::{Conn, SqliteStore, registrations, stale};
-use crate::{KeyFilter, KeyRecord, KeyVersionRecord, Result, StoreError};
+use crate::{
+    Comparison, KeyDate, KeyFilter, KeyRecord, KeySortField, KeyVersionRecord, Result, SearchScope,
+    StoreError,
+};
 
 /// `SELECT <every column of keys k, and its aliases as a JSON array> FROM keys k <tail>`.
 macro_rules! select_keys {
@@ -24,22 +25,6 @@ macro_rules! select_keys {
             "WHERE a.instance_id = k.instance_id AND a.key_id = k.id) AS aliases ",
             "FROM keys k ",
             $($tail),+
-        )
-    };
-}
-
-/// The `WHERE` clause implementing [`KeyFilter`]; every value is a bound parameter (see
-/// [`bind_filter`]). `?3` is the JSON array of wanted states, `?5` the search text.
-macro_rules! key_filter {
-    () => {
-        concat!(
-            "WHERE k.instance_id = ?1 ",
-            "AND (?2 IS NULL OR k.key_ring_id = ?2) ",
-            "AND (?3 IS NULL OR k.state IN (SELECT value FROM json_each(?3))) ",
-            "AND (?4 IS NULL OR k.extractable = ?4) ",
-            "AND (?5 IS NULL OR instr(lower(k.name), lower(?5)) > 0 ",
-            "OR EXISTS (SELECT 1 FROM key_aliases a WHERE a.instance_id = k.instance_id ",
-            "AND a.key_id = k.id AND instr(lower(a.alias), lower(?5)) > 0)) "
         )
     };
 }
@@ -153,18 +138,23 @@ pub(super) async fn list(
     instance_id: &str,
     filter: &KeyFilter,
 ) -> Result<Vec<KeyRecord>> {
-    let states = states_json(filter);
-    let query = sqlx::query(select_keys!(
-        key_filter!(),
-        "ORDER BY k.created_at, k.id LIMIT ?6 OFFSET ?7"
-    ));
+    let mut q = QueryBuilder::<Sqlite>::new(select_keys!(""));
+    push_filter(&mut q, instance_id, filter);
+    q.push(" ORDER BY ");
+    if filter.sort.is_empty() {
+        q.push("k.created_at, ");
+    }
+    for term in &filter.sort {
+        q.push(sort_column(term.field));
+        q.push(if term.descending { " DESC, " } else { " ASC, " });
+    }
     // SQLite: a negative LIMIT means no limit.
     let limit = filter.limit.map_or(-1, saturating_i64);
-    let all = bind_filter(query, instance_id, filter, states)
-        .bind(limit)
-        .bind(saturating_i64(filter.offset))
-        .fetch_all(&store.reader)
-        .await?;
+    q.push("k.id LIMIT ");
+    q.push_bind(limit);
+    q.push(" OFFSET ");
+    q.push_bind(saturating_i64(filter.offset));
+    let all = q.build().fetch_all(&store.reader).await?;
     all.iter().map(rows::key).collect()
 }
 
@@ -173,14 +163,107 @@ pub(super) async fn count(
     instance_id: &str,
     filter: &KeyFilter,
 ) -> Result<u64> {
-    let states = states_json(filter);
-    let query = sqlx::query(concat!("SELECT COUNT(*) FROM keys k ", key_filter!()));
-    let row = bind_filter(query, instance_id, filter, states)
-        .fetch_one(&store.reader)
-        .await?;
+    let mut q = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM keys k ");
+    push_filter(&mut q, instance_id, filter);
+    let row = q.build().fetch_one(&store.reader).await?;
     let n: i64 = row.try_get(0)?;
     // COUNT(*) is never negative.
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The `WHERE` clause implementing [`KeyFilter`]. Values are bound parameters; column names
+/// and operators come from the closed enums of the filter, never from the caller's text.
+fn push_filter(q: &mut QueryBuilder<Sqlite>, instance_id: &str, filter: &KeyFilter) {
+    q.push("WHERE k.instance_id = ");
+    q.push_bind(instance_id.to_owned());
+    if let Some(ring) = &filter.key_ring_id {
+        q.push(" AND k.key_ring_id = ");
+        q.push_bind(ring.clone());
+    }
+    if let Some(id) = &filter.id {
+        q.push(" AND k.id = ");
+        q.push_bind(id.clone());
+    }
+    if let Some(states) = states_json(filter) {
+        q.push(" AND k.state IN (SELECT value FROM json_each(");
+        q.push_bind(states);
+        q.push("))");
+    }
+    if let Some(extractable) = filter.extractable {
+        q.push(" AND k.extractable = ");
+        q.push_bind(i64::from(extractable));
+    }
+    for c in &filter.dates {
+        q.push(" AND ");
+        q.push(date_column(c.date));
+        match c.value {
+            None => {
+                q.push(" IS NULL");
+            }
+            Some(v) => {
+                q.push(match c.comparison {
+                    Comparison::Eq => " = ",
+                    Comparison::Lt => " < ",
+                    Comparison::Lte => " <= ",
+                    Comparison::Gt => " > ",
+                    Comparison::Gte => " >= ",
+                });
+                q.push_bind(v);
+            }
+        }
+    }
+    if let Some(text) = &filter.search {
+        let mode = filter.search_mode;
+        q.push(if mode.negate { " AND NOT (" } else { " AND (" });
+        let push_match = |q: &mut QueryBuilder<Sqlite>, column: &str| {
+            if mode.exact {
+                q.push(column);
+                q.push(" = ");
+                q.push_bind(text.clone());
+            } else {
+                q.push("instr(lower(");
+                q.push(column);
+                q.push("), lower(");
+                q.push_bind(text.clone());
+                q.push(")) > 0");
+            }
+        };
+        if mode.scope != SearchScope::Alias {
+            push_match(q, "k.name");
+        }
+        if mode.scope == SearchScope::NameOrAlias {
+            q.push(" OR ");
+        }
+        if mode.scope != SearchScope::Name {
+            q.push(
+                "EXISTS (SELECT 1 FROM key_aliases a WHERE a.instance_id = k.instance_id \
+                 AND a.key_id = k.id AND ",
+            );
+            push_match(q, "a.alias");
+            q.push(")");
+        }
+        q.push(")");
+    }
+}
+
+fn date_column(date: KeyDate) -> &'static str {
+    match date {
+        KeyDate::Created => "k.created_at",
+        KeyDate::Updated => "k.updated_at",
+        KeyDate::Rotated => "k.last_rotated_at",
+        KeyDate::Deleted => "k.deleted_at",
+        KeyDate::Expires => "k.expires_at",
+    }
+}
+
+fn sort_column(field: KeySortField) -> &'static str {
+    match field {
+        KeySortField::Id => "k.id",
+        KeySortField::State => "k.state",
+        KeySortField::Extractable => "k.extractable",
+        KeySortField::Imported => "k.imported",
+        KeySortField::Date(d) => date_column(d),
+    }
 }
 
 /// Rotation: [`update_in`] and the insert of `version`; the key's new row version.
@@ -433,21 +516,6 @@ fn states_json(filter: &KeyFilter) -> Option<String> {
     }
     // Serializing integers cannot fail.
     serde_json::to_string(&filter.states).ok()
-}
-
-/// Binds parameters `?1`..`?5` of [`key_filter!`].
-fn bind_filter<'q>(
-    query: Query<'q, Sqlite, SqliteArguments>,
-    instance_id: &str,
-    filter: &KeyFilter,
-    states: Option<String>,
-) -> Query<'q, Sqlite, SqliteArguments> {
-    query
-        .bind(instance_id.to_owned())
-        .bind(filter.key_ring_id.clone())
-        .bind(states)
-        .bind(filter.extractable.map(i64::from))
-        .bind(filter.search.clone())
 }
 
 fn saturating_i64(n: u64) -> i64 {
