@@ -17,10 +17,12 @@ pub mod custodian;
 pub mod iam;
 pub mod instance;
 pub mod key;
+pub mod kmip_clients;
 pub mod kms;
 pub mod kyok;
 pub mod lifecycle;
 pub mod maintenance;
+pub mod objects;
 pub mod wrap;
 
 mod cache;
@@ -43,6 +45,7 @@ pub use error::{AuthFailure, CoreError};
 pub use iam::ApiKeyInfo;
 pub use instance::{Instance, InstanceState, UnsealMethod};
 pub use key::{Key, KeyKind, KeyListing, KeyQuery, KeyVersion, NewKey};
+pub use kmip_clients::{KmipClient, KmipSession, certificate_fingerprint};
 pub use kms::{
     ImportToken, InstancePolicy, InstancePolicyType, KeyPolicies, KeyPolicyUpdate, KeyRing,
     KmsRefusal, KmsTimings, PolicyStamp, Registration, RotationPolicy, SecureImport,

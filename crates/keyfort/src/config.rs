@@ -16,7 +16,7 @@ use serde::Deserialize;
 pub const DEFAULT_DATA_DIR: &str = "keyfort-data";
 /// Default HTTPS address (DESIGN §5). Loopback: exposing the server is an explicit choice.
 pub const DEFAULT_HTTP_ADDR: SocketAddr = loopback(8443);
-/// Default KMIP address (DESIGN §5); the KMIP door does not exist yet.
+/// Default KMIP address (DESIGN §5).
 pub const DEFAULT_KMIP_ADDR: SocketAddr = loopback(5696);
 /// Default gRPC address (DESIGN §5); the gRPC door does not exist yet.
 pub const DEFAULT_GRPC_ADDR: SocketAddr = loopback(9876);
@@ -95,6 +95,9 @@ pub struct FileConfig {
     pub hsm: Option<HsmSection>,
     #[serde(default)]
     pub kms: KmsSection,
+    /// `[kmip]`: the KMIP listener (see `crate::kmip`).
+    #[serde(default)]
+    pub kmip: crate::kmip::KmipSection,
 }
 
 /// `[kms]`: Key Protect's waiting periods, in seconds (defaults: Key Protect's own values —
@@ -346,6 +349,7 @@ pub struct Config {
     pub kyok: KyokConfig,
     pub hsm: Option<HsmSection>,
     pub kms: keyfort_core::KmsTimings,
+    pub kmip: crate::kmip::KmipSection,
 }
 
 impl Config {
@@ -474,6 +478,7 @@ impl Config {
             },
             hsm: file.hsm.clone(),
             kms: flags.kms.or(&env.kms).or(&file.kms).timings(),
+            kmip: file.kmip.clone(),
         })
     }
 }
