@@ -375,11 +375,17 @@ impl Config {
             .or(env.http_addr)
             .or(file.http_addr)
             .unwrap_or(DEFAULT_HTTP_ADDR);
+        // In dev mode an ephemeral HTTPS port makes the KMIP port ephemeral too (unless given),
+        // so that several dev servers can run side by side.
         let kmip_addr = flags
             .kmip_addr
             .or(env.kmip_addr)
             .or(file.kmip_addr)
-            .unwrap_or(DEFAULT_KMIP_ADDR);
+            .unwrap_or(if dev && http_addr.port() == 0 {
+                loopback(0)
+            } else {
+                DEFAULT_KMIP_ADDR
+            });
         let grpc_addr = flags
             .grpc_addr
             .or(env.grpc_addr)

@@ -212,6 +212,10 @@ pub async fn register(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         None => "",
     };
     let bits = object.bits.or(length(&attrs)?).unwrap_or(0);
+    let mut stored = attributes::initial(&attrs, &DESCRIBES)?;
+    if let Some(d) = object.data_type {
+        stored.insert(super::get::DATA_TYPE_KEY.to_owned(), d.into());
+    }
     let key = ctx
         .core
         .create_object(
@@ -222,7 +226,7 @@ pub async fn register(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
                 algorithm: algorithm.to_owned(),
                 bit_length: bits,
                 name: attributes::first_name(&attrs),
-                attributes: attributes::initial(&attrs, &DESCRIBES)?,
+                attributes: stored,
                 material: Some(object.material),
                 initial_state: initial_state(&attrs),
             },

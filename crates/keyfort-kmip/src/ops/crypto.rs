@@ -9,7 +9,7 @@ use keyfort_crypto::hmac::Algorithm as Hmac;
 use keyfort_crypto::rsa::{Hash as RsaHash, OaepHash, SignatureScheme as RsaScheme};
 
 use super::{Ctx, OpResult, core, uid_item};
-use crate::message::{Invalid, Struct};
+use crate::message::{Invalid, ProtocolVersion, Struct};
 use crate::ttlv::{Item, Tag, Value};
 use crate::{
     BlockCipherMode, CryptographicAlgorithm, DigitalSignatureAlgorithm, HashingAlgorithm,
@@ -137,14 +137,17 @@ pub async fn encrypt(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         )
         .await
         .map_err(core)?;
-    let mut items = vec![
-        uid_item(&id),
-        Item::new(Tag::DATA, Value::ByteString(out.data)),
-    ];
+    // KMIP 1.4 added the Authenticated Encryption Tag; earlier clients get it after the data.
+    let separate_tag = ctx.version >= ProtocolVersion::new(1, 4);
+    let mut data = out.data;
+    if let (false, Some(tag)) = (separate_tag, &out.tag) {
+        data.extend_from_slice(tag);
+    }
+    let mut items = vec![uid_item(&id), Item::new(Tag::DATA, Value::ByteString(data))];
     if let Some(iv) = out.generated_iv {
         items.push(Item::new(Tag::IV_COUNTER_NONCE, Value::ByteString(iv)));
     }
-    if let Some(tag) = out.tag {
+    if let (true, Some(tag)) = (separate_tag, out.tag) {
         items.push(Item::new(
             Tag::AUTHENTICATED_ENCRYPTION_TAG,
             Value::ByteString(tag),
@@ -162,15 +165,26 @@ pub async fn decrypt(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     let aad = p
         .opt_bytes(Tag::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA)?
         .unwrap_or_default();
-    let tag = p.opt_bytes(Tag::AUTHENTICATED_ENCRYPTION_TAG)?;
+    let mut tag = p.opt_bytes(Tag::AUTHENTICATED_ENCRYPTION_TAG)?;
     let rsa = key_is_rsa(ctx, &id).await?;
+    let cipher = cipher(rsa, &params)?;
+    let mut data = data;
+    if tag.is_none() && cipher == Cipher::AesGcm {
+        // Before KMIP 1.4 the tag travels after the ciphertext.
+        let split = data
+            .len()
+            .checked_sub(keyfort_crypto::aes::GCM_TAG_LEN)
+            .ok_or_else(|| Invalid::field("AES-GCM data shorter than its tag"))?;
+        tag = Some(&data[split..]);
+        data = &data[..split];
+    }
     let plain = ctx
         .core
         .object_decrypt(
             ctx.caller(),
             ctx.instance(),
             &id,
-            cipher(rsa, &params)?,
+            cipher,
             iv,
             aad,
             tag,

@@ -17,6 +17,8 @@ use crate::{
 /// An object read from a Register request, in the core's stored form.
 pub struct ParsedObject {
     pub material: Zeroizing<Vec<u8>>,
+    /// The Secret Data Type or Opaque Data Type, echoed by Get.
+    pub data_type: Option<u32>,
     pub algorithm: Option<CryptographicAlgorithm>,
     pub bits: Option<u32>,
 }
@@ -32,6 +34,7 @@ fn unsupported_format(f: KeyFormatType) -> Invalid {
 pub fn read_object(p: &Struct<'_>, t: ObjectType) -> Result<ParsedObject, Invalid> {
     let raw = |bytes: &[u8]| ParsedObject {
         material: Zeroizing::new(bytes.to_vec()),
+        data_type: None,
         algorithm: None,
         bits: None,
     };
@@ -52,7 +55,10 @@ pub fn read_object(p: &Struct<'_>, t: ObjectType) -> Result<ParsedObject, Invali
             let o = p
                 .child(Tag::OPAQUE_OBJECT)?
                 .ok_or_else(|| Invalid::missing(Tag::OPAQUE_OBJECT))?;
-            Ok(raw(o.bytes(Tag::OPAQUE_DATA_VALUE)?))
+            Ok(ParsedObject {
+                data_type: Some(o.enumeration(Tag::OPAQUE_DATA_TYPE)?),
+                ..raw(o.bytes(Tag::OPAQUE_DATA_VALUE)?)
+            })
         }
         _ => {
             let tag = match t {
@@ -65,7 +71,11 @@ pub fn read_object(p: &Struct<'_>, t: ObjectType) -> Result<ParsedObject, Invali
             let block = o
                 .child(Tag::KEY_BLOCK)?
                 .ok_or_else(|| Invalid::missing(Tag::KEY_BLOCK))?;
-            read_key_block(&block, t)
+            let mut parsed = read_key_block(&block, t)?;
+            if t == ObjectType::SECRET_DATA {
+                parsed.data_type = Some(o.enumeration(Tag::SECRET_DATA_TYPE)?);
+            }
+            Ok(parsed)
         }
     }
 }
@@ -128,9 +138,24 @@ fn read_key_block(block: &Struct<'_>, t: ObjectType) -> Result<ParsedObject, Inv
     };
     Ok(ParsedObject {
         material: Zeroizing::new(material),
+        data_type: None,
         algorithm,
         bits,
     })
+}
+
+/// Where the registered Secret Data Type or Opaque Data Type is kept in `Key::attributes`.
+pub const DATA_TYPE_KEY: &str = "kmip_data_type";
+/// Opaque Data Type when none was registered (an extension value, as the spec defines none).
+const OPAQUE_DEFAULT: u32 = 0x8000_0000;
+/// Secret Data Type when none was registered: Password.
+const SECRET_DEFAULT: u32 = 1;
+
+fn data_type(key: &Key) -> Option<u32> {
+    key.attributes
+        .get(DATA_TYPE_KEY)
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|v| u32::try_from(v).ok())
 }
 
 /// The default Key Format Type of an object (KMIP 1.4 §9.1.3.2.3 practice).
@@ -234,7 +259,10 @@ pub async fn get(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         ObjectType::OPAQUE_OBJECT => structure(
             Tag::OPAQUE_OBJECT,
             vec![
-                Item::new(Tag::OPAQUE_DATA_TYPE, Value::Enumeration(0x8000_0001)),
+                Item::new(
+                    Tag::OPAQUE_DATA_TYPE,
+                    Value::Enumeration(data_type(&key).unwrap_or(OPAQUE_DEFAULT)),
+                ),
                 Item::new(Tag::OPAQUE_DATA_VALUE, Value::ByteString(stored.to_vec())),
             ],
         ),
@@ -258,8 +286,10 @@ pub async fn get(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
             };
             let mut children = Vec::new();
             if t == ObjectType::SECRET_DATA {
-                // Secret Data Type: Password (1) or Seed (2); kept as an attribute when given.
-                children.push(Item::new(Tag::SECRET_DATA_TYPE, Value::Enumeration(2)));
+                children.push(Item::new(
+                    Tag::SECRET_DATA_TYPE,
+                    Value::Enumeration(data_type(&key).unwrap_or(SECRET_DEFAULT)),
+                ));
             }
             children.push(block);
             structure(tag, children)
