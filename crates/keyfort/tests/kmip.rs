@@ -789,3 +789,420 @@ fn client_certificates_unknown_unregistered_registered_removed() {
         ResultReason::AUTHENTICATION_NOT_SUCCESSFUL.0
     );
 }
+
+fn payload_struct(p: &[Item]) -> Struct<'_> {
+    Struct {
+        tag: Tag::RESPONSE_PAYLOAD,
+        items: p,
+    }
+}
+
+fn key_material(p: &[Item], object: Tag) -> (u32, V) {
+    let block = payload_struct(p)
+        .child(object)
+        .unwrap()
+        .unwrap()
+        .child(Tag::KEY_BLOCK)
+        .unwrap()
+        .unwrap();
+    let format = block.enumeration(Tag::KEY_FORMAT_TYPE).unwrap();
+    let value = match block.get(Tag::KEY_VALUE).unwrap() {
+        Item {
+            value: V::Structure(c),
+            ..
+        } => c[0].value.clone(),
+        other => other.value.clone(),
+    };
+    (format, value)
+}
+
+#[test]
+fn operations_in_kmip_1_4_and_2_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-ops", &[]);
+    let kmip = Kmip::dev(&server);
+    let v14 =
+        |op: Operation, payload: Vec<Item>| request((1, 4), vec![], vec![(op, None, payload)]);
+    let v21 =
+        |op: Operation, payload: Vec<Item>| request((2, 1), vec![], vec![(op, None, payload)]);
+    let uid = |s: &str| text(Tag::UNIQUE_IDENTIFIER, s);
+
+    // KMIP 2.1: Create with an Attributes structure, answered in 2.1.
+    let resp = kmip.call(&v21(
+        Operation::CREATE,
+        vec![
+            en(Tag::OBJECT_TYPE, 2),
+            st(
+                Tag::ATTRIBUTES,
+                vec![
+                    en(Tag::CRYPTOGRAPHIC_ALGORITHM, 3),
+                    int(Tag::CRYPTOGRAPHIC_LENGTH, 128),
+                    int(Tag::CRYPTOGRAPHIC_USAGE_MASK, 0x0C | 0x10),
+                ],
+            ),
+        ],
+    ));
+    assert_eq!(header_version(&resp), (2, 1));
+    let kek = uid_of(&ok_payload(&resp));
+    // Set Attribute (2.x only) and Get Attributes by Attribute Reference.
+    let resp = kmip.call(&v21(
+        Operation::SET_ATTRIBUTE,
+        vec![
+            uid(&kek),
+            st(
+                Tag::NEW_ATTRIBUTE,
+                vec![text(Tag::CONTACT_INFORMATION, "ops@example.com")],
+            ),
+        ],
+    ));
+    ok_payload(&resp);
+    let resp = kmip.call(&v14(
+        Operation::SET_ATTRIBUTE,
+        vec![
+            uid(&kek),
+            st(
+                Tag::NEW_ATTRIBUTE,
+                vec![text(Tag::CONTACT_INFORMATION, "x")],
+            ),
+        ],
+    ));
+    assert_eq!(failure(&resp), ResultReason::OPERATION_NOT_SUPPORTED.0);
+    let resp = kmip.call(&v21(
+        Operation::GET_ATTRIBUTES,
+        vec![
+            uid(&kek),
+            en(Tag::ATTRIBUTE_REFERENCE, Tag::CONTACT_INFORMATION.value()),
+            en(Tag::ATTRIBUTE_REFERENCE, Tag::CRYPTOGRAPHIC_LENGTH.value()),
+        ],
+    ));
+    let p = ok_payload(&resp);
+    let attributes = payload_struct(&p).child(Tag::ATTRIBUTES).unwrap().unwrap();
+    assert_eq!(
+        attributes.text(Tag::CONTACT_INFORMATION).unwrap(),
+        "ops@example.com"
+    );
+    assert_eq!(attributes.integer(Tag::CRYPTOGRAPHIC_LENGTH).unwrap(), 128);
+    let resp = kmip.call(&v21(Operation::GET_ATTRIBUTE_LIST, vec![uid(&kek)]));
+    let p = ok_payload(&resp);
+    assert!(
+        p.contains(&en(Tag::ATTRIBUTE_REFERENCE, Tag::STATE.value())),
+        "{p:?}"
+    );
+    // A read-only attribute cannot be set.
+    let resp = kmip.call(&v21(
+        Operation::SET_ATTRIBUTE,
+        vec![uid(&kek), st(Tag::NEW_ATTRIBUTE, vec![en(Tag::STATE, 2)])],
+    ));
+    assert_eq!(failure(&resp), ResultReason::ATTRIBUTE_READ_ONLY.0);
+
+    // Modify and delete a custom attribute (1.4).
+    for (op, a) in [
+        (Operation::ADD_ATTRIBUTE, "first"),
+        (Operation::MODIFY_ATTRIBUTE, "second"),
+    ] {
+        let resp = kmip.call(&v14(
+            op,
+            vec![uid(&kek), attr("x-Owner", V::TextString(a.into()))],
+        ));
+        ok_payload(&resp);
+    }
+    let resp = kmip.call(&v14(
+        Operation::GET_ATTRIBUTES,
+        vec![uid(&kek), text(Tag::ATTRIBUTE_NAME, "x-Owner")],
+    ));
+    assert_eq!(
+        attrs(&ok_payload(&resp)),
+        [("x-Owner".to_owned(), V::TextString("second".into()))]
+    );
+    let resp = kmip.call(&v14(
+        Operation::DELETE_ATTRIBUTE,
+        vec![uid(&kek), text(Tag::ATTRIBUTE_NAME, "x-Owner")],
+    ));
+    ok_payload(&resp);
+    let resp = kmip.call(&v14(
+        Operation::DELETE_ATTRIBUTE,
+        vec![uid(&kek), text(Tag::ATTRIBUTE_NAME, "x-Owner")],
+    ));
+    assert_eq!(failure(&resp), ResultReason::ITEM_NOT_FOUND.0);
+
+    // Create + Activate in one batch through the ID Placeholder; Encrypt in 1.4 returns the tag.
+    let resp = kmip.call(&request(
+        (1, 4),
+        vec![],
+        vec![
+            (
+                Operation::CREATE,
+                Some(vec![1]),
+                vec![
+                    en(Tag::OBJECT_TYPE, 2),
+                    st(
+                        Tag::TEMPLATE_ATTRIBUTE,
+                        vec![
+                            attr("Cryptographic Algorithm", V::Enumeration(3)),
+                            attr("Cryptographic Length", V::Integer(256)),
+                        ],
+                    ),
+                ],
+            ),
+            (Operation::ACTIVATE, Some(vec![2]), vec![]),
+        ],
+    ));
+    let answered = items(&resp);
+    let dek = uid_of(&payload(answered[0]));
+    assert_eq!(uid_of(&payload(answered[1])), dek);
+    let resp = kmip.call(&v14(
+        Operation::ENCRYPT,
+        vec![
+            uid(&dek),
+            st(
+                Tag::CRYPTOGRAPHIC_PARAMETERS,
+                vec![en(Tag::BLOCK_CIPHER_MODE, 9)],
+            ),
+            Item::new(Tag::DATA, V::ByteString(b"sixteen byte msg".to_vec())),
+            Item::new(
+                Tag::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA,
+                V::ByteString(b"aad".to_vec()),
+            ),
+        ],
+    ));
+    let p = ok_payload(&resp);
+    let p = payload_struct(&p);
+    let ct = p.bytes(Tag::DATA).unwrap().to_vec();
+    let iv = p.bytes(Tag::IV_COUNTER_NONCE).unwrap().to_vec();
+    let tag = p.bytes(Tag::AUTHENTICATED_ENCRYPTION_TAG).unwrap().to_vec();
+    assert_eq!((ct.len(), iv.len(), tag.len()), (16, 12, 16));
+    let decrypt = |aad: &[u8]| {
+        kmip.call(&v14(
+            Operation::DECRYPT,
+            vec![
+                uid(&dek),
+                st(
+                    Tag::CRYPTOGRAPHIC_PARAMETERS,
+                    vec![en(Tag::BLOCK_CIPHER_MODE, 9)],
+                ),
+                Item::new(Tag::DATA, V::ByteString(ct.clone())),
+                Item::new(Tag::IV_COUNTER_NONCE, V::ByteString(iv.clone())),
+                Item::new(
+                    Tag::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA,
+                    V::ByteString(aad.to_vec()),
+                ),
+                Item::new(
+                    Tag::AUTHENTICATED_ENCRYPTION_TAG,
+                    V::ByteString(tag.clone()),
+                ),
+            ],
+        ))
+    };
+    let p = ok_payload(&decrypt(b"aad"));
+    assert_eq!(
+        payload_struct(&p).bytes(Tag::DATA).unwrap(),
+        b"sixteen byte msg"
+    );
+    assert_eq!(
+        failure(&decrypt(b"other")),
+        ResultReason::CRYPTOGRAPHIC_FAILURE.0
+    );
+
+    // Get with a Key Wrapping Specification: the DEK wrapped by the KEK (RFC 3394).
+    let resp = kmip.call(&v14(Operation::ACTIVATE, vec![uid(&kek)]));
+    ok_payload(&resp);
+    let raw_dek = key_material(
+        &ok_payload(&kmip.call(&v14(Operation::GET, vec![uid(&dek)]))),
+        Tag::SYMMETRIC_KEY,
+    )
+    .1;
+    let raw_kek = key_material(
+        &ok_payload(&kmip.call(&v14(Operation::GET, vec![uid(&kek)]))),
+        Tag::SYMMETRIC_KEY,
+    )
+    .1;
+    let (V::ByteString(raw_dek), V::ByteString(raw_kek)) = (raw_dek, raw_kek) else {
+        panic!("raw keys");
+    };
+    let resp = kmip.call(&v14(
+        Operation::GET,
+        vec![
+            uid(&dek),
+            st(
+                Tag::KEY_WRAPPING_SPECIFICATION,
+                vec![
+                    en(Tag::WRAPPING_METHOD, 1),
+                    st(
+                        Tag::ENCRYPTION_KEY_INFORMATION,
+                        vec![
+                            uid(&kek),
+                            st(
+                                Tag::CRYPTOGRAPHIC_PARAMETERS,
+                                vec![en(Tag::BLOCK_CIPHER_MODE, 0x0D)],
+                            ),
+                        ],
+                    ),
+                    en(Tag::ENCODING_OPTION, 1),
+                ],
+            ),
+        ],
+    ));
+    let p = ok_payload(&resp);
+    let (format, wrapped) = key_material(&p, Tag::SYMMETRIC_KEY);
+    assert_eq!(format, 1);
+    let V::ByteString(wrapped) = wrapped else {
+        panic!("wrapped key value")
+    };
+    assert_eq!(wrapped.len(), 40);
+    let unwrapped = keyfort_crypto::aes::key_unwrap(&raw_kek, &wrapped).unwrap();
+    assert_eq!(unwrapped.as_slice(), raw_dek.as_slice());
+
+    // Transparent Symmetric Key format, and a format that does not fit.
+    let resp = kmip.call(&v14(
+        Operation::GET,
+        vec![uid(&dek), en(Tag::KEY_FORMAT_TYPE, 7)],
+    ));
+    let (format, value) = key_material(&ok_payload(&resp), Tag::SYMMETRIC_KEY);
+    assert_eq!(format, 7);
+    assert_eq!(
+        value,
+        V::Structure(vec![Item::new(Tag::KEY, V::ByteString(raw_dek.clone()))])
+    );
+    let resp = kmip.call(&v14(
+        Operation::GET,
+        vec![uid(&dek), en(Tag::KEY_FORMAT_TYPE, 3)],
+    ));
+    assert_eq!(
+        failure(&resp),
+        ResultReason::KEY_FORMAT_TYPE_NOT_SUPPORTED.0
+    );
+
+    // Key pairs: PKCS#8 and PKCS#1 private keys, PKCS#1 and X.509 public keys.
+    let resp = kmip.call(&v14(
+        Operation::CREATE_KEY_PAIR,
+        vec![st(
+            Tag::COMMON_TEMPLATE_ATTRIBUTE,
+            vec![
+                attr("Cryptographic Algorithm", V::Enumeration(4)),
+                attr("Cryptographic Length", V::Integer(2048)),
+            ],
+        )],
+    ));
+    let p = ok_payload(&resp);
+    let p = payload_struct(&p);
+    let private = p
+        .text(Tag::PRIVATE_KEY_UNIQUE_IDENTIFIER)
+        .unwrap()
+        .to_owned();
+    let public = p
+        .text(Tag::PUBLIC_KEY_UNIQUE_IDENTIFIER)
+        .unwrap()
+        .to_owned();
+    let get = |id: &str, format: u32, object: Tag| {
+        let resp = kmip.call(&v14(
+            Operation::GET,
+            vec![uid(id), en(Tag::KEY_FORMAT_TYPE, format)],
+        ));
+        match key_material(&ok_payload(&resp), object) {
+            (f, V::ByteString(b)) if f == format => b,
+            other => panic!("{other:?}"),
+        }
+    };
+    let pkcs8 = get(&private, 4, Tag::PRIVATE_KEY);
+    let pkcs1 = get(&private, 3, Tag::PRIVATE_KEY);
+    assert!(
+        pkcs8.windows(pkcs1.len()).any(|w| w == pkcs1.as_slice()),
+        "PKCS#1 inside PKCS#8"
+    );
+    let spki = get(&public, 5, Tag::PUBLIC_KEY);
+    let rsa_public = get(&public, 3, Tag::PUBLIC_KEY);
+    assert!(spki.ends_with(&rsa_public));
+    let signer = keyfort_crypto::rsa::PrivateKey::from_pkcs8(&pkcs8).unwrap();
+    assert_eq!(signer.public_key().to_spki_der(), spki.as_slice());
+
+    // Re-key: a new active key, linked both ways.
+    let resp = kmip.call(&v14(Operation::RE_KEY, vec![uid(&dek)]));
+    let new = uid_of(&ok_payload(&resp));
+    assert_ne!(new, dek);
+    let resp = kmip.call(&v14(
+        Operation::GET_ATTRIBUTES,
+        vec![
+            uid(&new),
+            text(Tag::ATTRIBUTE_NAME, "State"),
+            text(Tag::ATTRIBUTE_NAME, "Link"),
+        ],
+    ));
+    let a = attrs(&ok_payload(&resp));
+    assert!(
+        a.contains(&("State".to_owned(), V::Enumeration(2))),
+        "{a:?}"
+    );
+    assert!(format!("{a:?}").contains(&dek));
+
+    // Check against the usage mask; RNG Retrieve; Query lists the operations.
+    let check = |mask: i32| {
+        kmip.call(&v14(
+            Operation::CHECK,
+            vec![uid(&kek), int(Tag::CRYPTOGRAPHIC_USAGE_MASK, mask)],
+        ))
+    };
+    ok_payload(&check(0x04));
+    assert_eq!(failure(&check(0x01)), ResultReason::INVALID_FIELD.0);
+    let resp = kmip.call(&v14(
+        Operation::RNG_RETRIEVE,
+        vec![int(Tag::DATA_LENGTH, 48)],
+    ));
+    assert_eq!(
+        payload_struct(&ok_payload(&resp))
+            .bytes(Tag::DATA)
+            .unwrap()
+            .len(),
+        48
+    );
+    let resp = kmip.call(&v14(Operation::QUERY, vec![en(Tag::QUERY_FUNCTION, 1)]));
+    let ops = ok_payload(&resp);
+    assert!(ops.contains(&en(Tag::OPERATION, Operation::MAC_VERIFY.0)));
+    assert!(!ops.contains(&en(Tag::OPERATION, Operation::SET_ATTRIBUTE.0)));
+
+    // Locate with Maximum Items and Offset Items; Located Items counts every match.
+    let resp = kmip.call(&v14(
+        Operation::LOCATE,
+        vec![
+            int(Tag::MAXIMUM_ITEMS, 1),
+            int(Tag::OFFSET_ITEMS, 1),
+            attr("Object Type", V::Enumeration(2)),
+        ],
+    ));
+    let p = ok_payload(&resp);
+    assert_eq!(payload_struct(&p).integer(Tag::LOCATED_ITEMS).unwrap(), 3);
+    assert_eq!(
+        p.iter().filter(|i| i.tag == Tag::UNIQUE_IDENTIFIER).count(),
+        1
+    );
+
+    // An active key cannot be destroyed before it is revoked (KMIP 1.4 §4.21).
+    let resp = kmip.call(&v14(Operation::DESTROY, vec![uid(&kek)]));
+    assert_eq!(failure(&resp), ResultReason::ILLEGAL_OPERATION.0);
+    let resp = kmip.call(&v14(
+        Operation::REVOKE,
+        vec![
+            uid(&kek),
+            st(
+                Tag::REVOCATION_REASON,
+                vec![en(Tag::REVOCATION_REASON_CODE, 2)],
+            ),
+        ],
+    ));
+    ok_payload(&resp);
+    let resp = kmip.call(&v14(
+        Operation::GET_ATTRIBUTES,
+        vec![uid(&kek), text(Tag::ATTRIBUTE_NAME, "State")],
+    ));
+    assert_eq!(
+        attrs(&ok_payload(&resp)),
+        [("State".to_owned(), V::Enumeration(4))]
+    );
+    ok_payload(&kmip.call(&v14(Operation::DESTROY, vec![uid(&kek)])));
+    let resp = kmip.call(&v21(
+        Operation::GET_ATTRIBUTES,
+        vec![uid(&kek), en(Tag::ATTRIBUTE_REFERENCE, Tag::STATE.value())],
+    ));
+    let p = ok_payload(&resp);
+    let attributes = payload_struct(&p).child(Tag::ATTRIBUTES).unwrap().unwrap();
+    assert_eq!(attributes.enumeration(Tag::STATE).unwrap(), 6);
+}
