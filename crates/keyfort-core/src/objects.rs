@@ -130,6 +130,8 @@ pub struct NewObject {
     /// Material to register; `None` generates a symmetric key of `bit_length` bits.
     pub material: Option<Zeroizing<Vec<u8>>>,
     pub initial_state: KeyState,
+    /// The id to give the object (KMIP Import); a UUID. `None` makes a fresh one.
+    pub id: Option<String>,
 }
 
 impl std::fmt::Debug for NewObject {
@@ -221,7 +223,7 @@ impl Keyfort {
                     keyfort_crypto::rng::random_bytes(req.bit_length as usize / 8)?
                 }
             };
-            let key = self.object_key(
+            let mut key = self.object_key(
                 caller,
                 instance_id,
                 req.object_type,
@@ -231,6 +233,15 @@ impl Keyfort {
                 req.attributes,
                 req.initial_state,
             )?;
+            if let Some(id) = req.id {
+                if uuid::Uuid::try_parse(&id).is_err() {
+                    return Err(CoreError::InvalidField {
+                        field: "unique identifier",
+                        rule: "must be a UUID",
+                    });
+                }
+                key.id = id;
+            }
             let version = self.seal_version(&key, loaded.current(), &material, 1, key.created_at)?;
             let event = self.audit_event(
                 caller,
@@ -250,7 +261,6 @@ impl Keyfort {
                 )
                 .await
                 .map_err(key_write_error)?;
-            let mut key = key;
             key.row_version = row_version(&applied).max(1);
             Ok(key)
         })
@@ -486,6 +496,7 @@ impl Keyfort {
                     attributes: attributes(&old),
                     material: None,
                     initial_state: KeyState::Active,
+                    id: None,
                 },
             )
             .await?;

@@ -1205,4 +1205,53 @@ fn operations_in_kmip_1_4_and_2_1() {
     let p = ok_payload(&resp);
     let attributes = payload_struct(&p).child(Tag::ATTRIBUTES).unwrap().unwrap();
     assert_eq!(attributes.enumeration(Tag::STATE).unwrap(), 6);
+
+    // Import with the client's identifier, then Export with the attributes (2.x only).
+    let imported = "6f1c0a5e-3b7d-4c2a-9e8f-0123456789ab";
+    let material = vec![0x5A; 32];
+    let import = v21(
+        Operation::IMPORT,
+        vec![
+            uid(imported),
+            en(Tag::OBJECT_TYPE, 2),
+            st(
+                Tag::ATTRIBUTES,
+                vec![text(Tag::CONTACT_INFORMATION, "importer")],
+            ),
+            st(
+                Tag::SYMMETRIC_KEY,
+                vec![st(
+                    Tag::KEY_BLOCK,
+                    vec![
+                        en(Tag::KEY_FORMAT_TYPE, 1),
+                        st(
+                            Tag::KEY_VALUE,
+                            vec![Item::new(
+                                Tag::KEY_MATERIAL,
+                                V::ByteString(material.clone()),
+                            )],
+                        ),
+                        en(Tag::CRYPTOGRAPHIC_ALGORITHM, 3),
+                        int(Tag::CRYPTOGRAPHIC_LENGTH, 256),
+                    ],
+                )],
+            ),
+        ],
+    );
+    assert_eq!(uid_of(&ok_payload(&kmip.call(&import))), imported);
+    assert_eq!(
+        failure(&kmip.call(&import)),
+        ResultReason::OBJECT_ALREADY_EXISTS.0
+    );
+    let resp = kmip.call(&v21(Operation::EXPORT, vec![uid(imported)]));
+    let p = ok_payload(&resp);
+    let exported = payload_struct(&p).child(Tag::ATTRIBUTES).unwrap().unwrap();
+    assert_eq!(exported.text(Tag::CONTACT_INFORMATION).unwrap(), "importer");
+    assert_eq!(exported.enumeration(Tag::STATE).unwrap(), 1);
+    assert_eq!(
+        key_material(&p, Tag::SYMMETRIC_KEY),
+        (1, V::ByteString(material))
+    );
+    let resp = kmip.call(&v14(Operation::EXPORT, vec![uid(imported)]));
+    assert_eq!(failure(&resp), ResultReason::OPERATION_NOT_SUPPORTED.0);
 }

@@ -95,6 +95,7 @@ pub async fn create(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
                 attributes: attributes::initial(&attrs, &DESCRIBES)?,
                 material: None,
                 initial_state: initial_state(&attrs),
+                id: None,
             },
         )
         .await
@@ -197,6 +198,28 @@ fn curve(attrs: &[Attr]) -> Result<Option<EcCurve>, Invalid> {
 }
 
 pub async fn register(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
+    store(ctx, p, None).await
+}
+
+/// Import (KMIP 2.0 §6.1.28): Register with the client's Unique Identifier (a UUID).
+pub async fn import(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
+    let id = p.text(Tag::UNIQUE_IDENTIFIER)?.to_owned();
+    if p.opt_bool(Tag::REPLACE_EXISTING)? == Some(true) {
+        return Err(Invalid::new(
+            ResultReason::FEATURE_NOT_SUPPORTED,
+            "replacing an existing object is not supported",
+        ));
+    }
+    if p.get(Tag::KEY_WRAP_TYPE).is_some() {
+        return Err(Invalid::new(
+            ResultReason::FEATURE_NOT_SUPPORTED,
+            "importing wrapped objects is not supported",
+        ));
+    }
+    store(ctx, p, Some(id)).await
+}
+
+async fn store(ctx: &mut Ctx<'_>, p: &Struct<'_>, id: Option<String>) -> OpResult {
     let t = object_type(p)?;
     let core_type = attributes::core_type(t).ok_or_else(|| {
         Invalid::new(
@@ -229,6 +252,7 @@ pub async fn register(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
                 attributes: stored,
                 material: Some(object.material),
                 initial_state: initial_state(&attrs),
+                id,
             },
         )
         .await

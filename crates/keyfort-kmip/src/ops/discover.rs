@@ -5,6 +5,13 @@ use crate::message::{ProtocolVersion, SUPPORTED_VERSIONS, Struct, structure};
 use crate::ttlv::{Item, Tag, Value};
 use crate::{ObjectType, QueryFunction};
 
+/// Operations only KMIP 2.x messages may use.
+const V2_ONLY: [crate::Operation; 3] = [
+    crate::Operation::SET_ATTRIBUTE,
+    crate::Operation::IMPORT,
+    crate::Operation::EXPORT,
+];
+
 /// The Vendor Identification returned by Query.
 pub const VENDOR: &str = concat!("Keyfort ", env!("CARGO_PKG_VERSION"));
 
@@ -37,7 +44,7 @@ pub fn query(ctx: &Ctx<'_>, p: &Struct<'_>) -> OpResult {
         out.extend(
             SUPPORTED
                 .iter()
-                .filter(|op| ctx.version.is_v2() || **op != crate::Operation::SET_ATTRIBUTE)
+                .filter(|op| ctx.version.is_v2() || !V2_ONLY.contains(op))
                 .map(|op| Item::new(Tag::OPERATION, Value::Enumeration(op.0))),
         );
     }

@@ -303,6 +303,22 @@ pub async fn get(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     ])
 }
 
+/// Export (KMIP 2.0 §6.1.20): Get, plus every attribute of the object.
+pub async fn export(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
+    let mut out = get(ctx, p).await?;
+    let id = ctx.uid(p)?;
+    let key = ctx
+        .core
+        .key(ctx.caller(), ctx.instance(), &id)
+        .await
+        .map_err(core)?;
+    let attrs = attributes::encode_attrs(&attributes::all(&key), true);
+    let object = out.pop();
+    out.push(structure(Tag::ATTRIBUTES, attrs));
+    out.extend(object);
+    Ok(out)
+}
+
 /// Wraps a Key Value per a Key Wrapping Specification: the wrapped bytes and the Key Wrapping
 /// Data to return.
 async fn wrap(

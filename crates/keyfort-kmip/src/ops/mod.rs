@@ -93,6 +93,8 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, operation: Operation, payload: &Item) -
         Operation::MAC => crypto::mac(ctx, &p).await,
         Operation::MAC_VERIFY => crypto::mac_verify(ctx, &p).await,
         Operation::RNG_RETRIEVE => crypto::rng_retrieve(ctx, &p),
+        Operation::IMPORT if ctx.version.is_v2() => create::import(ctx, &p).await,
+        Operation::EXPORT if ctx.version.is_v2() => get::export(ctx, &p).await,
         other => Err(Invalid::new(
             ResultReason::OPERATION_NOT_SUPPORTED,
             format!("operation {other:?} is not supported"),
@@ -101,7 +103,7 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, operation: Operation, payload: &Item) -
 }
 
 /// The operations this server answers (for Query).
-pub const SUPPORTED: [Operation; 25] = [
+pub const SUPPORTED: [Operation; 27] = [
     Operation::CREATE,
     Operation::CREATE_KEY_PAIR,
     Operation::REGISTER,
@@ -127,4 +129,6 @@ pub const SUPPORTED: [Operation; 25] = [
     Operation::MAC_VERIFY,
     Operation::RNG_RETRIEVE,
     Operation::SET_ATTRIBUTE,
+    Operation::IMPORT,
+    Operation::EXPORT,
 ];
