@@ -503,21 +503,22 @@ impl Keyfort {
         Ok(new)
     }
 
-    /// Encrypts with an active symmetric key or public key (role with `UseKey`).
+    /// Encrypts with an active symmetric key or public key (role with `UseKey`); `cipher`
+    /// chooses the cipher for the key once it is loaded (a refusal aborts with its error).
     #[allow(clippy::too_many_arguments)]
     pub async fn object_encrypt(
         &self,
         caller: &Caller,
         instance_id: &str,
         id: &str,
-        cipher: Cipher,
+        cipher: impl FnOnce(&Key) -> Result<Cipher>,
         iv: Option<&[u8]>,
         aad: &[u8],
         data: &[u8],
     ) -> Result<Encrypted> {
         self.audited(caller, instance_id, "key.encrypt", id, async {
             let (key, material) = self.usable(caller, instance_id, id, Usage::Protect).await?;
-            let out = encrypt(&key, &material, cipher, iv, aad, data)?;
+            let out = encrypt(&key, &material, cipher(&key)?, iv, aad, data)?;
             self.audit_read(caller, instance_id, "key.encrypt", &key.id, json!({}))
                 .await?;
             Ok(out)
@@ -532,7 +533,7 @@ impl Keyfort {
         caller: &Caller,
         instance_id: &str,
         id: &str,
-        cipher: Cipher,
+        cipher: impl FnOnce(&Key) -> Result<Cipher>,
         iv: Option<&[u8]>,
         aad: &[u8],
         tag: Option<&[u8]>,
@@ -540,7 +541,7 @@ impl Keyfort {
     ) -> Result<Zeroizing<Vec<u8>>> {
         self.audited(caller, instance_id, "key.decrypt", id, async {
             let (key, material) = self.usable(caller, instance_id, id, Usage::Process).await?;
-            let out = decrypt(&key, &material, cipher, iv, aad, tag, data)?;
+            let out = decrypt(&key, &material, cipher(&key)?, iv, aad, tag, data)?;
             self.audit_read(caller, instance_id, "key.decrypt", &key.id, json!({}))
                 .await?;
             Ok(out)
@@ -554,11 +555,12 @@ impl Keyfort {
         caller: &Caller,
         instance_id: &str,
         id: &str,
-        scheme: SignatureScheme,
+        scheme: impl FnOnce(&Key) -> Result<SignatureScheme>,
         data: &[u8],
     ) -> Result<Vec<u8>> {
         self.audited(caller, instance_id, "key.sign", id, async {
             let (key, material) = self.usable(caller, instance_id, id, Usage::Protect).await?;
+            let scheme = scheme(&key)?;
             if key.object_type != ObjectType::PrivateKey.as_str() {
                 return Err(wrong_type("signing needs a private key"));
             }
@@ -588,13 +590,13 @@ impl Keyfort {
         caller: &Caller,
         instance_id: &str,
         id: &str,
-        scheme: SignatureScheme,
+        scheme: impl FnOnce(&Key) -> Result<SignatureScheme>,
         data: &[u8],
         signature: &[u8],
     ) -> Result<bool> {
         self.audited(caller, instance_id, "key.verify", id, async {
             let (key, material) = self.usable(caller, instance_id, id, Usage::Process).await?;
-            let verified = verify(&key, &material, scheme, data, signature)?;
+            let verified = verify(&key, &material, scheme(&key)?, data, signature)?;
             self.audit_read(
                 caller,
                 instance_id,
@@ -614,11 +616,12 @@ impl Keyfort {
         caller: &Caller,
         instance_id: &str,
         id: &str,
-        algorithm: keyfort_crypto::hmac::Algorithm,
+        algorithm: impl FnOnce(&Key) -> Result<keyfort_crypto::hmac::Algorithm>,
         data: &[u8],
     ) -> Result<Vec<u8>> {
         self.audited(caller, instance_id, "key.mac", id, async {
             let (key, material) = self.usable(caller, instance_id, id, Usage::Protect).await?;
+            let algorithm = algorithm(&key)?;
             if key.object_type != ObjectType::SymmetricKey.as_str() {
                 return Err(wrong_type("a MAC needs a symmetric key"));
             }
@@ -636,12 +639,13 @@ impl Keyfort {
         caller: &Caller,
         instance_id: &str,
         id: &str,
-        algorithm: keyfort_crypto::hmac::Algorithm,
+        algorithm: impl FnOnce(&Key) -> Result<keyfort_crypto::hmac::Algorithm>,
         data: &[u8],
         mac: &[u8],
     ) -> Result<bool> {
         self.audited(caller, instance_id, "key.mac_verify", id, async {
             let (key, material) = self.usable(caller, instance_id, id, Usage::Process).await?;
+            let algorithm = algorithm(&key)?;
             if key.object_type != ObjectType::SymmetricKey.as_str() {
                 return Err(wrong_type("a MAC needs a symmetric key"));
             }

@@ -2,8 +2,8 @@
 //! Verify (§4.33–4.34) and RNG Retrieve (§4.35). Single-part only: Correlation Value, Init and
 //! Final Indicators answer Feature Not Supported.
 
-use keyfort_core::Key;
 use keyfort_core::objects::{Cipher, SignatureScheme};
+use keyfort_core::{CoreError, Key};
 use keyfort_crypto::digest::Algorithm as Digest;
 use keyfort_crypto::hmac::Algorithm as Hmac;
 use keyfort_crypto::rsa::{Hash as RsaHash, OaepHash, SignatureScheme as RsaScheme};
@@ -103,15 +103,44 @@ fn cipher(key_is_rsa: bool, p: &Params) -> Result<Cipher, Invalid> {
     })
 }
 
-async fn key_is_rsa(ctx: &Ctx<'_>, id: &str) -> Result<bool, Invalid> {
-    Ok(object(ctx, id).await?.algorithm == "RSA")
-}
+/// Lets the core choose parameters for the key it loaded, keeping the KMIP reason of a
+/// refusal: `chooser` wraps a door function for the core, `finish` picks the error to answer.
+struct Chooser(std::sync::Mutex<Option<Invalid>>);
 
-async fn object(ctx: &Ctx<'_>, id: &str) -> Result<Key, Invalid> {
-    ctx.core
-        .key(ctx.caller(), ctx.instance(), id)
-        .await
-        .map_err(core)
+impl Chooser {
+    fn new() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+
+    fn with<'a, T>(
+        &'a self,
+        f: impl FnOnce(&Key) -> Result<T, Invalid> + 'a,
+    ) -> impl FnOnce(&Key) -> Result<T, CoreError> + 'a {
+        move |key| {
+            f(key).map_err(|e| {
+                *self
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                CoreError::InvalidField {
+                    field: "cryptographic parameters",
+                    rule: "do not fit the key",
+                }
+            })
+        }
+    }
+
+    fn finish<T>(self, result: Result<T, CoreError>) -> Result<T, Invalid> {
+        let refusal = self
+            .0
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (result, refusal) {
+            (_, Some(e)) => Err(e),
+            (Err(e), None) => Err(core(e)),
+            (Ok(v), None) => Ok(v),
+        }
+    }
 }
 
 pub async fn encrypt(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
@@ -123,20 +152,20 @@ pub async fn encrypt(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     let aad = p
         .opt_bytes(Tag::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA)?
         .unwrap_or_default();
-    let rsa = key_is_rsa(ctx, &id).await?;
-    let out = ctx
+    let chooser = Chooser::new();
+    let result = ctx
         .core
         .object_encrypt(
             ctx.caller(),
             ctx.instance(),
             &id,
-            cipher(rsa, &params)?,
+            chooser.with(|k: &Key| cipher(k.algorithm == "RSA", &params)),
             iv,
             aad,
             data,
         )
-        .await
-        .map_err(core)?;
+        .await;
+    let out = chooser.finish(result)?;
     // KMIP 1.4 added the Authenticated Encryption Tag; earlier clients get it after the data.
     let separate_tag = ctx.version >= ProtocolVersion::new(1, 4);
     let mut data = out.data;
@@ -165,33 +194,35 @@ pub async fn decrypt(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     let aad = p
         .opt_bytes(Tag::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA)?
         .unwrap_or_default();
-    let mut tag = p.opt_bytes(Tag::AUTHENTICATED_ENCRYPTION_TAG)?;
-    let rsa = key_is_rsa(ctx, &id).await?;
-    let cipher = cipher(rsa, &params)?;
-    let mut data = data;
-    if tag.is_none() && cipher == Cipher::AesGcm {
-        // Before KMIP 1.4 the tag travels after the ciphertext.
-        let split = data
-            .len()
-            .checked_sub(keyfort_crypto::aes::GCM_TAG_LEN)
-            .ok_or_else(|| Invalid::field("AES-GCM data shorter than its tag"))?;
-        tag = Some(&data[split..]);
-        data = &data[..split];
-    }
-    let plain = ctx
+    let tag = p.opt_bytes(Tag::AUTHENTICATED_ENCRYPTION_TAG)?;
+    // Before KMIP 1.4 an AES-GCM tag travels after the ciphertext.
+    let explicit_gcm = params.mode == Some(BlockCipherMode::GCM)
+        || (params.mode.is_none() && params.algorithm == Some(CryptographicAlgorithm::AES));
+    let gcm_without_tag = tag.is_none() && explicit_gcm;
+    let split = data
+        .len()
+        .checked_sub(keyfort_crypto::aes::GCM_TAG_LEN)
+        .map(|at| data.split_at(at));
+    let (data, tag) = match (gcm_without_tag, split) {
+        (true, Some((body, t))) => (body, Some(t)),
+        (true, None) => return Err(Invalid::field("AES-GCM data shorter than its tag")),
+        (false, _) => (data, tag),
+    };
+    let chooser = Chooser::new();
+    let result = ctx
         .core
         .object_decrypt(
             ctx.caller(),
             ctx.instance(),
             &id,
-            cipher,
+            chooser.with(|k: &Key| cipher(k.algorithm == "RSA", &params)),
             iv,
             aad,
             tag,
             data,
         )
-        .await
-        .map_err(core)?;
+        .await;
+    let plain = chooser.finish(result)?;
     Ok(vec![
         uid_item(&id),
         Item::new(Tag::DATA, Value::ByteString(plain.to_vec())),
@@ -266,13 +297,19 @@ pub async fn sign(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     single_part(p)?;
     let id = ctx.uid(p)?;
     let data = p.bytes(Tag::DATA)?;
-    let key = object(ctx, &id).await?;
-    let scheme = scheme(&key, &params(p)?)?;
-    let signature = ctx
+    let params = params(p)?;
+    let chooser = Chooser::new();
+    let result = ctx
         .core
-        .object_sign(ctx.caller(), ctx.instance(), &id, scheme, data)
-        .await
-        .map_err(core)?;
+        .object_sign(
+            ctx.caller(),
+            ctx.instance(),
+            &id,
+            chooser.with(|k: &Key| scheme(k, &params)),
+            data,
+        )
+        .await;
+    let signature = chooser.finish(result)?;
     Ok(vec![
         uid_item(&id),
         Item::new(Tag::SIGNATURE_DATA, Value::ByteString(signature)),
@@ -293,13 +330,20 @@ pub async fn signature_verify(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     let id = ctx.uid(p)?;
     let data = p.bytes(Tag::DATA)?;
     let signature = p.bytes(Tag::SIGNATURE_DATA)?;
-    let key = object(ctx, &id).await?;
-    let scheme = scheme(&key, &params(p)?)?;
-    let valid = ctx
+    let params = params(p)?;
+    let chooser = Chooser::new();
+    let result = ctx
         .core
-        .object_verify(ctx.caller(), ctx.instance(), &id, scheme, data, signature)
-        .await
-        .map_err(core)?;
+        .object_verify(
+            ctx.caller(),
+            ctx.instance(),
+            &id,
+            chooser.with(|k: &Key| scheme(k, &params)),
+            data,
+            signature,
+        )
+        .await;
+    let valid = chooser.finish(result)?;
     Ok(vec![uid_item(&id), validity(valid)])
 }
 
@@ -320,13 +364,19 @@ pub async fn mac(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     single_part(p)?;
     let id = ctx.uid(p)?;
     let data = p.bytes(Tag::DATA)?;
-    let key = object(ctx, &id).await?;
-    let alg = hmac(&key, &params(p)?)?;
-    let mac = ctx
+    let params = params(p)?;
+    let chooser = Chooser::new();
+    let result = ctx
         .core
-        .object_mac(ctx.caller(), ctx.instance(), &id, alg, data)
-        .await
-        .map_err(core)?;
+        .object_mac(
+            ctx.caller(),
+            ctx.instance(),
+            &id,
+            chooser.with(|k: &Key| hmac(k, &params)),
+            data,
+        )
+        .await;
+    let mac = chooser.finish(result)?;
     Ok(vec![
         uid_item(&id),
         Item::new(Tag::MAC_DATA, Value::ByteString(mac)),
@@ -338,13 +388,20 @@ pub async fn mac_verify(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     let id = ctx.uid(p)?;
     let data = p.bytes(Tag::DATA)?;
     let mac = p.bytes(Tag::MAC_DATA)?;
-    let key = object(ctx, &id).await?;
-    let alg = hmac(&key, &params(p)?)?;
-    let valid = ctx
+    let params = params(p)?;
+    let chooser = Chooser::new();
+    let result = ctx
         .core
-        .object_mac_verify(ctx.caller(), ctx.instance(), &id, alg, data, mac)
-        .await
-        .map_err(core)?;
+        .object_mac_verify(
+            ctx.caller(),
+            ctx.instance(),
+            &id,
+            chooser.with(|k: &Key| hmac(k, &params)),
+            data,
+            mac,
+        )
+        .await;
+    let valid = chooser.finish(result)?;
     Ok(vec![uid_item(&id), validity(valid)])
 }
 
