@@ -29,11 +29,14 @@ const BAO_TOKEN: &str = "bench-root";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn usage() -> &'static str {
-    "cargo xtask bench [--quick] [keyfort-bench options, see `target/release/keyfort-bench --help`]"
+    "cargo xtask bench [--quick] [keyfort-bench options, see `target/release/keyfort-bench --help`]\n       cargo xtask bench kmip [--quick] [keyfort-kmip-bench options]"
 }
 
 /// Runs the whole benchmark; `args` go to `keyfort-bench`.
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
+    if args.first().is_some_and(|a| a == "kmip") {
+        return crate::bench_kmip::run(root, &args[1..]);
+    }
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("usage: {}", usage());
         return Ok(());
@@ -143,7 +146,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
 }
 
 /// Removes the directories of runs whose xtask process is gone (killed before its guard ran).
-fn remove_stale_runs(runs: &Path) {
+pub(crate) fn remove_stale_runs(runs: &Path) {
     let Ok(entries) = std::fs::read_dir(runs) else {
         return;
     };
@@ -226,7 +229,7 @@ fn find_bao(venv: &Path) -> Option<PathBuf> {
 }
 
 /// A loopback port `p` with `p + 1` free too (OpenBao's dev cluster listener).
-fn free_port_pair() -> Result<u16, String> {
+pub(crate) fn free_port_pair() -> Result<u16, String> {
     for _ in 0..50 {
         let first =
             TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind loopback: {e}"))?;
@@ -245,7 +248,7 @@ fn free_port_pair() -> Result<u16, String> {
 }
 
 /// Polls `ready` until it holds; fails if the process `name` exits first or time runs out.
-fn wait_until(
+pub(crate) fn wait_until(
     timeout: Duration,
     processes: &mut Processes,
     name: &str,
@@ -277,7 +280,7 @@ fn wait_until(
 }
 
 /// The last lines of a log file.
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let mut text = String::new();
     if let Ok(mut f) = File::open(path) {
         let _ = f.read_to_string(&mut text);
@@ -287,14 +290,14 @@ fn tail(path: &Path) -> String {
 }
 
 /// The processes this run started, and the directory they use; all stopped and removed on drop.
-struct Processes {
+pub(crate) struct Processes {
     children: Vec<(String, Child)>,
     watchdogs: Vec<Child>,
     dir: PathBuf,
 }
 
 impl Processes {
-    fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf) -> Self {
         Self {
             children: Vec::new(),
             watchdogs: Vec::new(),
@@ -303,7 +306,12 @@ impl Processes {
     }
 
     /// Starts a server with its output in `log`, under the guard and a watchdog.
-    fn spawn(&mut self, name: &str, mut command: Command, log: &Path) -> Result<(), String> {
+    pub(crate) fn spawn(
+        &mut self,
+        name: &str,
+        mut command: Command,
+        log: &Path,
+    ) -> Result<(), String> {
         let out = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let err = out
             .try_clone()
@@ -314,7 +322,7 @@ impl Processes {
 
     /// Runs the load generator in the foreground (output to this terminal), under the guard
     /// and a watchdog, and waits for it.
-    fn run(&mut self, command: Command) -> Result<ExitStatus, String> {
+    pub(crate) fn run(&mut self, command: Command) -> Result<ExitStatus, String> {
         let name = "keyfort-bench";
         self.start(name, command)?;
         let Some((_, child)) = self.children.iter_mut().rev().find(|(n, _)| n == name) else {
@@ -353,7 +361,7 @@ impl Processes {
         Ok(())
     }
 
-    fn pid(&self, name: &str) -> Option<u32> {
+    pub(crate) fn pid(&self, name: &str) -> Option<u32> {
         self.children
             .iter()
             .find(|(n, _)| n == name)
@@ -361,7 +369,7 @@ impl Processes {
     }
 
     /// Names of the children that have exited.
-    fn exited(&mut self) -> Vec<String> {
+    pub(crate) fn exited(&mut self) -> Vec<String> {
         self.children
             .iter_mut()
             .filter_map(|(n, c)| (!matches!(c.try_wait(), Ok(None))).then(|| n.clone()))

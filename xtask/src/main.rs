@@ -4,11 +4,14 @@
 //!   modules allowed to hold it, a `// SAFETY:` comment on every `unsafe` block, no `ring` in the
 //!   dependency graph (one crypto library), no `todo!`/`unimplemented!` in shipped code.
 //! - `cargo xtask bench [--quick]`: the KMS benchmark: Keyfort wrap/unwrap and key creation
-//!   against a no-op endpoint, OpenBao transit and raw SQLite, in one run ([`bench`]).
+//!   against a no-op endpoint, OpenBao transit and raw SQLite, in one run ([`bench`]);
+//!   `cargo xtask bench kmip [--quick]`: KMIP Create+Get and Encrypt against pykmip-server
+//!   ([`bench_kmip`]).
 //! - `cargo xtask codegen-kmip`: regenerates `crates/keyfort-kmip/src/generated.rs` (KMIP tags
 //!   and enumerations) from `../shared/specs/data/*.json` ([`codegen_kmip`]).
 
 mod bench;
+mod bench_kmip;
 mod codegen_kmip;
 
 use std::path::{Path, PathBuf};

@@ -23,6 +23,8 @@ pub enum AuthFailure {
     RevokedApiKey,
     /// The principal is disabled or no longer exists.
     PrincipalDisabled,
+    /// The TLS client certificate is not registered.
+    UnknownCertificate,
 }
 
 impl std::fmt::Display for AuthFailure {
@@ -35,6 +37,7 @@ impl std::fmt::Display for AuthFailure {
             AuthFailure::UnknownApiKey => "unknown API key",
             AuthFailure::RevokedApiKey => "API key revoked or expired",
             AuthFailure::PrincipalDisabled => "principal disabled",
+            AuthFailure::UnknownCertificate => "unknown client certificate",
         })
     }
 }

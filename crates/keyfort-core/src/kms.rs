@@ -2208,7 +2208,7 @@ pub fn key_policies_of(key: &Key) -> KeyPolicies {
     }
 }
 
-fn row_version(applied: &[Applied]) -> i64 {
+pub(crate) fn row_version(applied: &[Applied]) -> i64 {
     applied
         .iter()
         .find_map(|a| match a {

@@ -17,11 +17,13 @@ pub mod custodian;
 pub mod iam;
 pub mod instance;
 pub mod key;
+pub mod kmip_clients;
 pub mod kms;
 mod kms_list;
 pub mod kyok;
 pub mod lifecycle;
 pub mod maintenance;
+pub mod objects;
 pub mod wrap;
 
 mod cache;
@@ -47,6 +49,7 @@ pub use key::{
     Comparison, DateCondition, Key, KeyDate, KeyKind, KeyListing, KeyQuery, KeySort, KeySortField,
     KeyVersion, NewKey, SearchMode, SearchScope,
 };
+pub use kmip_clients::{KmipClient, KmipSession, certificate_fingerprint};
 pub use kms::{
     EventAck, ImportToken, ImportedMaterial, InstancePolicy, InstancePolicyType, KeyPolicies,
     KeyPolicyUpdate, KeyRing, KmsRefusal, KmsTimings, PolicyStamp, Registration, RotationPolicy,

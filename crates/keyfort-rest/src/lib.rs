@@ -13,6 +13,7 @@ mod error;
 mod health;
 mod iam;
 mod json;
+mod kmip_clients;
 mod kp;
 mod kyok;
 mod metrics;
@@ -36,7 +37,8 @@ pub fn router(core: Keyfort) -> Router {
             "/api/keyfort/v1",
             admin::routes()
                 .merge(kyok::routes())
-                .merge(kp::admin_routes()),
+                .merge(kp::admin_routes())
+                .merge(kmip_clients::routes()),
         )
         .nest("/api/v2", kp::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

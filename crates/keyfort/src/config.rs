@@ -16,7 +16,7 @@ use serde::Deserialize;
 pub const DEFAULT_DATA_DIR: &str = "keyfort-data";
 /// Default HTTPS address (DESIGN §5). Loopback: exposing the server is an explicit choice.
 pub const DEFAULT_HTTP_ADDR: SocketAddr = loopback(8443);
-/// Default KMIP address (DESIGN §5); the KMIP door does not exist yet.
+/// Default KMIP address (DESIGN §5).
 pub const DEFAULT_KMIP_ADDR: SocketAddr = loopback(5696);
 /// Default gRPC address (DESIGN §5); the gRPC door does not exist yet.
 pub const DEFAULT_GRPC_ADDR: SocketAddr = loopback(9876);
@@ -95,6 +95,9 @@ pub struct FileConfig {
     pub hsm: Option<HsmSection>,
     #[serde(default)]
     pub kms: KmsSection,
+    /// `[kmip]`: the KMIP listener (see `crate::kmip`).
+    #[serde(default)]
+    pub kmip: crate::kmip::KmipSection,
 }
 
 /// `[kms]`: Key Protect's waiting periods, in seconds (defaults: Key Protect's own values —
@@ -346,6 +349,7 @@ pub struct Config {
     pub kyok: KyokConfig,
     pub hsm: Option<HsmSection>,
     pub kms: keyfort_core::KmsTimings,
+    pub kmip: crate::kmip::KmipSection,
 }
 
 impl Config {
@@ -371,11 +375,17 @@ impl Config {
             .or(env.http_addr)
             .or(file.http_addr)
             .unwrap_or(DEFAULT_HTTP_ADDR);
+        // In dev mode an ephemeral HTTPS port makes the KMIP port ephemeral too (unless given),
+        // so that several dev servers can run side by side.
         let kmip_addr = flags
             .kmip_addr
             .or(env.kmip_addr)
             .or(file.kmip_addr)
-            .unwrap_or(DEFAULT_KMIP_ADDR);
+            .unwrap_or(if dev && http_addr.port() == 0 {
+                loopback(0)
+            } else {
+                DEFAULT_KMIP_ADDR
+            });
         let grpc_addr = flags
             .grpc_addr
             .or(env.grpc_addr)
@@ -474,6 +484,7 @@ impl Config {
             },
             hsm: file.hsm.clone(),
             kms: flags.kms.or(&env.kms).or(&file.kms).timings(),
+            kmip: file.kmip.clone(),
         })
     }
 }

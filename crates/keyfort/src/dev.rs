@@ -122,7 +122,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), DevError> {
 pub struct DevInfo {
     /// The bound HTTPS address, `host:port`.
     pub http_addr: String,
-    /// `null` until the KMIP door exists.
+    /// The bound KMIP address, `host:port` (`null` when `[kmip]` is disabled).
     pub kmip_addr: Option<String>,
     /// `null` until the gRPC door exists.
     pub grpc_addr: Option<String>,
@@ -179,7 +179,7 @@ impl DevInfo {
             "\nKeyfort dev server is running. Development only: the master key and the API key \
              are stored in plain files.\n\n\
              \x20 HTTPS:       {url}\n\
-             \x20 KMIP:        (not available yet)\n\
+             \x20 KMIP:        {kmip}\n\
              \x20 gRPC:        (not available yet)\n\
              \x20 Instance:    {instance}\n\
              \x20 API key:     {api_key}\n\
@@ -192,6 +192,7 @@ impl DevInfo {
              \x20 keyfort health\n\
              \x20 keyfort key create --name my-first-key\n",
             instance = self.instance_id,
+            kmip = self.kmip_addr.as_deref().unwrap_or("(disabled)"),
             api_key = self.api_key,
             ca = self.ca_cert.display(),
             client_cert = self.client_cert.display(),

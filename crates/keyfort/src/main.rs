@@ -9,6 +9,7 @@ mod client;
 mod config;
 mod dev;
 mod fsutil;
+mod kmip;
 mod logging;
 mod serve;
 mod server;

@@ -68,21 +68,38 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         "keyfort listening (HTTPS)"
     );
     tracing::info!(
-        kmip_addr = %config.kmip_addr,
         grpc_addr = %config.grpc_addr,
-        "the KMIP and gRPC doors are not available yet; their addresses are not bound"
+        "the gRPC door is not available yet; its address is not bound"
     );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.wait().await;
+        let _ = stop_tx.send(true);
+    });
+    if let (Some(files), Some(identity)) = (&dev_files, &started.dev) {
+        crate::kmip::register_dev_client(&started.core, files, &identity.instance_id)
+            .await
+            .map_err(|e| ServerError::Kmip(Box::new(e)))?;
+    }
+    let kmip = crate::kmip::start(
+        &config,
+        dev_files.as_ref(),
+        started.core.clone(),
+        stop_rx.clone(),
+    )
+    .await
+    .map_err(|e| ServerError::Kmip(Box::new(e)))?;
     let server = tokio::spawn(serve::serve_https(
         listener,
         server_tls,
         started.app,
-        shutdown.wait(),
+        crate::kmip::stopped(stop_rx),
     ));
 
     if let (Some(files), Some(identity)) = (dev_files, started.dev) {
         let info = DevInfo {
             http_addr: http_addr.to_string(),
-            kmip_addr: None,
+            kmip_addr: kmip.as_ref().map(|(addr, _)| addr.to_string()),
             grpc_addr: None,
             instance_id: identity.instance_id,
             api_key: identity.api_key.to_string(),
@@ -101,6 +118,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .await
         .map_err(ServerError::Task)?
         .map_err(ServerError::Serve)?;
+    if let Some((_, task)) = kmip {
+        task.await
+            .map_err(ServerError::Task)?
+            .map_err(ServerError::Serve)?;
+    }
     tracing::info!("keyfort stopped");
     Ok(())
 }
@@ -130,6 +152,7 @@ fn prepare_data_dir(dir: &Path) -> Result<PathBuf, ServerError> {
 /// What the core hands to the HTTPS door.
 struct Started {
     app: Router,
+    core: keyfort_core::Keyfort,
     dev: Option<DevIdentity>,
 }
 
@@ -178,7 +201,8 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
         None
     };
     Ok(Started {
-        app: keyfort_rest::router(core),
+        app: keyfort_rest::router(core.clone()),
+        core,
         dev,
     })
 }
@@ -288,6 +312,8 @@ pub enum ServerError {
     NoTls,
     #[error(transparent)]
     Dev(#[from] DevError),
+    #[error(transparent)]
+    Kmip(Box<crate::kmip::KmipError>),
     #[error("cannot install the signal handlers")]
     Signal(#[source] io::Error),
     #[error("cannot open the core")]

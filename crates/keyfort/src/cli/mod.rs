@@ -7,6 +7,7 @@ mod health;
 mod iam;
 mod instance;
 mod key;
+mod kmip;
 mod server;
 mod token;
 
@@ -49,6 +50,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Create, list and read keys in an instance; wrap and unwrap with root keys
     Key(key::KeyArgs),
+    /// KMIP client certificates: register one for a role in an instance, list, remove
+    Kmip(kmip::KmipArgs),
     /// Print the version of this binary
     Version,
 }
@@ -62,6 +65,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Instance(args) => instance::run(args).await,
         Command::Custodian(args) => custodian::run(args).await,
         Command::Key(args) => key::run(args).await,
+        Command::Kmip(args) => kmip::run(args).await,
         Command::Iam(args) => iam::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Version => print_line(&format!("keyfort {}", env!("CARGO_PKG_VERSION"))),
@@ -109,6 +113,12 @@ pub enum CliError {
     Output(#[source] io::Error),
     #[error(transparent)]
     Audit(#[from] audit::ChainBroken),
+    #[error("cannot read {}", path.display())]
+    ReadFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl CliError {
@@ -121,7 +131,8 @@ impl CliError {
             | Self::Custodian(_)
             | Self::Command(_)
             | Self::Output(_)
-            | Self::Audit(_) => 1,
+            | Self::Audit(_)
+            | Self::ReadFile { .. } => 1,
         }
     }
 }

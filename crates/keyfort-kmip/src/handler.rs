@@ -1,0 +1,122 @@
+//! One request message in, one response message out (KMIP 1.4 §7): decoding with limits,
+//! version negotiation, batch items with their ids echoed, the Batch Error Continuation Option,
+//! and the Maximum Response Size. Pure apart from the core calls; no socket here.
+
+use keyfort_core::{Keyfort, KmipSession};
+
+use crate::message::{
+    Invalid, MessageError, ProtocolVersion, RequestMessage, ResponseBatchItem, ResponseMessage,
+};
+use crate::ops::{self, Ctx};
+use crate::ttlv::{Limits, decode, encode};
+use crate::{BatchErrorContinuationOption, ResultReason};
+
+/// The identity a connection was opened with: a registered client, or a certificate that
+/// verified but is not registered (every request is then refused).
+pub enum Peer<'a> {
+    Client(&'a KmipSession),
+    Unregistered,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn single_failure(version: ProtocolVersion, error: Invalid) -> ResponseMessage {
+    ResponseMessage {
+        version,
+        time_stamp: now_secs(),
+        items: vec![fail_item(version, None, None, error)],
+    }
+}
+
+fn fail_item(
+    version: ProtocolVersion,
+    operation: Option<crate::Operation>,
+    id: Option<Vec<u8>>,
+    mut error: Invalid,
+) -> ResponseBatchItem {
+    error.reason = crate::error::for_version(error.reason, version);
+    ResponseBatchItem::failure(operation, id, error)
+}
+
+/// Answers one encoded request message with one encoded response message.
+pub async fn handle(core: &Keyfort, peer: Peer<'_>, request: &[u8], limits: &Limits) -> Vec<u8> {
+    let response = match decode(request, limits) {
+        Err(e) => single_failure(
+            ProtocolVersion::new(1, 0),
+            Invalid::message(format!("undecodable TTLV: {e}")),
+        ),
+        Ok(item) => match RequestMessage::from_item(&item) {
+            Err(MessageError { version, error }) => single_failure(version, error),
+            Ok(message) => match peer {
+                Peer::Unregistered => single_failure(
+                    message.header.version,
+                    Invalid::new(
+                        ResultReason::AUTHENTICATION_NOT_SUCCESSFUL,
+                        "the client certificate is not registered",
+                    ),
+                ),
+                Peer::Client(session) => run(core, session, message).await,
+            },
+        },
+    };
+    encode(&response.to_item())
+}
+
+async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> ResponseMessage {
+    let version = message.header.version;
+    let mut ctx = Ctx {
+        core,
+        session,
+        version,
+        placeholder: None,
+    };
+    let mut items = Vec::with_capacity(message.items.len());
+    for item in &message.items {
+        match ops::dispatch(&mut ctx, item.operation, &item.payload).await {
+            Ok(payload) => items.push(ResponseBatchItem::success(
+                item.operation,
+                item.id.clone(),
+                payload,
+            )),
+            Err(e) => {
+                items.push(fail_item(version, Some(item.operation), item.id.clone(), e));
+                if message.header.batch_error_continuation != BatchErrorContinuationOption::CONTINUE
+                {
+                    // Stop (and Undo, which this server treats as Stop): the rest is not run.
+                    break;
+                }
+            }
+        }
+    }
+    let mut response = ResponseMessage {
+        version,
+        time_stamp: now_secs(),
+        items,
+    };
+    if let Some(max) = message.header.maximum_response_size {
+        let size = encode(&response.to_item()).len();
+        if usize::try_from(max).is_ok_and(|m| size > m) {
+            response.items = message
+                .items
+                .iter()
+                .map(|i| {
+                    fail_item(
+                        version,
+                        Some(i.operation),
+                        i.id.clone(),
+                        Invalid::new(
+                            ResultReason::RESPONSE_TOO_LARGE,
+                            format!("the response ({size} bytes) exceeds Maximum Response Size"),
+                        ),
+                    )
+                })
+                .collect();
+        }
+    }
+    response
+}
