@@ -134,7 +134,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         command.args(["--duration", "1", "--rounds", "1"]);
     }
     command.args(rest);
-    let status = processes.run(command)?;
+    let status = processes.run(command);
+    // pykmip-server forks a helper (its policy file monitor) that outlives a SIGTERM to the
+    // server itself: stop the server's children by parent id before the guard stops the server.
+    if let Some(pid) = processes.pid("pykmip-server") {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-P", &pid.to_string()])
+            .status();
+    }
+    let status = status?;
     if !status.success() {
         eprintln!("bench kmip: keyfort log tail:\n{}", tail(&keyfort_log));
         eprintln!("bench kmip: pykmip-server log tail:\n{}", tail(&pykmip_log));

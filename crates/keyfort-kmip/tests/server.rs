@@ -115,13 +115,21 @@ async fn closed_after<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Duration {
 }
 
 fn client_tls(pki: &Pki, with_cert: bool) -> Arc<rustls::ClientConfig> {
+    client_tls_versions(pki, with_cert, rustls::DEFAULT_VERSIONS)
+}
+
+fn client_tls_versions(
+    pki: &Pki,
+    with_cert: bool,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(pki.dir.path().join("ca.pem")).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
     Arc::new(if with_cert {
@@ -196,4 +204,62 @@ async fn the_connection_limit_holds_and_shutdown_stops_the_listener() {
     let result = tokio::time::timeout(Duration::from_secs(5), &mut server.task).await;
     assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
     assert!(TcpStream::connect(server.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_clients_get_kmip_answers() {
+    let server = start(quick()).await;
+    // DiscoverVersions, KMIP 1.1: from a client the server has not registered, the answer is a
+    // KMIP refusal (Authentication Not Successful), which proves the TLS session carried TTLV.
+    use keyfort_kmip::{Item, Tag, Value};
+    let st = |tag, items| Item::new(tag, Value::Structure(items));
+    let bytes = keyfort_kmip::encode(&st(
+        Tag::REQUEST_MESSAGE,
+        vec![
+            st(
+                Tag::REQUEST_HEADER,
+                vec![
+                    st(
+                        Tag::PROTOCOL_VERSION,
+                        vec![
+                            Item::new(Tag::PROTOCOL_VERSION_MAJOR, Value::Integer(1)),
+                            Item::new(Tag::PROTOCOL_VERSION_MINOR, Value::Integer(1)),
+                        ],
+                    ),
+                    Item::new(Tag::BATCH_COUNT, Value::Integer(1)),
+                ],
+            ),
+            st(
+                Tag::BATCH_ITEM,
+                vec![Item::new(Tag::OPERATION, Value::Enumeration(0x1E))],
+            ),
+        ],
+    ));
+    for (version, negotiated) in [
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let mut tls =
+            tokio_rustls::TlsConnector::from(client_tls_versions(&server.pki, true, &[version]))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+        assert_eq!(tls.get_ref().1.protocol_version(), Some(negotiated));
+        tls.write_all(&bytes).await.unwrap();
+        let mut header = [0u8; 8];
+        tls.read_exact(&mut header).await.unwrap();
+        let len = keyfort_kmip::frame_len(&header).unwrap();
+        let mut message = header.to_vec();
+        message.resize(len, 0);
+        tls.read_exact(&mut message[8..]).await.unwrap();
+        let item = keyfort_kmip::decode(&message, &keyfort_kmip::Limits::default()).unwrap();
+        let text = format!("{item:?}");
+        assert!(text.contains("ResponseMessage"), "{text}");
+        // Result Reason 3: Authentication Not Successful.
+        assert!(
+            text.contains("Tag(0x42007E ResultReason), value: Enumeration(3)"),
+            "{text}"
+        );
+    }
 }
