@@ -47,6 +47,18 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             source,
         })?;
 
+    let grpc_listener = match config.grpc_enabled {
+        true => Some(serve::bind(config.grpc_addr).await?),
+        false => None,
+    };
+    let grpc_addr = match &grpc_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| ServerError::LocalAddr {
+            addr: config.grpc_addr,
+            source,
+        })?),
+        None => None,
+    };
+
     let data_dir = prepare_data_dir(&config.data_dir)?;
     let mut dev_files = None;
     if config.dev {
@@ -69,21 +81,38 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     );
     tracing::info!(
         kmip_addr = %config.kmip_addr,
-        grpc_addr = %config.grpc_addr,
-        "the KMIP and gRPC doors are not available yet; their addresses are not bound"
+        "the KMIP door is not available yet; its address is not bound"
     );
+    // One signal stops both doors.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.wait().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc_server = grpc_listener.map(|grpc_listener| {
+        tracing::info!(addr = ?grpc_addr, "keyfort listening (gRPC, GREP11)");
+        tokio::spawn(serve::serve_https(
+            grpc_listener,
+            server_tls.clone(),
+            started.grpc,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let server = tokio::spawn(serve::serve_https(
         listener,
         server_tls,
         started.app,
-        shutdown.wait(),
+        stopped(stop_rx),
     ));
 
     if let (Some(files), Some(identity)) = (dev_files, started.dev) {
         let info = DevInfo {
             http_addr: http_addr.to_string(),
             kmip_addr: None,
-            grpc_addr: None,
+            grpc_addr: grpc_addr.map(|a| a.to_string()),
             instance_id: identity.instance_id,
             api_key: identity.api_key.to_string(),
             ca_cert: files.ca_cert,
@@ -101,6 +130,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .await
         .map_err(ServerError::Task)?
         .map_err(ServerError::Serve)?;
+    if let Some(grpc_server) = grpc_server {
+        grpc_server
+            .await
+            .map_err(ServerError::Task)?
+            .map_err(ServerError::Serve)?;
+    }
     tracing::info!("keyfort stopped");
     Ok(())
 }
@@ -130,6 +165,7 @@ fn prepare_data_dir(dir: &Path) -> Result<PathBuf, ServerError> {
 /// What the core hands to the HTTPS door.
 struct Started {
     app: Router,
+    grpc: Router,
     dev: Option<DevIdentity>,
 }
 
@@ -178,6 +214,7 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
         None
     };
     Ok(Started {
+        grpc: keyfort_grpc::router(core.clone()),
         app: keyfort_rest::router(core),
         dev,
     })
