@@ -104,6 +104,8 @@ impl Server {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                // As the binary's accept loop does: no Nagle delay on small writes.
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let app = app.clone();
                 tokio::spawn(async move {
@@ -137,6 +139,7 @@ impl Server {
             .unwrap()
             .tls_config(tls)
             .unwrap()
+            .tcp_nodelay(true)
             .connect()
             .await
             .unwrap()
