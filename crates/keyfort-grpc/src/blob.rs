@@ -63,7 +63,7 @@ pub enum Public {
 /// Opened key material.
 pub enum Material {
     Secret(Zeroizing<Vec<u8>>),
-    Private(Private),
+    Private(std::sync::Arc<Private>),
     Public(Public, Vec<u8>),
 }
 
@@ -346,15 +346,18 @@ pub fn reseal(s: &Grep11Sealer, key: &Key) -> Result<Vec<u8>> {
     }
 }
 
-struct Parsed<'a> {
-    spki: &'a [u8],
-    kind: u8,
-    wkid: &'a [u8],
-    attrs: &'a [u8],
-    sealed: &'a [u8],
+/// The clear parts of a blob (see the module docs), before anything is authenticated.
+pub struct Parsed<'a> {
+    /// The SPKI of a public key blob (empty otherwise).
+    pub spki: &'a [u8],
+    pub kind: u8,
+    pub wkid: &'a [u8],
+    pub attrs: &'a [u8],
+    pub sealed: &'a [u8],
 }
 
-fn parse(blob: &[u8]) -> Option<Parsed<'_>> {
+/// Splits a blob into its parts; `None` if it is malformed or larger than [`MAX_STATE`].
+pub fn parse(blob: &[u8]) -> Option<Parsed<'_>> {
     if blob.len() > MAX_STATE {
         return None;
     }
@@ -398,8 +401,20 @@ pub fn open(s: &Grep11Sealer, blob: &[u8]) -> Result<Key> {
         }
         (KIND_PRIVATE, true) => {
             let (v, current) = s.unseal(OBJECT_KEY, &h, p.wkid, p.sealed)?;
-            let key =
-                Private::from_bytes(&attrs, &v).map_err(|_| Error::Blob(BlobRejection::Invalid))?;
+            // Parsing a private key (RSA above all) costs more than opening its blob: reuse
+            // the key parsed from these very bytes, which just authenticated again.
+            let id = keyfort_crypto::digest::sha256(blob);
+            let key = match parsed_cache().get(&id) {
+                Some(key) => key,
+                None => {
+                    let key = std::sync::Arc::new(
+                        Private::from_bytes(&attrs, &v)
+                            .map_err(|_| Error::Blob(BlobRejection::Invalid))?,
+                    );
+                    parsed_cache().put(id, key.clone());
+                    key
+                }
+            };
             (Material::Private(key), current)
         }
         (KIND_PUBLIC, false) => {
@@ -414,6 +429,55 @@ pub fn open(s: &Grep11Sealer, blob: &[u8]) -> Result<Key> {
         attrs,
         material,
         current,
+    })
+}
+
+/// Private keys parsed from blobs that opened, by SHA-256 of the blob; at most
+/// [`PARSED_CACHE_MAX`] entries, each for at most [`PARSED_CACHE_TTL`]. An entry is only used
+/// after the same blob has been opened (authenticated under a loaded master key of the
+/// caller's instance) again.
+struct ParsedCache {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedKey>>,
+}
+
+/// A parsed private key and when it was parsed.
+type CachedKey = (std::time::Instant, std::sync::Arc<Private>);
+
+/// Most parsed private keys kept.
+pub const PARSED_CACHE_MAX: usize = 1024;
+/// How long a parsed private key is kept.
+pub const PARSED_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl ParsedCache {
+    fn get(&self, id: &[u8; 32]) -> Option<std::sync::Arc<Private>> {
+        let map = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(id)
+            .filter(|(at, _)| at.elapsed() < PARSED_CACHE_TTL)
+            .map(|(_, k)| k.clone())
+    }
+
+    fn put(&self, id: [u8; 32], key: std::sync::Arc<Private>) {
+        let mut map = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= PARSED_CACHE_MAX {
+            map.retain(|_, (at, _)| at.elapsed() < PARSED_CACHE_TTL);
+            if map.len() >= PARSED_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(id, (std::time::Instant::now(), key));
+    }
+}
+
+fn parsed_cache() -> &'static ParsedCache {
+    static CACHE: std::sync::OnceLock<ParsedCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| ParsedCache {
+        entries: std::sync::Mutex::new(std::collections::HashMap::new()),
     })
 }
 

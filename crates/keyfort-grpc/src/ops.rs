@@ -92,7 +92,10 @@ pub fn decrypt_raw(key: &Key, m: &Mech, data: &[u8]) -> Result<Zeroizing<Vec<u8>
         Mech::AesKeyWrap { pad: false } => aes::key_unwrap(aes_key(key)?, data)?,
         Mech::AesKeyWrap { pad: true } => aes::key_unwrap_pad(aes_key(key)?, data)?,
         Mech::RsaPkcs | Mech::RsaOaep { .. } => {
-            let Material::Private(Private::Rsa(k)) = &key.material else {
+            let Material::Private(p) = &key.material else {
+                return Err(wrong_key());
+            };
+            let Private::Rsa(k) = p.as_ref() else {
                 return Err(wrong_key());
             };
             if data.len() != k.modulus_len() {
@@ -149,7 +152,7 @@ pub fn sign(key: &Key, m: &Mech, data: &[u8]) -> Result<Vec<u8>> {
     let Material::Private(p) = &key.material else {
         return Err(wrong_key());
     };
-    Ok(match (m, p) {
+    Ok(match (m, p.as_ref()) {
         (Mech::RsaPkcs, Private::Rsa(k)) => k
             .sign_pkcs1v15_raw(data)
             .map_err(|_| ck(rv::CKR_DATA_LEN_RANGE, "too long for the modulus"))?,

@@ -360,7 +360,13 @@ fn derive(s: &Grep11Sealer, req: &proto::DeriveKeyRequest) -> Result<proto::Deri
         .map_or(obj::CKK_AES, |t| t as i64);
     let (value, mut checksum) = match mechanism.mechanism {
         m::ECDH1_DERIVE => {
-            let Material::Private(Private::Ec(k)) = &base.material else {
+            let Material::Private(p) = &base.material else {
+                return Err(ck(
+                    rv::CKR_KEY_TYPE_INCONSISTENT,
+                    "ECDH needs an EC private key",
+                ));
+            };
+            let Private::Ec(k) = p.as_ref() else {
                 return Err(ck(
                     rv::CKR_KEY_TYPE_INCONSISTENT,
                     "ECDH needs an EC private key",
@@ -410,8 +416,16 @@ fn derive(s: &Grep11Sealer, req: &proto::DeriveKeyRequest) -> Result<proto::Deri
                     "ML-KEM needs KyberKEMParm",
                 ));
             };
-            match (p.mode, &base.material) {
-                (1, Material::Public(Public::MlKem(set, ek), _)) => {
+            let private = match &base.material {
+                Material::Private(k) => Some(k.as_ref()),
+                _ => None,
+            };
+            let public = match &base.material {
+                Material::Public(k, _) => Some(k),
+                _ => None,
+            };
+            match (p.mode, public, private) {
+                (1, Some(Public::MlKem(set, ek)), _) => {
                     let (ct, ss) = pq::encapsulate(*set, ek)?;
                     let len = secret_len(key_type, &template, Some(32))?;
                     if len > ss.len() {
@@ -419,7 +433,7 @@ fn derive(s: &Grep11Sealer, req: &proto::DeriveKeyRequest) -> Result<proto::Deri
                     }
                     (Zeroizing::new(ss[..len].to_vec()), ct)
                 }
-                (2, Material::Private(Private::MlKem(dk))) => {
+                (2, _, Some(Private::MlKem(dk))) => {
                     let ss = dk.decapsulate(&p.cipher_text).map_err(|_| {
                         ck(
                             rv::CKR_MECHANISM_PARAM_INVALID,
