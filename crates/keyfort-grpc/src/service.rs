@@ -109,6 +109,54 @@ fn finish(s: &Grep11Sealer, st: &State, signature: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
+/// EncryptUpdate / DecryptUpdate: the block modes (ECB, CBC, CBC-PAD, CTR) process every whole
+/// block they can and carry the chaining value (next IV or counter block) and the remaining
+/// bytes in the state; CBC-PAD decryption keeps its last block for DecryptFinal. GCM (and RSA)
+/// buffer their input until the final call.
+fn update_crypt(s: &Grep11Sealer, st: &mut State, input: &[u8]) -> Result<Vec<u8>> {
+    const BLOCK: usize = 16;
+    st.push(input)?;
+    let mech = Mech::parse(Some(&st.mech))?;
+    let encrypt = st.op == Op::Encrypt;
+    let len = st.data.len();
+    let n = match mech {
+        Mech::AesEcb | Mech::AesCtr { .. } | Mech::AesCbc { pad: false, .. } => len / BLOCK * BLOCK,
+        Mech::AesCbc { pad: true, .. } if encrypt => len / BLOCK * BLOCK,
+        Mech::AesCbc { pad: true, .. } => len.saturating_sub(1) / BLOCK * BLOCK,
+        _ => return Ok(Vec::new()),
+    };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let key = blob::open(s, &st.key)?;
+    let head = Zeroizing::new(st.data[..n].to_vec());
+    let (block_mech, next) = match mech {
+        Mech::AesCbc { iv, .. } => (Mech::AesCbc { iv, pad: false }, None),
+        Mech::AesCtr { counter } => {
+            let blocks = u128::try_from(n / BLOCK).unwrap_or(u128::MAX);
+            let next = u128::from_be_bytes(counter).wrapping_add(blocks);
+            (mech.clone(), Some(next.to_be_bytes().to_vec()))
+        }
+        other => (other, None),
+    };
+    let out = if encrypt {
+        ops::encrypt(&key, &block_mech, &head)?
+    } else {
+        ops::decrypt(&key, &block_mech, &head)?.to_vec()
+    };
+    let next = match block_mech {
+        // The next IV is the last ciphertext block.
+        Mech::AesCbc { .. } if encrypt => Some(out[n - BLOCK..].to_vec()),
+        Mech::AesCbc { .. } => Some(head[n - BLOCK..].to_vec()),
+        _ => next,
+    };
+    if let Some(param) = next {
+        st.mech.parameter = Some(Parameter::ParameterB(param));
+    }
+    st.data = Zeroizing::new(st.data[n..].to_vec());
+    Ok(out)
+}
+
 /// Starts a keyed multi-part operation after checking mechanism, key and usage.
 fn init(s: &Grep11Sealer, op: Op, mech: Option<&proto::Mechanism>, key: &[u8]) -> Result<Vec<u8>> {
     let parsed = Mech::parse(mech)?;
@@ -890,10 +938,10 @@ impl Crypto for CryptoService {
             let s = self.sealer(&req, Action::UseKey).await?;
             let r = req.get_ref();
             let mut st = open_state(&s, &r.state, Op::Encrypt)?;
-            st.push(&r.plain)?;
+            let ciphered = update_crypt(&s, &mut st, &r.plain)?;
             Ok(proto::EncryptUpdateResponse {
                 state: seal_state(&s, &st)?,
-                ciphered: Vec::new(),
+                ciphered,
             })
         }
         .await)
@@ -907,10 +955,10 @@ impl Crypto for CryptoService {
             let s = self.sealer(&req, Action::UseKey).await?;
             let r = req.get_ref();
             let mut st = open_state(&s, &r.state, Op::Decrypt)?;
-            st.push(&r.ciphered)?;
+            let plain = update_crypt(&s, &mut st, &r.ciphered)?;
             Ok(proto::DecryptUpdateResponse {
                 state: seal_state(&s, &st)?,
-                plain: Vec::new(),
+                plain,
             })
         }
         .await)

@@ -573,6 +573,73 @@ async fn aes_keys_all_modes_and_forms() {
         .await;
         encrypt_decrypt_all_forms(&mut c, mech(0x1081), &key, &key, &data[..96], true).await;
     }
+    // Block modes stream: an update returns every whole block it can (CBC-PAD decryption keeps
+    // its last block for the final call).
+    let (key, _) = aes_key(&mut c, 32, &[]).await;
+    let st = c
+        .encrypt_init(proto::EncryptInitRequest {
+            mech: mech_b(0x1085, &[8; 16]),
+            key: kb(&key),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .state;
+    let r = c
+        .encrypt_update(proto::EncryptUpdateRequest {
+            state: st,
+            plain: vec![1; 40],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.ciphered.len(), 32);
+    let last = c
+        .encrypt_final(proto::EncryptFinalRequest { state: r.state })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphered;
+    assert_eq!(last.len(), 16);
+    let whole = c
+        .encrypt_single(proto::EncryptSingleRequest {
+            mech: mech_b(0x1085, &[8; 16]),
+            key: kb(&key),
+            plain: vec![1; 40],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphered;
+    assert_eq!([r.ciphered, last].concat(), whole);
+    let st = c
+        .decrypt_init(proto::DecryptInitRequest {
+            mech: mech_b(0x1085, &[8; 16]),
+            key: kb(&key),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .state;
+    let r = c
+        .decrypt_update(proto::DecryptUpdateRequest {
+            state: st,
+            ciphered: whole,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.plain, vec![1; 32]);
+    let last = c
+        .decrypt_final(proto::DecryptFinalRequest { state: r.state })
+        .await
+        .unwrap()
+        .into_inner()
+        .plain;
+    assert_eq!(last, vec![1; 8]);
     assert_eq!(
         ckr(c
             .generate_key(proto::GenerateKeyRequest {
