@@ -9,6 +9,9 @@
 //!   ([`bench_kmip`]).
 //! - `cargo xtask codegen-kmip`: regenerates `crates/keyfort-kmip/src/generated.rs` (KMIP tags
 //!   and enumerations) from `../shared/specs/data/*.json` ([`codegen_kmip`]).
+//! - `cargo xtask codegen-grpc`: regenerates `crates/keyfort-grpc/src/generated/*.rs` from
+//!   `crates/keyfort-grpc/proto/*.proto` (needs `protoc`, e.g. Debian `protobuf-compiler`), through
+//!   the separate `xtask/grpc-codegen` crate so the code generator stays out of everyday builds.
 
 mod bench;
 mod bench_kmip;
@@ -56,9 +59,30 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("codegen-grpc") => {
+            let root = workspace_root();
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["run", "--quiet", "--manifest-path"])
+                .arg(root.join("xtask/grpc-codegen/Cargo.toml"))
+                .arg("--")
+                .arg(&root)
+                .env("CARGO_TARGET_DIR", root.join("target/grpc-codegen"))
+                .status();
+            match status {
+                Ok(s) if s.success() => ExitCode::SUCCESS,
+                Ok(s) => {
+                    eprintln!("codegen-grpc: the generator failed ({s})");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("codegen-grpc: cannot run cargo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => {
             eprintln!(
-                "usage: cargo xtask tidy\n       cargo xtask codegen-kmip\n       {}",
+                "usage: cargo xtask tidy\n       cargo xtask codegen-kmip\n       cargo xtask codegen-grpc\n       {}",
                 bench::usage()
             );
             ExitCode::from(2)

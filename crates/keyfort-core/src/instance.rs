@@ -175,6 +175,16 @@ impl MasterKeys {
         self.read().get(instance_id).cloned()
     }
 
+    /// The id of the one unsealed instance, if exactly one is unsealed.
+    pub(crate) fn only_loaded(&self) -> Option<String> {
+        let map = self.read();
+        let mut ids = map.keys();
+        match (ids.next(), ids.next()) {
+            (Some(id), None) => Some(id.clone()),
+            _ => None,
+        }
+    }
+
     /// Whether an instance is unsealed.
     pub(crate) fn is_loaded(&self, instance_id: &str) -> bool {
         self.read().contains_key(instance_id)

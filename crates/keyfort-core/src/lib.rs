@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod auth;
 pub mod custodian;
+pub mod grep11;
 pub mod iam;
 pub mod instance;
 pub mod key;

@@ -93,6 +93,9 @@ pub struct FileConfig {
     pub kyok: KyokSection,
     /// `[hsm]`: a PKCS#11 token that protects master keys of HSM-backed instances.
     pub hsm: Option<HsmSection>,
+    /// `[grpc]`: the GREP11-compatible gRPC door (on `grpc_addr`).
+    #[serde(default)]
+    pub grpc: GrpcSection,
     #[serde(default)]
     pub kms: KmsSection,
     /// `[kmip]`: the KMIP listener (see `crate::kmip`).
@@ -169,6 +172,13 @@ fn default_true() -> bool {
 pub struct TlsSection {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+}
+
+/// `[grpc]`: `enabled = false` keeps the gRPC door closed (it is on by default, TLS like HTTPS).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSection {
+    pub enabled: Option<bool>,
 }
 
 /// `[auth]`.
@@ -342,6 +352,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub kmip_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// Whether the gRPC door listens on `grpc_addr` (`[grpc] enabled`, default true).
+    pub grpc_enabled: bool,
     /// Required outside dev mode; ignored in dev mode (it generates its own).
     pub tls: Option<TlsFiles>,
     pub token_ttl: Duration,
@@ -475,6 +487,7 @@ impl Config {
             http_addr,
             kmip_addr,
             grpc_addr,
+            grpc_enabled: file.grpc.enabled.unwrap_or(true),
             tls,
             token_ttl: Duration::from_secs(token_ttl_secs),
             log: LogConfig { format, level },

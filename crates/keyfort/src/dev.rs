@@ -124,7 +124,7 @@ pub struct DevInfo {
     pub http_addr: String,
     /// The bound KMIP address, `host:port` (`null` when `[kmip]` is disabled).
     pub kmip_addr: Option<String>,
-    /// `null` until the gRPC door exists.
+    /// The bound gRPC (GREP11) address, `host:port`; `null` when `[grpc] enabled = false`.
     pub grpc_addr: Option<String>,
     pub instance_id: String,
     pub api_key: String,
@@ -180,7 +180,7 @@ impl DevInfo {
              are stored in plain files.\n\n\
              \x20 HTTPS:       {url}\n\
              \x20 KMIP:        {kmip}\n\
-             \x20 gRPC:        (not available yet)\n\
+             \x20 gRPC:        {grpc}\n\
              \x20 Instance:    {instance}\n\
              \x20 API key:     {api_key}\n\
              \x20 CA cert:     {ca}\n\
@@ -193,6 +193,7 @@ impl DevInfo {
              \x20 keyfort key create --name my-first-key\n",
             instance = self.instance_id,
             kmip = self.kmip_addr.as_deref().unwrap_or("(disabled)"),
+            grpc = self.grpc_addr.as_deref().unwrap_or("(disabled)"),
             api_key = self.api_key,
             ca = self.ca_cert.display(),
             client_cert = self.client_cert.display(),

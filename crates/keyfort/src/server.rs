@@ -47,6 +47,18 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             source,
         })?;
 
+    let grpc_listener = match config.grpc_enabled {
+        true => Some(serve::bind(config.grpc_addr).await?),
+        false => None,
+    };
+    let grpc_addr = match &grpc_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| ServerError::LocalAddr {
+            addr: config.grpc_addr,
+            source,
+        })?),
+        None => None,
+    };
+
     let data_dir = prepare_data_dir(&config.data_dir)?;
     let mut dev_files = None;
     if config.dev {
@@ -67,10 +79,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         dev = config.dev,
         "keyfort listening (HTTPS)"
     );
-    tracing::info!(
-        grpc_addr = %config.grpc_addr,
-        "the gRPC door is not available yet; its address is not bound"
-    );
+    // One signal stops every door.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.wait().await;
@@ -89,6 +98,15 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     )
     .await
     .map_err(|e| ServerError::Kmip(Box::new(e)))?;
+    let grpc_server = grpc_listener.map(|grpc_listener| {
+        tracing::info!(addr = ?grpc_addr, "keyfort listening (gRPC, GREP11)");
+        tokio::spawn(serve::serve_https(
+            grpc_listener,
+            server_tls.clone(),
+            started.grpc,
+            crate::kmip::stopped(stop_rx.clone()),
+        ))
+    });
     let server = tokio::spawn(serve::serve_https(
         listener,
         server_tls,
@@ -100,7 +118,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         let info = DevInfo {
             http_addr: http_addr.to_string(),
             kmip_addr: kmip.as_ref().map(|(addr, _)| addr.to_string()),
-            grpc_addr: None,
+            grpc_addr: grpc_addr.map(|a| a.to_string()),
             instance_id: identity.instance_id,
             api_key: identity.api_key.to_string(),
             ca_cert: files.ca_cert,
@@ -120,6 +138,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .map_err(ServerError::Serve)?;
     if let Some((_, task)) = kmip {
         task.await
+            .map_err(ServerError::Task)?
+            .map_err(ServerError::Serve)?;
+    }
+    if let Some(grpc_server) = grpc_server {
+        grpc_server
+            .await
             .map_err(ServerError::Task)?
             .map_err(ServerError::Serve)?;
     }
@@ -153,6 +177,7 @@ fn prepare_data_dir(dir: &Path) -> Result<PathBuf, ServerError> {
 struct Started {
     app: Router,
     core: keyfort_core::Keyfort,
+    grpc: Router,
     dev: Option<DevIdentity>,
 }
 
@@ -201,6 +226,7 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
         None
     };
     Ok(Started {
+        grpc: keyfort_grpc::router(core.clone()),
         app: keyfort_rest::router(core.clone()),
         core,
         dev,

@@ -240,6 +240,8 @@ fn unusable_data_dir_is_named() {
         &path_str(&data_dir),
         "--http-addr",
         "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = one_error_line(&out);

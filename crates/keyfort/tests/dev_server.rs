@@ -41,6 +41,8 @@ impl DevServer {
             .args([
                 "--http-addr",
                 http_addr,
+                "--grpc-addr",
+                "127.0.0.1:0",
                 "--log-level",
                 "info,keyfort=debug",
             ])
@@ -207,7 +209,7 @@ async fn dev_server_end_to_end_and_restart() {
         kmip_addr.starts_with("127.0.0.1:") && !kmip_addr.ends_with(":0"),
         "{kmip_addr}"
     );
-    assert_eq!(dev["grpc_addr"], Value::Null);
+    assert!(str_field(&dev, "grpc_addr").starts_with("127.0.0.1:"));
     let instance_id = str_field(&dev, "instance_id").to_owned();
     let api_key = str_field(&dev, "api_key").to_owned();
     let ca_cert = PathBuf::from(str_field(&dev, "ca_cert"));
@@ -364,7 +366,8 @@ fn json_logs_are_json_lines() {
     let child = keyfort_command()
         .args(["server", "--dev", "--data-dir"])
         .arg(&data_dir)
-        .args(["--http-addr", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
         .stdout(File::create(&stdout).unwrap_or_else(|e| panic!("{e}")))
         .stderr(File::create(&stderr).unwrap_or_else(|e| panic!("{e}")))
         .spawn()
@@ -418,7 +421,7 @@ async fn configured_server_serves_with_its_own_certificate() {
     let config = write(
         "keyfort.toml",
         &format!(
-            "data_dir = {data_dir:?}\nhttp_addr = \"127.0.0.1:0\"\n\n[tls]\ncert_file = {cert_file:?}\n\
+            "data_dir = {data_dir:?}\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n\n[tls]\ncert_file = {cert_file:?}\n\
              key_file = {key_file:?}\n\n[auth]\ntoken_ttl_secs = 300\n\n[log]\nformat = \"json\"\n"
         ),
     );

@@ -137,7 +137,13 @@ fn hsm_backed_instance_unseals_itself_at_start() {
         .env("SOFTHSM2_CONF", &conf)
         .args(["server", "--dev", "--data-dir"])
         .arg(&data)
-        .args(["--http-addr", "127.0.0.1:0", "--config"])
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(&wrong)
         .output()
         .unwrap();

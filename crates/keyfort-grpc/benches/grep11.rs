@@ -1,0 +1,203 @@
+#![allow(clippy::unwrap_used)]
+//! `cargo bench -p keyfort-grpc [-- SECONDS]`: Sign (RSA-2048 PSS, ECDSA P-256) and Encrypt
+//! (AES-GCM, 4 KiB) in operations per second, through the GREP11 service over TLS with 1 and 16
+//! concurrent callers, side by side with the same `keyfort-crypto` primitive called in-process
+//! by as many threads, and the ratio gRPC / in-process. Everything runs on this machine
+//! (loopback), bounded by time.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use keyfort_crypto::{aes, ec, rsa};
+use keyfort_grpc::proto;
+
+const CALLERS: [usize; 2] = [1, 16];
+
+/// One in-process operation.
+type LocalOp = Arc<dyn Fn() + Send + Sync>;
+
+/// Runs `op` on `threads` OS threads for `secs`; returns operations per second.
+fn in_process(threads: usize, secs: f64, op: LocalOp) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (stop, count, op) = (stop.clone(), count.clone(), op.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    op();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+#[derive(Clone)]
+enum Call {
+    Sign(Option<proto::Mechanism>, Vec<u8>),
+    Encrypt(Vec<u8>),
+}
+
+/// Runs `callers` concurrent gRPC callers (over 4 TLS connections) for `secs`; returns ops/s.
+async fn over_grpc(clients: &[Client], callers: usize, secs: f64, call: Call) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|i| {
+            let mut c = clients[i % clients.len()].clone();
+            let (stop, count, call) = (stop.clone(), count.clone(), call.clone());
+            tokio::spawn(async move {
+                let data = vec![0x5a; 4096];
+                while !stop.load(Ordering::Relaxed) {
+                    match &call {
+                        Call::Sign(m, key) => {
+                            c.sign_single(proto::SignSingleRequest {
+                                mech: m.clone(),
+                                priv_key: kb(key),
+                                data: b"benchmark message".to_vec(),
+                                ..Default::default()
+                            })
+                            .await
+                            .unwrap();
+                        }
+                        Call::Encrypt(key) => {
+                            c.encrypt_single(proto::EncryptSingleRequest {
+                                mech: mech_b(0x1087, &[1; 12]),
+                                key: kb(key),
+                                plain: data.clone(),
+                                ..Default::default()
+                            })
+                            .await
+                            .unwrap();
+                        }
+                    }
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let secs: f64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(3.0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = Server::start().await;
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(server.client().await);
+        }
+        let c = &mut clients[0];
+        let rsa_blob = c
+            .generate_key_pair(proto::GenerateKeyPairRequest {
+                mech: mech(0x0),
+                pub_key_template: template(&[(0x121, int(2048))]),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .priv_key_bytes;
+        let p256 = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+        let ec_blob = c
+            .generate_key_pair(proto::GenerateKeyPairRequest {
+                mech: mech(0x1040),
+                pub_key_template: template(&[(0x180, b(&p256))]),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .priv_key_bytes;
+        let aes_blob = c
+            .generate_key(proto::GenerateKeyRequest {
+                mech: mech(0x1080),
+                template: template(&[(0x161, int(32))]),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key_bytes;
+
+        let rsa_key = Arc::new(rsa::PrivateKey::generate(rsa::KeySize::Rsa2048).unwrap());
+        let ec_key = Arc::new(ec::SigningKey::generate(ec::Curve::P256).unwrap());
+        let aes_key = Arc::new(vec![7u8; 32]);
+        let local: [(&str, LocalOp, Call); 3] = [
+            (
+                "Sign RSA-2048 PSS SHA-256",
+                Arc::new(move || {
+                    rsa_key
+                        .sign(
+                            rsa::SignatureScheme::Pss(rsa::Hash::Sha256),
+                            b"benchmark message",
+                        )
+                        .unwrap();
+                }),
+                Call::Sign(pss(0x43, 0x250, 2, 32), rsa_blob),
+            ),
+            (
+                "Sign ECDSA P-256 SHA-256",
+                Arc::new(move || {
+                    ec_key
+                        .sign(
+                            keyfort_crypto::digest::Algorithm::Sha256,
+                            ec::SignatureFormat::Fixed,
+                            b"benchmark message",
+                        )
+                        .unwrap();
+                }),
+                Call::Sign(mech(0x1044), ec_blob),
+            ),
+            (
+                "Encrypt AES-256-GCM 4 KiB",
+                Arc::new(move || {
+                    aes::gcm_encrypt(&aes_key, &[1; 12], &[], &[0x5a; 4096]).unwrap();
+                }),
+                Call::Encrypt(aes_blob),
+            ),
+        ];
+        println!(
+            "{:<28} {:>7} {:>14} {:>14} {:>7}",
+            "operation", "callers", "gRPC ops/s", "in-proc ops/s", "ratio"
+        );
+        for (name, op, call) in local {
+            for callers in CALLERS {
+                let grpc = over_grpc(&clients, callers, secs, call.clone()).await;
+                let op = op.clone();
+                let inproc = tokio::task::spawn_blocking(move || in_process(callers, secs, op))
+                    .await
+                    .unwrap();
+                println!(
+                    "{name:<28} {callers:>7} {grpc:>14.0} {inproc:>14.0} {:>7.2}",
+                    grpc / inproc
+                );
+            }
+        }
+    });
+}
