@@ -17,6 +17,13 @@
 //! `Ok` is therefore durable exactly as with `synchronous=FULL`. In memory, answers go out at
 //! `COMMIT`.
 //!
+//! The one exception is a lone audit append (the event of a read, such as a wrap or a get, or of
+//! a refused request): it is answered at `COMMIT`, when the event is in the database and no crash
+//! of this process can lose it; it reaches the disk with the next flush, which is already under
+//! way or follows within one group. Only a power loss in those milliseconds could lose it, and
+//! then the chain simply ends earlier (the WAL keeps a prefix of its commits). Every change, and
+//! therefore every event committed before it, is flushed before its caller is answered.
+//!
 //! If the transaction itself fails (no connection, `BEGIN`, a savepoint statement, or `COMMIT`),
 //! it is rolled back and every job of the group that had succeeded fails with that error (a
 //! job's own error stays its answer). The error is the original `sqlx` error when only one
@@ -107,6 +114,14 @@ fn spawn(pool: SqlitePool, sync: Option<SyncFiles>) -> (Writer, JoinHandle<()>) 
 /// A caller's answer, once the transaction it ran in is durable.
 type Answer = (oneshot::Sender<Result<Vec<Applied>>>, Result<Vec<Applied>>);
 
+/// What a committed group hands to the sync task.
+struct Flush {
+    /// The answers that wait for the flush.
+    answers: Vec<Answer>,
+    /// Whether the group wrote anything (then a flush is due even if nobody waits for it).
+    committed: bool,
+}
+
 async fn run(pool: SqlitePool, mut requests: mpsc::Receiver<Request>, sync: Option<SyncFiles>) {
     let relaxed = sync.is_some();
     let (syncer, sync_task) = match sync {
@@ -124,18 +139,25 @@ async fn run(pool: SqlitePool, mut requests: mpsc::Receiver<Request>, sync: Opti
         group.retain(|r: &Request| !r.reply.is_closed());
         let outcomes = commit_group(&pool, &group, relaxed).await;
         trace!(jobs = group.len(), "group commit");
-        let answers = group.drain(..).map(|r| r.reply).zip(outcomes);
-        match &syncer {
-            Some(syncer) => {
-                // Answered once the WAL is flushed; if the sync task is gone, nobody is.
-                let _ = syncer.send(answers.collect());
+        let committed = outcomes.iter().any(Result::is_ok);
+        let mut flushed = Vec::new();
+        for (request, outcome) in group.drain(..).zip(outcomes) {
+            // The event of a read changes nothing else: committed, it survives a crash of this
+            // process, and the next flush (a few milliseconds away) takes it to the disk.
+            let at_commit = matches!(Fast::of(&request.job), Some(Fast::Audit(_)));
+            if syncer.is_some() && !at_commit {
+                flushed.push((request.reply, outcome));
+            } else {
+                // A caller that stopped waiting meanwhile does not need its answer.
+                let _ = request.reply.send(outcome);
             }
-            None => {
-                for (reply, outcome) in answers {
-                    // A caller that stopped waiting meanwhile does not need its answer.
-                    let _ = reply.send(outcome);
-                }
-            }
+        }
+        if let Some(syncer) = &syncer {
+            // Answered once the WAL is flushed; if the sync task is gone, nobody is.
+            let _ = syncer.send(Flush {
+                answers: flushed,
+                committed,
+            });
         }
     }
     drop(syncer);
@@ -187,10 +209,10 @@ impl SyncFiles {
 
 /// Answers groups once a flush that began after their commit has completed: it takes every
 /// group waiting, flushes once, and answers them all.
-async fn sync_loop(mut files: SyncFiles, mut groups: mpsc::UnboundedReceiver<Vec<Answer>>) {
-    let mut waiting: Vec<Vec<Answer>> = Vec::new();
+async fn sync_loop(mut files: SyncFiles, mut groups: mpsc::UnboundedReceiver<Flush>) {
+    let mut waiting: Vec<Flush> = Vec::new();
     while groups.recv_many(&mut waiting, usize::MAX).await > 0 {
-        let needed = waiting.iter().flatten().any(|(_, outcome)| outcome.is_ok());
+        let needed = waiting.iter().any(|f| f.committed);
         let synced = if needed {
             let flushed = tokio::task::spawn_blocking(move || {
                 let synced = files.sync();
@@ -205,7 +227,7 @@ async fn sync_loop(mut files: SyncFiles, mut groups: mpsc::UnboundedReceiver<Vec
                 Err(_) => {
                     // The flush thread panicked or the runtime is shutting down: answer every
                     // waiting caller with an error and stop.
-                    for (reply, _) in waiting.drain(..).flatten() {
+                    for (reply, _) in waiting.drain(..).flat_map(|f| f.answers) {
                         let _ = reply.send(Err(not_durable(&io::Error::other(
                             "the sync thread stopped",
                         ))));
@@ -216,7 +238,10 @@ async fn sync_loop(mut files: SyncFiles, mut groups: mpsc::UnboundedReceiver<Vec
         } else {
             Ok(())
         };
-        for (reply, outcome) in waiting.drain(..).flatten() {
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "flushing the write-ahead log failed");
+        }
+        for (reply, outcome) in waiting.drain(..).flat_map(|f| f.answers) {
             let outcome = match (outcome, &synced) {
                 (Ok(applied), Ok(())) => Ok(applied),
                 (Ok(_), Err(e)) => Err(not_durable(e)),
