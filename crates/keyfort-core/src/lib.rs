@@ -25,6 +25,7 @@ pub mod wrap;
 
 mod cache;
 mod clock;
+mod cluster;
 mod dev;
 mod error;
 mod service;

@@ -96,7 +96,7 @@ pub(crate) struct Inner {
     pub(crate) master_keys: MasterKeys,
     signer: TokenSigner,
     token_ttl: Duration,
-    callers: Mutex<HashMap<String, CachedCaller>>,
+    pub(crate) callers: Mutex<HashMap<String, CachedCaller>>,
     /// Tokens whose signature verified, with their claims (see `verified_claims`).
     tokens: Mutex<HashMap<String, Arc<Claims>>>,
     pub(crate) kyok: KyokState,
@@ -109,7 +109,7 @@ pub(crate) struct Inner {
     pub(crate) allowed_ips: Mutex<HashMap<String, AllowedIps>>,
 }
 
-struct CachedCaller {
+pub(crate) struct CachedCaller {
     caller: Arc<Caller>,
     fetched_at: i64,
 }

@@ -32,6 +32,7 @@
 
 mod audit;
 pub mod listen;
+mod lock;
 mod migrate;
 mod reads;
 mod rows;
@@ -50,6 +51,7 @@ use crate::{
     RegistrationRecord, Result, Store, StoreError, Write, WriteBatch,
 };
 pub use listen::{Change, Changes};
+pub use lock::ClusterLock;
 
 /// The `LISTEN`/`NOTIFY` channel of change notifications.
 pub const CHANGES_CHANNEL: &str = "keyfort_changes";
@@ -145,6 +147,12 @@ impl PgStore {
         listen::start(self.pool.clone())
     }
 
+    /// Takes the cluster-wide lock named `name` if no node holds it; `None` if one does. See
+    /// [`lock`].
+    pub async fn try_lock(&self, name: &str) -> Result<Option<ClusterLock>> {
+        lock::try_lock(&self.pool, lock::key_of(name)).await
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -232,8 +240,8 @@ fn retryable(e: &StoreError) -> bool {
     }
 }
 
-/// `url` with its password replaced by `***`.
-fn redact_url(url: &str) -> String {
+/// `url` with its password replaced by `***` (and its query parameters left out), for logs.
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<postgres url>".to_owned();
     };

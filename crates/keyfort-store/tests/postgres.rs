@@ -324,3 +324,35 @@ async fn an_unreachable_server_is_an_open_error() {
     }
     assert!(!e.to_string().contains("pw"));
 }
+
+/// One holder at a time across nodes; a release or the holder's end frees the lock.
+#[tokio::test]
+async fn cluster_locks_are_exclusive_and_freed_with_their_holder() {
+    let db = Db::create().await;
+    let a = db.store().await;
+    let b = db.store().await;
+    let held = a
+        .try_lock("maintenance")
+        .await
+        .expect("lock")
+        .expect("free");
+    assert!(b.try_lock("maintenance").await.expect("lock").is_none());
+    assert!(b.try_lock("other work").await.expect("lock").is_some());
+    held.release().await.expect("release");
+    let held = b
+        .try_lock("maintenance")
+        .await
+        .expect("lock")
+        .expect("free again");
+    // Dropping without release ends the session, which frees the lock too.
+    drop(held);
+    let mut again = None;
+    for _ in 0..50 {
+        again = a.try_lock("maintenance").await.expect("lock");
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "freed when its holder's session ended");
+}

@@ -6,12 +6,14 @@
 
 mod cli;
 mod client;
+mod cluster;
 mod config;
 mod dev;
 mod fsutil;
 mod logging;
 mod serve;
 mod server;
+mod store_url;
 mod tls;
 
 use std::process::ExitCode;
