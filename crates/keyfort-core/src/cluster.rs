@@ -12,14 +12,44 @@
 //!   with a stale key;
 //! - principals or API keys: the cache of authenticated callers is emptied.
 //!
+//! Master keys never go through the store. A node hands the current master key of an unsealed
+//! instance to a peer over the node-to-node channel (mutual TLS with the cluster CA, in the
+//! `keyfort` binary): [`Keyfort::export_master_key`] on the giving side,
+//! [`Keyfort::import_master_key`] on the receiving side, which accepts the key only if its
+//! version and check value are those stored for the instance, and then unseals exactly as a
+//! custodian unseal does (audited, resuming a rotation's re-seal). Seals requested on a node are
+//! announced to its peers ([`Keyfort::requested_seals`]), which apply them with
+//! [`Keyfort::seal_here`].
+//!
 //! While the notification connection is down — and before it first listens — changes may be
 //! missed, so the key cache is switched off (every request reads the store) and the other caches
 //! are emptied; they come back when it listens again.
 
+use keyfort_crypto::seal::MasterKey;
 use keyfort_store::postgres::{Change, Changes};
+use tokio::sync::broadcast;
+use zeroize::Zeroizing;
 
+use crate::Result;
+use crate::error::CoreError;
 use crate::instance::STORED_ZEROIZED;
 use crate::service::Keyfort;
+
+/// Seals requested on this node (by an administrator), announced to whoever follows them.
+pub(crate) struct Seals(broadcast::Sender<String>);
+
+impl Default for Seals {
+    fn default() -> Self {
+        Seals(broadcast::channel(256).0)
+    }
+}
+
+impl Seals {
+    pub(crate) fn announce(&self, instance_id: &str) {
+        // Nobody listening (a single node) is fine.
+        let _ = self.0.send(instance_id.to_owned());
+    }
+}
 
 impl Keyfort {
     /// Applies the changes of `changes` to this node's caches until the stream ends (the store
@@ -65,6 +95,84 @@ impl Keyfort {
         self.inner.key_cache.clear();
         lock(&self.inner.callers).clear();
         lock(&self.inner.allowed_ips).clear();
+    }
+
+    /// The instances unsealed on this node, with their current master key version.
+    pub fn unsealed_here(&self) -> Vec<(String, u32)> {
+        self.inner.master_keys.loaded_versions()
+    }
+
+    /// Every initialized instance (sealed or not here).
+    pub async fn initialized_instance_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store()
+            .list_instances()
+            .await?
+            .into_iter()
+            .filter(|r| r.state == crate::instance::STORED_INITIALIZED)
+            .map(|r| r.id)
+            .collect())
+    }
+
+    /// The instances sealed by an administrator on this node from now on, as they happen.
+    pub fn requested_seals(&self) -> broadcast::Receiver<String> {
+        self.inner.seals.0.subscribe()
+    }
+
+    /// The current master key of an instance unsealed here, for a peer that proved it belongs to
+    /// the cluster: its version and bytes.
+    pub fn export_master_key(&self, instance_id: &str) -> Option<(u32, Zeroizing<Vec<u8>>)> {
+        let loaded = self.inner.master_keys.get(instance_id)?;
+        let current = loaded.current();
+        Some((
+            current.version(),
+            Zeroizing::new(current.expose_secret().to_vec()),
+        ))
+    }
+
+    /// Unseals an instance with a master key handed over by a peer. `Ok(false)` if it was
+    /// unsealed here with that version already; [`CoreError::WrongMasterKey`] unless the version
+    /// and check value are the stored ones.
+    pub async fn import_master_key(
+        &self,
+        instance_id: &str,
+        version: u32,
+        bytes: &[u8],
+    ) -> Result<bool> {
+        if self
+            .inner
+            .master_keys
+            .get(instance_id)
+            .is_some_and(|k| k.current().version() == version)
+        {
+            return Ok(false);
+        }
+        let record = self.store().instance(instance_id).await?.ok_or_else(|| {
+            CoreError::InstanceNotFound {
+                id: instance_id.to_owned(),
+            }
+        })?;
+        let mk = MasterKey::from_bytes(version, bytes)?;
+        if record.state == STORED_ZEROIZED
+            || record.mk_version != i64::from(version)
+            || !keyfort_crypto::ct_eq(&mk.check_value(), &record.mk_check_value)
+        {
+            return Err(CoreError::WrongMasterKey {
+                id: instance_id.to_owned(),
+            });
+        }
+        self.finish_unseal(&record, mk).await?;
+        Ok(true)
+    }
+
+    /// Seals an instance on this node only (a peer's seal); whether it was unsealed here.
+    pub fn seal_here(&self, instance_id: &str) -> bool {
+        self.inner.key_cache.forget_instance(instance_id);
+        let sealed = self.inner.master_keys.unload(instance_id);
+        if sealed {
+            tracing::info!(instance = instance_id, "instance sealed (by a peer)");
+        }
+        sealed
     }
 
     /// Seals this node's copy of an instance whose stored master key version moved past the

@@ -175,6 +175,14 @@ impl MasterKeys {
         self.read().get(instance_id).cloned()
     }
 
+    /// Every unsealed instance with its current master key version.
+    pub(crate) fn loaded_versions(&self) -> Vec<(String, u32)> {
+        self.read()
+            .iter()
+            .map(|(id, keys)| (id.clone(), keys.current().version()))
+            .collect()
+    }
+
     /// Whether an instance is unsealed.
     pub(crate) fn is_loaded(&self, instance_id: &str) -> bool {
         self.read().contains_key(instance_id)

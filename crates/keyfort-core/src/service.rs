@@ -107,6 +107,8 @@ pub(crate) struct Inner {
     pub(crate) key_cache: crate::cache::KeyCache,
     /// allowedIP policy per instance, with the time it was read.
     pub(crate) allowed_ips: Mutex<HashMap<String, AllowedIps>>,
+    /// Seals requested on this node, for its peers (`cluster.rs`).
+    pub(crate) seals: crate::cluster::Seals,
 }
 
 pub(crate) struct CachedCaller {
@@ -151,6 +153,7 @@ impl Keyfort {
                 kms_timings: config.kms_timings,
                 key_cache: crate::cache::KeyCache::default(),
                 allowed_ips: Mutex::new(HashMap::new()),
+                seals: crate::cluster::Seals::default(),
             }),
         })
     }
@@ -316,6 +319,7 @@ impl Keyfort {
         if self.inner.master_keys.unload(id) {
             tracing::info!(instance = id, "instance sealed");
         }
+        self.inner.seals.announce(id);
         Instance::from_record(&record, false)
     }
 

@@ -98,6 +98,8 @@ pub struct FileConfig {
     pub hsm: Option<HsmSection>,
     #[serde(default)]
     pub kms: KmsSection,
+    /// `[cluster]`: the node-to-node channel that hands master keys to peers.
+    pub cluster: Option<crate::peers::ClusterSection>,
 }
 
 /// `[kms]`: Key Protect's waiting periods, in seconds (defaults: Key Protect's own values —
@@ -353,6 +355,7 @@ pub struct Config {
     pub kyok: KyokConfig,
     pub hsm: Option<HsmSection>,
     pub kms: keyfort_core::KmsTimings,
+    pub cluster: Option<crate::peers::ClusterSection>,
 }
 
 impl Config {
@@ -487,6 +490,7 @@ impl Config {
                 reseal_pause: Duration::from_millis(reseal_pause_ms),
             },
             hsm: file.hsm.clone(),
+            cluster: file.cluster.clone(),
             kms: flags.kms.or(&env.kms).or(&file.kms).timings(),
         })
     }

@@ -11,6 +11,7 @@ mod config;
 mod dev;
 mod fsutil;
 mod logging;
+mod peers;
 mod serve;
 mod server;
 mod store_url;

@@ -157,6 +157,11 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
         tracing::info!(instance = %id, "instance unsealed by the HSM");
     }
     node.spawn_background(&core);
+    if let Some(section) = &config.cluster {
+        let (peers, listener) = crate::peers::Peers::open(section).await?;
+        peers.fetch_all(&core).await;
+        peers.spawn(listener, core.clone());
+    }
     let dev = if config.dev {
         let boot = core
             .dev_bootstrap(DevSetup {
@@ -276,6 +281,8 @@ pub enum ServerError {
     Serve(#[source] io::Error),
     #[error("the HTTPS server task failed")]
     Task(#[source] tokio::task::JoinError),
+    #[error("cannot start the node-to-node channel")]
+    Peers(#[from] crate::peers::PeerError),
     #[error("cannot open the HSM")]
     Hsm(#[source] keyfort_hsm::HsmError),
     #[error("no HSM PIN: set [hsm] pin_file{} or KEYFORT_HSM_PIN", path.as_ref().map(|p| format!(" (cannot read {})", p.display())).unwrap_or_default())]

@@ -68,17 +68,30 @@ struct Cluster {
     url: String,
     nodes: Vec<Server>,
     instance: String,
+    /// Per node, a config file with its `[cluster]` section (node-to-node channel), if any.
+    configs: Vec<Option<std::path::PathBuf>>,
 }
 
 impl Cluster {
     fn start(tag: &str, n: usize) -> Cluster {
+        Cluster::start_with(tag, n, false)
+    }
+
+    /// `peered`: the nodes also talk to each other over the mutual-TLS channel.
+    fn start_with(tag: &str, n: usize, peered: bool) -> Cluster {
         let url = fresh_database(tag);
         let dir = tempfile::tempdir().unwrap();
+        let configs = if peered {
+            peer_configs(dir.path(), n)
+        } else {
+            vec![None; n]
+        };
         let mut cluster = Cluster {
             dir,
             url,
             nodes: Vec::new(),
             instance: String::new(),
+            configs,
         };
         for i in 0..n {
             cluster.start_node(i);
@@ -106,13 +119,13 @@ impl Cluster {
             }
         }
         let tag = format!("node{i}-{}", self.nodes.len());
-        let server = Server::start_with(
-            &data,
-            self.dir.path(),
-            &tag,
-            &NODE_ENV,
-            &["--store", &self.url],
-        );
+        let mut extra = vec!["--store".to_owned(), self.url.clone()];
+        if let Some(config) = &self.configs[i] {
+            extra.push("--config".to_owned());
+            extra.push(config.to_str().unwrap().to_owned());
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let server = Server::start_with(&data, self.dir.path(), &tag, &NODE_ENV, &extra);
         if i < self.nodes.len() {
             self.nodes[i] = server;
         } else {
@@ -132,6 +145,66 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// A cluster CA, a certificate per node (server and client authentication, for 127.0.0.1), free
+/// ports, and per node a config file naming the others as peers.
+fn peer_configs(dir: &std::path::Path, n: usize) -> Vec<Option<std::path::PathBuf>> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let ca_file = dir.join("cluster-ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let ports: Vec<u16> = (0..n)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    (0..n)
+        .map(|i| {
+            let key = KeyPair::generate().unwrap();
+            let mut params =
+                CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                    .unwrap();
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            let cert_file = dir.join(format!("node{i}-cert.pem"));
+            let key_file = dir.join(format!("node{i}-key.pem"));
+            std::fs::write(&cert_file, cert.pem()).unwrap();
+            std::fs::write(&key_file, key.serialize_pem()).unwrap();
+            let peers: Vec<String> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| format!("\"127.0.0.1:{}\"", ports[j]))
+                .collect();
+            let config = dir.join(format!("node{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[cluster]\nlisten = \"127.0.0.1:{}\"\nca_file = {:?}\ncert_file = {:?}\n\
+                     key_file = {:?}\npeers = [{}]\n",
+                    ports[i],
+                    ca_file,
+                    cert_file,
+                    key_file,
+                    peers.join(", ")
+                ),
+            )
+            .unwrap();
+            Some(config)
+        })
+        .collect()
 }
 
 /// An HTTPS client of one node, as an application behind a load balancer would be.
@@ -526,4 +599,141 @@ fn kill_9_of_a_node_under_load_loses_no_acknowledged_operation() {
     let client = cluster.client(1);
     let (status, body) = client.get_key(&acked_keys[0]);
     assert_eq!(status, 200, "{body}");
+}
+
+/// The node-to-node channel: a seal on one node seals the others; a node that unseals hands the
+/// master key to the others; a node starting without any way to unseal gets it from a peer.
+#[test]
+fn unseal_and_seal_reach_every_node_over_the_cluster_channel() {
+    let mut cluster = Cluster::start_with("peers", 3, true);
+    let id = cluster.instance.clone();
+    let state = |cluster: &Cluster, node: usize| -> String {
+        let c = cluster.client(node);
+        let (status, body) = c.call(reqwest::Method::GET, &c.admin(""), None);
+        assert_eq!(status, 200, "{body}");
+        body["state"].as_str().unwrap().to_owned()
+    };
+    let wait_state = |cluster: &Cluster, node: usize, want: &str| {
+        let started = Instant::now();
+        while state(cluster, node) != want {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "node {node} not {want}\n{}",
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (status, key) = cluster.client(0).create_key("k");
+    assert_eq!(status, 201, "{key}");
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    for node in 0..3 {
+        assert_eq!(state(&cluster, node), "unsealed");
+    }
+
+    // Sealed on node 0: sealed everywhere.
+    let c0 = cluster.client(0);
+    let (status, body) = c0.call(reqwest::Method::POST, &c0.admin("/seal"), Some(&json!({})));
+    assert_eq!(status, 200, "{body}");
+    for node in 1..3 {
+        wait_state(&cluster, node, "sealed");
+        let (status, _) = cluster.client(node).wrap(&key_id, &B64.encode("x"));
+        assert_ne!(status, 200);
+    }
+
+    // Node 0 unseals again (from its dev key file, at start): every node is unsealed.
+    cluster.nodes[0].terminate();
+    cluster.start_node(0);
+    for node in 0..3 {
+        wait_state(&cluster, node, "unsealed");
+        let (status, body) = cluster.client(node).wrap(&key_id, &B64.encode("x"));
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // A node restarted without its key file is unsealed by its peers before it serves.
+    cluster.nodes[2].terminate();
+    std::fs::remove_file(cluster.node_dir(2).join("dev-master.key")).unwrap();
+    cluster.start_node(2);
+    assert_eq!(state(&cluster, 2), "unsealed", "{}", cluster.logs());
+    let (status, body) = cluster.client(2).wrap(&key_id, &B64.encode("y"));
+    assert_eq!(status, 200, "{body}");
+
+    // Without a certificate of the cluster CA, no master key: neither without a client
+    // certificate, nor with one from another CA.
+    let config = std::fs::read_to_string(cluster.configs[1].as_ref().unwrap()).unwrap();
+    let port: u16 = config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+        .and_then(|p| p.trim_end_matches('"').parse().ok())
+        .unwrap();
+    let ca = cluster.dir.path().join("cluster-ca.pem");
+    for with_cert in [false, true] {
+        let got = fetch_as_stranger(port, &ca, with_cert, &id);
+        assert!(
+            got.as_ref().map_or(true, |bytes| bytes.is_empty()),
+            "a stranger got an answer: {got:?}"
+        );
+    }
+}
+
+/// Asks a node's peer port for a master key as a stranger: trusting the cluster CA, but with no
+/// client certificate, or one of another CA. The bytes answered, if any.
+fn fetch_as_stranger(
+    port: u16,
+    ca_file: &std::path::Path,
+    with_cert: bool,
+    instance: &str,
+) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = if with_cert {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["stranger".to_owned()]).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.self_signed(&key).unwrap();
+        let key_der =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
+                .unwrap();
+        builder
+            .with_client_auth_cert(vec![cert.der().clone()], key_der)
+            .unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&json!({"op": "fetch", "instance": instance})).unwrap();
+        tls.write_all(&(body.len() as u32).to_be_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        tls.write_all(&body).await.map_err(|e| e.to_string())?;
+        tls.flush().await.map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(answer)
+    })
 }
