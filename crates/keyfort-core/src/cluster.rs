@@ -25,6 +25,10 @@
 //! missed, so the key cache is switched off (every request reads the store) and the other caches
 //! are emptied; they come back when it listens again.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
 use keyfort_crypto::seal::MasterKey;
 use keyfort_store::postgres::{Change, Changes};
 use tokio::sync::broadcast;
@@ -35,19 +39,35 @@ use crate::error::CoreError;
 use crate::instance::STORED_ZEROIZED;
 use crate::service::Keyfort;
 
-/// Seals requested on this node (by an administrator), announced to whoever follows them.
-pub(crate) struct Seals(broadcast::Sender<String>);
+/// Held while this node does a piece of cluster-wide work; dropping it releases the work.
+pub type ClusterGuard = Box<dyn std::any::Any + Send>;
 
-impl Default for Seals {
+/// Takes the cluster-wide lock of a named piece of work if no node holds it (`None` if one
+/// does): on PostgreSQL an advisory lock, released when the guard drops or the holder dies.
+pub type ClusterLocks =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Option<ClusterGuard>> + Send>> + Send + Sync>;
+
+/// This node's part in a cluster.
+pub(crate) struct ClusterState {
+    /// Seals requested on this node (by an administrator), for whoever forwards them to peers.
+    seals: broadcast::Sender<String>,
+    /// Set once on a shared store; without it every piece of work is this node's alone.
+    locks: OnceLock<ClusterLocks>,
+}
+
+impl Default for ClusterState {
     fn default() -> Self {
-        Seals(broadcast::channel(256).0)
+        ClusterState {
+            seals: broadcast::channel(256).0,
+            locks: OnceLock::new(),
+        }
     }
 }
 
-impl Seals {
-    pub(crate) fn announce(&self, instance_id: &str) {
+impl ClusterState {
+    pub(crate) fn announce_seal(&self, instance_id: &str) {
         // Nobody listening (a single node) is fine.
-        let _ = self.0.send(instance_id.to_owned());
+        let _ = self.seals.send(instance_id.to_owned());
     }
 }
 
@@ -97,6 +117,28 @@ impl Keyfort {
         lock(&self.inner.allowed_ips).clear();
     }
 
+    /// Makes cluster-wide work (the re-seal job of a master key rotation) take `locks` first, so
+    /// that one node at a time does it. Set once, before serving; later calls are ignored.
+    pub fn set_cluster_locks(&self, locks: ClusterLocks) {
+        let _ = self.inner.cluster.locks.set(locks);
+    }
+
+    /// The lock of a named piece of cluster-wide work, `None` if another node holds it.
+    pub(crate) async fn cluster_exclusive(&self, name: &str) -> Option<ClusterGuard> {
+        match self.inner.cluster.locks.get() {
+            Some(locks) => locks(name.to_owned()).await,
+            None => Some(Box::new(())),
+        }
+    }
+
+    /// Starts the re-seal job of every instance unsealed here whose master key rotation is not
+    /// finished (a job that stopped, or whose node died). Each job runs on one node at a time.
+    pub fn resume_reseal_jobs(&self) {
+        for (instance_id, _) in self.unsealed_here() {
+            self.spawn_reseal(instance_id);
+        }
+    }
+
     /// The instances unsealed on this node, with their current master key version.
     pub fn unsealed_here(&self) -> Vec<(String, u32)> {
         self.inner.master_keys.loaded_versions()
@@ -116,7 +158,7 @@ impl Keyfort {
 
     /// The instances sealed by an administrator on this node from now on, as they happen.
     pub fn requested_seals(&self) -> broadcast::Receiver<String> {
-        self.inner.seals.0.subscribe()
+        self.inner.cluster.seals.subscribe()
     }
 
     /// The current master key of an instance unsealed here, for a peer that proved it belongs to

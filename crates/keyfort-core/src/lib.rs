@@ -36,6 +36,7 @@ pub use auth::{
     RoleGrant, Scope, TokenSigner,
 };
 pub use clock::{Clock, SystemClock, UnixMillis};
+pub use cluster::{ClusterGuard, ClusterLocks};
 pub use custodian::{
     Command, CustodianPublic, CustodianSecret, KeyPart, SignedCommand, UnsealSubmission,
 };

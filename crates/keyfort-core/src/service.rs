@@ -107,8 +107,8 @@ pub(crate) struct Inner {
     pub(crate) key_cache: crate::cache::KeyCache,
     /// allowedIP policy per instance, with the time it was read.
     pub(crate) allowed_ips: Mutex<HashMap<String, AllowedIps>>,
-    /// Seals requested on this node, for its peers (`cluster.rs`).
-    pub(crate) seals: crate::cluster::Seals,
+    /// Seals requested on this node for its peers, cluster-wide locks (`cluster.rs`).
+    pub(crate) cluster: crate::cluster::ClusterState,
 }
 
 pub(crate) struct CachedCaller {
@@ -153,7 +153,7 @@ impl Keyfort {
                 kms_timings: config.kms_timings,
                 key_cache: crate::cache::KeyCache::default(),
                 allowed_ips: Mutex::new(HashMap::new()),
-                seals: crate::cluster::Seals::default(),
+                cluster: crate::cluster::ClusterState::default(),
             }),
         })
     }
@@ -319,7 +319,7 @@ impl Keyfort {
         if self.inner.master_keys.unload(id) {
             tracing::info!(instance = id, "instance sealed");
         }
-        self.inner.seals.announce(id);
+        self.inner.cluster.announce_seal(id);
         Instance::from_record(&record, false)
     }
 

@@ -42,10 +42,26 @@ impl NodeStore {
         }
     }
 
-    /// Starts this node's background work on `core`: following the other nodes' changes (on
-    /// PostgreSQL), and the maintenance pass once a minute (on PostgreSQL: by one node at a time).
-    pub fn spawn_background(&self, core: &keyfort_core::Keyfort) {
+    /// Attaches `core` (just opened) to the cluster and starts its background work: on
+    /// PostgreSQL, cluster-wide work takes advisory locks and this node follows the other nodes'
+    /// changes; the maintenance pass and the resumption of unfinished re-seal jobs run once a
+    /// minute (on PostgreSQL: by one node at a time, taken over when that node dies).
+    pub fn attach(&self, core: &keyfort_core::Keyfort) {
         if let Some(pg) = &self.postgres {
+            let locks_pg = pg.clone();
+            core.set_cluster_locks(Arc::new(move |name: String| {
+                let pg = locks_pg.clone();
+                Box::pin(async move {
+                    match pg.try_lock(&name).await {
+                        Ok(Some(lock)) => Some(Box::new(lock) as keyfort_core::ClusterGuard),
+                        Ok(None) => None,
+                        Err(e) => {
+                            tracing::warn!(work = %name, error = %e, "cannot take a cluster lock");
+                            None
+                        }
+                    }
+                })
+            }));
             let changes = pg.changes();
             let follower = core.clone();
             tokio::spawn(async move { follower.follow_changes(changes).await });
@@ -57,6 +73,7 @@ impl NodeStore {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                core.resume_reseal_jobs();
                 let lock = match &pg {
                     None => None,
                     Some(pg) => match pg.try_lock(MAINTENANCE_LOCK).await {

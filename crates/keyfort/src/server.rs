@@ -153,10 +153,10 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
         core_config.master_key_protector = Some(open_hsm(hsm).await?);
     }
     let core = Keyfort::open(store, core_config).await?;
+    node.attach(&core);
     for id in core.unseal_hsm_instances().await? {
         tracing::info!(instance = %id, "instance unsealed by the HSM");
     }
-    node.spawn_background(&core);
     if let Some(section) = &config.cluster {
         let (peers, listener) = crate::peers::Peers::open(section).await?;
         peers.fetch_all(&core).await;
