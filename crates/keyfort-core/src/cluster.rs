@@ -220,9 +220,9 @@ impl Keyfort {
     /// Seals this node's copy of an instance whose stored master key version moved past the
     /// loaded one, or which was zeroized.
     async fn check_loaded_master_key(&self, instance_id: &str) {
-        let Some(loaded) = self.inner.master_keys.get(instance_id) else {
+        if !self.inner.master_keys.is_loaded(instance_id) {
             return;
-        };
+        }
         let record = match self.store().instance(instance_id).await {
             Ok(record) => record,
             Err(e) => {
@@ -231,12 +231,19 @@ impl Keyfort {
                 None
             }
         };
-        let current = i64::from(loaded.current().version());
-        let stale = match &record {
-            Some(r) => r.state == STORED_ZEROIZED || r.mk_version != current,
-            None => true,
+        // The notification follows the commit, so the record read here is at least as new as
+        // the change. A rotation on this very node loads its new key right after committing:
+        // `unload_unless` leaves that key alone.
+        let sealed = match record
+            .as_ref()
+            .map(|r| (r.state == STORED_ZEROIZED, u32::try_from(r.mk_version).ok()))
+        {
+            Some((false, Some(version))) => {
+                self.inner.master_keys.unload_unless(instance_id, version)
+            }
+            _ => self.inner.master_keys.unload(instance_id),
         };
-        if stale && self.inner.master_keys.unload(instance_id) {
+        if sealed {
             self.inner.key_cache.forget_instance(instance_id);
             tracing::warn!(
                 instance = instance_id,

@@ -218,6 +218,19 @@ impl MasterKeys {
         }
     }
 
+    /// [`MasterKeys::unload`] unless the current loaded version is `version` — checked and done
+    /// under one lock, so a load of that version racing with the caller is never undone.
+    pub(crate) fn unload_unless(&self, instance_id: &str, version: u32) -> bool {
+        let mut map = self.write();
+        match map.get(instance_id) {
+            Some(keys) if keys.current().version() != version => {
+                map.remove(instance_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Forgets an instance's master keys at once (seal). Key material in flight in other tasks is
     /// dropped (and zeroized) when those tasks finish.
     pub(crate) fn unload(&self, instance_id: &str) -> bool {
