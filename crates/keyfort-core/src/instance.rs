@@ -257,6 +257,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unload_unless_keeps_the_named_version() {
+        let keys = MasterKeys::default();
+        assert!(!keys.unload_unless("i", 2), "nothing loaded");
+        keys.load("i", vec![MasterKey::generate(2).unwrap()]);
+        assert!(!keys.unload_unless("i", 2));
+        assert!(keys.is_loaded("i"));
+        assert_eq!(keys.loaded_versions(), [("i".to_owned(), 2)]);
+        assert!(keys.unload_unless("i", 3));
+        assert!(!keys.is_loaded("i"));
+        assert!(keys.loaded_versions().is_empty());
+    }
+
+    #[test]
     fn loaded_keys_pick_newest_as_current() {
         let keys = MasterKeys::default();
         assert!(keys.get("i").is_none());
