@@ -245,7 +245,7 @@ fn free_port_pair() -> Result<u16, String> {
 }
 
 /// Polls `ready` until it holds; fails if the process `name` exits first or time runs out.
-fn wait_until(
+pub(crate) fn wait_until(
     timeout: Duration,
     processes: &mut Processes,
     name: &str,
@@ -277,7 +277,7 @@ fn wait_until(
 }
 
 /// The last lines of a log file.
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let mut text = String::new();
     if let Ok(mut f) = File::open(path) {
         let _ = f.read_to_string(&mut text);
@@ -287,14 +287,14 @@ fn tail(path: &Path) -> String {
 }
 
 /// The processes this run started, and the directory they use; all stopped and removed on drop.
-struct Processes {
+pub(crate) struct Processes {
     children: Vec<(String, Child)>,
     watchdogs: Vec<Child>,
     dir: PathBuf,
 }
 
 impl Processes {
-    fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf) -> Self {
         Self {
             children: Vec::new(),
             watchdogs: Vec::new(),
@@ -303,7 +303,12 @@ impl Processes {
     }
 
     /// Starts a server with its output in `log`, under the guard and a watchdog.
-    fn spawn(&mut self, name: &str, mut command: Command, log: &Path) -> Result<(), String> {
+    pub(crate) fn spawn(
+        &mut self,
+        name: &str,
+        mut command: Command,
+        log: &Path,
+    ) -> Result<(), String> {
         let out = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let err = out
             .try_clone()
@@ -314,7 +319,7 @@ impl Processes {
 
     /// Runs the load generator in the foreground (output to this terminal), under the guard
     /// and a watchdog, and waits for it.
-    fn run(&mut self, command: Command) -> Result<ExitStatus, String> {
+    pub(crate) fn run(&mut self, command: Command) -> Result<ExitStatus, String> {
         let name = "keyfort-bench";
         self.start(name, command)?;
         let Some((_, child)) = self.children.iter_mut().rev().find(|(n, _)| n == name) else {

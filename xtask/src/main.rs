@@ -5,10 +5,13 @@
 //!   dependency graph (one crypto library), no `todo!`/`unimplemented!` in shipped code.
 //! - `cargo xtask bench [--quick]`: the KMS benchmark: Keyfort wrap/unwrap and key creation
 //!   against a no-op endpoint, OpenBao transit and raw SQLite, in one run ([`bench`]).
+//! - `cargo xtask bench-cluster [--quick]`: wrap and key creation on 1, 2 and 3 nodes sharing
+//!   one PostgreSQL, and SQLite against PostgreSQL for one node, as ratios ([`bench_cluster`]).
 //! - `cargo xtask codegen-kmip`: regenerates `crates/keyfort-kmip/src/generated.rs` (KMIP tags
 //!   and enumerations) from `../shared/specs/data/*.json` ([`codegen_kmip`]).
 
 mod bench;
+mod bench_cluster;
 mod codegen_kmip;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +45,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("bench-cluster") => match bench_cluster::run(&workspace_root(), &args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench-cluster: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("codegen-kmip") => {
             let root = workspace_root();
             let data = root.join("../shared/specs/data");
@@ -55,7 +65,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask tidy\n       cargo xtask codegen-kmip\n       {}",
+                "usage: cargo xtask tidy\n       cargo xtask codegen-kmip\n       cargo xtask bench-cluster [--quick]\n       {}",
                 bench::usage()
             );
             ExitCode::from(2)
