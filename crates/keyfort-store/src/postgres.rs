@@ -23,6 +23,9 @@
 //! are serialized per instance, each chained to the one before, without gaps or forks. The
 //! primary key `(instance_id, seq)` of `audit_events` would refuse a fork anyway.
 //!
+//! Lone audit appends (the events of reads) are committed in groups by one task per store
+//! ([`appender`]): one head lock and one commit for every append waiting.
+//!
 //! # Change notifications
 //!
 //! A transaction that changes a key, an instance (record, policies, secrets, zeroization), a
@@ -30,6 +33,7 @@
 //! ([`Change`]); PostgreSQL delivers it to every listening node when, and only if, the
 //! transaction commits. [`PgStore::changes`] follows them (see [`listen`]).
 
+mod appender;
 mod audit;
 pub mod listen;
 mod lock;
@@ -66,6 +70,8 @@ const ATTEMPTS: u32 = 5;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Group commit of lone audit appends ([`appender`]).
+    appender: appender::Appender,
     /// Where the database is, without its password (for logs and errors).
     display: String,
 }
@@ -134,7 +140,12 @@ impl PgStore {
                 source,
             })?;
         migrate::run(&pool).await?;
-        Ok(PgStore { pool, display })
+        let appender = appender::Appender::start(pool.clone());
+        Ok(PgStore {
+            pool,
+            appender,
+            display,
+        })
     }
 
     /// Where the database is, its password left out.
@@ -455,10 +466,7 @@ impl Store for PgStore {
     }
 
     async fn append_audit_event(&self, event: &AuditEventInput) -> Result<AuditEventRecord> {
-        match self.apply_one(Write::AppendAudit(event.clone())).await? {
-            Applied::Audit(record) => Ok(record),
-            other => Err(unexpected(&format!("{other:?}"))),
-        }
+        self.appender.append(event.clone()).await
     }
 
     async fn audit_events(
