@@ -7,10 +7,13 @@
 //!   against a no-op endpoint, OpenBao transit and raw SQLite, in one run ([`bench`]);
 //!   `cargo xtask bench kmip [--quick]`: KMIP Create+Get and Encrypt against pykmip-server
 //!   ([`bench_kmip`]).
+//! - `cargo xtask bench-cluster [--quick]`: wrap and key creation on 1, 2 and 3 nodes sharing
+//!   one PostgreSQL, and SQLite against PostgreSQL for one node, as ratios ([`bench_cluster`]).
 //! - `cargo xtask codegen-kmip`: regenerates `crates/keyfort-kmip/src/generated.rs` (KMIP tags
 //!   and enumerations) from `../shared/specs/data/*.json` ([`codegen_kmip`]).
 
 mod bench;
+mod bench_cluster;
 mod bench_kmip;
 mod codegen_kmip;
 
@@ -45,6 +48,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("bench-cluster") => match bench_cluster::run(&workspace_root(), &args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench-cluster: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("codegen-kmip") => {
             let root = workspace_root();
             let data = root.join("../shared/specs/data");
@@ -58,7 +68,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask tidy\n       cargo xtask codegen-kmip\n       {}",
+                "usage: cargo xtask tidy\n       cargo xtask codegen-kmip\n       cargo xtask bench-cluster [--quick]\n       {}",
                 bench::usage()
             );
             ExitCode::from(2)
