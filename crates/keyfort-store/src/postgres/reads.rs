@@ -1,11 +1,12 @@
 //! Reads: one statement each, on any pooled connection (one statement sees one snapshot).
 
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::rows::{self, not_found, saturating_i64};
 use crate::{
-    ApiKeyRecord, InstanceRecord, InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord,
-    KeyVersionRecord, PrincipalRecord, RegistrationRecord, Result,
+    ApiKeyRecord, Comparison, InstanceRecord, InstanceSecretRecord, KeyDate, KeyFilter, KeyRecord,
+    KeyRingRecord, KeySortField, KeyVersionRecord, PrincipalRecord, RegistrationRecord, Result,
+    SearchScope,
 };
 
 /// `SELECT <every column of keys k, and its aliases as a JSON array> FROM keys k <tail>`.
@@ -21,22 +22,6 @@ macro_rules! select_keys {
             "WHERE a.instance_id = k.instance_id AND a.key_id = k.id)::text, '[]') AS aliases ",
             "FROM keys k ",
             $($tail),+
-        )
-    };
-}
-
-/// The `WHERE` clause implementing [`KeyFilter`]: `$1` instance, `$2` ring, `$3` states (an
-/// array), `$4` extractable, `$5` search text; every value is bound.
-macro_rules! key_filter {
-    () => {
-        concat!(
-            "WHERE k.instance_id = $1 ",
-            "AND ($2::text IS NULL OR k.key_ring_id = $2) ",
-            "AND ($3::bigint[] IS NULL OR k.state = ANY($3)) ",
-            "AND ($4::boolean IS NULL OR k.extractable = $4) ",
-            "AND ($5::text IS NULL OR strpos(lower(k.name), lower($5)) > 0 ",
-            "OR EXISTS (SELECT 1 FROM key_aliases a WHERE a.instance_id = k.instance_id ",
-            "AND a.key_id = k.id AND strpos(lower(a.alias), lower($5)) > 0)) "
         )
     };
 }
@@ -149,6 +134,10 @@ pub(super) async fn list_key_rings(pool: &PgPool, instance_id: &str) -> Result<V
 }
 
 pub(super) async fn key(pool: &PgPool, instance_id: &str, id: &str) -> Result<Option<KeyRecord>> {
+    // No stored text holds NUL (see `push_filter`).
+    if instance_id.contains('\0') || id.contains('\0') {
+        return Ok(None);
+    }
     let row = sqlx::query(select_keys!("WHERE k.instance_id = $1 AND k.id = $2"))
         .bind(instance_id)
         .bind(id)
@@ -162,6 +151,9 @@ pub(super) async fn key_by_alias(
     instance_id: &str,
     alias: &str,
 ) -> Result<Option<KeyRecord>> {
+    if instance_id.contains('\0') || alias.contains('\0') {
+        return Ok(None);
+    }
     let row = sqlx::query(select_keys!(
         "WHERE k.instance_id = $1 AND k.id = (SELECT b.key_id FROM key_aliases b ",
         "WHERE b.instance_id = $1 AND b.alias = $2)"
@@ -173,30 +165,33 @@ pub(super) async fn key_by_alias(
     row.as_ref().map(rows::key).transpose()
 }
 
-/// The wanted states, `None` for "every state".
-fn states(filter: &KeyFilter) -> Option<Vec<i64>> {
-    (!filter.states.is_empty()).then(|| filter.states.clone())
-}
-
 pub(super) async fn list_keys(
     pool: &PgPool,
     instance_id: &str,
     filter: &KeyFilter,
 ) -> Result<Vec<KeyRecord>> {
-    let all = sqlx::query(select_keys!(
-        key_filter!(),
-        "ORDER BY k.created_at, k.id LIMIT $6 OFFSET $7"
-    ))
-    .bind(instance_id)
-    .bind(filter.key_ring_id.as_deref())
-    .bind(states(filter))
-    .bind(filter.extractable)
-    .bind(filter.search.as_deref())
+    let mut q = QueryBuilder::<Postgres>::new(select_keys!(""));
+    push_filter(&mut q, instance_id, filter);
+    q.push(" ORDER BY ");
+    if filter.sort.is_empty() {
+        q.push("k.created_at, ");
+    }
+    for term in &filter.sort {
+        q.push(sort_column(term.field));
+        // As SQLite orders them: a missing date is smaller than any other value.
+        q.push(if term.descending {
+            " DESC NULLS LAST, "
+        } else {
+            " ASC NULLS FIRST, "
+        });
+    }
+    // Ids compare as bytes (SQLite's BINARY), whatever the database's collation.
+    q.push("k.id COLLATE \"C\" LIMIT ");
     // PostgreSQL: LIMIT NULL means no limit.
-    .bind(filter.limit.map(saturating_i64))
-    .bind(saturating_i64(filter.offset))
-    .fetch_all(pool)
-    .await?;
+    q.push_bind(filter.limit.map(saturating_i64));
+    q.push(" OFFSET ");
+    q.push_bind(saturating_i64(filter.offset));
+    let all = q.build().fetch_all(pool).await?;
     all.iter().map(rows::key).collect()
 }
 
@@ -205,17 +200,133 @@ pub(super) async fn count_keys(
     instance_id: &str,
     filter: &KeyFilter,
 ) -> Result<u64> {
-    let row = sqlx::query(concat!("SELECT COUNT(*) FROM keys k ", key_filter!()))
-        .bind(instance_id)
-        .bind(filter.key_ring_id.as_deref())
-        .bind(states(filter))
-        .bind(filter.extractable)
-        .bind(filter.search.as_deref())
-        .fetch_one(pool)
-        .await?;
+    let mut q = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM keys k ");
+    push_filter(&mut q, instance_id, filter);
+    let row = q.build().fetch_one(pool).await?;
     let n: i64 = row.try_get(0)?;
     // COUNT(*) is never negative.
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The `WHERE` clause implementing [`KeyFilter`], with the SQLite store's semantics. Values are
+/// bound parameters; column names and operators come from the closed enums of the filter, never
+/// from the caller's text.
+///
+/// PostgreSQL text cannot hold NUL, so no stored value contains one: a condition on a text with
+/// NUL matches nothing (binding it would be an error).
+fn push_filter(q: &mut QueryBuilder<Postgres>, instance_id: &str, filter: &KeyFilter) {
+    q.push("WHERE ");
+    push_text_eq(q, "k.instance_id", instance_id);
+    if let Some(ring) = &filter.key_ring_id {
+        q.push(" AND ");
+        push_text_eq(q, "k.key_ring_id", ring);
+    }
+    if let Some(id) = &filter.id {
+        q.push(" AND ");
+        push_text_eq(q, "k.id", id);
+    }
+    if !filter.states.is_empty() {
+        q.push(" AND k.state = ANY(");
+        q.push_bind(filter.states.clone());
+        q.push(")");
+    }
+    if let Some(extractable) = filter.extractable {
+        q.push(" AND k.extractable = ");
+        q.push_bind(extractable);
+    }
+    for c in &filter.dates {
+        q.push(" AND ");
+        q.push(date_column(c.date));
+        match c.value {
+            None => {
+                q.push(" IS NULL");
+            }
+            Some(v) => {
+                q.push(match c.comparison {
+                    Comparison::Eq => " = ",
+                    Comparison::Lt => " < ",
+                    Comparison::Lte => " <= ",
+                    Comparison::Gt => " > ",
+                    Comparison::Gte => " >= ",
+                });
+                q.push_bind(v);
+            }
+        }
+    }
+    if let Some(text) = &filter.search {
+        let mode = filter.search_mode;
+        q.push(if mode.negate { " AND NOT (" } else { " AND (" });
+        let push_match = |q: &mut QueryBuilder<Postgres>, column: &str| {
+            if text.contains('\0') {
+                q.push("FALSE");
+            } else if mode.exact {
+                q.push(column);
+                q.push(" = ");
+                q.push_bind(text.clone());
+            } else {
+                // SQLite's lower() folds ASCII letters only; so does this.
+                q.push("strpos(translate(");
+                q.push(column);
+                q.push(", ");
+                q.push(ASCII_FOLD);
+                q.push("), translate(");
+                q.push_bind(text.clone());
+                q.push("::text, ");
+                q.push(ASCII_FOLD);
+                q.push(")) > 0");
+            }
+        };
+        if mode.scope != SearchScope::Alias {
+            push_match(q, "k.name");
+        }
+        if mode.scope == SearchScope::NameOrAlias {
+            q.push(" OR ");
+        }
+        if mode.scope != SearchScope::Name {
+            q.push(
+                "EXISTS (SELECT 1 FROM key_aliases a WHERE a.instance_id = k.instance_id \
+                 AND a.key_id = k.id AND ",
+            );
+            push_match(q, "a.alias");
+            q.push(")");
+        }
+        q.push(")");
+    }
+}
+
+/// `translate` arguments mapping ASCII capitals to small letters.
+const ASCII_FOLD: &str = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'";
+
+/// `column = value`, or `FALSE` if `value` holds a NUL (see [`push_filter`]).
+fn push_text_eq(q: &mut QueryBuilder<Postgres>, column: &str, value: &str) {
+    if value.contains('\0') {
+        q.push("FALSE");
+    } else {
+        q.push(column);
+        q.push(" = ");
+        q.push_bind(value.to_owned());
+    }
+}
+
+fn date_column(date: KeyDate) -> &'static str {
+    match date {
+        KeyDate::Created => "k.created_at",
+        KeyDate::Updated => "k.updated_at",
+        KeyDate::Rotated => "k.last_rotated_at",
+        KeyDate::Deleted => "k.deleted_at",
+        KeyDate::Expires => "k.expires_at",
+    }
+}
+
+fn sort_column(field: KeySortField) -> &'static str {
+    match field {
+        // Ids compare as bytes, as in SQLite.
+        KeySortField::Id => "k.id COLLATE \"C\"",
+        KeySortField::State => "k.state",
+        KeySortField::Extractable => "k.extractable",
+        KeySortField::Imported => "k.imported",
+        KeySortField::Date(d) => date_column(d),
+    }
 }
 
 pub(super) async fn key_versions(
