@@ -49,6 +49,10 @@ if [ -z "${SKIP_LINT:-}" ]; then
   cargo clippy --workspace --all-targets --quiet -- -D warnings
 fi
 
+# ---- PostgreSQL for the PostgreSQL store and multi-node tests (stopped at exit) ---------------
+source "$root/scripts/pg.sh"
+start_test_postgres
+
 log "cargo test"
 cargo test --workspace --no-fail-fast
 

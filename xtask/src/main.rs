@@ -7,6 +7,8 @@
 //!   against a no-op endpoint, OpenBao transit and raw SQLite, in one run ([`bench`]);
 //!   `cargo xtask bench kmip [--quick]`: KMIP Create+Get and Encrypt against pykmip-server
 //!   ([`bench_kmip`]).
+//! - `cargo xtask bench-cluster [--quick]`: wrap and key creation on 1, 2 and 3 nodes sharing
+//!   one PostgreSQL, and SQLite against PostgreSQL for one node, as ratios ([`bench_cluster`]).
 //! - `cargo xtask codegen-kmip`: regenerates `crates/keyfort-kmip/src/generated.rs` (KMIP tags
 //!   and enumerations) from `../shared/specs/data/*.json` ([`codegen_kmip`]).
 //! - `cargo xtask codegen-grpc`: regenerates `crates/keyfort-grpc/src/generated/*.rs` from
@@ -14,6 +16,7 @@
 //!   the separate `xtask/grpc-codegen` crate so the code generator stays out of everyday builds.
 
 mod bench;
+mod bench_cluster;
 mod bench_kmip;
 mod codegen_kmip;
 
@@ -45,6 +48,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("bench-cluster") => match bench_cluster::run(&workspace_root(), &args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench-cluster: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -82,7 +92,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask tidy\n       cargo xtask codegen-kmip\n       cargo xtask codegen-grpc\n       {}",
+                "usage: cargo xtask tidy\n       cargo xtask codegen-kmip\n       cargo xtask codegen-grpc\n       cargo xtask bench-cluster [--quick]\n       {}",
                 bench::usage()
             );
             ExitCode::from(2)

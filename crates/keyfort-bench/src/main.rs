@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod error;
 mod load;
 mod ops;
@@ -43,13 +44,19 @@ use crate::report::{Results, Target};
     version,
     about = "Keyfort KMS benchmark load generator"
 )]
-struct Args {
+pub(crate) struct Args {
     /// The `dev.json` of a running `keyfort server --dev`.
     #[arg(long)]
     dev_json: PathBuf,
-    /// Base URL of an OpenBao dev server, e.g. http://127.0.0.1:8200.
+    /// Base URL of an OpenBao dev server, e.g. http://127.0.0.1:8200 (required unless
+    /// --cluster-dev-json).
     #[arg(long)]
-    bao_addr: String,
+    bao_addr: Option<String>,
+    /// Several-node mode: the `dev.json` of each node sharing one PostgreSQL database. Measures
+    /// wrap and key creation on the first 1, 2, ... of them and on --dev-json (one node on
+    /// SQLite), and prints the ratios.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dev_json: Vec<PathBuf>,
     /// OpenBao root token.
     #[arg(long, default_value = "bench-root")]
     bao_token: String,
@@ -87,7 +94,7 @@ struct Args {
 }
 
 /// The settings of a run, resolved from [`Args`].
-struct Plan {
+pub(crate) struct Plan {
     window: Duration,
     warmup: Duration,
     rounds: usize,
@@ -151,8 +158,17 @@ async fn run(args: &Args) -> Result<(), BenchError> {
         bao_pid: args.bao_pid,
     };
 
+    if !args.cluster_dev_json.is_empty() {
+        return cluster::run(&args.dev_json, &args.cluster_dev_json, &plan, args).await;
+    }
     let keyfort = setup::keyfort(&args.dev_json).await?;
-    let bao = setup::openbao(&args.bao_addr, &args.bao_token).await?;
+    let Some(bao_addr) = &args.bao_addr else {
+        return Err(BenchError::Invalid {
+            step: "--bao-addr".into(),
+            detail: "required (the OpenBao baseline)".into(),
+        });
+    };
+    let bao = setup::openbao(bao_addr, &args.bao_token).await?;
     let sqlite_dir = match &args.sqlite_dir {
         Some(dir) => dir.clone(),
         None => args

@@ -12,6 +12,8 @@ use crate::sqlite::RawSqlite;
 pub enum Op {
     Http(HttpOp),
     Sqlite(RawSqlite),
+    /// The same operation on several servers (nodes), each call on the next one in turn.
+    RoundRobin(Vec<HttpOp>, AtomicU64),
 }
 
 impl Op {
@@ -19,6 +21,15 @@ impl Op {
         match self {
             Op::Http(op) => op.call().await,
             Op::Sqlite(op) => op.call().await,
+            Op::RoundRobin(ops, next) => {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                // usize fits u64 on every supported target; an empty list is never built.
+                let i = usize::try_from(n % ops.len().max(1) as u64).unwrap_or(0);
+                match ops.get(i) {
+                    Some(op) => op.call().await,
+                    None => Err(OpError::WriterGone),
+                }
+            }
         }
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! Entries live at most [`KEY_CACHE_TTL_MS`]; every write the core makes to a key removes that
 //! key's entries at once, and sealing or zeroizing an instance removes all of its entries, so on
-//! one node a change is seen by the next request. (Other nodes see it within the TTL.) Cached
-//! material is zeroized when its entry is dropped.
+//! one node a change is seen by the next request. Other nodes see it within the TTL, or sooner
+//! when they follow the store's change notifications (`cluster.rs`), which also switch the cache
+//! off while they may be missed. Cached material is zeroized when its entry is dropped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use zeroize::Zeroizing;
@@ -42,10 +44,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 pub(crate) struct KeyCache {
     entries: RwLock<HashMap<(String, String), Arc<CachedKey>>>,
+    /// While set, nothing is served from or kept in the cache.
+    off: AtomicBool,
 }
 
 impl KeyCache {
     pub(crate) fn get(&self, instance_id: &str, name: &str, now: i64) -> Option<Arc<CachedKey>> {
+        if self.off.load(Ordering::Acquire) {
+            return None;
+        }
         let entries = self
             .entries
             .read()
@@ -72,6 +79,10 @@ impl KeyCache {
             .entries
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.off.load(Ordering::Acquire) {
+            // Served once, kept nowhere.
+            return entry;
+        }
         if entries.len() >= KEY_CACHE_MAX {
             entries.retain(|_, e| now - e.fetched_at < KEY_CACHE_TTL_MS);
             if entries.len() >= KEY_CACHE_MAX {
@@ -89,6 +100,26 @@ impl KeyCache {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         entries.retain(|(i, _), e| !(i == instance_id && e.key.id == key_id));
+    }
+
+    /// Switches the cache off (emptying it) or back on.
+    pub(crate) fn set_off(&self, off: bool) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.off.store(off, Ordering::Release);
+        if off {
+            entries.clear();
+        }
+    }
+
+    /// Forgets every entry.
+    pub(crate) fn clear(&self) {
+        self.entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// Forgets every entry of an instance.

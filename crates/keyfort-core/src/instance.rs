@@ -185,6 +185,14 @@ impl MasterKeys {
         }
     }
 
+    /// Every unsealed instance with its current master key version.
+    pub(crate) fn loaded_versions(&self) -> Vec<(String, u32)> {
+        self.read()
+            .iter()
+            .map(|(id, keys)| (id.clone(), keys.current().version()))
+            .collect()
+    }
+
     /// Whether an instance is unsealed.
     pub(crate) fn is_loaded(&self, instance_id: &str) -> bool {
         self.read().contains_key(instance_id)
@@ -220,6 +228,19 @@ impl MasterKeys {
         }
     }
 
+    /// [`MasterKeys::unload`] unless the current loaded version is `version` — checked and done
+    /// under one lock, so a load of that version racing with the caller is never undone.
+    pub(crate) fn unload_unless(&self, instance_id: &str, version: u32) -> bool {
+        let mut map = self.write();
+        match map.get(instance_id) {
+            Some(keys) if keys.current().version() != version => {
+                map.remove(instance_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Forgets an instance's master keys at once (seal). Key material in flight in other tasks is
     /// dropped (and zeroized) when those tasks finish.
     pub(crate) fn unload(&self, instance_id: &str) -> bool {
@@ -244,6 +265,19 @@ impl MasterKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unload_unless_keeps_the_named_version() {
+        let keys = MasterKeys::default();
+        assert!(!keys.unload_unless("i", 2), "nothing loaded");
+        keys.load("i", vec![MasterKey::generate(2).unwrap()]);
+        assert!(!keys.unload_unless("i", 2));
+        assert!(keys.is_loaded("i"));
+        assert_eq!(keys.loaded_versions(), [("i".to_owned(), 2)]);
+        assert!(keys.unload_unless("i", 3));
+        assert!(!keys.is_loaded("i"));
+        assert!(keys.loaded_versions().is_empty());
+    }
 
     #[test]
     fn loaded_keys_pick_newest_as_current() {

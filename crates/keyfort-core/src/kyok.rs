@@ -929,9 +929,16 @@ impl Keyfort {
     }
 
     /// Starts (or restarts) the re-seal job of an instance in the background.
-    fn spawn_reseal(&self, instance_id: String) {
+    pub(crate) fn spawn_reseal(&self, instance_id: String) {
         let core = self.clone();
         tokio::spawn(async move {
+            // One node at a time (several nodes on one store); released when `_held` drops.
+            let Some(_held) = core
+                .cluster_exclusive(&format!("keyfort/reseal/{instance_id}"))
+                .await
+            else {
+                return;
+            };
             if let Err(e) = core.run_reseal(&instance_id).await {
                 tracing::error!(instance = instance_id, error = ?e, "re-seal job stopped; it resumes at the next unseal");
                 if let Some(p) = lock(&core.inner.kyok.reseal).get_mut(&instance_id) {

@@ -29,6 +29,7 @@ pub mod wrap;
 
 mod cache;
 mod clock;
+mod cluster;
 mod dev;
 mod error;
 mod service;
@@ -39,6 +40,7 @@ pub use auth::{
     RoleGrant, Scope, TokenSigner,
 };
 pub use clock::{Clock, SystemClock, UnixMillis};
+pub use cluster::{ClusterGuard, ClusterLocks};
 pub use custodian::{
     Command, CustodianPublic, CustodianSecret, KeyPart, SignedCommand, UnsealSubmission,
 };

@@ -97,7 +97,7 @@ pub(crate) struct Inner {
     pub(crate) master_keys: MasterKeys,
     signer: TokenSigner,
     token_ttl: Duration,
-    callers: Mutex<HashMap<String, CachedCaller>>,
+    pub(crate) callers: Mutex<HashMap<String, CachedCaller>>,
     /// Tokens whose signature verified, with their claims (see `verified_claims`).
     tokens: Mutex<HashMap<String, Arc<Claims>>>,
     pub(crate) kyok: KyokState,
@@ -108,9 +108,11 @@ pub(crate) struct Inner {
     pub(crate) key_cache: crate::cache::KeyCache,
     /// Instance policies as enforced (allowedIP, keyCreateImportAccess, defaults for new keys).
     pub(crate) policies: Mutex<HashMap<String, CachedPolicies>>,
+    /// Seals requested on this node for its peers, cluster-wide locks (`cluster.rs`).
+    pub(crate) cluster: crate::cluster::ClusterState,
 }
 
-struct CachedCaller {
+pub(crate) struct CachedCaller {
     caller: Arc<Caller>,
     fetched_at: i64,
 }
@@ -152,6 +154,7 @@ impl Keyfort {
                 kms_timings: config.kms_timings,
                 key_cache: crate::cache::KeyCache::default(),
                 policies: Mutex::new(HashMap::new()),
+                cluster: crate::cluster::ClusterState::default(),
             }),
         })
     }
@@ -317,6 +320,7 @@ impl Keyfort {
         if self.inner.master_keys.unload(id) {
             tracing::info!(instance = id, "instance sealed");
         }
+        self.inner.cluster.announce_seal(id);
         Instance::from_record(&record, false)
     }
 

@@ -1,8 +1,8 @@
 //! Keyfort's persistence layer.
 //!
 //! The [`Store`] trait is what `keyfort-core` calls; it is implemented on SQLite
-//! ([`sqlite::SqliteStore`], the embedded default) and is shaped so that a PostgreSQL
-//! implementation can pass the same test suite (`tests/suite.rs`).
+//! ([`sqlite::SqliteStore`], the embedded default) and on PostgreSQL ([`postgres::PgStore`], for
+//! several nodes); both pass the same test suite (`tests/suite.rs`).
 //!
 //! Records here are plain rows: strings, integers and byte strings. The core owns the domain types
 //! and converts at this edge. Key material only ever reaches a record already sealed by the core;
@@ -14,9 +14,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod postgres;
 pub mod records;
 pub mod sqlite;
 
+mod chain;
 mod error;
 mod migrations;
 

@@ -40,6 +40,13 @@ pub(crate) const SQLITE: &[Migration] = &[
     },
 ];
 
+/// The PostgreSQL migrations, in order.
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("migrations/postgres/0001_initial.sql"),
+}];
+
 /// The migrations of `all` still to apply to a database at schema version `current` (0 for a
 /// fresh database), or [`StoreError::SchemaTooNew`].
 pub(crate) fn pending(all: &'static [Migration], current: i64) -> Result<&'static [Migration]> {
@@ -68,6 +75,14 @@ mod tests {
     #[test]
     fn sqlite_versions_start_at_one_and_increase_by_one() {
         for (i, m) in SQLITE.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "migration {}", m.name);
+            assert!(!m.sql.trim().is_empty(), "migration {} is empty", m.name);
+        }
+    }
+
+    #[test]
+    fn postgres_versions_start_at_one_and_increase_by_one() {
+        for (i, m) in POSTGRES.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1, "migration {}", m.name);
             assert!(!m.sql.trim().is_empty(), "migration {} is empty", m.name);
         }

@@ -34,6 +34,7 @@ macro_rules! store_suite {
             update_key,
             list_and_count_keys,
             list_keys_by_dates_sorted_and_searched,
+            list_keys_text_rules,
             list_keys_paging,
             key_versions,
             purge_key,
@@ -1087,6 +1088,17 @@ pub async fn list_keys_by_dates_sorted_and_searched(store: Arc<dyn Store>) {
         &["k2", "k0", "k1", "k3", "k4", "k5", "k6"],
     )
     .await;
+    // A missing date sorts before every date, and after them in descending order.
+    check(
+        sorted(&[(KeySortField::Date(Rotated), false)]),
+        &["k0", "k1", "k3", "k4", "k5", "k6", "k2"],
+    )
+    .await;
+    check(
+        sorted(&[(KeySortField::Date(Expires), true)]),
+        &["k2", "k0", "k1", "k3", "k4", "k5", "k6"],
+    )
+    .await;
 
     // Search modes.
     let search = |text: &str, exact, negate, scope| KeyFilter {
@@ -1123,6 +1135,91 @@ pub async fn list_keys_by_dates_sorted_and_searched(store: Arc<dyn Store>) {
         &["k3"],
     )
     .await;
+}
+
+/// Text rules every backend shares: ids sort as bytes, a search folds ASCII letters only, and a
+/// text holding NUL matches nothing (and is not an error).
+pub async fn list_keys_text_rules(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    for (id, name, aliases) in [
+        ("ka", "\u{e4}rzte root", &[][..]),
+        ("Kb", "\u{c4}RZTE Root", &["\u{dc}ber-alias"][..]),
+        ("k_", "plain", &["\u{dc}BER-ALIAS"][..]),
+    ] {
+        let mut k = key("inst-a", id, aliases, 10);
+        k.name = name.to_owned();
+        insert(s, &k).await;
+    }
+    let check = |filter: KeyFilter, want: &'static [&'static str]| {
+        let store = store.clone();
+        async move {
+            let listed = store.list_keys("inst-a", &filter).await.expect("list");
+            assert_eq!(ids(&listed), want, "{filter:?}");
+            let n = store.count_keys("inst-a", &filter).await.expect("count");
+            assert_eq!(n, want.len() as u64, "{filter:?}");
+        }
+    };
+    // Same creation time: ties go by id, compared as bytes ("K" < "_" < "a").
+    check(KeyFilter::default(), &["Kb", "k_", "ka"]).await;
+    check(
+        KeyFilter {
+            sort: vec![KeySort {
+                field: KeySortField::Id,
+                descending: true,
+            }],
+            ..Default::default()
+        },
+        &["ka", "k_", "Kb"],
+    )
+    .await;
+
+    let search = |text: &str, exact, negate, scope| KeyFilter {
+        search: Some(text.to_owned()),
+        search_mode: SearchMode {
+            exact,
+            negate,
+            scope,
+        },
+        ..Default::default()
+    };
+    use SearchScope::*;
+    check(search("ROOT", false, false, Name), &["Kb", "ka"]).await;
+    check(search("\u{e4}rzte", false, false, Name), &["ka"]).await;
+    check(search("\u{c4}rzte", false, false, Name), &["Kb"]).await;
+    check(
+        search("\u{dc}ber-ALIAS", false, false, Alias),
+        &["Kb", "k_"],
+    )
+    .await;
+    check(search("\u{fc}ber", false, false, NameOrAlias), &[]).await;
+
+    check(search("ro\0ot", false, false, NameOrAlias), &[]).await;
+    check(search("ro\0ot", true, false, Name), &[]).await;
+    check(search("\0", false, true, NameOrAlias), &["Kb", "k_", "ka"]).await;
+    check(
+        KeyFilter {
+            id: Some("ka\0".to_owned()),
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
+    check(
+        KeyFilter {
+            key_ring_id: Some("default\0".to_owned()),
+            ..Default::default()
+        },
+        &[],
+    )
+    .await;
+    assert!(s.key("inst-a", "ka\0").await.expect("get").is_none());
+    assert!(
+        s.key_by_alias("inst-a", "\u{dc}ber-alias\0")
+            .await
+            .expect("by alias")
+            .is_none()
+    );
 }
 
 pub async fn list_keys_paging(store: Arc<dyn Store>) {

@@ -34,6 +34,7 @@ const fn loopback(port: u16) -> SocketAddr {
 /// The environment variables read by [`Overrides::from_env`].
 pub mod env {
     pub const DATA_DIR: &str = "KEYFORT_DATA_DIR";
+    pub const STORE: &str = "KEYFORT_STORE";
     pub const HTTP_ADDR: &str = "KEYFORT_HTTP_ADDR";
     pub const KMIP_ADDR: &str = "KEYFORT_KMIP_ADDR";
     pub const GRPC_ADDR: &str = "KEYFORT_GRPC_ADDR";
@@ -80,6 +81,8 @@ impl FromStr for LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
+    /// `postgres://…`: the shared database of several nodes (default: SQLite in `data_dir`).
+    pub store: Option<String>,
     pub http_addr: Option<SocketAddr>,
     pub kmip_addr: Option<SocketAddr>,
     pub grpc_addr: Option<SocketAddr>,
@@ -101,6 +104,8 @@ pub struct FileConfig {
     /// `[kmip]`: the KMIP listener (see `crate::kmip`).
     #[serde(default)]
     pub kmip: crate::kmip::KmipSection,
+    /// `[cluster]`: the node-to-node channel that hands master keys to peers.
+    pub cluster: Option<crate::peers::ClusterSection>,
 }
 
 /// `[kms]`: Key Protect's waiting periods, in seconds (defaults: Key Protect's own values —
@@ -243,6 +248,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
     pub http_addr: Option<SocketAddr>,
     pub kmip_addr: Option<SocketAddr>,
     pub grpc_addr: Option<SocketAddr>,
@@ -299,6 +305,7 @@ impl Overrides {
             .transpose()?;
         Ok(Self {
             data_dir: get(env::DATA_DIR).map(PathBuf::from),
+            store: get(env::STORE),
             http_addr: addr(env::HTTP_ADDR)?,
             kmip_addr: addr(env::KMIP_ADDR)?,
             grpc_addr: addr(env::GRPC_ADDR)?,
@@ -349,6 +356,8 @@ pub struct Config {
     /// `--dev`: generated certificates, an unsealed instance and an API key.
     pub dev: bool,
     pub data_dir: PathBuf,
+    /// The PostgreSQL database; `None`: SQLite in the data directory.
+    pub store: Option<crate::store_url::StoreUrl>,
     pub http_addr: SocketAddr,
     pub kmip_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
@@ -362,6 +371,7 @@ pub struct Config {
     pub hsm: Option<HsmSection>,
     pub kms: keyfort_core::KmsTimings,
     pub kmip: crate::kmip::KmipSection,
+    pub cluster: Option<crate::peers::ClusterSection>,
 }
 
 impl Config {
@@ -382,6 +392,12 @@ impl Config {
             .or(env.data_dir)
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let store = flags
+            .store
+            .or(env.store)
+            .or(file.store)
+            .map(crate::store_url::StoreUrl::parse)
+            .transpose()?;
         let http_addr = flags
             .http_addr
             .or(env.http_addr)
@@ -484,6 +500,7 @@ impl Config {
         Ok(Self {
             dev,
             data_dir,
+            store,
             http_addr,
             kmip_addr,
             grpc_addr,
@@ -496,6 +513,7 @@ impl Config {
                 reseal_pause: Duration::from_millis(reseal_pause_ms),
             },
             hsm: file.hsm.clone(),
+            cluster: file.cluster.clone(),
             kms: flags.kms.or(&env.kms).or(&file.kms).timings(),
             kmip: file.kmip.clone(),
         })
@@ -549,6 +567,11 @@ pub enum ConfigError {
          (or KEYFORT_TLS_CERT_FILE and KEYFORT_TLS_KEY_FILE), or run `keyfort server --dev`"
     )]
     TlsRequired,
+    #[error("invalid store {shown}: only postgres:// (or postgresql://) URLs are supported")]
+    Store {
+        /// The value, its password left out.
+        shown: String,
+    },
     #[error("incomplete TLS configuration: [tls] {missing} is missing")]
     TlsIncomplete { missing: &'static str },
 }

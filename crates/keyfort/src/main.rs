@@ -6,13 +6,16 @@
 
 mod cli;
 mod client;
+mod cluster;
 mod config;
 mod dev;
 mod fsutil;
 mod kmip;
 mod logging;
+mod peers;
 mod serve;
 mod server;
+mod store_url;
 mod tls;
 
 use std::process::ExitCode;

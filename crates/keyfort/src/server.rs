@@ -189,11 +189,10 @@ struct DevIdentity {
 
 async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerError> {
     use keyfort_core::{CoreConfig, DevSetup, Keyfort, TokenSigner};
-    use keyfort_store::sqlite::SqliteStore;
 
     let token_signer = TokenSigner::load_or_create(&data_dir.join(TOKEN_SIGNING_KEY_FILE))?;
-    let store = SqliteStore::open(&data_dir.join(DB_FILE)).await?;
-    let store: Arc<dyn keyfort_store::Store> = Arc::new(store);
+    let node = crate::cluster::NodeStore::open(config, data_dir).await?;
+    let store = node.store.clone();
     let mut core_config = CoreConfig::new(config.token_ttl, token_signer);
     core_config.reseal_batch_size = config.kyok.reseal_batch_size;
     core_config.reseal_pause = config.kyok.reseal_pause;
@@ -202,10 +201,15 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
         core_config.master_key_protector = Some(open_hsm(hsm).await?);
     }
     let core = Keyfort::open(store, core_config).await?;
+    node.attach(&core);
     for id in core.unseal_hsm_instances().await? {
         tracing::info!(instance = %id, "instance unsealed by the HSM");
     }
-    spawn_maintenance(core.clone());
+    if let Some(section) = &config.cluster {
+        let (peers, listener) = crate::peers::Peers::open(section).await?;
+        peers.fetch_all(&core).await;
+        peers.spawn(listener, core.clone());
+    }
     let dev = if config.dev {
         let boot = core
             .dev_bootstrap(DevSetup {
@@ -231,27 +235,6 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
         core,
         dev,
     })
-}
-
-/// Key Protect's background work (scheduled rotations, automatic purge), once a minute.
-fn spawn_maintenance(core: keyfort_core::Keyfort) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match core.run_maintenance().await {
-                Ok(r) if r.rotated.is_empty() && r.purged.is_empty() && r.failed == 0 => {}
-                Ok(r) => tracing::info!(
-                    rotated = r.rotated.len(),
-                    purged = r.purged.len(),
-                    failed = r.failed,
-                    "maintenance pass"
-                ),
-                Err(e) => tracing::warn!(error = %e, "maintenance pass failed"),
-            }
-        }
-    });
 }
 
 /// Opens the configured PKCS#11 token (blocking work, off the runtime threads).
@@ -350,6 +333,8 @@ pub enum ServerError {
     Serve(#[source] io::Error),
     #[error("the HTTPS server task failed")]
     Task(#[source] tokio::task::JoinError),
+    #[error("cannot start the node-to-node channel")]
+    Peers(#[from] crate::peers::PeerError),
     #[error("cannot open the HSM")]
     Hsm(#[source] keyfort_hsm::HsmError),
     #[error("no HSM PIN: set [hsm] pin_file{} or KEYFORT_HSM_PIN", path.as_ref().map(|p| format!(" (cannot read {})", p.display())).unwrap_or_default())]

@@ -19,6 +19,10 @@ pub struct ServerArgs {
     /// Data directory [env: KEYFORT_DATA_DIR] [default: ./keyfort-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL database shared by several nodes, `postgres://user:password@host/db`
+    /// [env: KEYFORT_STORE] [default: SQLite in the data directory]
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// HTTPS address, port 0 for any free port [env: KEYFORT_HTTP_ADDR] [default: 127.0.0.1:8443]
     #[arg(long, value_name = "IP:PORT")]
     http_addr: Option<SocketAddr>,
@@ -66,6 +70,7 @@ fn resolve(
     let env = Overrides::from_env(env)?;
     let flags = Overrides {
         data_dir: args.data_dir,
+        store: args.store,
         http_addr: args.http_addr,
         kmip_addr: args.kmip_addr,
         grpc_addr: args.grpc_addr,

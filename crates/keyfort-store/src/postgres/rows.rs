@@ -1,0 +1,296 @@
+//! Decoding rows into records, and naming the constraint a statement violated.
+//!
+//! A row that cannot be read back as a record (NULL where a value is required, a negative size,
+//! tags that are not a JSON array of strings, a hash of the wrong length) is reported as
+//! [`StoreError::Corrupt`] naming its table and id; decoding never panics.
+
+use sqlx::postgres::PgRow;
+use sqlx::{Decode, Postgres, Row, Type};
+
+use crate::{
+    ApiKeyRecord, AuditEventRecord, InstanceRecord, InstanceSecretRecord, KeyRecord, KeyRingRecord,
+    KeyVersionRecord, PrincipalRecord, RegistrationRecord, Result, StoreError,
+};
+
+/// The name of the constraint `e` violated, if it is a constraint violation.
+pub(super) fn constraint(e: &sqlx::Error) -> Option<&str> {
+    match e {
+        sqlx::Error::Database(d) => d.constraint(),
+        _ => None,
+    }
+}
+
+pub(super) fn not_found(what: &'static str, id: &str) -> StoreError {
+    StoreError::NotFound {
+        what,
+        id: id.to_owned(),
+    }
+}
+
+pub(super) fn already_exists(what: &'static str, id: &str) -> StoreError {
+    StoreError::AlreadyExists {
+        what,
+        id: id.to_owned(),
+    }
+}
+
+/// After an optimistic `UPDATE` changed no row: [`StoreError::NotFound`] if the row is gone,
+/// [`StoreError::Conflict`] if it has another version.
+pub(super) fn stale(what: &'static str, id: &str, exists: bool, expected: i64) -> StoreError {
+    if exists {
+        StoreError::Conflict {
+            what,
+            id: id.to_owned(),
+            expected,
+        }
+    } else {
+        not_found(what, id)
+    }
+}
+
+/// Reads the columns of one row of `table`, turning every failure into [`StoreError::Corrupt`].
+struct Cells<'r> {
+    row: &'r PgRow,
+    table: &'static str,
+    id: String,
+}
+
+impl<'r> Cells<'r> {
+    fn new(row: &'r PgRow, table: &'static str) -> Self {
+        let id = row
+            .try_get::<String, _>("id")
+            .unwrap_or_else(|_| "<unreadable>".to_owned());
+        Self { row, table, id }
+    }
+
+    /// For tables without an `id` column: the row is named `<instance_id>/<key>`.
+    fn keyed(row: &'r PgRow, table: &'static str, key: &str) -> Self {
+        let instance_id = row
+            .try_get::<String, _>("instance_id")
+            .unwrap_or_else(|_| "<unreadable>".to_owned());
+        Self {
+            row,
+            table,
+            id: format!("{instance_id}/{key}"),
+        }
+    }
+
+    fn corrupt(&self, column: &str, detail: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            table: self.table,
+            id: self.id.clone(),
+            detail: format!("column {column}: {detail}"),
+        }
+    }
+
+    fn get<T>(&self, column: &'static str) -> Result<T>
+    where
+        T: for<'a> Decode<'a, Postgres> + Type<Postgres>,
+    {
+        self.row
+            .try_get::<T, _>(column)
+            .map_err(|e| self.corrupt(column, e))
+    }
+
+    fn at_least(&self, column: &'static str, min: i64) -> Result<i64> {
+        let v = self.get::<i64>(column)?;
+        if v < min {
+            return Err(self.corrupt(column, format_args!("{v} is below {min}")));
+        }
+        Ok(v)
+    }
+
+    fn bytes(&self, column: &'static str, len: usize) -> Result<Vec<u8>> {
+        let v = self.get::<Vec<u8>>(column)?;
+        if v.len() != len {
+            return Err(self.corrupt(column, format_args!("{} bytes, not {len}", v.len())));
+        }
+        Ok(v)
+    }
+
+    fn strings(&self, column: &'static str) -> Result<Vec<String>> {
+        let text = self.get::<String>(column)?;
+        serde_json::from_str(&text)
+            .map_err(|e| self.corrupt(column, format_args!("not a JSON array of strings: {e}")))
+    }
+}
+
+pub(super) fn instance(row: &PgRow) -> Result<InstanceRecord> {
+    let c = Cells::new(row, "instances");
+    Ok(InstanceRecord {
+        id: c.get("id")?,
+        name: c.get("name")?,
+        state: c.get("state")?,
+        mk_version: c.at_least("mk_version", 0)?,
+        unseal_method: c.get("unseal_method")?,
+        mk_check_value: c.get("mk_check_value")?,
+        unseal_config: c.get("unseal_config")?,
+        created_at: c.get("created_at")?,
+        updated_at: c.get("updated_at")?,
+        row_version: c.get("row_version")?,
+    })
+}
+
+pub(super) fn instance_policies(row: &PgRow) -> Result<String> {
+    Cells::new(row, "instances").get("policies")
+}
+
+pub(super) fn key_ring(row: &PgRow) -> Result<KeyRingRecord> {
+    let c = Cells::new(row, "key_rings");
+    Ok(KeyRingRecord {
+        instance_id: c.get("instance_id")?,
+        id: c.get("id")?,
+        created_at: c.get("created_at")?,
+        created_by: c.get("created_by")?,
+    })
+}
+
+/// A row of `keys` selected with its aliases as a JSON array in column `aliases`.
+pub(super) fn key(row: &PgRow) -> Result<KeyRecord> {
+    let c = Cells::new(row, "keys");
+    Ok(KeyRecord {
+        instance_id: c.get("instance_id")?,
+        id: c.get("id")?,
+        key_ring_id: c.get("key_ring_id")?,
+        name: c.get("name")?,
+        description: c.get("description")?,
+        tags: c.strings("tags")?,
+        aliases: c.strings("aliases")?,
+        object_type: c.get("object_type")?,
+        algorithm: c.get("algorithm")?,
+        bit_length: c.at_least("bit_length", 0)?,
+        extractable: c.get("extractable")?,
+        imported: c.get("imported")?,
+        state: c.get("state")?,
+        created_at: c.get("created_at")?,
+        created_by: c.get("created_by")?,
+        updated_at: c.get("updated_at")?,
+        activation_at: c.get("activation_at")?,
+        expires_at: c.get("expires_at")?,
+        deactivated_at: c.get("deactivated_at")?,
+        deleted_at: c.get("deleted_at")?,
+        deleted_by: c.get("deleted_by")?,
+        last_rotated_at: c.get("last_rotated_at")?,
+        current_version_id: c.get("current_version_id")?,
+        attributes: c.get("attributes")?,
+        row_version: c.get("row_version")?,
+    })
+}
+
+pub(super) fn key_version(row: &PgRow) -> Result<KeyVersionRecord> {
+    let c = Cells::new(row, "key_versions");
+    Ok(KeyVersionRecord {
+        instance_id: c.get("instance_id")?,
+        key_id: c.get("key_id")?,
+        id: c.get("id")?,
+        seq: c.at_least("seq", 1)?,
+        sealed: c.get("sealed")?,
+        mk_version: c.at_least("mk_version", 0)?,
+        created_at: c.get("created_at")?,
+    })
+}
+
+pub(super) fn principal(row: &PgRow) -> Result<PrincipalRecord> {
+    let c = Cells::new(row, "principals");
+    Ok(PrincipalRecord {
+        id: c.get("id")?,
+        instance_id: c.get("instance_id")?,
+        name: c.get("name")?,
+        kind: c.get("kind")?,
+        roles: c.get("roles")?,
+        disabled: c.get("disabled")?,
+        created_at: c.get("created_at")?,
+        updated_at: c.get("updated_at")?,
+        row_version: c.get("row_version")?,
+    })
+}
+
+pub(super) fn api_key(row: &PgRow) -> Result<ApiKeyRecord> {
+    let c = Cells::new(row, "api_keys");
+    Ok(ApiKeyRecord {
+        id: c.get("id")?,
+        principal_id: c.get("principal_id")?,
+        name: c.get("name")?,
+        hash: c.get("hash")?,
+        created_at: c.get("created_at")?,
+        expires_at: c.get("expires_at")?,
+        revoked_at: c.get("revoked_at")?,
+        row_version: c.get("row_version")?,
+    })
+}
+
+pub(super) fn instance_secret(row: &PgRow) -> Result<InstanceSecretRecord> {
+    let name = row
+        .try_get::<String, _>("name")
+        .unwrap_or_else(|_| "<unreadable>".to_owned());
+    let c = Cells::keyed(row, "instance_secrets", &name);
+    Ok(InstanceSecretRecord {
+        instance_id: c.get("instance_id")?,
+        name: c.get("name")?,
+        sealed: c.get("sealed")?,
+        mk_version: c.at_least("mk_version", 0)?,
+        created_at: c.get("created_at")?,
+    })
+}
+
+pub(super) fn audit_event(row: &PgRow) -> Result<AuditEventRecord> {
+    let seq = row
+        .try_get::<i64, _>("seq")
+        .map_or_else(|_| "<unreadable>".to_owned(), |s| s.to_string());
+    let c = Cells::keyed(row, "audit_events", &seq);
+    Ok(AuditEventRecord {
+        instance_id: c.get("instance_id")?,
+        seq: c.at_least("seq", 1)?,
+        at: c.get("at")?,
+        target: c.get("target")?,
+        action: c.get("action")?,
+        outcome: c.get("outcome")?,
+        body: c.get("body")?,
+        prev_hash: c.bytes("prev_hash", HASH_LEN)?,
+        hash: c.bytes("hash", HASH_LEN)?,
+    })
+}
+
+/// The `(seq, hash)` of a row of `audit_heads`.
+pub(super) fn audit_head(row: &PgRow) -> Result<(i64, Vec<u8>)> {
+    let c = Cells::keyed(row, "audit_heads", "head");
+    Ok((c.at_least("seq", 0)?, c.bytes("hash", HASH_LEN)?))
+}
+
+pub(super) fn registration(row: &PgRow) -> Result<RegistrationRecord> {
+    let name = match (
+        row.try_get::<String, _>("key_id"),
+        row.try_get::<String, _>("resource_crn"),
+    ) {
+        (Ok(key_id), Ok(crn)) => format!("{key_id}/{crn}"),
+        _ => "<unreadable>".to_owned(),
+    };
+    let c = Cells::keyed(row, "registrations", &name);
+    Ok(RegistrationRecord {
+        instance_id: c.get("instance_id")?,
+        key_id: c.get("key_id")?,
+        resource_crn: c.get("resource_crn")?,
+        description: c.get("description")?,
+        registration_metadata: c.get("registration_metadata")?,
+        prevent_key_deletion: c.get("prevent_key_deletion")?,
+        key_version_id: c.get("key_version_id")?,
+        created_by: c.get("created_by")?,
+        created_at: c.get("created_at")?,
+        updated_by: c.get("updated_by")?,
+        updated_at: c.get("updated_at")?,
+    })
+}
+
+/// The length of an audit event's `hash` and `prev_hash` (SHA-256).
+pub(super) const HASH_LEN: usize = 32;
+
+/// Encodes a list of strings (tags) as the JSON array stored in the row.
+pub(super) fn json_strings(values: &[String]) -> String {
+    // Serializing a slice of strings cannot fail (no maps with non-string keys, no I/O).
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// `n` as a bound BIGINT, saturating.
+pub(super) fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
