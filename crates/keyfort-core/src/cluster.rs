@@ -6,7 +6,7 @@
 //! they arrive, typically within milliseconds of the other node's commit:
 //!
 //! - a key: its entries leave the key cache (disable, delete, rotate, re-seal, purge, ...);
-//! - an instance: its key cache entries and cached `allowedIP` policy go; if its stored master
+//! - an instance: its key cache entries and cached instance policies go; if its stored master
 //!   key version is no longer the one loaded here (a rotation elsewhere), or it was zeroized, the
 //!   master keys loaded here are unloaded: the instance is sealed on this node rather than used
 //!   with a stale key;
