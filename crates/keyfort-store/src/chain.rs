@@ -2,6 +2,9 @@
 
 use keyfort_crypto::digest::sha256;
 
+/// The length of an audit event's `hash` and `prev_hash` (SHA-256).
+pub(crate) const HASH_LEN: usize = 32;
+
 /// The body's `target`, `action` and `outcome` string fields; `""` for each one that is absent
 /// or not a string, and for all three when the body is not a JSON object.
 pub(crate) fn body_fields(body: &str) -> [String; 3] {

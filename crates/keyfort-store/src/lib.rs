@@ -21,6 +21,7 @@ pub mod sqlite;
 mod chain;
 mod error;
 mod migrations;
+mod shared;
 
 pub use error::StoreError;
 pub use records::*;

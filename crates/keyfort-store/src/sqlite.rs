@@ -58,6 +58,8 @@ use crate::{
 };
 use writer::{Job, SyncFiles, Writer};
 
+use crate::shared::stale;
+
 /// How long a connection waits for another process's lock before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a task waits for a pooled connection (the writer is shared by every writing task).
@@ -470,20 +472,5 @@ impl Store for SqliteStore {
 
     async fn update_api_key(&self, api_key: &ApiKeyRecord) -> Result<i64> {
         principals::update_api_key(self, api_key).await
-    }
-}
-
-/// After an optimistic `UPDATE` changed no row: [`StoreError::NotFound`] if the row is gone,
-/// [`StoreError::Conflict`] if it has another version. `exists` is the result of a read inside the
-/// same transaction.
-fn stale(what: &'static str, id: &str, exists: bool, expected: i64) -> StoreError {
-    if exists {
-        StoreError::Conflict {
-            what,
-            id: id.to_owned(),
-            expected,
-        }
-    } else {
-        rows::not_found(what, id)
     }
 }

@@ -7,6 +7,8 @@
 use sqlx::postgres::PgRow;
 use sqlx::{Decode, Postgres, Row, Type};
 
+pub(super) use crate::chain::HASH_LEN;
+pub(super) use crate::shared::{already_exists, json_strings, not_found, stale};
 use crate::{
     ApiKeyRecord, AuditEventRecord, InstanceRecord, InstanceSecretRecord, KeyRecord, KeyRingRecord,
     KeyVersionRecord, PrincipalRecord, RegistrationRecord, Result, StoreError,
@@ -17,34 +19,6 @@ pub(super) fn constraint(e: &sqlx::Error) -> Option<&str> {
     match e {
         sqlx::Error::Database(d) => d.constraint(),
         _ => None,
-    }
-}
-
-pub(super) fn not_found(what: &'static str, id: &str) -> StoreError {
-    StoreError::NotFound {
-        what,
-        id: id.to_owned(),
-    }
-}
-
-pub(super) fn already_exists(what: &'static str, id: &str) -> StoreError {
-    StoreError::AlreadyExists {
-        what,
-        id: id.to_owned(),
-    }
-}
-
-/// After an optimistic `UPDATE` changed no row: [`StoreError::NotFound`] if the row is gone,
-/// [`StoreError::Conflict`] if it has another version.
-pub(super) fn stale(what: &'static str, id: &str, exists: bool, expected: i64) -> StoreError {
-    if exists {
-        StoreError::Conflict {
-            what,
-            id: id.to_owned(),
-            expected,
-        }
-    } else {
-        not_found(what, id)
     }
 }
 
@@ -279,15 +253,6 @@ pub(super) fn registration(row: &PgRow) -> Result<RegistrationRecord> {
         updated_by: c.get("updated_by")?,
         updated_at: c.get("updated_at")?,
     })
-}
-
-/// The length of an audit event's `hash` and `prev_hash` (SHA-256).
-pub(super) const HASH_LEN: usize = 32;
-
-/// Encodes a list of strings (tags) as the JSON array stored in the row.
-pub(super) fn json_strings(values: &[String]) -> String {
-    // Serializing a slice of strings cannot fail (no maps with non-string keys, no I/O).
-    serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// `n` as a bound BIGINT, saturating.

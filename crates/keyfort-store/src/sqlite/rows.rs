@@ -8,6 +8,8 @@ use sqlx::error::ErrorKind;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Decode, Row, Sqlite, Type};
 
+pub(super) use crate::chain::HASH_LEN;
+pub(super) use crate::shared::{already_exists, json_strings, not_found};
 use crate::{
     ApiKeyRecord, AuditEventRecord, InstanceRecord, InstanceSecretRecord, KeyRecord, KeyRingRecord,
     KeyVersionRecord, PrincipalRecord, RegistrationRecord, Result, StoreError,
@@ -29,20 +31,6 @@ pub(super) fn violation(e: &sqlx::Error) -> Option<Violation> {
             _ => None,
         },
         _ => None,
-    }
-}
-
-pub(super) fn not_found(what: &'static str, id: &str) -> StoreError {
-    StoreError::NotFound {
-        what,
-        id: id.to_owned(),
-    }
-}
-
-pub(super) fn already_exists(what: &'static str, id: &str) -> StoreError {
-    StoreError::AlreadyExists {
-        what,
-        id: id.to_owned(),
     }
 }
 
@@ -283,13 +271,4 @@ pub(super) fn registration(row: &SqliteRow) -> Result<RegistrationRecord> {
         updated_by: c.get("updated_by")?,
         updated_at: c.get("updated_at")?,
     })
-}
-
-/// The length of an audit event's `hash` and `prev_hash` (SHA-256).
-pub(super) const HASH_LEN: usize = 32;
-
-/// Encodes a list of strings (tags) as the JSON array stored in the row.
-pub(super) fn json_strings(values: &[String]) -> String {
-    // Serializing a slice of strings cannot fail (no maps with non-string keys, no I/O).
-    serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
 }
