@@ -116,10 +116,10 @@ impl CustodianPublic {
             encryption_key: key32(&b64_field(v, "encryption_key", F)?, F)?,
             signing_key: key32(&b64_field(v, "signing_key", F)?, F)?,
         };
-        if let Some(id) = v.get("id").and_then(Value::as_str) {
-            if id != c.id() {
-                return Err(invalid(F, "the id does not match the keys"));
-            }
+        if let Some(id) = v.get("id").and_then(Value::as_str)
+            && id != c.id()
+        {
+            return Err(invalid(F, "the id does not match the keys"));
         }
         Ok(c)
     }

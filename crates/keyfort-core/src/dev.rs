@@ -85,14 +85,14 @@ impl Keyfort {
             }
         };
 
-        if let Some(previous) = setup.previous_api_key {
-            if self.api_key_belongs_to(&previous, &admin.id).await? {
-                return Ok(DevBootstrap {
-                    instance_id,
-                    api_key: previous,
-                    created,
-                });
-            }
+        if let Some(previous) = setup.previous_api_key
+            && self.api_key_belongs_to(&previous, &admin.id).await?
+        {
+            return Ok(DevBootstrap {
+                instance_id,
+                api_key: previous,
+                created,
+            });
         }
         let (_, secret) = self.create_api_key_unchecked(&admin.id, "dev").await?;
         Ok(DevBootstrap {

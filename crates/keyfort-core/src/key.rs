@@ -262,10 +262,10 @@ impl NewKey {
         if self.name.chars().any(char::is_control) {
             return invalid("name", "must not contain control characters");
         }
-        if let Some(d) = &self.description {
-            if d.chars().count() > MAX_DESCRIPTION_LEN {
-                return invalid("description", "must be at most 240 characters");
-            }
+        if let Some(d) = &self.description
+            && d.chars().count() > MAX_DESCRIPTION_LEN
+        {
+            return invalid("description", "must be at most 240 characters");
         }
         if self.tags.len() > MAX_TAGS {
             return invalid("tags", "at most 30 tags");

@@ -680,7 +680,7 @@ impl Keyfort {
             if key.object_type != ObjectType::SymmetricKey.as_str() || key.algorithm != "AES" {
                 return Err(wrong_type("wrapping needs an AES key"));
             }
-            let wrapped = if padded || data.len() % 8 != 0 || data.len() < 16 {
+            let wrapped = if padded || !data.len().is_multiple_of(8) || data.len() < 16 {
                 keyfort_crypto::aes::key_wrap_pad(&material, data)?
             } else {
                 keyfort_crypto::aes::key_wrap(&material, data)?
@@ -737,7 +737,7 @@ fn curve_of(key: &Key) -> Result<EcCurve> {
 fn check_symmetric(algorithm: &str, bits: u32) -> Result<()> {
     let ok = match algorithm {
         "AES" => matches!(bits, 128 | 192 | 256),
-        a if a.starts_with("HMAC-") => (128..=4096).contains(&bits) && bits % 8 == 0,
+        a if a.starts_with("HMAC-") => (128..=4096).contains(&bits) && bits.is_multiple_of(8),
         _ => false,
     };
     if ok {

@@ -529,10 +529,10 @@ impl Keyfort {
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Caller>> {
         let now = self.now_ms();
         let claims = self.verified_claims(token, now)?;
-        if let Some(caller) = self.cached_caller(&claims.api_key_id, now) {
-            if caller.principal.id == claims.subject {
-                return Ok(caller);
-            }
+        if let Some(caller) = self.cached_caller(&claims.api_key_id, now)
+            && caller.principal.id == claims.subject
+        {
+            return Ok(caller);
         }
         let record = self
             .store()
@@ -580,10 +580,10 @@ impl Keyfort {
                 .tokens
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(claims) = tokens.get(token) {
-                if claims.expires_at > now_s {
-                    return Ok(claims.clone());
-                }
+            if let Some(claims) = tokens.get(token)
+                && claims.expires_at > now_s
+            {
+                return Ok(claims.clone());
             }
         }
         let claims = Arc::new(

@@ -124,10 +124,11 @@ fn rejection(r: Result<InstanceState, CoreError>) -> PartRejection {
 async fn wait_reseal_done(core: &Keyfort, instance: &str) -> keyfort_core::ResealProgress {
     for _ in 0..600 {
         let status = core.unseal_status(instance).await.unwrap();
-        if let Some(p) = &status.reseal {
-            if !p.running && p.done == p.total {
-                return p.clone();
-            }
+        if let Some(p) = &status.reseal
+            && !p.running
+            && p.done == p.total
+        {
+            return p.clone();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -516,11 +517,12 @@ async fn interrupted_reseal_resumes_after_restart() {
     };
     let mut saw_progress = false;
     for _ in 0..200 {
-        if let Some(p) = slow.unseal_status(&id).await.unwrap().reseal {
-            if p.done > 0 && p.running {
-                saw_progress = true;
-                break;
-            }
+        if let Some(p) = slow.unseal_status(&id).await.unwrap().reseal
+            && p.done > 0
+            && p.running
+        {
+            saw_progress = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

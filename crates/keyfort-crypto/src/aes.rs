@@ -129,7 +129,7 @@ fn iv16(iv: &[u8]) -> Result<FixedLength<BLOCK_LEN>> {
 }
 
 fn check_blocks(data: &[u8]) -> Result<()> {
-    if data.len() % BLOCK_LEN != 0 {
+    if !data.len().is_multiple_of(BLOCK_LEN) {
         return Err(Error::InvalidInput {
             what: "data length must be a multiple of the AES block size",
         });
@@ -235,7 +235,7 @@ fn lc_kek(key: &[u8]) -> Result<Option<KeyEncryptionKey<key_wrap::AesBlockCipher
 /// of 8 bytes and at least 16 bytes, under a 128-, 192- or 256-bit KEK. The output is 8 bytes
 /// longer.
 pub fn key_wrap(kek_bytes: &[u8], key_data: &[u8]) -> Result<Vec<u8>> {
-    if key_data.len() < 16 || key_data.len() % 8 != 0 {
+    if key_data.len() < 16 || !key_data.len().is_multiple_of(8) {
         return Err(Error::InvalidInput {
             what: "AES-KW input must be a multiple of 8 bytes, at least 16",
         });
@@ -252,7 +252,7 @@ pub fn key_wrap(kek_bytes: &[u8], key_data: &[u8]) -> Result<Vec<u8>> {
 /// AES Key Unwrap (RFC 3394 §2.2.2); an integrity-check failure is [`Error::DecryptFailed`].
 pub fn key_unwrap(kek_bytes: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let kek = lc_kek(kek_bytes)?;
-    if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
         return Err(Error::DecryptFailed);
     }
     let Some(kek) = kek else {
@@ -290,7 +290,7 @@ pub fn key_wrap_pad(kek_bytes: &[u8], key_data: &[u8]) -> Result<Vec<u8>> {
 /// AES Key Unwrap with Padding (RFC 5649 §4.2); failures are [`Error::DecryptFailed`].
 pub fn key_unwrap_pad(kek_bytes: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let kek = lc_kek(kek_bytes)?;
-    if wrapped.len() < 16 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 16 || !wrapped.len().is_multiple_of(8) {
         return Err(Error::DecryptFailed);
     }
     let Some(kek) = kek else {

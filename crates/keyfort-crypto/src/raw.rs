@@ -536,7 +536,7 @@ pub(crate) fn aes_key_wrap(kek: &[u8], input: &[u8]) -> Result<Vec<u8>> {
 /// malformed length) is [`Error::DecryptFailed`].
 pub(crate) fn aes_key_unwrap(kek: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let schedule = AesKeySchedule::new(kek, true)?;
-    if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
         return Err(Error::DecryptFailed);
     }
     let mut out = Zeroizing::new(vec![0u8; wrapped.len() - 8]);
@@ -591,7 +591,7 @@ pub(crate) fn aes_key_wrap_pad(kek: &[u8], input: &[u8]) -> Result<Vec<u8>> {
 /// AES Key Unwrap with Padding (RFC 5649 §4.2); any failure is [`Error::DecryptFailed`].
 pub(crate) fn aes_key_unwrap_pad(kek: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let schedule = AesKeySchedule::new(kek, true)?;
-    if wrapped.len() < 16 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 16 || !wrapped.len().is_multiple_of(8) {
         return Err(Error::DecryptFailed);
     }
     let mut out = Zeroizing::new(vec![0u8; wrapped.len() - 8]);

@@ -114,7 +114,7 @@ pub fn decrypt_raw(key: &Key, m: &Mech, data: &[u8]) -> Result<Zeroizing<Vec<u8>
 }
 
 fn block_multiple(data: &[u8]) -> Result<()> {
-    if data.len() % aes::BLOCK_LEN == 0 {
+    if data.len().is_multiple_of(aes::BLOCK_LEN) {
         Ok(())
     } else {
         Err(ck(

@@ -181,21 +181,21 @@ fn init(s: &Grep11Sealer, op: Op, mech: Option<&proto::Mechanism>, key: &[u8]) -
 
 /// Defaults for a new key's attributes, then the template over them.
 fn key_attrs(template: &Attrs, class: i64, key_type: i64, local: bool) -> Result<Attrs> {
-    if let Some(c) = template.int(attr::CLASS)? {
-        if c as i64 != class {
-            return Err(ck(
-                rv::CKR_TEMPLATE_INCONSISTENT,
-                "CKA_CLASS does not fit the mechanism",
-            ));
-        }
+    if let Some(c) = template.int(attr::CLASS)?
+        && c as i64 != class
+    {
+        return Err(ck(
+            rv::CKR_TEMPLATE_INCONSISTENT,
+            "CKA_CLASS does not fit the mechanism",
+        ));
     }
-    if let Some(t) = template.int(attr::KEY_TYPE)? {
-        if t as i64 != key_type {
-            return Err(ck(
-                rv::CKR_TEMPLATE_INCONSISTENT,
-                "CKA_KEY_TYPE does not fit the mechanism",
-            ));
-        }
+    if let Some(t) = template.int(attr::KEY_TYPE)?
+        && t as i64 != key_type
+    {
+        return Err(ck(
+            rv::CKR_TEMPLATE_INCONSISTENT,
+            "CKA_KEY_TYPE does not fit the mechanism",
+        ));
     }
     let mut a = Attrs::default();
     let usages: &[u64] = match class {
@@ -295,13 +295,13 @@ fn key_pair(mech: u64, pub_t: &Attrs, priv_t: &Attrs) -> Result<Private> {
                 rv::CKR_KEY_SIZE_RANGE,
                 "RSA keys are 2048, 3072 or 4096 bits",
             ))?;
-            if let Some(e) = pub_t.int(attr::PUBLIC_EXPONENT)? {
-                if e != 65537 {
-                    return Err(ck(
-                        rv::CKR_TEMPLATE_INCONSISTENT,
-                        "the public exponent must be 65537",
-                    ));
-                }
+            if let Some(e) = pub_t.int(attr::PUBLIC_EXPONENT)?
+                && e != 65537
+            {
+                return Err(ck(
+                    rv::CKR_TEMPLATE_INCONSISTENT,
+                    "the public exponent must be 65537",
+                ));
             }
             Private::Rsa(rsa::PrivateKey::generate(size)?)
         }

@@ -256,10 +256,10 @@ fn api_error_line(body: &Value) -> Option<String> {
     let code = error.get("code")?.as_str()?;
     let message = error.get("message")?.as_str()?;
     let mut line = format!("{code}: {message}");
-    if code == "INTERNAL_ERROR" {
-        if let Some(id) = error.get("correlation_id").and_then(Value::as_str) {
-            line.push_str(&format!(" (correlation id {id})"));
-        }
+    if code == "INTERNAL_ERROR"
+        && let Some(id) = error.get("correlation_id").and_then(Value::as_str)
+    {
+        line.push_str(&format!(" (correlation id {id})"));
     }
     Some(line)
 }

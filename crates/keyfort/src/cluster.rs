@@ -87,10 +87,10 @@ impl NodeStore {
                     },
                 };
                 maintenance_pass(&core).await;
-                if let Some(lock) = lock {
-                    if let Err(e) = lock.release().await {
-                        tracing::warn!(error = %e, "cannot release the maintenance lock");
-                    }
+                if let Some(lock) = lock
+                    && let Err(e) = lock.release().await
+                {
+                    tracing::warn!(error = %e, "cannot release the maintenance lock");
                 }
             }
         });

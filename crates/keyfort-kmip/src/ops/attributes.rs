@@ -161,10 +161,10 @@ fn payload_attr(p: &Struct<'_>, v2_tag: Tag) -> Result<Option<Attr>, Invalid> {
 
 fn response(ctx: &Ctx<'_>, id: &str, attr: Option<Attr>) -> Vec<Item> {
     let mut out = vec![uid_item(id)];
-    if !ctx.version.is_v2() {
-        if let Some(a) = attr {
-            out.extend(attributes::encode_attrs(&[a], false));
-        }
+    if !ctx.version.is_v2()
+        && let Some(a) = attr
+    {
+        out.extend(attributes::encode_attrs(&[a], false));
     }
     out
 }

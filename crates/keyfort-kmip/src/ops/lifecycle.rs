@@ -59,13 +59,13 @@ pub async fn check(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
                 Value::Integer(m) => Some(m),
                 _ => None,
             });
-        if let Some(m) = mask {
-            if w & !m != 0 {
-                return Err(Invalid::new(
-                    ResultReason::INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK,
-                    "the object's usage mask does not allow that use",
-                ));
-            }
+        if let Some(m) = mask
+            && w & !m != 0
+        {
+            return Err(Invalid::new(
+                ResultReason::INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK,
+                "the object's usage mask does not allow that use",
+            ));
         }
     }
     ctx.placeholder = Some(key.id.clone());

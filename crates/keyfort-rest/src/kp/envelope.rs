@@ -59,15 +59,15 @@ pub(crate) fn resources_of(body: Value, kp: &Kp, op: Op) -> Result<Vec<Value>, K
             op,
         ));
     };
-    if let Some(total) = map.get("metadata").and_then(|m| m.get("collectionTotal")) {
-        if total.as_u64() != Some(resources.len() as u64) {
-            return Err(kp.fail(
-                StatusCode::BAD_REQUEST,
-                "COLLECTION_TOTAL_MISMATCH_ERR",
-                "The collection total does not match the number of resources",
-                op,
-            ));
-        }
+    if let Some(total) = map.get("metadata").and_then(|m| m.get("collectionTotal"))
+        && total.as_u64() != Some(resources.len() as u64)
+    {
+        return Err(kp.fail(
+            StatusCode::BAD_REQUEST,
+            "COLLECTION_TOTAL_MISMATCH_ERR",
+            "The collection total does not match the number of resources",
+            op,
+        ));
     }
     Ok(resources)
 }

@@ -74,25 +74,25 @@ fn stamped(key: &Key, stamp: &PolicyStamp, name: &str, value: Value) -> Value {
 
 fn key_policy_resources(key: &Key, p: &KeyPolicies, only: Option<&str>) -> Vec<Value> {
     let mut out = Vec::new();
-    if let Some((enabled, stamp)) = &p.dual_auth_delete {
-        if only.is_none_or(|o| o == "dualAuthDelete") {
-            out.push(stamped(
-                key,
-                stamp,
-                "dualAuthDelete",
-                json!({"enabled": enabled}),
-            ));
-        }
+    if let Some((enabled, stamp)) = &p.dual_auth_delete
+        && only.is_none_or(|o| o == "dualAuthDelete")
+    {
+        out.push(stamped(
+            key,
+            stamp,
+            "dualAuthDelete",
+            json!({"enabled": enabled}),
+        ));
     }
-    if let Some((rot, stamp)) = &p.rotation {
-        if only.is_none_or(|o| o == "rotation") {
-            out.push(stamped(
-                key,
-                stamp,
-                "rotation",
-                json!({"enabled": rot.enabled, "interval_month": rot.interval_month}),
-            ));
-        }
+    if let Some((rot, stamp)) = &p.rotation
+        && only.is_none_or(|o| o == "rotation")
+    {
+        out.push(stamped(
+            key,
+            stamp,
+            "rotation",
+            json!({"enabled": rot.enabled, "interval_month": rot.interval_month}),
+        ));
     }
     out
 }
