@@ -153,12 +153,26 @@ async fn imported_material_round_trips_and_never_reaches_the_files() {
     }
     let hex = hex::encode(&material).into_bytes();
     let mut scanned = 0;
+    // The database, its WAL and the audit journal's segments (`keyfort.db-audit/`).
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(env.dir.path()).unwrap() {
         let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if !name.starts_with("keyfort.db") {
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("keyfort.db")
+        {
             continue;
         }
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(path);
+        }
+    }
+    for path in files {
+        let name = path.display().to_string();
         let bytes = std::fs::read(&path).unwrap();
         scanned += bytes.len();
         for needle in [&material[..], &material[..16], &material[16..], &hex[..]] {

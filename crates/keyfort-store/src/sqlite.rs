@@ -18,7 +18,7 @@
 //!
 //! # Group commit
 //!
-//! [`Store::apply`], [`Store::append_audit_event`], [`Store::set_instance_policies`] and the
+//! [`Store::apply`], [`Store::set_instance_policies`] and the
 //! single-write methods a [`crate::Write`] mirrors (`insert_key`, `update_key`,
 //! `add_key_version`, `purge_key`, `insert_key_ring`, `delete_key_ring`, `update_instance`,
 //! `delete_instance_secret`) are queued to one writer task that commits every job waiting in one
@@ -26,6 +26,9 @@
 //! a `*_in` function taking the connection inside a transaction, whichever path runs it. The
 //! other writes (rarer, or several statements specific to them) take the writer connection
 //! directly with `BEGIN IMMEDIATE`, queueing in the pool with the writer task.
+//!
+//! [`Store::append_audit_event`] (the event of a read or a refusal) goes to the audit journal
+//! ([`journal`]) of a database file, and through the writer for a store in memory.
 //!
 //! # Which fields an update replaces
 //!
@@ -36,6 +39,7 @@
 
 mod audit;
 mod instances;
+mod journal;
 mod keys;
 mod migrate;
 mod principals;
@@ -44,6 +48,7 @@ mod rows;
 mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -56,6 +61,7 @@ use crate::{
     InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord,
     RegistrationRecord, Result, Store, StoreError, Write, WriteBatch,
 };
+use journal::{ChainLock, Journal};
 use writer::{Job, SyncFiles, Writer};
 
 use crate::shared::stale;
@@ -76,6 +82,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// The group-commit writer task's queue (it writes through `writer`).
     queue: Writer,
+    /// Where the events of reads go first (a database file only; see [`journal`]).
+    journal: Option<Arc<Journal>>,
 }
 
 /// A write transaction on the writer connection.
@@ -116,11 +124,21 @@ impl SqliteStore {
             .max_connections(READERS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(base.pragma("query_only", "ON"));
-        let queue = Writer::start(writer.clone(), Some(SyncFiles::new(path.to_path_buf())));
+        let journal = Journal::open_shared(path, &writer).await?;
+        let queue = Writer::start(
+            writer.clone(),
+            Some(SyncFiles::new(path.to_path_buf())),
+            Some(journal.clone()),
+        );
+        tokio::spawn(journal::drain_loop(
+            Arc::downgrade(&journal),
+            queue.downgrade(),
+        ));
         Ok(SqliteStore {
             writer,
             reader,
             queue,
+            journal: Some(journal),
         })
     }
 
@@ -147,16 +165,42 @@ impl SqliteStore {
         migrate::run(&pool).await?;
         Ok(SqliteStore {
             writer: pool.clone(),
-            queue: Writer::start(pool.clone(), None),
+            queue: Writer::start(pool.clone(), None, None),
             reader: pool,
+            journal: None,
         })
     }
 
     /// Closes every connection, waiting for them to finish (the last one checkpoints the WAL).
     /// A group commit under way completes first; writes queued after fail.
     pub async fn close(&self) {
+        if let Some(journal) = &self.journal {
+            // The journal's events into the database, so that the next open has none to move.
+            match self.queue.drain(true).await {
+                Ok(()) => journal.prune(journal.current_segment().await),
+                Err(e) => tracing::warn!(error = %e, "audit journal events left for the next open"),
+            }
+            journal.close().await;
+        }
         self.reader.close().await;
         self.writer.close().await;
+    }
+
+    /// The audit journal's lock, for a write transaction that appends events (see
+    /// [`journal::ChainLock`]); taken before the transaction begins.
+    async fn chain_lock(&self) -> ChainLock {
+        match &self.journal {
+            Some(journal) => journal.lock().await,
+            None => ChainLock::none(),
+        }
+    }
+
+    /// Moves the audit journal's waiting events into the database, so that a query sees them.
+    async fn catch_up(&self) -> Result<()> {
+        match &self.journal {
+            Some(journal) if journal.has_pending() => self.queue.drain(false).await,
+            _ => Ok(()),
+        }
     }
 
     /// Starts a write transaction holding the database's write lock.
@@ -368,6 +412,9 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit_event(&self, event: &AuditEventInput) -> Result<AuditEventRecord> {
+        if let Some(journal) = &self.journal {
+            return journal.append(&self.reader, event).await;
+        }
         match self.apply_one(Write::AppendAudit(event.clone())).await? {
             Applied::Audit(record) => Ok(record),
             other => Err(unexpected(&format!("{other:?}"))),
@@ -380,6 +427,7 @@ impl Store for SqliteStore {
         after_seq: i64,
         limit: u64,
     ) -> Result<Vec<AuditEventRecord>> {
+        self.catch_up().await?;
         audit::events(self, instance_id, after_seq, limit).await
     }
 
@@ -388,6 +436,7 @@ impl Store for SqliteStore {
         instance_id: &str,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditEventRecord>> {
+        self.catch_up().await?;
         audit::query(self, instance_id, filter).await
     }
 

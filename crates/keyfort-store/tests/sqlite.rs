@@ -522,6 +522,8 @@ async fn corrupted_registrations_are_reported() {
         })
         .await
         .expect("put");
+    // One store per database at a time.
+    drop(store);
     // The CHECK constraint refuses a non-boolean: drop it the hard way, as a damaged file would.
     let mut conn = raw(&db_path(&dir)).await;
     sqlx::raw_sql(

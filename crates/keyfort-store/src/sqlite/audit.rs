@@ -10,6 +10,8 @@
 //! `target`, `action` and `outcome` are copies of the body's string fields of the same names,
 //! extracted here on append (migration 3 backfilled older rows with the same rule in SQL).
 
+use std::collections::HashMap;
+
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::rows::{self, HASH_LEN};
@@ -87,25 +89,89 @@ pub(super) async fn query(
     all.iter().map(rows::audit_event).collect()
 }
 
-/// The last (seq, hash) of each instance's chain that a group transaction has seen, so that a
-/// group reads each chain head once. Valid only inside the transaction that filled it.
-pub(super) type ChainHeads = std::collections::HashMap<String, (i64, Vec<u8>)>;
+/// A chain's last `(seq, hash)`.
+pub(super) type Head = (i64, Vec<u8>);
 
-/// Appends `event` to its instance's chain on `conn`, which must be inside a transaction
-/// holding the write lock.
-pub(super) async fn append_in(
-    conn: &mut Conn,
-    event: &AuditEventInput,
-) -> Result<AuditEventRecord> {
-    append_with_heads(conn, event, &mut ChainHeads::new()).await
+/// The last (seq, hash) of each instance's chain as one transaction sees them: those it has
+/// appended to (`changed`) over those known before it began (`base`, the journal's heads, see
+/// [`super::journal`]). An instance in neither is read from the database. Valid only inside the
+/// transaction that filled it.
+pub(super) struct ChainHeads<'a> {
+    base: Option<&'a HashMap<String, Head>>,
+    changed: &'a mut HashMap<String, Head>,
 }
 
-/// [`append_in`], reading the chain head from `heads` when this transaction already knows it,
-/// and leaving the new head there.
+impl<'a> ChainHeads<'a> {
+    pub(super) fn new(
+        base: Option<&'a HashMap<String, Head>>,
+        changed: &'a mut HashMap<String, Head>,
+    ) -> ChainHeads<'a> {
+        ChainHeads { base, changed }
+    }
+
+    fn get(&self, instance_id: &str) -> Option<&Head> {
+        self.changed
+            .get(instance_id)
+            .or_else(|| self.base.and_then(|b| b.get(instance_id)))
+    }
+
+    /// What [`Self::restore`] goes back to.
+    pub(super) fn snapshot(&self) -> HashMap<String, Head> {
+        self.changed.clone()
+    }
+
+    pub(super) fn restore(&mut self, snapshot: HashMap<String, Head>) {
+        *self.changed = snapshot;
+    }
+}
+
+/// The last event of `instance_id`'s chain in the database, or `(0, zeros)` for an empty chain.
+pub(super) async fn head_in<'c, E>(executor: E, instance_id: &str) -> Result<Head>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    let last = sqlx::query(select_events!(
+        "WHERE instance_id = ? ORDER BY seq DESC LIMIT 1"
+    ))
+    .bind(instance_id)
+    .fetch_optional(executor)
+    .await?;
+    Ok(match last.as_ref().map(rows::audit_event).transpose()? {
+        Some(last) => (last.seq, last.hash),
+        None => (0, vec![0; HASH_LEN]),
+    })
+}
+
+/// The event that follows `head` in its chain.
+pub(super) fn next_record(event: &AuditEventInput, head: &Head) -> Result<AuditEventRecord> {
+    let (last_seq, prev_hash) = head;
+    let seq = last_seq.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+        table: "audit_events",
+        id: format!("{}/{last_seq}", event.instance_id),
+        detail: "column seq: the chain cannot grow past i64::MAX".to_owned(),
+    })?;
+    let hash = chain_hash(prev_hash, seq, event.at, &event.body).to_vec();
+    let [target, action, outcome] = body_fields(&event.body);
+    Ok(AuditEventRecord {
+        instance_id: event.instance_id.clone(),
+        seq,
+        at: event.at,
+        target,
+        action,
+        outcome,
+        body: event.body.clone(),
+        prev_hash: prev_hash.clone(),
+        hash,
+    })
+}
+
+/// Appends `event` to its instance's chain on `conn`, which must be inside a transaction
+/// holding the write lock, reading the chain head from `heads` when this transaction already
+/// knows it, and leaving the new head there.
 pub(super) async fn append_with_heads(
     conn: &mut Conn,
     event: &AuditEventInput,
-    heads: &mut ChainHeads,
+    heads: &mut ChainHeads<'_>,
 ) -> Result<AuditEventRecord> {
     let mut records = append_many(conn, &[event], heads).await?;
     records.pop().ok_or_else(|| StoreError::Corrupt {
@@ -124,12 +190,12 @@ const MAX_ROWS_PER_INSERT: usize = 256;
 pub(super) async fn append_many(
     conn: &mut Conn,
     events: &[&AuditEventInput],
-    heads: &mut ChainHeads,
+    heads: &mut ChainHeads<'_>,
 ) -> Result<Vec<AuditEventRecord>> {
-    let saved = heads.clone();
+    let saved = heads.snapshot();
     let result = append_many_inner(conn, events, heads).await;
     if result.is_err() {
-        *heads = saved;
+        heads.restore(saved);
     }
     result
 }
@@ -137,45 +203,29 @@ pub(super) async fn append_many(
 async fn append_many_inner(
     conn: &mut Conn,
     events: &[&AuditEventInput],
-    heads: &mut ChainHeads,
+    heads: &mut ChainHeads<'_>,
 ) -> Result<Vec<AuditEventRecord>> {
     let mut records = Vec::with_capacity(events.len());
     for event in events {
-        let (last_seq, prev_hash) = match heads.get(&event.instance_id) {
-            Some((seq, hash)) => (*seq, hash.clone()),
-            None => {
-                let last = sqlx::query(select_events!(
-                    "WHERE instance_id = ? ORDER BY seq DESC LIMIT 1"
-                ))
-                .bind(&event.instance_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-                match last.as_ref().map(rows::audit_event).transpose()? {
-                    Some(last) => (last.seq, last.hash),
-                    None => (0, vec![0; HASH_LEN]),
-                }
-            }
+        let head = match heads.get(&event.instance_id) {
+            Some(head) => head.clone(),
+            None => head_in(&mut *conn, &event.instance_id).await?,
         };
-        let seq = last_seq.checked_add(1).ok_or_else(|| StoreError::Corrupt {
-            table: "audit_events",
-            id: format!("{}/{last_seq}", event.instance_id),
-            detail: "column seq: the chain cannot grow past i64::MAX".to_owned(),
-        })?;
-        let hash = chain_hash(&prev_hash, seq, event.at, &event.body).to_vec();
-        let [target, action, outcome] = body_fields(&event.body);
-        heads.insert(event.instance_id.clone(), (seq, hash.clone()));
-        records.push(AuditEventRecord {
-            instance_id: event.instance_id.clone(),
-            seq,
-            at: event.at,
-            target,
-            action,
-            outcome,
-            body: event.body.clone(),
-            prev_hash,
-            hash,
-        });
+        let record = next_record(event, &head)?;
+        heads
+            .changed
+            .insert(event.instance_id.clone(), (record.seq, record.hash.clone()));
+        records.push(record);
     }
+    insert_records(conn, &records).await?;
+    Ok(records)
+}
+
+/// Inserts chained events as they are, with one INSERT per [`MAX_ROWS_PER_INSERT`] events.
+pub(super) async fn insert_records(
+    conn: &mut Conn,
+    records: &[AuditEventRecord],
+) -> std::result::Result<(), sqlx::Error> {
     for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO audit_events (instance_id, seq, at, target, action, outcome, body, \
@@ -194,7 +244,7 @@ async fn append_many_inner(
         });
         q.build().execute(&mut *conn).await?;
     }
-    Ok(records)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! Writes that a [`crate::Write`] can name are `*_in` functions taking the writer connection
 //! inside its transaction; [`super::writer`] runs them, for a batch or a single-write method.
 
+use super::journal::ChainLock;
 use super::rows::{self, Violation, already_exists, not_found, violation};
 use super::{Conn, SqliteStore, audit, stale};
 use crate::{AuditEventInput, InstanceRecord, InstanceSecretRecord, KeyRingRecord, Result};
@@ -70,15 +71,21 @@ pub(super) async fn update_with(
     secret: Option<&InstanceSecretRecord>,
     audit: Option<&AuditEventInput>,
 ) -> Result<i64> {
+    let mut chain = match audit {
+        Some(_) => store.chain_lock().await,
+        None => ChainLock::none(),
+    };
     let mut tx = store.begin().await?;
+    chain.insert_pending(&mut tx).await?;
     let row_version = update_in(&mut tx, i).await?;
     if let Some(secret) = secret {
         upsert_secret(&mut tx, secret).await?;
     }
     if let Some(audit) = audit {
-        audit::append_in(&mut tx, audit).await?;
+        audit::append_with_heads(&mut tx, audit, &mut chain.heads()).await?;
     }
     tx.commit().await?;
+    chain.committed();
     Ok(row_version)
 }
 
@@ -87,7 +94,9 @@ pub(super) async fn zeroize(
     i: &InstanceRecord,
     audit: &AuditEventInput,
 ) -> Result<i64> {
+    let mut chain = store.chain_lock().await;
     let mut tx = store.begin().await?;
+    chain.insert_pending(&mut tx).await?;
     // First, so that a stale or missing instance deletes nothing (the transaction rolls back).
     let row_version = update_in(&mut tx, i).await?;
     // Children before parents: the foreign keys are enforced on every statement.
@@ -101,8 +110,9 @@ pub(super) async fn zeroize(
     ] {
         sqlx::query(sql).bind(&i.id).execute(&mut *tx).await?;
     }
-    audit::append_in(&mut tx, audit).await?;
+    audit::append_with_heads(&mut tx, audit, &mut chain.heads()).await?;
     tx.commit().await?;
+    chain.committed();
     Ok(row_version)
 }
 

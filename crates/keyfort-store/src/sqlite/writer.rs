@@ -18,11 +18,10 @@
 //! `COMMIT`.
 //!
 //! The one exception is a lone audit append (the event of a read, such as a wrap or a get, or of
-//! a refused request): it is answered at `COMMIT`, when the event is in the database and no crash
-//! of this process can lose it; it reaches the disk with the next flush, which is already under
-//! way or follows within one group. Only a power loss in those milliseconds could lose it, and
-//! then the chain simply ends earlier (the WAL keeps a prefix of its commits). Every change, and
-//! therefore every event committed before it, is flushed before its caller is answered.
+//! a refused request), which only a store without an audit journal (in memory) sends here: it is
+//! answered at `COMMIT`. A database file sends those events to its journal instead
+//! ([`super::journal`]); every group then first inserts the journal's waiting events, under the
+//! journal's lock, and [`Job::Drain`] is a group for that alone.
 //!
 //! If the transaction itself fails (no connection, `BEGIN`, a savepoint statement, or `COMMIT`),
 //! it is rolled back and every job of the group that had succeeded fails with that error (a
@@ -45,6 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::trace;
 
+use super::journal::{ChainLock, Journal};
 use super::{Conn, audit, instances, keys, registrations};
 use crate::{
     Applied, AuditEventInput, KeyRecord, KeyVersionRecord, Result, StoreError, Write, WriteBatch,
@@ -65,6 +65,10 @@ pub(super) enum Job {
         policies: String,
         audit: AuditEventInput,
     },
+    /// Nothing but what every group does first: moving the audit journal's waiting events into
+    /// the database. With `rotate`, the journal also starts a new segment if its current one is
+    /// full. Answered once flushed, empty.
+    Drain { rotate: bool },
 }
 
 struct Request {
@@ -86,11 +90,35 @@ impl fmt::Debug for Writer {
     }
 }
 
+/// A [`Writer`] that does not keep the task alive.
+pub(super) struct WeakWriter(mpsc::WeakSender<Request>);
+
+impl WeakWriter {
+    pub(super) fn upgrade(&self) -> Option<Writer> {
+        self.0.upgrade().map(|queue| Writer { queue })
+    }
+}
+
 impl Writer {
     /// Spawns the writer task on the current Tokio runtime, writing through `pool`; with `sync`,
-    /// commits are made durable by flushing those files (see the module documentation).
-    pub(super) fn start(pool: SqlitePool, sync: Option<SyncFiles>) -> Writer {
-        spawn(pool, sync).0
+    /// commits are made durable by flushing those files (see the module documentation); with
+    /// `journal`, every group first moves the journal's waiting events into the database.
+    pub(super) fn start(
+        pool: SqlitePool,
+        sync: Option<SyncFiles>,
+        journal: Option<Arc<Journal>>,
+    ) -> Writer {
+        spawn(pool, sync, journal).0
+    }
+
+    pub(super) fn downgrade(&self) -> WeakWriter {
+        WeakWriter(self.queue.downgrade())
+    }
+
+    /// Moves the audit journal's waiting events into the database (see [`Job::Drain`]), and
+    /// waits until they are flushed.
+    pub(super) async fn drain(&self, rotate: bool) -> Result<()> {
+        self.submit(Job::Drain { rotate }).await.map(|_| ())
     }
 
     /// Queues `job` and waits until the transaction it ran in has committed (or failed).
@@ -105,9 +133,13 @@ impl Writer {
 }
 
 /// [`Writer::start`], with the task's handle.
-fn spawn(pool: SqlitePool, sync: Option<SyncFiles>) -> (Writer, JoinHandle<()>) {
+fn spawn(
+    pool: SqlitePool,
+    sync: Option<SyncFiles>,
+    journal: Option<Arc<Journal>>,
+) -> (Writer, JoinHandle<()>) {
     let (queue, requests) = mpsc::channel(QUEUE_CAPACITY);
-    let task = tokio::spawn(run(pool, requests, sync));
+    let task = tokio::spawn(run(pool, requests, sync, journal));
     (Writer { queue }, task)
 }
 
@@ -122,7 +154,12 @@ struct Flush {
     committed: bool,
 }
 
-async fn run(pool: SqlitePool, mut requests: mpsc::Receiver<Request>, sync: Option<SyncFiles>) {
+async fn run(
+    pool: SqlitePool,
+    mut requests: mpsc::Receiver<Request>,
+    sync: Option<SyncFiles>,
+    journal: Option<Arc<Journal>>,
+) {
     let relaxed = sync.is_some();
     let (syncer, sync_task) = match sync {
         Some(files) => {
@@ -137,7 +174,11 @@ async fn run(pool: SqlitePool, mut requests: mpsc::Receiver<Request>, sync: Opti
     while requests.recv_many(&mut group, MAX_GROUP).await > 0 {
         // Nobody waits for these any more: skip them.
         group.retain(|r: &Request| !r.reply.is_closed());
-        let outcomes = commit_group(&pool, &group, relaxed).await;
+        let chain = match &journal {
+            Some(journal) => journal.lock().await,
+            None => ChainLock::none(),
+        };
+        let outcomes = commit_group(&pool, &group, relaxed, chain).await;
         trace!(jobs = group.len(), "group commit");
         let committed = outcomes.iter().any(Result::is_ok);
         let mut flushed = Vec::new();
@@ -262,12 +303,17 @@ fn not_durable(e: &io::Error) -> StoreError {
 
 /// Runs the jobs of `group` in one transaction; one outcome per job, in order, known once the
 /// transaction has committed or failed.
+///
+/// `chain` is the audit journal's lock (see [`super::journal`]): the group first inserts the events
+/// waiting in the journal, and appends its own after them; they become the journal's once the
+/// group commits.
 async fn commit_group(
     pool: &SqlitePool,
     group: &[Request],
     relaxed: bool,
+    mut chain: ChainLock,
 ) -> Vec<Result<Vec<Applied>>> {
-    let mut outcomes = Vec::with_capacity(group.len());
+    let outcomes = Vec::with_capacity(group.len());
     if group.is_empty() {
         return outcomes;
     }
@@ -279,20 +325,45 @@ async fn commit_group(
         Ok(tx) => tx,
         Err(e) => return failed(outcomes, e, group.len()),
     };
-    let mut heads = audit::ChainHeads::new();
+    if let Err(e) = chain.insert_pending(tx.conn()).await {
+        tx.rollback().await;
+        return failed(outcomes, e, group.len());
+    }
+    for request in group {
+        if let Job::Drain { rotate: true } = request.job {
+            chain.rotate();
+        }
+    }
+    let (outcomes, rolled_back) = run_group(&mut tx, group, &mut chain.heads(), outcomes).await;
+    if rolled_back {
+        return outcomes;
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            chain.committed();
+            outcomes
+        }
+        Err(e) => failed(outcomes, e, group.len()),
+    }
+}
+
+/// Runs the jobs of `group` in the open transaction `tx`: one outcome per job, to be kept if the
+/// transaction commits. `true` if it had to be rolled back already: the outcomes are final.
+async fn run_group(
+    tx: &mut Open,
+    group: &[Request],
+    heads: &mut audit::ChainHeads<'_>,
+    mut outcomes: Vec<Result<Vec<Applied>>>,
+) -> (Vec<Result<Vec<Applied>>>, bool) {
     // A group of one job needs no savepoint: the transaction is the job's.
     if let [request] = group {
-        let outcome = run_job(tx.conn(), &request.job, &mut heads).await;
-        if outcome.is_err() {
+        let outcome = run_job(tx.conn(), &request.job, heads).await;
+        let failed = outcome.is_err();
+        if failed {
             tx.rollback().await;
-            outcomes.push(outcome);
-            return outcomes;
         }
         outcomes.push(outcome);
-        return match tx.commit().await {
-            Ok(()) => outcomes,
-            Err(e) => failed(outcomes, e, group.len()),
-        };
+        return (outcomes, failed);
     }
     // Jobs that can share multi-row statements (the events of reads and wraps, key creations)
     // waiting to be run together.
@@ -302,27 +373,29 @@ async fn commit_group(
             pending.push(fast);
             continue;
         }
-        let flushed = flush(tx.conn(), &mut pending, &mut heads, &mut outcomes).await;
+        if let Job::Drain { .. } = request.job {
+            // Done with the transaction's first statements.
+            outcomes.push(Ok(Vec::new()));
+            continue;
+        }
+        let flushed = flush(tx.conn(), &mut pending, heads, &mut outcomes).await;
         let outcome = match flushed {
-            Ok(()) => in_savepoint(tx.conn(), &request.job, &mut heads).await,
+            Ok(()) => in_savepoint(tx.conn(), &request.job, heads).await,
             Err(e) => Err(e),
         };
         match outcome {
             Ok(outcome) => outcomes.push(outcome),
             Err(e) => {
                 tx.rollback().await;
-                return failed(outcomes, e, group.len());
+                return (failed(outcomes, e, group.len()), true);
             }
         }
     }
-    if let Err(e) = flush(tx.conn(), &mut pending, &mut heads, &mut outcomes).await {
+    if let Err(e) = flush(tx.conn(), &mut pending, heads, &mut outcomes).await {
         tx.rollback().await;
-        return failed(outcomes, e, group.len());
+        return (failed(outcomes, e, group.len()), true);
     }
-    match tx.commit().await {
-        Ok(()) => outcomes,
-        Err(e) => failed(outcomes, e, group.len()),
-    }
+    (outcomes, false)
 }
 
 /// A job the writer can run together with others of its kind.
@@ -353,7 +426,7 @@ impl<'a> Fast<'a> {
                 }),
                 _ => None,
             },
-            Job::SetPolicies { .. } => None,
+            Job::SetPolicies { .. } | Job::Drain { .. } => None,
         }
     }
 
@@ -392,7 +465,7 @@ impl<'a> Fast<'a> {
 async fn flush(
     conn: &mut Conn,
     pending: &mut Vec<Fast<'_>>,
-    heads: &mut audit::ChainHeads,
+    heads: &mut audit::ChainHeads<'_>,
     outcomes: &mut Vec<Result<Vec<Applied>>>,
 ) -> std::result::Result<(), sqlx::Error> {
     if pending.is_empty() {
@@ -446,13 +519,13 @@ async fn flush(
 async fn in_savepoint(
     conn: &mut Conn,
     job: &Job,
-    heads: &mut audit::ChainHeads,
+    heads: &mut audit::ChainHeads<'_>,
 ) -> std::result::Result<Result<Vec<Applied>>, sqlx::Error> {
     execute(conn, "SAVEPOINT batch").await?;
-    let saved_heads = heads.clone();
+    let saved_heads = heads.snapshot();
     let outcome = run_job(conn, job, heads).await;
     if outcome.is_err() {
-        *heads = saved_heads;
+        heads.restore(saved_heads);
         execute(conn, "ROLLBACK TO SAVEPOINT batch").await?;
     }
     execute(conn, "RELEASE SAVEPOINT batch").await?;
@@ -489,7 +562,7 @@ fn failed(
 async fn run_job(
     conn: &mut Conn,
     job: &Job,
-    heads: &mut audit::ChainHeads,
+    heads: &mut audit::ChainHeads<'_>,
 ) -> Result<Vec<Applied>> {
     match job {
         Job::Batch(batch) => {
@@ -508,6 +581,7 @@ async fn run_job(
             audit::append_with_heads(conn, audit, heads).await?;
             Ok(Vec::new())
         }
+        Job::Drain { .. } => Ok(Vec::new()),
     }
 }
 
@@ -515,7 +589,7 @@ async fn run_job(
 async fn apply_write(
     conn: &mut Conn,
     write: &Write,
-    heads: &mut audit::ChainHeads,
+    heads: &mut audit::ChainHeads<'_>,
 ) -> Result<Applied> {
     Ok(match write {
         Write::InsertKey { key, first_version } => {
@@ -588,11 +662,9 @@ struct Open {
 
 impl Open {
     async fn begin(mut conn: PoolConnection<Sqlite>, relaxed: bool) -> Result<Open, sqlx::Error> {
-        if relaxed {
-            if let Err(e) = execute(&mut conn, "PRAGMA synchronous = NORMAL").await {
-                conn.close_on_drop();
-                return Err(e);
-            }
+        if relaxed && let Err(e) = execute(&mut conn, "PRAGMA synchronous = NORMAL").await {
+            conn.close_on_drop();
+            return Err(e);
         }
         let mut open = Open {
             conn,
@@ -710,7 +782,7 @@ mod tests {
             .connect("sqlite::memory:")
             .await
             .expect("pool");
-        let (writer, task) = spawn(pool, None);
+        let (writer, task) = spawn(pool, None, None);
         let clone = writer.clone();
         drop(writer);
         let done = clone
@@ -751,7 +823,7 @@ mod tests {
     async fn a_flushed_group_leaves_the_connection_at_synchronous_full() {
         let dir = tempfile::tempdir().expect("dir");
         let (pool, path) = file_pool(dir.path()).await;
-        let (writer, task) = spawn(pool.clone(), Some(SyncFiles::new(path)));
+        let (writer, task) = spawn(pool.clone(), Some(SyncFiles::new(path)), None);
         let done = writer
             .submit(Job::Batch(WriteBatch::default()))
             .await
