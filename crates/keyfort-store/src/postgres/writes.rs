@@ -112,6 +112,7 @@ async fn apply_write(
             Applied::Done
         }
         Write::AppendAudit(event) => Applied::Audit(audit::append_in(conn, event, heads).await?),
+        Write::Keystore(w) => super::keystores::apply_in(conn, w).await?,
     })
 }
 
