@@ -170,9 +170,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
 
     /// Zeroization: in one transaction, deletes every key, alias, key version, key ring other
-    /// than `default`, and instance secret of the instance, updates the instance record as
-    /// [`Store::update_instance`] does (optimistic), and appends `audit`. Principals and the
-    /// audit trail remain.
+    /// than `default`, instance secret, keystore and token object of the instance, updates the
+    /// instance record as [`Store::update_instance`] does (optimistic), and appends `audit`.
+    /// Principals and the audit trail remain.
     async fn zeroize_instance(
         &self,
         instance: &InstanceRecord,

@@ -68,6 +68,7 @@ macro_rules! store_suite {
             keystores,
             keystore_objects_find_and_page,
             keystore_object_updates_are_optimistic,
+            keystores_go_with_zeroization,
         );
     };
     (@tests $open:path; $($name:ident),+ $(,)?) => {
@@ -4194,4 +4195,56 @@ pub async fn keystore_object_updates_are_optimistic(store: Arc<dyn Store>) {
     )
     .await
     .expect("empty keystore deleted");
+}
+
+pub async fn keystores_go_with_zeroization(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    let a = keystore("inst-a", "ks", "tokens");
+    let b = keystore("inst-b", "ks", "tokens");
+    for k in [&a, &b] {
+        ks_apply(s, KeystoreWrite::Insert(k.clone()))
+            .await
+            .expect("keystore");
+        ks_apply(
+            s,
+            KeystoreWrite::InsertObject(token_object(k, "o1", vec![attr(3, b"l")])),
+        )
+        .await
+        .expect("object");
+    }
+    let record = s.instance("inst-a").await.expect("get").expect("present");
+    let zeroized = InstanceRecord {
+        state: "zeroized".to_owned(),
+        ..record
+    };
+    s.zeroize_instance(&zeroized, &audit("inst-a", 9_000, "{}"))
+        .await
+        .expect("zeroize");
+    assert!(s.list_keystores("inst-a").await.expect("list").is_empty());
+    assert_eq!(
+        s.keystore_object("inst-a", "ks", "o1").await.expect("get"),
+        None
+    );
+    let all = ObjectQuery {
+        template: vec![attr(3, b"l")],
+        after: None,
+        limit: 10,
+    };
+    assert!(
+        s.find_keystore_objects("inst-a", "ks", &all)
+            .await
+            .expect("find")
+            .is_empty()
+    );
+    // The other instance keeps its own.
+    assert_eq!(s.list_keystores("inst-b").await.expect("list"), vec![b]);
+    assert_eq!(
+        s.find_keystore_objects("inst-b", "ks", &all)
+            .await
+            .expect("find")
+            .len(),
+        1
+    );
 }

@@ -202,6 +202,9 @@ pub(super) async fn zeroize_in(
     // First, so that a stale or missing instance deletes nothing (the transaction rolls back).
     let row_version = update_instance_in(conn, i).await?;
     for sql in [
+        "DELETE FROM keystore_attributes WHERE instance_id = $1",
+        "DELETE FROM keystore_objects WHERE instance_id = $1",
+        "DELETE FROM keystores WHERE instance_id = $1",
         "DELETE FROM registrations WHERE instance_id = $1",
         "DELETE FROM key_aliases WHERE instance_id = $1",
         "DELETE FROM key_versions WHERE instance_id = $1",
