@@ -354,7 +354,9 @@ impl Keyfort {
                 if template.len() > MAX_TEMPLATE {
                     return Err(refuse(keystore_id, KeystoreRefusal::TemplateTooLarge));
                 }
-                let template = canonical(keystore_id, template)?;
+                let mut template = canonical(keystore_id, template)?;
+                // The store searches by the first attribute: make it the most selective one.
+                template.sort_by_key(|a| low_cardinality(a.attr_type));
                 let limit = match limit {
                     0 => DEFAULT_PAGE,
                     n if n <= MAX_PAGE => n,
@@ -652,6 +654,27 @@ fn canonical(target: &str, mut attributes: Vec<TokenAttribute>) -> Result<Vec<Ob
         .collect())
 }
 
+/// Attribute types whose values most objects of a token share (class, key type, flags): a
+/// search should not start from them when the template has another.
+fn low_cardinality(attr_type: u64) -> bool {
+    matches!(
+        attr_type,
+        // CKA_CLASS, CKA_TOKEN, CKA_PRIVATE; CKA_CERTIFICATE_TYPE, CKA_TRUSTED; CKA_KEY_TYPE;
+        // CKA_SENSITIVE ..= CKA_DERIVE; CKA_EXTRACTABLE ..= CKA_ALWAYS_SENSITIVE;
+        // CKA_MODIFIABLE, CKA_COPYABLE, CKA_DESTROYABLE; CKA_ALWAYS_AUTHENTICATE,
+        // CKA_WRAP_WITH_TRUSTED.
+        0x0..=0x2
+            | 0x80
+            | 0x86
+            | 0x100
+            | 0x103..=0x10C
+            | 0x162..=0x165
+            | 0x170..=0x172
+            | 0x202
+            | 0x210
+    )
+}
+
 fn attribute_types(attributes: &[ObjectAttribute]) -> Vec<u64> {
     attributes.iter().map(|a| a.attr_type).collect()
 }
@@ -724,6 +747,21 @@ mod tests {
         assert_eq!(
             refusal(canonical("x", heavy)),
             KeystoreRefusal::AttributeTooLarge
+        );
+    }
+
+    #[test]
+    fn searches_start_from_a_selective_attribute() {
+        let mut t = canonical(
+            "x",
+            vec![a(0, &[3]), a(0x102, &[1]), a(3, b"l"), a(0x100, &[0])],
+        )
+        .unwrap();
+        t.sort_by_key(|a| low_cardinality(a.attr_type));
+        // Stable: CKA_LABEL, CKA_ID, then CKA_CLASS, CKA_KEY_TYPE.
+        assert_eq!(
+            t.iter().map(|x| x.attr_type).collect::<Vec<_>>(),
+            [3, 0x102, 0, 0x100]
         );
     }
 

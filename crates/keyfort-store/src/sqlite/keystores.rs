@@ -319,8 +319,11 @@ pub(super) async fn object(
     .transpose()
 }
 
-/// One statement: the first template attribute drives the search through
-/// `ix_keystore_attributes_value`; each other one is a primary-key lookup of the same object.
+/// One statement. Without a template, the objects' primary key gives them in id order. With
+/// one, the first template attribute drives the search through `ix_keystore_attributes_value`
+/// (type, digest, then object id: the page comes out of the index in id order), and each other
+/// attribute is a primary-key lookup of the same object; the caller puts the most selective
+/// attribute first.
 pub(super) async fn find(
     store: &SqliteStore,
     instance_id: &str,
@@ -328,49 +331,53 @@ pub(super) async fn find(
     query: &ObjectQuery,
 ) -> Result<Vec<KeystoreObjectRecord>> {
     let mut q = QueryBuilder::<Sqlite>::new(concat!("SELECT ", object_columns!(), " FROM "));
-    if query.template.is_empty() {
-        q.push("keystore_objects o ");
-    } else {
-        for (i, a) in query.template.iter().enumerate() {
-            if i > 0 {
-                q.push(" JOIN ");
-            }
-            q.push(format!("keystore_attributes a{i} "));
-            if i > 0 {
-                q.push(format!(
-                    "ON a{i}.instance_id = a0.instance_id AND a{i}.keystore_id = a0.keystore_id \
-                     AND a{i}.object_id = a0.object_id "
-                ));
-                q.push(format!("AND a{i}.attr_type = "));
-            } else {
-                q.push(
-                    "JOIN keystore_objects o ON o.instance_id = a0.instance_id \
-                        AND o.keystore_id = a0.keystore_id AND o.id = a0.object_id \
-                        AND a0.attr_type = ",
-                );
-            }
-            q.push_bind(type_to_column(a.attr_type));
-            q.push(format!(" AND a{i}.digest = "));
-            q.push_bind(sha256(&a.value).to_vec());
-            q.push(format!(" AND a{i}.value = "));
-            q.push_bind(a.value.clone());
-        }
-    }
-    q.push(" WHERE o.instance_id = ");
-    q.push_bind(instance_id);
-    q.push(" AND o.keystore_id = ");
-    q.push_bind(keystore_id);
-    if !query.template.is_empty() {
-        q.push(" AND a0.instance_id = ");
+    let Some((first, rest)) = query.template.split_first() else {
+        q.push("keystore_objects o WHERE o.instance_id = ");
         q.push_bind(instance_id);
-        q.push(" AND a0.keystore_id = ");
+        q.push(" AND o.keystore_id = ");
         q.push_bind(keystore_id);
+        if let Some(after) = &query.after {
+            q.push(" AND o.id > ");
+            q.push_bind(after.clone());
+        }
+        q.push(" ORDER BY o.id LIMIT ");
+        q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows = q.build().fetch_all(&store.reader).await?;
+        return rows.iter().map(object_row).collect();
+    };
+    q.push(
+        "keystore_attributes a0 INDEXED BY ix_keystore_attributes_value \
+         JOIN keystore_objects o ON o.instance_id = a0.instance_id \
+         AND o.keystore_id = a0.keystore_id AND o.id = a0.object_id",
+    );
+    for (i, a) in rest.iter().enumerate() {
+        let n = i + 1;
+        q.push(format!(
+            " JOIN keystore_attributes a{n} ON a{n}.instance_id = a0.instance_id \
+             AND a{n}.keystore_id = a0.keystore_id AND a{n}.object_id = a0.object_id \
+             AND a{n}.attr_type = "
+        ));
+        q.push_bind(type_to_column(a.attr_type));
+        q.push(format!(" AND a{n}.digest = "));
+        q.push_bind(sha256(&a.value).to_vec());
+        q.push(format!(" AND a{n}.value = "));
+        q.push_bind(a.value.clone());
     }
+    q.push(" WHERE a0.instance_id = ");
+    q.push_bind(instance_id);
+    q.push(" AND a0.keystore_id = ");
+    q.push_bind(keystore_id);
+    q.push(" AND a0.attr_type = ");
+    q.push_bind(type_to_column(first.attr_type));
+    q.push(" AND a0.digest = ");
+    q.push_bind(sha256(&first.value).to_vec());
+    q.push(" AND a0.value = ");
+    q.push_bind(first.value.clone());
     if let Some(after) = &query.after {
-        q.push(" AND o.id > ");
+        q.push(" AND a0.object_id > ");
         q.push_bind(after.clone());
     }
-    q.push(" ORDER BY o.id LIMIT ");
+    q.push(" ORDER BY a0.object_id LIMIT ");
     q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
     let rows = q.build().fetch_all(&store.reader).await?;
     rows.iter().map(object_row).collect()
