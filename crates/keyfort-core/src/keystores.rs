@@ -362,10 +362,8 @@ impl Keyfort {
                     n if n <= MAX_PAGE => n,
                     _ => return Err(refuse(keystore_id, KeystoreRefusal::InvalidLimit)),
                 };
-                if let Some(c) = cursor {
-                    if !valid_cursor(c) {
-                        return Err(refuse(keystore_id, KeystoreRefusal::InvalidCursor));
-                    }
+                if cursor.is_some_and(|c| !valid_cursor(c)) {
+                    return Err(refuse(keystore_id, KeystoreRefusal::InvalidCursor));
                 }
                 if self
                     .store()

@@ -3918,7 +3918,7 @@ pub async fn keystore_objects_find_and_page(store: Arc<dyn Store>) {
     let big = vec![7u8; 20_000];
     let mut objects = Vec::new();
     for i in 0..12u8 {
-        let class = if i % 2 == 0 { private } else { public };
+        let class = [private, public][usize::from(i % 2)];
         let mut attrs = vec![
             attr(CLASS, &class),
             attr(LABEL, format!("key-{}", i / 2).as_bytes()),
