@@ -612,6 +612,35 @@ async fn keystores_use_the_crypto_service_auth_and_roles() {
     // Nothing changed through all of that.
     let all = find(&mut admin, &token.id, vec![], 0, "").await;
     assert_eq!(all.objects, vec![obj]);
+
+    // The refusals are in the audit trail, as `denied`, naming who tried.
+    let denied = server
+        .core
+        .audit_events(
+            &server.admin,
+            &inst,
+            &keyfort_core::AuditQuery {
+                outcome: Some("denied".to_owned()),
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str)> = denied
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action.as_str()))
+        .collect();
+    for want in [
+        ("reader", "keystore.object.store"),
+        ("reader", "keystore.object.update"),
+        ("reader", "keystore.object.delete"),
+        ("reader", "keystore.create"),
+        ("writer", "keystore.delete"),
+        ("stranger", "keystore.object.find"),
+    ] {
+        assert!(seen.contains(&want), "{want:?} not in {seen:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -744,6 +773,36 @@ async fn bad_input_is_refused_with_pkcs11_codes_and_changes_nothing() {
     let all = find(&mut ks, &token.id, vec![], 0, "").await;
     assert_eq!(all.objects.len(), 2);
     assert!(all.objects.contains(&obj));
+
+    // Refusals are audited as failures with the reason's name.
+    let failures = server
+        .core
+        .audit_events(
+            &server.admin,
+            &server.instance_id,
+            &keyfort_core::AuditQuery {
+                outcome: Some("failure".to_owned()),
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let reasons: Vec<String> = failures
+        .iter()
+        .filter_map(|e| e.details["reason"].as_str().map(str::to_owned))
+        .collect();
+    for want in [
+        "BlobTooLarge",
+        "DuplicateAttribute",
+        "ObjectNotFound",
+        "InvalidCursor",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == want),
+            "{want} not in {reasons:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
