@@ -128,6 +128,12 @@ pub enum CoreError {
         id: String,
         reason: crate::kms::KmsRefusal,
     },
+    /// The keystore service refused the request.
+    #[error("{id}: {reason}")]
+    KeystoreRefused {
+        id: String,
+        reason: crate::keystores::KeystoreRefusal,
+    },
     #[error("cryptographic operation failed")]
     Crypto(#[from] keyfort_crypto::Error),
     #[error("corrupted record in {table}: {id}")]

@@ -85,7 +85,7 @@ impl Keyfort {
     }
 }
 
-fn caller_is_deployment_wide(caller: &Caller) -> bool {
+pub(crate) fn caller_is_deployment_wide(caller: &Caller) -> bool {
     caller.principal.instance_id.is_none()
         && caller
             .principal
@@ -95,7 +95,7 @@ fn caller_is_deployment_wide(caller: &Caller) -> bool {
 }
 
 /// The one instance a caller's roles name, for clients that send no instance header.
-fn implied_instance(caller: &Caller) -> Option<String> {
+pub(crate) fn implied_instance(caller: &Caller) -> Option<String> {
     if let Some(id) = &caller.principal.instance_id {
         return Some(id.clone());
     }

@@ -357,6 +357,7 @@ fn outcome_of(e: &CoreError) -> &'static str {
 fn reason_of(e: &CoreError) -> String {
     match e {
         CoreError::KeyRefused { reason, .. } => format!("{reason:?}"),
+        CoreError::KeystoreRefused { reason, .. } => format!("{reason:?}"),
         CoreError::InvalidField { field, .. } => format!("InvalidField:{field}"),
         other => {
             // The variant name: the leading identifier of the Debug form.

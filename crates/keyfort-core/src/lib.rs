@@ -18,6 +18,7 @@ pub mod grep11;
 pub mod iam;
 pub mod instance;
 pub mod key;
+pub mod keystores;
 pub mod kmip_clients;
 pub mod kms;
 mod kms_list;

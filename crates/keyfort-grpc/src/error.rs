@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use keyfort_core::CoreError;
 use keyfort_core::grep11::BlobRejection;
+use keyfort_core::keystores::KeystoreRefusal;
 use prost::Message;
 
 use crate::ck::rv;
@@ -164,6 +165,7 @@ impl Error {
                     "changed concurrently; retry".into(),
                     true,
                 ),
+                CoreError::KeystoreRefused { reason, .. } => keystore_refusal(*reason),
                 CoreError::Crypto(c) => Error::Crypto(*c).wire(),
                 _ => (
                     rv::CKR_IBM_INTERNAL_ERROR,
@@ -199,6 +201,26 @@ impl Error {
         };
         tonic::Status::with_details(code, message, status.encode_to_vec().into())
     }
+}
+
+/// The codes of the keystore service's refusals (part of [`Error::wire`]).
+fn keystore_refusal(reason: KeystoreRefusal) -> (u64, tonic::Code, Cow<'static, str>, bool) {
+    use KeystoreRefusal as R;
+    use tonic::Code;
+    let (rv, code) = match reason {
+        R::KeystoreNotFound => (rv::CKR_TOKEN_NOT_PRESENT, Code::NotFound),
+        R::ObjectNotFound => (rv::CKR_OBJECT_HANDLE_INVALID, Code::NotFound),
+        R::NameTaken => (rv::CKR_IBM_GREP11_CONFLICT, Code::AlreadyExists),
+        R::TooManyKeystores => (rv::CKR_DEVICE_MEMORY, Code::ResourceExhausted),
+        R::NotEmpty => (rv::CKR_ACTION_PROHIBITED, Code::FailedPrecondition),
+        R::BlobTooLarge => (rv::CKR_DATA_LEN_RANGE, Code::InvalidArgument),
+        R::TooManyAttributes | R::DuplicateAttribute | R::TemplateTooLarge => {
+            (rv::CKR_TEMPLATE_INCONSISTENT, Code::InvalidArgument)
+        }
+        R::AttributeTooLarge => (rv::CKR_ATTRIBUTE_VALUE_INVALID, Code::InvalidArgument),
+        _ => (rv::CKR_ARGUMENTS_BAD, Code::InvalidArgument),
+    };
+    (rv, code, reason.to_string().into(), false)
 }
 
 impl From<Error> for tonic::Status {

@@ -20,10 +20,14 @@ pub mod sqlite;
 
 mod chain;
 mod error;
+mod keystores;
 mod migrations;
 mod shared;
 
 pub use error::StoreError;
+pub use keystores::{
+    KeystoreObjectRecord, KeystoreRecord, KeystoreWrite, ObjectAttribute, ObjectQuery,
+};
 pub use records::*;
 
 use async_trait::async_trait;
@@ -166,9 +170,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
 
     /// Zeroization: in one transaction, deletes every key, alias, key version, key ring other
-    /// than `default`, and instance secret of the instance, updates the instance record as
-    /// [`Store::update_instance`] does (optimistic), and appends `audit`. Principals and the
-    /// audit trail remain.
+    /// than `default`, instance secret, keystore and token object of the instance, updates the
+    /// instance record as [`Store::update_instance`] does (optimistic), and appends `audit`.
+    /// Principals and the audit trail remain.
     async fn zeroize_instance(
         &self,
         instance: &InstanceRecord,
@@ -264,4 +268,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the mutable fields of an API key (optimistic); returns the new row version.
     async fn update_api_key(&self, api_key: &ApiKeyRecord) -> Result<i64>;
+
+    // ---- keystores (written through `apply` with `Write::Keystore`) --------------------------
+
+    /// One keystore by id.
+    async fn keystore(&self, instance_id: &str, id: &str) -> Result<Option<KeystoreRecord>>;
+
+    /// The keystores of an instance, ordered by name.
+    async fn list_keystores(&self, instance_id: &str) -> Result<Vec<KeystoreRecord>>;
+
+    /// How many objects a keystore holds.
+    async fn count_keystore_objects(&self, instance_id: &str, keystore_id: &str) -> Result<u64>;
+
+    /// One object of a keystore.
+    async fn keystore_object(
+        &self,
+        instance_id: &str,
+        keystore_id: &str,
+        id: &str,
+    ) -> Result<Option<KeystoreObjectRecord>>;
+
+    /// The objects of a keystore matching `query` (see [`ObjectQuery`]), found through the
+    /// attribute index, never by reading every object.
+    async fn find_keystore_objects(
+        &self,
+        instance_id: &str,
+        keystore_id: &str,
+        query: &ObjectQuery,
+    ) -> Result<Vec<KeystoreObjectRecord>>;
 }

@@ -35,6 +35,7 @@
 
 mod appender;
 mod audit;
+mod keystores;
 pub mod listen;
 mod lock;
 mod migrate;
@@ -51,8 +52,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::{
     ApiKeyRecord, Applied, AuditEventInput, AuditEventRecord, AuditFilter, InstanceRecord,
-    InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord,
-    RegistrationRecord, Result, Store, StoreError, Write, WriteBatch,
+    InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord,
+    KeystoreObjectRecord, KeystoreRecord, ObjectQuery, PrincipalRecord, RegistrationRecord, Result,
+    Store, StoreError, Write, WriteBatch,
 };
 pub use listen::{Change, Changes};
 pub use lock::ClusterLock;
@@ -578,6 +580,36 @@ impl Store for PgStore {
         let v = writes::update_api_key_in(&mut tx, api_key, &mut touched).await?;
         Self::commit(tx, &touched).await?;
         Ok(v)
+    }
+
+    async fn keystore(&self, instance_id: &str, id: &str) -> Result<Option<KeystoreRecord>> {
+        keystores::keystore(&self.pool, instance_id, id).await
+    }
+
+    async fn list_keystores(&self, instance_id: &str) -> Result<Vec<KeystoreRecord>> {
+        keystores::list(&self.pool, instance_id).await
+    }
+
+    async fn count_keystore_objects(&self, instance_id: &str, keystore_id: &str) -> Result<u64> {
+        keystores::count_objects(&self.pool, instance_id, keystore_id).await
+    }
+
+    async fn keystore_object(
+        &self,
+        instance_id: &str,
+        keystore_id: &str,
+        id: &str,
+    ) -> Result<Option<KeystoreObjectRecord>> {
+        keystores::object(&self.pool, instance_id, keystore_id, id).await
+    }
+
+    async fn find_keystore_objects(
+        &self,
+        instance_id: &str,
+        keystore_id: &str,
+        query: &ObjectQuery,
+    ) -> Result<Vec<KeystoreObjectRecord>> {
+        keystores::find(&self.pool, instance_id, keystore_id, query).await
     }
 }
 

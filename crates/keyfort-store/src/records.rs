@@ -296,6 +296,8 @@ pub enum Write {
     },
     /// Appends an audit event to the instance's chain (as [`crate::Store::append_audit_event`]).
     AppendAudit(AuditEventInput),
+    /// A keystore or token object change (see [`crate::KeystoreWrite`]).
+    Keystore(crate::KeystoreWrite),
 }
 
 /// Writes applied atomically, in order: all or nothing.

@@ -41,6 +41,7 @@ mod audit;
 mod instances;
 mod journal;
 mod keys;
+mod keystores;
 mod migrate;
 mod principals;
 mod registrations;
@@ -58,8 +59,9 @@ use sqlx::sqlite::{
 
 use crate::{
     ApiKeyRecord, Applied, AuditEventInput, AuditEventRecord, AuditFilter, InstanceRecord,
-    InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord,
-    RegistrationRecord, Result, Store, StoreError, Write, WriteBatch,
+    InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord,
+    KeystoreObjectRecord, KeystoreRecord, ObjectQuery, PrincipalRecord, RegistrationRecord, Result,
+    Store, StoreError, Write, WriteBatch,
 };
 use journal::{ChainLock, Journal};
 use writer::{Job, SyncFiles, Writer};
@@ -521,5 +523,35 @@ impl Store for SqliteStore {
 
     async fn update_api_key(&self, api_key: &ApiKeyRecord) -> Result<i64> {
         principals::update_api_key(self, api_key).await
+    }
+
+    async fn keystore(&self, instance_id: &str, id: &str) -> Result<Option<KeystoreRecord>> {
+        keystores::keystore(self, instance_id, id).await
+    }
+
+    async fn list_keystores(&self, instance_id: &str) -> Result<Vec<KeystoreRecord>> {
+        keystores::list(self, instance_id).await
+    }
+
+    async fn count_keystore_objects(&self, instance_id: &str, keystore_id: &str) -> Result<u64> {
+        keystores::count_objects(self, instance_id, keystore_id).await
+    }
+
+    async fn keystore_object(
+        &self,
+        instance_id: &str,
+        keystore_id: &str,
+        id: &str,
+    ) -> Result<Option<KeystoreObjectRecord>> {
+        keystores::object(self, instance_id, keystore_id, id).await
+    }
+
+    async fn find_keystore_objects(
+        &self,
+        instance_id: &str,
+        keystore_id: &str,
+        query: &ObjectQuery,
+    ) -> Result<Vec<KeystoreObjectRecord>> {
+        keystores::find(self, instance_id, keystore_id, query).await
     }
 }

@@ -404,7 +404,8 @@ async fn a_version_1_database_is_upgraded_with_its_data() {
         [
             (1, "initial".to_owned()),
             (2, "kyok_audit".to_owned()),
-            (3, "kms".to_owned())
+            (3, "kms".to_owned()),
+            (4, "keystores".to_owned())
         ]
     );
     let fks: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_foreign_key_check")
@@ -781,10 +782,10 @@ async fn a_version_2_database_is_upgraded_and_audit_columns_backfilled() {
             .expect("schema_migrations");
     assert_eq!(
         versions.last(),
-        Some(&(3, "kms".to_owned())),
+        Some(&(4, "keystores".to_owned())),
         "{versions:?}"
     );
-    assert_eq!(versions.len(), 3);
+    assert_eq!(versions.len(), 4);
     let fks: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_foreign_key_check")
         .fetch_one(&mut conn)
         .await
@@ -843,4 +844,62 @@ async fn dropping_the_store_ends_the_writer() {
             .await,
     );
     assert!(matches!(e, StoreError::Database(_)), "{e:?}");
+}
+
+/// Attribute searches go through `ix_keystore_attributes_value`, never a scan of the objects:
+/// without the index, a search by template cannot run at all (`INDEXED BY`), while listing a
+/// keystore (no template) still can. A damaged encoded attribute set is reported as corrupt.
+#[tokio::test]
+async fn keystore_searches_need_the_attribute_index() {
+    use keyfort_store::{KeystoreWrite, ObjectQuery};
+    use suite::{attr, keystore, token_object};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = db_path(&dir);
+    let store = SqliteStore::open(&path).await.expect("open");
+    instance_with_ring(&store, "inst-a", 1).await;
+    let ks = keystore("inst-a", "ks", "tokens");
+    let o = token_object(&ks, "o1", vec![attr(3, b"label")]);
+    for w in [
+        KeystoreWrite::Insert(ks.clone()),
+        KeystoreWrite::InsertObject(o.clone()),
+    ] {
+        store
+            .apply(&WriteBatch {
+                writes: vec![Write::Keystore(w)],
+            })
+            .await
+            .expect("write");
+    }
+    let by_label = ObjectQuery {
+        template: vec![attr(3, b"label")],
+        after: None,
+        limit: 10,
+    };
+    let everything = ObjectQuery {
+        limit: 10,
+        ..ObjectQuery::default()
+    };
+    let found = store
+        .find_keystore_objects("inst-a", "ks", &by_label)
+        .await
+        .expect("find");
+    assert_eq!(found, vec![o.clone()]);
+
+    exec(&path, "DROP INDEX ix_keystore_attributes_value").await;
+    let e = fails(store.find_keystore_objects("inst-a", "ks", &by_label).await);
+    assert!(matches!(e, StoreError::Database(_)), "{e:?}");
+    let all = store
+        .find_keystore_objects("inst-a", "ks", &everything)
+        .await
+        .expect("list");
+    assert_eq!(all, vec![o]);
+
+    exec(
+        &path,
+        "UPDATE keystore_objects SET attributes = x'0000' WHERE id = 'o1'",
+    )
+    .await;
+    let e = fails(store.keystore_object("inst-a", "ks", "o1").await);
+    assert_corrupt(e, "keystore_objects", "o1", "attributes");
 }

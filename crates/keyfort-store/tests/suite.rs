@@ -18,6 +18,9 @@ use keyfort_store::{
 use keyfort_store::{
     Comparison, DateCondition, KeyDate, KeySort, KeySortField, SearchMode, SearchScope,
 };
+use keyfort_store::{
+    KeystoreObjectRecord, KeystoreRecord, KeystoreWrite, ObjectAttribute, ObjectQuery,
+};
 
 /// Expands to one `#[tokio::test]` per suite test. `$open` is an `async fn() -> (G, Arc<dyn
 /// Store>)` returning a fresh empty store and a guard `G` kept alive for the test (a temporary
@@ -62,6 +65,10 @@ macro_rules! store_suite {
             instance_policies,
             query_audit_events,
             list_all_api_keys,
+            keystores,
+            keystore_objects_find_and_page,
+            keystore_object_updates_are_optimistic,
+            keystores_go_with_zeroization,
         );
     };
     (@tests $open:path; $($name:ident),+ $(,)?) => {
@@ -3696,5 +3703,548 @@ pub async fn list_all_api_keys(store: Arc<dyn Store>) {
     assert_eq!(
         s.list_all_api_keys().await.expect("list"),
         vec![k_c, k_a, k_b, k_d]
+    );
+}
+
+// ---- keystores ------------------------------------------------------------------------------
+
+pub fn keystore(instance_id: &str, id: &str, name: &str) -> KeystoreRecord {
+    KeystoreRecord {
+        instance_id: instance_id.to_owned(),
+        id: id.to_owned(),
+        name: name.to_owned(),
+        created_at: 1_000,
+        created_by: "admin".to_owned(),
+    }
+}
+
+pub fn attr(attr_type: u64, value: &[u8]) -> ObjectAttribute {
+    ObjectAttribute {
+        attr_type,
+        value: value.to_vec(),
+    }
+}
+
+pub fn token_object(
+    ks: &KeystoreRecord,
+    id: &str,
+    attributes: Vec<ObjectAttribute>,
+) -> KeystoreObjectRecord {
+    KeystoreObjectRecord {
+        instance_id: ks.instance_id.clone(),
+        keystore_id: ks.id.clone(),
+        id: id.to_owned(),
+        blob: format!("sealed {id}").into_bytes(),
+        attributes,
+        created_at: 2_000,
+        updated_at: 2_000,
+        row_version: 1,
+    }
+}
+
+async fn ks_apply(s: &dyn Store, w: KeystoreWrite) -> Result<Vec<Applied>> {
+    s.apply(&batch([Write::Keystore(w)])).await
+}
+
+pub async fn keystores(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    let a1 = keystore("inst-a", "ks1", "tokens");
+    let a2 = keystore("inst-a", "ks2", "archive");
+    ks_apply(s, KeystoreWrite::Insert(a1.clone()))
+        .await
+        .expect("insert");
+    ks_apply(s, KeystoreWrite::Insert(a2.clone()))
+        .await
+        .expect("insert");
+    // Names are unique per instance; the same name in another instance is fine.
+    let e = fails(
+        ks_apply(
+            s,
+            KeystoreWrite::Insert(keystore("inst-a", "ks3", "tokens")),
+        )
+        .await,
+    );
+    assert_already_exists(e, "keystore", "tokens");
+    ks_apply(
+        s,
+        KeystoreWrite::Insert(keystore("inst-b", "ks1", "tokens")),
+    )
+    .await
+    .expect("other instance");
+    let e = fails(ks_apply(s, KeystoreWrite::Insert(keystore("nope", "ks9", "x"))).await);
+    assert_not_found(e, "instance", "nope");
+
+    assert_eq!(
+        s.keystore("inst-a", "ks1").await.expect("get"),
+        Some(a1.clone())
+    );
+    assert_eq!(s.keystore("inst-a", "ks9").await.expect("get"), None);
+    // Ordered by name.
+    assert_eq!(
+        s.list_keystores("inst-a").await.expect("list"),
+        vec![a2.clone(), a1.clone()]
+    );
+
+    // A keystore holding objects is refused unless forced, and a forced delete takes them.
+    let o = token_object(&a1, "o1", vec![attr(0, &[3]), attr(3, b"label")]);
+    ks_apply(s, KeystoreWrite::InsertObject(o.clone()))
+        .await
+        .expect("insert object");
+    assert_eq!(
+        s.count_keystore_objects("inst-a", "ks1").await.expect("n"),
+        1
+    );
+    let delete = |force| KeystoreWrite::Delete {
+        instance_id: "inst-a".to_owned(),
+        id: "ks1".to_owned(),
+        force,
+    };
+    let e = fails(ks_apply(s, delete(false)).await);
+    assert!(
+        matches!(
+            e,
+            StoreError::InUse {
+                what: "keystore",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        s.keystore_object("inst-a", "ks1", "o1")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    ks_apply(s, delete(true)).await.expect("forced delete");
+    assert_eq!(s.keystore("inst-a", "ks1").await.expect("get"), None);
+    assert_eq!(
+        s.keystore_object("inst-a", "ks1", "o1").await.expect("get"),
+        None
+    );
+    assert_eq!(
+        s.count_keystore_objects("inst-a", "ks1").await.expect("n"),
+        0
+    );
+    let e = fails(ks_apply(s, delete(false)).await);
+    assert_not_found(e, "keystore", "ks1");
+    // Its name is free again, and the other instance's keystore of the same id is untouched.
+    ks_apply(
+        s,
+        KeystoreWrite::Insert(keystore("inst-a", "ks4", "tokens")),
+    )
+    .await
+    .expect("reuse name");
+    assert!(s.keystore("inst-b", "ks1").await.expect("get").is_some());
+    // An empty keystore goes without force.
+    ks_apply(
+        s,
+        KeystoreWrite::Delete {
+            instance_id: "inst-a".to_owned(),
+            id: "ks2".to_owned(),
+            force: false,
+        },
+    )
+    .await
+    .expect("delete empty");
+
+    // Objects need their keystore.
+    let ghost = keystore("inst-a", "ks9", "ghost");
+    let e = fails(
+        ks_apply(
+            s,
+            KeystoreWrite::InsertObject(token_object(&ghost, "o", vec![])),
+        )
+        .await,
+    );
+    assert_not_found(e, "keystore", "ks9");
+    // A failed write in a batch leaves nothing behind, audit event included.
+    let ks4 = keystore("inst-a", "ks4", "tokens");
+    let before = s
+        .audit_events("inst-a", 0, 100)
+        .await
+        .expect("events")
+        .len();
+    let e = fails(
+        s.apply(&batch([
+            Write::Keystore(KeystoreWrite::InsertObject(token_object(
+                &ks4,
+                "fresh",
+                vec![attr(3, b"x")],
+            ))),
+            Write::AppendAudit(audit("inst-a", 5, "{}")),
+            Write::Keystore(KeystoreWrite::InsertObject(token_object(
+                &ghost,
+                "o",
+                vec![],
+            ))),
+        ]))
+        .await,
+    );
+    assert_not_found(e, "keystore", "ks9");
+    assert_eq!(
+        s.keystore_object("inst-a", "ks4", "fresh")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        s.audit_events("inst-a", 0, 100)
+            .await
+            .expect("events")
+            .len(),
+        before
+    );
+}
+
+pub async fn keystore_objects_find_and_page(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    let ks = keystore("inst-a", "ks", "tokens");
+    let other = keystore("inst-a", "ks-other", "other");
+    for k in [&ks, &other] {
+        ks_apply(s, KeystoreWrite::Insert(k.clone()))
+            .await
+            .expect("keystore");
+    }
+    const CLASS: u64 = 0x0;
+    const LABEL: u64 = 0x3;
+    const ID: u64 = 0x102;
+    const VENDOR: u64 = 0x8000_0000_0000_0001;
+    let private = 3u64.to_le_bytes();
+    let public = 2u64.to_le_bytes();
+    let big = vec![7u8; 20_000];
+    let mut objects = Vec::new();
+    for i in 0..12u8 {
+        let class = [private, public][usize::from(i % 2)];
+        let mut attrs = vec![
+            attr(CLASS, &class),
+            attr(LABEL, format!("key-{}", i / 2).as_bytes()),
+            attr(ID, &[i / 2]),
+        ];
+        if i == 4 {
+            // A value far larger than an index entry may be, and a type above i64::MAX.
+            attrs.push(attr(VENDOR, &big));
+        }
+        let o = token_object(&ks, &format!("obj-{i:02}"), attrs);
+        ks_apply(s, KeystoreWrite::InsertObject(o.clone()))
+            .await
+            .expect("insert");
+        objects.push(o);
+    }
+    // The same attributes in another keystore are never found here.
+    ks_apply(
+        s,
+        KeystoreWrite::InsertObject(token_object(
+            &other,
+            "obj-00",
+            objects[0].attributes.clone(),
+        )),
+    )
+    .await
+    .expect("insert other");
+    let e = fails(ks_apply(s, KeystoreWrite::InsertObject(objects[3].clone())).await);
+    assert_already_exists(e, "keystore object", "obj-03");
+
+    assert_eq!(
+        s.keystore_object("inst-a", "ks", "obj-04")
+            .await
+            .expect("get"),
+        Some(objects[4].clone())
+    );
+    let find = |template: Vec<ObjectAttribute>, after: Option<&str>, limit: u64| ObjectQuery {
+        template,
+        after: after.map(str::to_owned),
+        limit,
+    };
+    let ids = |v: Vec<KeystoreObjectRecord>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
+
+    // Empty template: everything, by id.
+    let all = s
+        .find_keystore_objects("inst-a", "ks", &find(vec![], None, 100))
+        .await
+        .expect("find");
+    assert_eq!(all, objects);
+    // One attribute.
+    let privates = s
+        .find_keystore_objects(
+            "inst-a",
+            "ks",
+            &find(vec![attr(CLASS, &private)], None, 100),
+        )
+        .await
+        .expect("find");
+    assert_eq!(
+        ids(privates),
+        ["obj-00", "obj-02", "obj-04", "obj-06", "obj-08", "obj-10"]
+    );
+    // Several attributes: all must match (the NGINX reload template: class, id, label).
+    let one = s
+        .find_keystore_objects(
+            "inst-a",
+            "ks",
+            &find(
+                vec![attr(CLASS, &public), attr(ID, &[2]), attr(LABEL, b"key-2")],
+                None,
+                100,
+            ),
+        )
+        .await
+        .expect("find");
+    assert_eq!(one, vec![objects[5].clone()]);
+    // A value of another attribute type, a prefix of a value, a missing attribute: nothing.
+    for template in [
+        vec![attr(LABEL, &[2])],
+        vec![attr(LABEL, b"key")],
+        vec![attr(CLASS, &private), attr(ID, &[2]), attr(LABEL, b"key-3")],
+        vec![attr(0x11, &[1])],
+    ] {
+        let found = s
+            .find_keystore_objects("inst-a", "ks", &find(template.clone(), None, 100))
+            .await
+            .expect("find");
+        assert!(found.is_empty(), "{template:?} found {found:?}");
+    }
+    // Large values and high types are found too.
+    let vendor = s
+        .find_keystore_objects("inst-a", "ks", &find(vec![attr(VENDOR, &big)], None, 100))
+        .await
+        .expect("find");
+    assert_eq!(vendor, vec![objects[4].clone()]);
+
+    // Paging: `after` the last id of the previous page, in id order, nothing twice.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s
+            .find_keystore_objects(
+                "inst-a",
+                "ks",
+                &find(vec![attr(CLASS, &private)], after.as_deref(), 4),
+            )
+            .await
+            .expect("page");
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        seen.extend(ids(page));
+    }
+    assert_eq!(
+        seen,
+        ["obj-00", "obj-02", "obj-04", "obj-06", "obj-08", "obj-10"]
+    );
+    let tail = s
+        .find_keystore_objects("inst-a", "ks", &find(vec![], Some("obj-09"), 100))
+        .await
+        .expect("tail");
+    assert_eq!(ids(tail), ["obj-10", "obj-11"]);
+    // Unknown keystore or instance: nothing.
+    assert!(
+        s.find_keystore_objects("inst-a", "nope", &find(vec![], None, 10))
+            .await
+            .expect("find")
+            .is_empty()
+    );
+    assert!(
+        s.find_keystore_objects("inst-b", "ks", &find(vec![], None, 10))
+            .await
+            .expect("find")
+            .is_empty()
+    );
+}
+
+pub async fn keystore_object_updates_are_optimistic(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    let ks = keystore("inst-a", "ks", "tokens");
+    ks_apply(s, KeystoreWrite::Insert(ks.clone()))
+        .await
+        .expect("keystore");
+    let o = token_object(&ks, "o1", vec![attr(3, b"old"), attr(0x102, &[1])]);
+    ks_apply(s, KeystoreWrite::InsertObject(o.clone()))
+        .await
+        .expect("insert");
+
+    let mut changed = o.clone();
+    changed.blob = b"resealed".to_vec();
+    changed.attributes = vec![attr(3, b"new"), attr(0x180, &[1])];
+    changed.updated_at = 3_000;
+    let applied = ks_apply(s, KeystoreWrite::UpdateObject(changed.clone()))
+        .await
+        .expect("update");
+    assert_eq!(applied, vec![Applied::RowVersion(2)]);
+    let stored = s
+        .keystore_object("inst-a", "ks", "o1")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(stored.blob, b"resealed");
+    assert_eq!(stored.attributes, changed.attributes);
+    assert_eq!(
+        (stored.created_at, stored.updated_at, stored.row_version),
+        (2_000, 3_000, 2)
+    );
+    // The index follows: the old values are gone, the new ones found.
+    let q = |a: ObjectAttribute| ObjectQuery {
+        template: vec![a],
+        after: None,
+        limit: 10,
+    };
+    for (a, n) in [
+        (attr(3, b"old"), 0),
+        (attr(0x102, &[1]), 0),
+        (attr(3, b"new"), 1),
+        (attr(0x180, &[1]), 1),
+    ] {
+        let found = s
+            .find_keystore_objects("inst-a", "ks", &q(a.clone()))
+            .await
+            .expect("find");
+        assert_eq!(found.len(), n, "{a:?}");
+    }
+
+    // A stale version changes nothing.
+    let mut stale = changed.clone();
+    stale.blob = b"lost update".to_vec();
+    let e = fails(ks_apply(s, KeystoreWrite::UpdateObject(stale)).await);
+    assert_conflict(e, "keystore object", "o1", 1);
+    let e = fails(
+        ks_apply(
+            s,
+            KeystoreWrite::DeleteObject {
+                instance_id: "inst-a".to_owned(),
+                keystore_id: "ks".to_owned(),
+                id: "o1".to_owned(),
+                row_version: Some(1),
+            },
+        )
+        .await,
+    );
+    assert_conflict(e, "keystore object", "o1", 1);
+    assert_eq!(
+        s.keystore_object("inst-a", "ks", "o1")
+            .await
+            .expect("get")
+            .map(|o| o.blob),
+        Some(b"resealed".to_vec())
+    );
+    let mut missing = changed.clone();
+    missing.id = "o9".to_owned();
+    let e = fails(ks_apply(s, KeystoreWrite::UpdateObject(missing)).await);
+    assert_not_found(e, "keystore object", "o9");
+
+    // Delete at the current version, then it is gone, with its index rows.
+    ks_apply(
+        s,
+        KeystoreWrite::DeleteObject {
+            instance_id: "inst-a".to_owned(),
+            keystore_id: "ks".to_owned(),
+            id: "o1".to_owned(),
+            row_version: Some(2),
+        },
+    )
+    .await
+    .expect("delete");
+    assert_eq!(
+        s.keystore_object("inst-a", "ks", "o1").await.expect("get"),
+        None
+    );
+    assert!(
+        s.find_keystore_objects("inst-a", "ks", &q(attr(3, b"new")))
+            .await
+            .expect("find")
+            .is_empty()
+    );
+    let e = fails(
+        ks_apply(
+            s,
+            KeystoreWrite::DeleteObject {
+                instance_id: "inst-a".to_owned(),
+                keystore_id: "ks".to_owned(),
+                id: "o1".to_owned(),
+                row_version: None,
+            },
+        )
+        .await,
+    );
+    assert_not_found(e, "keystore object", "o1");
+    // Without a version, a delete takes whatever is there; and the keystore is empty again.
+    ks_apply(s, KeystoreWrite::InsertObject(o.clone()))
+        .await
+        .expect("insert again");
+    ks_apply(
+        s,
+        KeystoreWrite::DeleteObject {
+            instance_id: "inst-a".to_owned(),
+            keystore_id: "ks".to_owned(),
+            id: "o1".to_owned(),
+            row_version: None,
+        },
+    )
+    .await
+    .expect("delete unconditionally");
+    ks_apply(
+        s,
+        KeystoreWrite::Delete {
+            instance_id: "inst-a".to_owned(),
+            id: "ks".to_owned(),
+            force: false,
+        },
+    )
+    .await
+    .expect("empty keystore deleted");
+}
+
+pub async fn keystores_go_with_zeroization(store: Arc<dyn Store>) {
+    let s = &*store;
+    instance_with_ring(s, "inst-a", 1).await;
+    instance_with_ring(s, "inst-b", 2).await;
+    let a = keystore("inst-a", "ks", "tokens");
+    let b = keystore("inst-b", "ks", "tokens");
+    for k in [&a, &b] {
+        ks_apply(s, KeystoreWrite::Insert(k.clone()))
+            .await
+            .expect("keystore");
+        ks_apply(
+            s,
+            KeystoreWrite::InsertObject(token_object(k, "o1", vec![attr(3, b"l")])),
+        )
+        .await
+        .expect("object");
+    }
+    let record = s.instance("inst-a").await.expect("get").expect("present");
+    let zeroized = InstanceRecord {
+        state: "zeroized".to_owned(),
+        ..record
+    };
+    s.zeroize_instance(&zeroized, &audit("inst-a", 9_000, "{}"))
+        .await
+        .expect("zeroize");
+    assert!(s.list_keystores("inst-a").await.expect("list").is_empty());
+    assert_eq!(
+        s.keystore_object("inst-a", "ks", "o1").await.expect("get"),
+        None
+    );
+    let all = ObjectQuery {
+        template: vec![attr(3, b"l")],
+        after: None,
+        limit: 10,
+    };
+    assert!(
+        s.find_keystore_objects("inst-a", "ks", &all)
+            .await
+            .expect("find")
+            .is_empty()
+    );
+    // The other instance keeps its own.
+    assert_eq!(s.list_keystores("inst-b").await.expect("list"), vec![b]);
+    assert_eq!(
+        s.find_keystore_objects("inst-b", "ks", &all)
+            .await
+            .expect("find")
+            .len(),
+        1
     );
 }

@@ -112,6 +112,7 @@ async fn apply_write(
             Applied::Done
         }
         Write::AppendAudit(event) => Applied::Audit(audit::append_in(conn, event, heads).await?),
+        Write::Keystore(w) => super::keystores::apply_in(conn, w).await?,
     })
 }
 
@@ -201,6 +202,9 @@ pub(super) async fn zeroize_in(
     // First, so that a stale or missing instance deletes nothing (the transaction rolls back).
     let row_version = update_instance_in(conn, i).await?;
     for sql in [
+        "DELETE FROM keystore_attributes WHERE instance_id = $1",
+        "DELETE FROM keystore_objects WHERE instance_id = $1",
+        "DELETE FROM keystores WHERE instance_id = $1",
         "DELETE FROM registrations WHERE instance_id = $1",
         "DELETE FROM key_aliases WHERE instance_id = $1",
         "DELETE FROM key_versions WHERE instance_id = $1",

@@ -101,6 +101,9 @@ pub(super) async fn zeroize(
     let row_version = update_in(&mut tx, i).await?;
     // Children before parents: the foreign keys are enforced on every statement.
     for sql in [
+        "DELETE FROM keystore_attributes WHERE instance_id = ?",
+        "DELETE FROM keystore_objects WHERE instance_id = ?",
+        "DELETE FROM keystores WHERE instance_id = ?",
         "DELETE FROM registrations WHERE instance_id = ?",
         "DELETE FROM key_aliases WHERE instance_id = ?",
         "DELETE FROM key_versions WHERE instance_id = ?",

@@ -641,6 +641,7 @@ async fn apply_write(
         Write::AppendAudit(event) => {
             Applied::Audit(audit::append_with_heads(conn, event, heads).await?)
         }
+        Write::Keystore(w) => super::keystores::apply_in(conn, w).await?,
     })
 }
 

@@ -1,0 +1,428 @@
+//! Keystores and their token objects (see [`crate::keystores`]).
+
+use keyfort_crypto::digest::sha256;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::rows::{Violation, already_exists, not_found, violation};
+use super::{Conn, SqliteStore};
+use crate::keystores::{decode_attributes, encode_attributes, type_to_column};
+use crate::shared::stale;
+use crate::{
+    Applied, KeystoreObjectRecord, KeystoreRecord, KeystoreWrite, ObjectQuery, Result, StoreError,
+};
+
+/// The columns of `keystore_objects o` that [`object_row`] reads.
+macro_rules! object_columns {
+    () => {
+        "o.instance_id, o.keystore_id, o.id, o.blob, o.attributes, o.created_at, o.updated_at, \
+         o.row_version"
+    };
+}
+
+/// One keystore write, inside the caller's transaction.
+pub(super) async fn apply_in(conn: &mut Conn, write: &KeystoreWrite) -> Result<Applied> {
+    Ok(match write {
+        KeystoreWrite::Insert(k) => {
+            insert_in(conn, k).await?;
+            Applied::Done
+        }
+        KeystoreWrite::Delete {
+            instance_id,
+            id,
+            force,
+        } => {
+            delete_in(conn, instance_id, id, *force).await?;
+            Applied::Done
+        }
+        KeystoreWrite::InsertObject(o) => {
+            insert_object_in(conn, o).await?;
+            Applied::Done
+        }
+        KeystoreWrite::UpdateObject(o) => Applied::RowVersion(update_object_in(conn, o).await?),
+        KeystoreWrite::DeleteObject {
+            instance_id,
+            keystore_id,
+            id,
+            row_version,
+        } => {
+            delete_object_in(conn, instance_id, keystore_id, id, *row_version).await?;
+            Applied::Done
+        }
+    })
+}
+
+async fn insert_in(conn: &mut Conn, k: &KeystoreRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO keystores (instance_id, id, name, created_at, created_by) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&k.instance_id)
+    .bind(&k.id)
+    .bind(&k.name)
+    .bind(k.created_at)
+    .bind(&k.created_by)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match violation(&e) {
+        Some(Violation::Unique) => already_exists("keystore", &k.name),
+        Some(Violation::ForeignKey) => not_found("instance", &k.instance_id),
+        None => e.into(),
+    })?;
+    Ok(())
+}
+
+async fn delete_in(conn: &mut Conn, instance_id: &str, id: &str, force: bool) -> Result<()> {
+    let exists = sqlx::query("SELECT 1 FROM keystores WHERE instance_id = ? AND id = ?")
+        .bind(instance_id)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if !exists {
+        return Err(not_found("keystore", id));
+    }
+    if !force {
+        let any = sqlx::query(
+            "SELECT 1 FROM keystore_objects WHERE instance_id = ? AND keystore_id = ? LIMIT 1",
+        )
+        .bind(instance_id)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if any.is_some() {
+            return Err(StoreError::InUse {
+                what: "keystore",
+                id: id.to_owned(),
+            });
+        }
+    }
+    for sql in [
+        "DELETE FROM keystore_attributes WHERE instance_id = ? AND keystore_id = ?",
+        "DELETE FROM keystore_objects WHERE instance_id = ? AND keystore_id = ?",
+        "DELETE FROM keystores WHERE instance_id = ? AND id = ?",
+    ] {
+        sqlx::query(sql)
+            .bind(instance_id)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_object_in(conn: &mut Conn, o: &KeystoreObjectRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO keystore_objects (instance_id, keystore_id, id, blob, attributes, \
+         created_at, updated_at, row_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&o.instance_id)
+    .bind(&o.keystore_id)
+    .bind(&o.id)
+    .bind(&o.blob)
+    .bind(encode_attributes(&o.attributes))
+    .bind(o.created_at)
+    .bind(o.updated_at)
+    .bind(o.row_version)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match violation(&e) {
+        Some(Violation::Unique) => already_exists("keystore object", &o.id),
+        Some(Violation::ForeignKey) => not_found("keystore", &o.keystore_id),
+        None => e.into(),
+    })?;
+    insert_attributes_in(conn, o).await
+}
+
+async fn insert_attributes_in(conn: &mut Conn, o: &KeystoreObjectRecord) -> Result<()> {
+    for a in &o.attributes {
+        sqlx::query(
+            "INSERT INTO keystore_attributes (instance_id, keystore_id, object_id, attr_type, \
+             digest, value) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&o.instance_id)
+        .bind(&o.keystore_id)
+        .bind(&o.id)
+        .bind(type_to_column(a.attr_type))
+        .bind(sha256(&a.value).to_vec())
+        .bind(&a.value)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| match violation(&e) {
+            Some(Violation::Unique) => already_exists("keystore object attribute", &o.id),
+            _ => e.into(),
+        })?;
+    }
+    Ok(())
+}
+
+async fn delete_attributes_in(
+    conn: &mut Conn,
+    instance_id: &str,
+    keystore_id: &str,
+    id: &str,
+) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM keystore_attributes \
+         WHERE instance_id = ? AND keystore_id = ? AND object_id = ?",
+    )
+    .bind(instance_id)
+    .bind(keystore_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn object_exists(
+    conn: &mut Conn,
+    instance_id: &str,
+    keystore_id: &str,
+    id: &str,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM keystore_objects WHERE instance_id = ? AND keystore_id = ? AND id = ?",
+    )
+    .bind(instance_id)
+    .bind(keystore_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .is_some())
+}
+
+async fn update_object_in(conn: &mut Conn, o: &KeystoreObjectRecord) -> Result<i64> {
+    let done = sqlx::query(
+        "UPDATE keystore_objects SET blob = ?, attributes = ?, updated_at = ?, \
+         row_version = row_version + 1 \
+         WHERE instance_id = ? AND keystore_id = ? AND id = ? AND row_version = ?",
+    )
+    .bind(&o.blob)
+    .bind(encode_attributes(&o.attributes))
+    .bind(o.updated_at)
+    .bind(&o.instance_id)
+    .bind(&o.keystore_id)
+    .bind(&o.id)
+    .bind(o.row_version)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        let exists = object_exists(conn, &o.instance_id, &o.keystore_id, &o.id).await?;
+        return Err(stale("keystore object", &o.id, exists, o.row_version));
+    }
+    delete_attributes_in(conn, &o.instance_id, &o.keystore_id, &o.id).await?;
+    insert_attributes_in(conn, o).await?;
+    Ok(o.row_version + 1)
+}
+
+async fn delete_object_in(
+    conn: &mut Conn,
+    instance_id: &str,
+    keystore_id: &str,
+    id: &str,
+    row_version: Option<i64>,
+) -> Result<()> {
+    // Inside the writer's `BEGIN IMMEDIATE` transaction: nothing changes between this read and
+    // the deletes.
+    let stored: Option<i64> = sqlx::query_scalar(
+        "SELECT row_version FROM keystore_objects \
+         WHERE instance_id = ? AND keystore_id = ? AND id = ?",
+    )
+    .bind(instance_id)
+    .bind(keystore_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match (stored, row_version) {
+        (None, _) => return Err(not_found("keystore object", id)),
+        (Some(v), Some(expected)) if v != expected => {
+            return Err(stale("keystore object", id, true, expected));
+        }
+        _ => {}
+    }
+    delete_attributes_in(conn, instance_id, keystore_id, id).await?;
+    sqlx::query(
+        "DELETE FROM keystore_objects WHERE instance_id = ? AND keystore_id = ? AND id = ?",
+    )
+    .bind(instance_id)
+    .bind(keystore_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+// ---- reads ----------------------------------------------------------------------------------
+
+pub(super) async fn keystore(
+    store: &SqliteStore,
+    instance_id: &str,
+    id: &str,
+) -> Result<Option<KeystoreRecord>> {
+    sqlx::query(
+        "SELECT instance_id, id, name, created_at, created_by FROM keystores \
+         WHERE instance_id = ? AND id = ?",
+    )
+    .bind(instance_id)
+    .bind(id)
+    .fetch_optional(&store.reader)
+    .await?
+    .as_ref()
+    .map(keystore_row)
+    .transpose()
+}
+
+pub(super) async fn list(store: &SqliteStore, instance_id: &str) -> Result<Vec<KeystoreRecord>> {
+    let rows = sqlx::query(
+        "SELECT instance_id, id, name, created_at, created_by FROM keystores \
+         WHERE instance_id = ? ORDER BY name",
+    )
+    .bind(instance_id)
+    .fetch_all(&store.reader)
+    .await?;
+    rows.iter().map(keystore_row).collect()
+}
+
+pub(super) async fn count_objects(
+    store: &SqliteStore,
+    instance_id: &str,
+    keystore_id: &str,
+) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM keystore_objects WHERE instance_id = ? AND keystore_id = ?",
+    )
+    .bind(instance_id)
+    .bind(keystore_id)
+    .fetch_one(&store.reader)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+pub(super) async fn object(
+    store: &SqliteStore,
+    instance_id: &str,
+    keystore_id: &str,
+    id: &str,
+) -> Result<Option<KeystoreObjectRecord>> {
+    sqlx::query(concat!(
+        "SELECT ",
+        object_columns!(),
+        " FROM keystore_objects o WHERE o.instance_id = ? AND o.keystore_id = ? AND o.id = ?"
+    ))
+    .bind(instance_id)
+    .bind(keystore_id)
+    .bind(id)
+    .fetch_optional(&store.reader)
+    .await?
+    .as_ref()
+    .map(object_row)
+    .transpose()
+}
+
+/// One statement. Without a template, the objects' primary key gives them in id order. With
+/// one, the first template attribute drives the search through `ix_keystore_attributes_value`
+/// (type, digest, then object id: the page comes out of the index in id order), and each other
+/// attribute is a primary-key lookup of the same object; the caller puts the most selective
+/// attribute first.
+pub(super) async fn find(
+    store: &SqliteStore,
+    instance_id: &str,
+    keystore_id: &str,
+    query: &ObjectQuery,
+) -> Result<Vec<KeystoreObjectRecord>> {
+    let mut q = QueryBuilder::<Sqlite>::new(concat!("SELECT ", object_columns!(), " FROM "));
+    let Some((first, rest)) = query.template.split_first() else {
+        q.push("keystore_objects o WHERE o.instance_id = ");
+        q.push_bind(instance_id);
+        q.push(" AND o.keystore_id = ");
+        q.push_bind(keystore_id);
+        if let Some(after) = &query.after {
+            q.push(" AND o.id > ");
+            q.push_bind(after.clone());
+        }
+        q.push(" ORDER BY o.id LIMIT ");
+        q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows = q.build().fetch_all(&store.reader).await?;
+        return rows.iter().map(object_row).collect();
+    };
+    q.push(
+        "keystore_attributes a0 INDEXED BY ix_keystore_attributes_value \
+         JOIN keystore_objects o ON o.instance_id = a0.instance_id \
+         AND o.keystore_id = a0.keystore_id AND o.id = a0.object_id",
+    );
+    for (i, a) in rest.iter().enumerate() {
+        let n = i + 1;
+        q.push(format!(
+            " JOIN keystore_attributes a{n} ON a{n}.instance_id = a0.instance_id \
+             AND a{n}.keystore_id = a0.keystore_id AND a{n}.object_id = a0.object_id \
+             AND a{n}.attr_type = "
+        ));
+        q.push_bind(type_to_column(a.attr_type));
+        q.push(format!(" AND a{n}.digest = "));
+        q.push_bind(sha256(&a.value).to_vec());
+        q.push(format!(" AND a{n}.value = "));
+        q.push_bind(a.value.clone());
+    }
+    q.push(" WHERE a0.instance_id = ");
+    q.push_bind(instance_id);
+    q.push(" AND a0.keystore_id = ");
+    q.push_bind(keystore_id);
+    q.push(" AND a0.attr_type = ");
+    q.push_bind(type_to_column(first.attr_type));
+    q.push(" AND a0.digest = ");
+    q.push_bind(sha256(&first.value).to_vec());
+    q.push(" AND a0.value = ");
+    q.push_bind(first.value.clone());
+    if let Some(after) = &query.after {
+        q.push(" AND a0.object_id > ");
+        q.push_bind(after.clone());
+    }
+    q.push(" ORDER BY a0.object_id LIMIT ");
+    q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+    let rows = q.build().fetch_all(&store.reader).await?;
+    rows.iter().map(object_row).collect()
+}
+
+fn corrupt(table: &'static str, row: &SqliteRow, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        id: row
+            .try_get::<String, _>("id")
+            .unwrap_or_else(|_| "<unreadable>".to_owned()),
+        detail: detail.to_string(),
+    }
+}
+
+fn keystore_row(row: &SqliteRow) -> Result<KeystoreRecord> {
+    let read = || -> std::result::Result<KeystoreRecord, sqlx::Error> {
+        Ok(KeystoreRecord {
+            instance_id: row.try_get("instance_id")?,
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            created_at: row.try_get("created_at")?,
+            created_by: row.try_get("created_by")?,
+        })
+    };
+    read().map_err(|e| corrupt("keystores", row, e))
+}
+
+fn object_row(row: &SqliteRow) -> Result<KeystoreObjectRecord> {
+    let read = || -> std::result::Result<(KeystoreObjectRecord, Vec<u8>), sqlx::Error> {
+        Ok((
+            KeystoreObjectRecord {
+                instance_id: row.try_get("instance_id")?,
+                keystore_id: row.try_get("keystore_id")?,
+                id: row.try_get("id")?,
+                blob: row.try_get("blob")?,
+                attributes: Vec::new(),
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+                row_version: row.try_get("row_version")?,
+            },
+            row.try_get("attributes")?,
+        ))
+    };
+    let (mut o, encoded) = read().map_err(|e| corrupt("keystore_objects", row, e))?;
+    o.attributes = decode_attributes(&o.id, &encoded)?;
+    Ok(o)
+}
