@@ -62,14 +62,15 @@ pub async fn handle(core: &Keyfort, peer: Peer<'_>, request: &[u8], limits: &Lim
                         "the client certificate is not registered",
                     ),
                 ),
-                Peer::Client(session) => run(core, session, message).await,
+                Peer::Client(session) => return run(core, session, message).await,
             },
         },
     };
-    encode(&response.to_item())
+    encode(&response.into_item())
 }
 
-async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> ResponseMessage {
+/// Runs the batch; the encoded response.
+async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> Vec<u8> {
     let version = message.header.version;
     let continuation = message.header.batch_error_continuation;
     let undo = continuation == BatchErrorContinuationOption::UNDO && message.items.len() > 1;
@@ -80,7 +81,7 @@ async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> 
             .find(|i| !ops::undo::undoable(i.operation, &i.payload))
         {
             let error = ops::undo::refusal(blocker.operation);
-            return ResponseMessage {
+            let refused = ResponseMessage {
                 version,
                 time_stamp: now_secs(),
                 items: message
@@ -89,6 +90,7 @@ async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> 
                     .map(|i| fail_item(version, Some(i.operation), i.id.clone(), error.clone()))
                     .collect(),
             };
+            return encode(&refused.into_item());
         }
     }
     let mut ctx = Ctx {
@@ -121,15 +123,18 @@ async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> 
             }
         }
     }
-    let mut response = ResponseMessage {
-        version,
-        time_stamp: now_secs(),
-        items,
-    };
-    if let Some(max) = message.header.maximum_response_size {
-        let size = encode(&response.to_item()).len();
-        if usize::try_from(max).is_ok_and(|m| size > m) {
-            response.items = message
+    let encoded = encode(
+        &ResponseMessage {
+            version,
+            time_stamp: now_secs(),
+            items,
+        }
+        .into_item(),
+    );
+    let size = encoded.len();
+    match message.header.maximum_response_size {
+        Some(max) if usize::try_from(max).is_ok_and(|m| size > m) => {
+            let items = message
                 .items
                 .iter()
                 .map(|i| {
@@ -144,9 +149,17 @@ async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> 
                     )
                 })
                 .collect();
+            encode(
+                &ResponseMessage {
+                    version,
+                    time_stamp: now_secs(),
+                    items,
+                }
+                .into_item(),
+            )
         }
+        _ => encoded,
     }
-    response
 }
 
 /// Compensates the changes of the items before the failed item `failed`, last first, and
