@@ -3,7 +3,8 @@ Keyfort's KMIP door over mutual TLS with the dev client certificate, as a new us
 create, register, get, get attributes, locate, activate, encrypt / decrypt, sign / verify, MAC,
 revoke, destroy. Keys made over KMIP are keys of the dev instance: they show in the admin
 listing and in the audit trail. A client whose certificate the server does not know is refused
-by the TLS handshake.
+by the TLS handshake. Also: the Transparent RSA/EC key formats checked against `cryptography`,
+and a 1.x custom attribute deleted over KMIP 2.0 by its Vendor Attribute Reference.
 """
 
 import datetime
@@ -18,7 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding as asym_padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kmip.core import attributes as core_attributes
 from kmip.core import enums
+from kmip.core import exceptions as core_exceptions
+from kmip.core import objects as cobjects
 from kmip.core.messages import contents, messages, payloads
 from kmip.core.factories import attributes as attribute_factory
 from kmip.pie import client as kmip_client
@@ -348,6 +352,37 @@ def test_transparent_key_formats_match_cryptography(kmip):
         t = _transparent(kmip, public_uid, public_format)
         assert t[enums.Tags.Q_STRING.value] == point
         assert t[enums.Tags.RECOMMENDED_CURVE.value] == p256
+
+
+def test_custom_attribute_is_a_kmip_2_vendor_attribute(kmip):
+    # KMIP 1.2: Create with a custom attribute x-Owner in the template (PyKMIP's KMIPProxy).
+    owner = cobjects.Attribute(
+        attribute_name=cobjects.Attribute.AttributeName("x-Owner"),
+        attribute_value=core_attributes.CustomAttribute("pykmip-owner"),
+    )
+    template = cobjects.TemplateAttribute(attributes=[
+        ATTRS.create_attribute(enums.AttributeType.CRYPTOGRAPHIC_ALGORITHM, enums.CryptographicAlgorithm.AES),
+        ATTRS.create_attribute(enums.AttributeType.CRYPTOGRAPHIC_LENGTH, 256),
+        owner,
+    ])
+    result = kmip.proxy.create(enums.ObjectType.SYMMETRIC_KEY, template)
+    assert result.result_status.value == enums.ResultStatus.SUCCESS, result.result_message
+    uid = result.uuid
+    _, attributes = kmip.get_attributes(uid, ["x-Owner"])
+    assert [(a.attribute_name.value, a.attribute_value.value) for a in attributes] == [("x-Owner", "pykmip-owner")]
+    # KMIP 2.0: Delete Attribute by the Vendor Attribute Reference {x, Owner} removes it.
+    kmip.kmip_version = enums.KMIPVersion.KMIP_2_0
+    deleted_uid, _ = kmip.delete_attribute(
+        uid, attribute_reference=cobjects.AttributeReference(vendor_identification="x", attribute_name="Owner")
+    )
+    assert deleted_uid == uid
+    with pytest.raises(core_exceptions.OperationFailure, match="no such value"):
+        kmip.delete_attribute(
+            uid, attribute_reference=cobjects.AttributeReference(vendor_identification="x", attribute_name="Owner")
+        )
+    kmip.kmip_version = enums.KMIPVersion.KMIP_1_2
+    _, attributes = kmip.get_attributes(uid, ["x-Owner"])
+    assert attributes == []
 
 
 def test_unknown_client_certificate_is_refused_by_tls(dev_server, tmp_path):
