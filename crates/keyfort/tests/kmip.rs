@@ -1730,6 +1730,23 @@ fn batch_undo_reverts_the_items_before_the_failure() {
         x_attribute(&kmip, &existing, "State"),
         [("State".to_owned(), V::Enumeration(1))]
     );
+    // Query Capabilities (1.4) says Undo and Continue are supported.
+    let resp = kmip.call(&v14(Operation::QUERY, vec![en(Tag::QUERY_FUNCTION, 0x0B)]));
+    let p = ok_payload(&resp);
+    let capabilities = payload_struct(&p)
+        .child(Tag::CAPABILITY_INFORMATION)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        capabilities.opt_bool(Tag::BATCH_UNDO_CAPABILITY).unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        capabilities
+            .opt_bool(Tag::BATCH_CONTINUE_CAPABILITY)
+            .unwrap(),
+        Some(true)
+    );
     // Last, it runs; an Undo batch that succeeds is answered as usual.
     let resp = kmip.call(&request(
         (1, 4),
