@@ -1595,15 +1595,16 @@ fn batch_undo_reverts_the_items_before_the_failure() {
                     Some(vec![4]),
                     vec![attr("x-Stage", V::TextString("new".into()))],
                 ),
-                (Operation::GET, Some(vec![5]), vec![uid(missing)]),
-                (Operation::ACTIVATE, Some(vec![6]), vec![uid(&existing)]),
+                (Operation::RE_KEY, Some(vec![5]), vec![uid(&existing)]),
+                (Operation::GET, Some(vec![6]), vec![uid(missing)]),
+                (Operation::ACTIVATE, Some(vec![7]), vec![uid(&existing)]),
             ],
         )
     };
     let resp = kmip.call(&batch(undo_header()));
     let answered = items(&resp);
-    assert_eq!(answered.len(), 5, "{resp:?}");
-    for (n, item) in answered[..4].iter().enumerate() {
+    assert_eq!(answered.len(), 6, "{resp:?}");
+    for (n, item) in answered[..5].iter().enumerate() {
         let s = Struct::of(item).unwrap();
         assert_eq!(
             status(item),
@@ -1617,14 +1618,21 @@ fn batch_undo_reverts_the_items_before_the_failure() {
         assert!(s.get(Tag::RESPONSE_PAYLOAD).is_none());
     }
     assert_eq!(
-        status(answered[4]),
+        status(answered[5]),
         (
             ResultStatus::OPERATION_FAILED.0,
             Some(ResultReason::ITEM_NOT_FOUND.0)
         )
     );
     // Every effect is gone: the attribute has its old value, the added one is absent, the
-    // created key does not exist; the item after the failure (Activate) did not run.
+    // created and re-keyed keys do not exist and the existing key has no link to a replacement;
+    // the item after the failure (Activate) did not run.
+    assert!(x_attribute(&kmip, &existing, "Link").is_empty());
+    let resp = kmip.call(&v14(
+        Operation::LOCATE,
+        vec![attr("Object Type", V::Enumeration(2))],
+    ));
+    assert_eq!(located(&ok_payload(&resp)), [existing.as_str()]);
     assert_eq!(
         x_attribute(&kmip, &existing, "x-Stage"),
         [("x-Stage".to_owned(), V::TextString("before".into()))]
@@ -1652,7 +1660,8 @@ fn batch_undo_reverts_the_items_before_the_failure() {
         keyfort_kmip::BatchErrorContinuationOption::STOP.0,
     )]));
     let answered = items(&resp);
-    assert_eq!(answered.len(), 5);
+    assert_eq!(answered.len(), 6);
+    assert_eq!(x_attribute(&kmip, &existing, "Link").len(), 1);
     let created = uid_of(&payload(answered[2]));
     assert_eq!(by_name("undo-created"), [created.as_str()]);
     assert_eq!(

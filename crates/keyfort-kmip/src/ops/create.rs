@@ -310,8 +310,14 @@ pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         })
         .await
         .map_err(core)?;
+    ctx.record(Undo::Created {
+        id: new.id.clone(),
+        row_version: new.row_version,
+    });
     let new_id = new.id.clone();
-    ctx.core
+    let mut previous = Vec::new();
+    let old = ctx
+        .core
         .update_object(
             ctx.caller(),
             ctx.instance(),
@@ -319,6 +325,7 @@ pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
             "key.attributes.update",
             |k| {
                 let mut links = attributes::stored_values(k, "Link");
+                previous.clone_from(&links);
                 links.push(link(LinkType::REPLACEMENT_OBJECT_LINK, &new_id));
                 attributes::set_stored(k, "Link", &links).map_err(|_| {
                     keyfort_core::CoreError::InvalidField {
@@ -330,6 +337,12 @@ pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         )
         .await
         .map_err(core)?;
+    ctx.record(Undo::Attribute {
+        id: old.id,
+        name: "Link".to_owned(),
+        previous,
+        row_version: old.row_version,
+    });
     ctx.placeholder = Some(new.id.clone());
     Ok(vec![uid_item(&new.id)])
 }

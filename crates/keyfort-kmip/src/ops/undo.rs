@@ -6,9 +6,10 @@
 //! change: an object the batch created is purged (`Keyfort::undo_object_creation`, only if it
 //! is unchanged since and was created by this client), and an attribute the batch changed gets
 //! its previous values back (only if the object is unchanged since the batch's edit). Items that
-//! change nothing (Get, Locate, Encrypt, …) have nothing to undo. Operations whose effect cannot
-//! be compensated (Activate, Revoke, Destroy, Re-key, Import replacing an object) may only be
-//! the last item of an Undo batch: otherwise the batch is refused before any item runs.
+//! change nothing (Get, Locate, Encrypt, …) have nothing to undo; Re-key is undone as the
+//! creation of its new object and the change of the old one's Link. Operations whose effect
+//! cannot be compensated (Activate, Revoke, Destroy, Import replacing an object) may only be the
+//! last item of an Undo batch: otherwise the batch is refused before any item runs.
 
 use keyfort_core::CoreError;
 
@@ -36,7 +37,7 @@ pub enum Undo {
 /// Whether an operation's effect can be undone (or it has none).
 pub fn undoable(operation: Operation, payload: &Item) -> bool {
     match operation {
-        Operation::ACTIVATE | Operation::REVOKE | Operation::DESTROY | Operation::RE_KEY => false,
+        Operation::ACTIVATE | Operation::REVOKE | Operation::DESTROY => false,
         Operation::IMPORT => !matches!(
             &payload.value,
             Value::Structure(items) if items.iter().any(|i| i.tag == Tag::REPLACE_EXISTING
