@@ -120,7 +120,11 @@ pub fn vendor_parts(name: &str) -> Option<(&str, &str)> {
 }
 
 /// A 2.x Vendor Attribute item: `Attribute {Vendor Identification, Attribute Name, Attribute
-/// Value}` (KMIP 2.0 encodes it under the Attribute tag, 0x420008).
+/// Value}`. KMIP 2.0 gives the Vendor Attribute no tag of its own: it is encoded under the
+/// Attribute tag (0x420008), with Vendor Identification (0x42009D), Attribute Name (0x42000A)
+/// and Attribute Value (0x42000B), as the OASIS KMIP 2.1 profile test cases SASED-M-2-21 and
+/// SASED-M-3-21 show; an Attribute Reference to it is `{Vendor Identification, Attribute Name}`
+/// under the Attribute Reference tag (0x42013B). So the generated tables need no addition.
 fn vendor_item(tag: Tag, vendor: &str, name: &str, value: Option<&Value>) -> Item {
     let mut c = vec![
         Item::new(
