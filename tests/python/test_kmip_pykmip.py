@@ -3,7 +3,8 @@ Keyfort's KMIP door over mutual TLS with the dev client certificate, as a new us
 create, register, get, get attributes, locate, activate, encrypt / decrypt, sign / verify, MAC,
 revoke, destroy. Keys made over KMIP are keys of the dev instance: they show in the admin
 listing and in the audit trail. A client whose certificate the server does not know is refused
-by the TLS handshake.
+by the TLS handshake. Also: the Transparent RSA/EC key formats checked against `cryptography`,
+and a 1.x custom attribute deleted over KMIP 2.0 by its Vendor Attribute Reference.
 """
 
 import datetime
@@ -18,7 +19,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding as asym_padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kmip.core import attributes as core_attributes
 from kmip.core import enums
+from kmip.core import exceptions as core_exceptions
+from kmip.core import objects as cobjects
+from kmip.core.messages import contents, messages, payloads
 from kmip.core.factories import attributes as attribute_factory
 from kmip.pie import client as kmip_client
 from kmip.pie import exceptions as kmip_exceptions
@@ -265,6 +270,119 @@ def test_mac(kmip):
     _, mac = kmip.mac(b"mac me", uid=uid, algorithm=enums.CryptographicAlgorithm.HMAC_SHA256)
     key = kmip.get(uid).value
     assert mac == hmac.new(key, b"mac me", hashlib.sha256).digest()
+
+
+def _ttlv_children(data):
+    """The (tag, type, value bytes) of the TTLV items in `data` (KMIP 1.4 §9.1)."""
+    out, i = [], 0
+    while i < len(data):
+        tag, typ = int.from_bytes(data[i:i + 3], "big"), data[i + 3]
+        length = int.from_bytes(data[i + 4:i + 8], "big")
+        out.append((tag, typ, bytes(data[i + 8:i + 8 + length])))
+        i += 8 + (length + 7) // 8 * 8
+    return out
+
+
+def _find(data, path):
+    """The value bytes of the item at a path of tags in TTLV `data`."""
+    for tag in path:
+        data = next(v for t, _, v in _ttlv_children(data) if t == tag.value)
+    return data
+
+
+def _transparent(kmip, uid, key_format_type):
+    """Get in a Transparent format over PyKMIP's connection: the key material's items by tag
+    (Big Integers as ints, others as bytes). PyKMIP 0.11 sends the request but cannot decode
+    structured key material, so the response's TTLV is read here."""
+    proxy = kmip.proxy
+    item = messages.RequestBatchItem(
+        operation=contents.Operation(enums.Operation.GET),
+        request_payload=payloads.GetRequestPayload(unique_identifier=uid, key_format_type=key_format_type),
+    )
+    proxy._send_message(proxy._build_request_message(None, [item]))
+    response = proxy._receive_message().buffer
+    T = enums.Tags
+    batch = _find(response, [T.RESPONSE_MESSAGE, T.BATCH_ITEM])
+    status = _find(batch, [T.RESULT_STATUS])
+    assert int.from_bytes(status[:4], "big") == enums.ResultStatus.SUCCESS.value, batch
+    payload = _find(batch, [T.RESPONSE_PAYLOAD])
+    kinds = {t for t, _, _ in _ttlv_children(payload)}
+    obj = T.PRIVATE_KEY if T.PRIVATE_KEY.value in kinds else T.PUBLIC_KEY
+    block = _find(payload, [obj, T.KEY_BLOCK])
+    assert int.from_bytes(_find(block, [T.KEY_FORMAT_TYPE])[:4], "big") == key_format_type.value
+    items = {}
+    for tag, typ, value in _ttlv_children(_find(block, [T.KEY_VALUE, T.KEY_MATERIAL])):
+        items[tag] = int.from_bytes(value, "big", signed=True) if typ == 0x04 else value
+    return items
+
+
+def test_transparent_key_formats_match_cryptography(kmip):
+    # RSA: every component of the Transparent RSA Private Key is the PKCS #8 key's.
+    public_uid, private_uid = kmip.create_key_pair(enums.CryptographicAlgorithm.RSA, 2048)
+    key = serialization.load_der_private_key(kmip.get(private_uid).value, password=None)
+    numbers = key.private_numbers()
+    t = _transparent(kmip, private_uid, enums.KeyFormatType.TRANSPARENT_RSA_PRIVATE_KEY)
+    assert t[enums.Tags.MODULUS.value] == numbers.public_numbers.n
+    assert t[enums.Tags.PUBLIC_EXPONENT.value] == numbers.public_numbers.e == 65537
+    assert t[enums.Tags.PRIVATE_EXPONENT.value] == numbers.d
+    assert t[enums.Tags.P.value] == numbers.p
+    assert t[enums.Tags.Q.value] == numbers.q
+    assert t[enums.Tags.PRIME_EXPONENT_P.value] == numbers.dmp1
+    assert t[enums.Tags.PRIME_EXPONENT_Q.value] == numbers.dmq1
+    assert t[enums.Tags.CRT_COEFFICIENT.value] == numbers.iqmp
+    t = _transparent(kmip, public_uid, enums.KeyFormatType.TRANSPARENT_RSA_PUBLIC_KEY)
+    assert (t[enums.Tags.MODULUS.value], t[enums.Tags.PUBLIC_EXPONENT.value]) == (numbers.public_numbers.n, 65537)
+
+    # EC P-256: D is the private value and the Q String the uncompressed public point; KMIP 1.2
+    # names them Transparent ECDSA, KMIP 1.3+ Transparent EC.
+    public_uid, private_uid = kmip.create_key_pair(enums.CryptographicAlgorithm.EC, 256)
+    key = serialization.load_der_private_key(kmip.get(private_uid).value, password=None)
+    point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    p256 = enums.RecommendedCurve.P_256.value.to_bytes(4, "big")
+    for version, private_format, public_format in [
+        (enums.KMIPVersion.KMIP_1_2, enums.KeyFormatType.TRANSPARENT_ECDSA_PRIVATE_KEY,
+         enums.KeyFormatType.TRANSPARENT_ECDSA_PUBLIC_KEY),
+        (enums.KMIPVersion.KMIP_1_4, enums.KeyFormatType.TRANSPARENT_EC_PRIVATE_KEY,
+         enums.KeyFormatType.TRANSPARENT_EC_PUBLIC_KEY),
+    ]:
+        kmip.kmip_version = version
+        t = _transparent(kmip, private_uid, private_format)
+        assert t[enums.Tags.D.value] == key.private_numbers().private_value
+        assert t[enums.Tags.RECOMMENDED_CURVE.value] == p256
+        t = _transparent(kmip, public_uid, public_format)
+        assert t[enums.Tags.Q_STRING.value] == point
+        assert t[enums.Tags.RECOMMENDED_CURVE.value] == p256
+
+
+def test_custom_attribute_is_a_kmip_2_vendor_attribute(kmip):
+    # KMIP 1.2: Create with a custom attribute x-Owner in the template (PyKMIP's KMIPProxy).
+    owner = cobjects.Attribute(
+        attribute_name=cobjects.Attribute.AttributeName("x-Owner"),
+        attribute_value=core_attributes.CustomAttribute("pykmip-owner"),
+    )
+    template = cobjects.TemplateAttribute(attributes=[
+        ATTRS.create_attribute(enums.AttributeType.CRYPTOGRAPHIC_ALGORITHM, enums.CryptographicAlgorithm.AES),
+        ATTRS.create_attribute(enums.AttributeType.CRYPTOGRAPHIC_LENGTH, 256),
+        owner,
+    ])
+    result = kmip.proxy.create(enums.ObjectType.SYMMETRIC_KEY, template)
+    assert result.result_status.value == enums.ResultStatus.SUCCESS, result.result_message
+    uid = result.uuid
+    _, attributes = kmip.get_attributes(uid, ["x-Owner"])
+    assert [(a.attribute_name.value, a.attribute_value.value) for a in attributes] == [("x-Owner", "pykmip-owner")]
+    # KMIP 2.0: Delete Attribute by the Vendor Attribute Reference {x, Owner} removes it.
+    kmip.kmip_version = enums.KMIPVersion.KMIP_2_0
+    deleted_uid, _ = kmip.delete_attribute(
+        uid, attribute_reference=cobjects.AttributeReference(vendor_identification="x", attribute_name="Owner")
+    )
+    assert deleted_uid == uid
+    with pytest.raises(core_exceptions.OperationFailure, match="no such value"):
+        kmip.delete_attribute(
+            uid, attribute_reference=cobjects.AttributeReference(vendor_identification="x", attribute_name="Owner")
+        )
+    kmip.kmip_version = enums.KMIPVersion.KMIP_1_2
+    _, attributes = kmip.get_attributes(uid, ["x-Owner"])
+    assert attributes == []
 
 
 def test_unknown_client_certificate_is_refused_by_tls(dev_server, tmp_path):

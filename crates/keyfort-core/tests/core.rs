@@ -1164,3 +1164,107 @@ async fn maintenance_rotates_due_keys_and_purges_old_deletions() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].actor, "keyfort");
 }
+
+fn secret_object(id: Option<&str>, material: &[u8]) -> keyfort_core::objects::NewObject {
+    keyfort_core::objects::NewObject {
+        object_type: keyfort_core::objects::ObjectType::SecretData,
+        algorithm: String::new(),
+        bit_length: 0,
+        name: None,
+        attributes: serde_json::Map::new(),
+        material: Some(Zeroizing::new(material.to_vec())),
+        initial_state: KeyState::PreActive,
+        id: id.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn undo_of_a_creation_only_for_the_creator_and_an_unchanged_object() {
+    let env = env().await;
+    let (core, instance) = (&env.core, env.instance.as_str());
+    let writer = env.caller_with("undo-writer", Role::Manager).await;
+    let other = env.caller_with("undo-other", Role::Manager).await;
+    let created = core
+        .create_object(&writer, instance, secret_object(None, &[7; 32]))
+        .await
+        .unwrap();
+    // Another principal cannot undo it, nor can its creator once the object has changed.
+    let refused = core
+        .undo_object_creation(&other, instance, &created.id, created.row_version)
+        .await;
+    assert!(
+        matches!(refused, Err(CoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    let changed = core
+        .update_object(
+            &writer,
+            instance,
+            &created.id,
+            "key.attributes.update",
+            |k| {
+                k.attributes
+                    .insert("note".into(), serde_json::json!("changed"));
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    let refused = core
+        .undo_object_creation(&writer, instance, &created.id, created.row_version)
+        .await;
+    assert!(
+        matches!(refused, Err(CoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    // At the version it is at, its creator removes it for good.
+    core.undo_object_creation(&writer, instance, &created.id, changed.row_version)
+        .await
+        .unwrap();
+    let gone = core.key(&writer, instance, &created.id).await;
+    assert!(
+        matches!(gone, Err(CoreError::KeyNotFound { .. })),
+        "{gone:?}"
+    );
+}
+
+#[tokio::test]
+async fn replacing_an_object_keeps_its_id_and_needs_the_manager_role() {
+    let env = env().await;
+    let (core, instance) = (&env.core, env.instance.as_str());
+    let id = "5d3c2b1a-0f9e-4d8c-b7a6-958473625140";
+    let first = core
+        .create_object(&env.admin, instance, secret_object(Some(id), &[1; 16]))
+        .await
+        .unwrap();
+    assert_eq!(first.id, id);
+    let writer = env.caller_with("replace-writer", Role::Writer).await;
+    let refused = core
+        .replace_object(&writer, instance, secret_object(Some(id), &[2; 16]))
+        .await;
+    assert!(
+        matches!(refused, Err(CoreError::Forbidden { .. })),
+        "{refused:?}"
+    );
+    let replaced = core
+        .replace_object(&env.admin, instance, secret_object(Some(id), &[3; 24]))
+        .await
+        .unwrap();
+    assert_eq!(replaced.id, id);
+    let (_, material) = core
+        .object_material(&env.admin, instance, id)
+        .await
+        .unwrap();
+    assert_eq!(material.as_slice(), &[3; 24]);
+    let missing = core
+        .replace_object(
+            &env.admin,
+            instance,
+            secret_object(Some("00000000-0000-4000-8000-000000000000"), &[4; 16]),
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(CoreError::KeyNotFound { .. })),
+        "{missing:?}"
+    );
+}

@@ -97,8 +97,70 @@ pub fn read_attribute(item: &Item) -> Result<Attr, Invalid> {
     Ok(Attr { name, index, value })
 }
 
-/// A 2.x attribute item (a tagged value) as an [`Attr`].
-fn from_v2_item(item: &Item) -> Result<Attr, Invalid> {
+/// The 1.x custom attribute name of a 2.x Vendor Attribute (KMIP 2.0 §4.53): Vendor
+/// Identification `x` (client) or `y` (server) stands for the 1.x `x-` and `y-` custom
+/// attributes; other vendors' attributes are not kept.
+pub fn vendor_name(vendor: &str, name: &str) -> Result<String, Invalid> {
+    match vendor {
+        "x" | "y" if !name.is_empty() => Ok(format!("{vendor}-{name}")),
+        "x" | "y" => Err(Invalid::field("empty vendor Attribute Name")),
+        other => Err(Invalid::new(
+            ResultReason::UNSUPPORTED_ATTRIBUTE,
+            format!("attributes of vendor {other:?} are not supported"),
+        )),
+    }
+}
+
+/// The Vendor Identification and Attribute Name of a custom attribute name (`x-Foo` → `x`,
+/// `Foo`).
+pub fn vendor_parts(name: &str) -> Option<(&str, &str)> {
+    let (vendor, rest) = name.split_at_checked(1)?;
+    let rest = rest.strip_prefix('-')?;
+    (vendor == "x" || vendor == "y").then_some((vendor, rest))
+}
+
+/// A 2.x Vendor Attribute item: `Attribute {Vendor Identification, Attribute Name, Attribute
+/// Value}`. KMIP 2.0 gives the Vendor Attribute no tag of its own: it is encoded under the
+/// Attribute tag (0x420008), with Vendor Identification (0x42009D), Attribute Name (0x42000A)
+/// and Attribute Value (0x42000B), as the OASIS KMIP 2.1 profile test cases SASED-M-2-21 and
+/// SASED-M-3-21 show; an Attribute Reference to it is `{Vendor Identification, Attribute Name}`
+/// under the Attribute Reference tag (0x42013B). So the generated tables need no addition.
+fn vendor_item(tag: Tag, vendor: &str, name: &str, value: Option<&Value>) -> Item {
+    let mut c = vec![
+        Item::new(
+            Tag::VENDOR_IDENTIFICATION,
+            Value::TextString(vendor.to_owned()),
+        ),
+        Item::new(Tag::ATTRIBUTE_NAME, Value::TextString(name.to_owned())),
+    ];
+    if let Some(v) = value {
+        c.push(Item::new(Tag::ATTRIBUTE_VALUE, v.clone()));
+    }
+    structure(tag, c)
+}
+
+/// A 2.x Attribute Reference for a name: the tag as an Enumeration, or for a custom attribute
+/// the `{Vendor Identification, Attribute Name}` structure.
+pub fn reference_item(name: &str) -> Option<Item> {
+    if let Some((vendor, n)) = vendor_parts(name) {
+        return Some(vendor_item(Tag::ATTRIBUTE_REFERENCE, vendor, n, None));
+    }
+    tag_of(name).map(|t| Item::new(Tag::ATTRIBUTE_REFERENCE, Value::Enumeration(t.value())))
+}
+
+/// A 2.x attribute item (a tagged value, or a Vendor Attribute) as an [`Attr`].
+pub fn from_v2_item(item: &Item) -> Result<Attr, Invalid> {
+    if item.tag == Tag::ATTRIBUTE {
+        let s = Struct::of(item)?;
+        let Some(vendor) = s.opt_text(Tag::VENDOR_IDENTIFICATION)? else {
+            return read_attribute(item);
+        };
+        return Ok(Attr {
+            name: vendor_name(vendor, s.text(Tag::ATTRIBUTE_NAME)?)?,
+            index: None,
+            value: s.require(Tag::ATTRIBUTE_VALUE)?.value.clone(),
+        });
+    }
     let name = name_of(item.tag).ok_or_else(|| {
         Invalid::new(
             ResultReason::INVALID_FIELD,
@@ -148,19 +210,25 @@ pub fn reference_name(item: &Item) -> Result<String, Invalid> {
         Value::Structure(_) => {
             // Vendor attribute reference: {Vendor Identification, Attribute Name}.
             let s = Struct::of(item)?;
-            Ok(s.text(Tag::ATTRIBUTE_NAME)?.to_owned())
+            let name = s.text(Tag::ATTRIBUTE_NAME)?;
+            match s.opt_text(Tag::VENDOR_IDENTIFICATION)? {
+                Some(vendor) => vendor_name(vendor, name),
+                None => Ok(name.to_owned()),
+            }
         }
         _ => Err(Invalid::field("Attribute Name must be a Text String")),
     }
 }
 
 /// Encodes attribute values for a response: 1.x Attribute structures, or for 2.x the tagged
-/// items (custom attributes, which 2.x carries differently, are left out).
+/// items, custom attributes as Vendor Attributes.
 pub fn encode_attrs(attrs: &[Attr], v2: bool) -> Vec<Item> {
     let mut out = Vec::new();
     for a in attrs {
         if v2 {
-            if let Some(tag) = tag_of(&a.name).filter(|_| !is_custom(&a.name)) {
+            if let Some((vendor, name)) = vendor_parts(&a.name) {
+                out.push(vendor_item(Tag::ATTRIBUTE, vendor, name, Some(&a.value)));
+            } else if let Some(tag) = tag_of(&a.name) {
                 out.push(Item::new(tag, a.value.clone()));
             }
         } else {

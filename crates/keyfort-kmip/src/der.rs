@@ -116,6 +116,73 @@ pub fn ec_spki(bits: u32, point: &[u8]) -> Option<Vec<u8>> {
     Some(tlv(0x30, &body))
 }
 
+/// The INTEGERs of a SEQUENCE of INTEGERs (the contents, two's complement big-endian), as
+/// PKCS #1 `RSAPrivateKey` and `RSAPublicKey` are.
+fn integers(der: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let (0x30, mut body, _) = read_tlv(der)? else {
+        return None;
+    };
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let (0x02, int, rest) = read_tlv(body)? else {
+            return None;
+        };
+        out.push(int.to_vec());
+        body = rest;
+    }
+    Some(out)
+}
+
+/// The components of a PKCS #1 `RSAPrivateKey` (two-prime): modulus, public exponent, private
+/// exponent, p, q, d mod (p-1), d mod (q-1), q^-1 mod p.
+pub fn rsa_private_components(pkcs1: &[u8]) -> Option<[Vec<u8>; 8]> {
+    let ints = integers(pkcs1)?;
+    if ints.len() != 9 || ints[0] != [0] {
+        return None;
+    }
+    let mut it = ints.into_iter().skip(1);
+    Some(std::array::from_fn(|_| it.next().unwrap_or_default()))
+}
+
+/// The modulus and public exponent of a PKCS #1 `RSAPublicKey`.
+pub fn rsa_public_components(pkcs1: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut ints = integers(pkcs1)?.into_iter();
+    let (Some(n), Some(e), None) = (ints.next(), ints.next(), ints.next()) else {
+        return None;
+    };
+    Some((n, e))
+}
+
+/// The private scalar of an EC key's PKCS #8 `PrivateKeyInfo` (RFC 5915 `ECPrivateKey`
+/// `privateKey`), as unsigned big-endian bytes.
+pub fn ec_private_scalar(pkcs8: &[u8]) -> Option<Vec<u8>> {
+    let (0x30, body, _) = read_tlv(pkcs8)? else {
+        return None;
+    };
+    let (0x02, _, rest) = read_tlv(body)? else {
+        return None;
+    };
+    let (0x30, _, rest) = read_tlv(rest)? else {
+        return None;
+    };
+    let (0x04, ec_private_key, _) = read_tlv(rest)? else {
+        return None;
+    };
+    let (0x30, body, _) = read_tlv(ec_private_key)? else {
+        return None;
+    };
+    let (0x02, version, rest) = read_tlv(body)? else {
+        return None;
+    };
+    if version != [1] {
+        return None;
+    }
+    let (0x04, scalar, _) = read_tlv(rest)? else {
+        return None;
+    };
+    Some(scalar.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +209,25 @@ mod tests {
         let spki = ec_spki(256, &[0x04; 65]).unwrap_or_default();
         assert_eq!(spki.len(), 91);
         assert_eq!(&spki[..4], &[0x30, 0x59, 0x30, 0x13]);
+    }
+
+    #[test]
+    fn rsa_components_are_read_and_malformed_keys_refused() {
+        // RSAPrivateKey { 0, 0x00C5, 3, 7, 11, 13, 1, 2, 4 } and RSAPublicKey { 0x00C5, 3 }.
+        let private = [
+            0x30, 0x1C, 0x02, 0x01, 0x00, 0x02, 0x02, 0x00, 0xC5, 0x02, 0x01, 0x03, 0x02, 0x01,
+            0x07, 0x02, 0x01, 0x0B, 0x02, 0x01, 0x0D, 0x02, 0x01, 0x01, 0x02, 0x01, 0x02, 0x02,
+            0x01, 0x04,
+        ];
+        let c = rsa_private_components(&private).unwrap_or_else(|| panic!("components"));
+        assert_eq!(c[0], [0x00, 0xC5]);
+        assert_eq!(c[7], [0x04]);
+        assert_eq!(rsa_private_components(&private[..20]), None);
+        let public = [0x30, 0x07, 0x02, 0x02, 0x00, 0xC5, 0x02, 0x01, 0x03];
+        assert_eq!(
+            rsa_public_components(&public),
+            Some((vec![0x00, 0xC5], vec![0x03]))
+        );
+        assert_eq!(rsa_public_components(&private), None);
     }
 }

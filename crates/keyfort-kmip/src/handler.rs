@@ -2,6 +2,8 @@
 //! version negotiation, batch items with their ids echoed, the Batch Error Continuation Option,
 //! and the Maximum Response Size. Pure apart from the core calls; no socket here.
 
+use std::collections::HashMap;
+
 use keyfort_core::{Keyfort, KmipSession};
 
 use crate::message::{
@@ -9,7 +11,7 @@ use crate::message::{
 };
 use crate::ops::{self, Ctx};
 use crate::ttlv::{Limits, decode, encode};
-use crate::{BatchErrorContinuationOption, ResultReason};
+use crate::{BatchErrorContinuationOption, ResultReason, ResultStatus};
 
 /// The identity a connection was opened with: a registered client, or a certificate that
 /// verified but is not registered (every request is then refused).
@@ -60,23 +62,48 @@ pub async fn handle(core: &Keyfort, peer: Peer<'_>, request: &[u8], limits: &Lim
                         "the client certificate is not registered",
                     ),
                 ),
-                Peer::Client(session) => run(core, session, message).await,
+                Peer::Client(session) => return run(core, session, message).await,
             },
         },
     };
-    encode(&response.to_item())
+    encode(&response.into_item())
 }
 
-async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> ResponseMessage {
+/// Runs the batch; the encoded response.
+async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> Vec<u8> {
     let version = message.header.version;
+    let continuation = message.header.batch_error_continuation;
+    let undo = continuation == BatchErrorContinuationOption::UNDO && message.items.len() > 1;
+    if undo {
+        let last = message.items.len() - 1;
+        if let Some(blocker) = message.items[..last]
+            .iter()
+            .find(|i| !ops::undo::undoable(i.operation, &i.payload))
+        {
+            let error = ops::undo::refusal(blocker.operation);
+            let refused = ResponseMessage {
+                version,
+                time_stamp: now_secs(),
+                items: message
+                    .items
+                    .iter()
+                    .map(|i| fail_item(version, Some(i.operation), i.id.clone(), error.clone()))
+                    .collect(),
+            };
+            return encode(&refused.into_item());
+        }
+    }
     let mut ctx = Ctx {
         core,
         session,
         version,
         placeholder: None,
+        undo: undo.then(Vec::new),
+        item: 0,
     };
     let mut items = Vec::with_capacity(message.items.len());
-    for item in &message.items {
+    for (n, item) in message.items.iter().enumerate() {
+        ctx.item = n;
         match ops::dispatch(&mut ctx, item.operation, &item.payload).await {
             Ok(payload) => items.push(ResponseBatchItem::success(
                 item.operation,
@@ -85,23 +112,29 @@ async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> 
             )),
             Err(e) => {
                 items.push(fail_item(version, Some(item.operation), item.id.clone(), e));
-                if message.header.batch_error_continuation != BatchErrorContinuationOption::CONTINUE
-                {
-                    // Stop (and Undo, which this server treats as Stop): the rest is not run.
-                    break;
+                if continuation == BatchErrorContinuationOption::CONTINUE {
+                    continue;
                 }
+                // Stop and Undo: the rest is not run; Undo also reverts what ran before.
+                if let Some(log) = ctx.undo.take() {
+                    undo_batch(&ctx, log, &mut items[..n], n).await;
+                }
+                break;
             }
         }
     }
-    let mut response = ResponseMessage {
-        version,
-        time_stamp: now_secs(),
-        items,
-    };
-    if let Some(max) = message.header.maximum_response_size {
-        let size = encode(&response.to_item()).len();
-        if usize::try_from(max).is_ok_and(|m| size > m) {
-            response.items = message
+    let encoded = encode(
+        &ResponseMessage {
+            version,
+            time_stamp: now_secs(),
+            items,
+        }
+        .into_item(),
+    );
+    let size = encoded.len();
+    match message.header.maximum_response_size {
+        Some(max) if usize::try_from(max).is_ok_and(|m| size > m) => {
+            let items = message
                 .items
                 .iter()
                 .map(|i| {
@@ -116,7 +149,50 @@ async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> 
                     )
                 })
                 .collect();
+            encode(
+                &ResponseMessage {
+                    version,
+                    time_stamp: now_secs(),
+                    items,
+                }
+                .into_item(),
+            )
+        }
+        _ => encoded,
+    }
+}
+
+/// Compensates the changes of the items before the failed item `failed`, last first, and
+/// answers those items with Operation Undone. An item whose compensation fails keeps its
+/// success answer (its effect stays), and the failure is logged.
+async fn undo_batch(
+    ctx: &Ctx<'_>,
+    log: Vec<(usize, ops::undo::Undo)>,
+    done: &mut [ResponseBatchItem],
+    failed: usize,
+) {
+    let mut kept = vec![false; done.len()];
+    // The row version each object is at after the compensations run so far.
+    let mut versions: HashMap<String, Option<i64>> = HashMap::new();
+    for (n, undo) in log.iter().rev() {
+        let expected = versions.get(undo.id()).copied().flatten();
+        match ops::undo::apply(ctx, undo, expected).await {
+            Ok(version) => {
+                versions.insert(undo.id().to_owned(), version);
+            }
+            Err(e) => {
+                tracing::warn!(item = n, reason = ?e.reason, message = %e.message, "KMIP batch undo failed");
+                if let Some(k) = kept.get_mut(*n) {
+                    *k = true;
+                }
+            }
         }
     }
-    response
+    for (item, kept) in done.iter_mut().zip(kept) {
+        if !kept {
+            item.status = ResultStatus::OPERATION_UNDONE;
+            item.message = Some(format!("undone: batch item {} failed", failed + 1));
+            item.payload = None;
+        }
+    }
 }

@@ -396,16 +396,13 @@ impl ResponseBatchItem {
         }
     }
 
-    fn to_item(&self) -> Item {
-        let mut items = Vec::new();
+    fn into_item(self) -> Item {
+        let mut items = Vec::with_capacity(6);
         if let Some(op) = self.operation {
             items.push(Item::new(Tag::OPERATION, Value::Enumeration(op.0)));
         }
-        if let Some(id) = &self.id {
-            items.push(Item::new(
-                Tag::UNIQUE_BATCH_ITEM_ID,
-                Value::ByteString(id.clone()),
-            ));
+        if let Some(id) = self.id {
+            items.push(Item::new(Tag::UNIQUE_BATCH_ITEM_ID, Value::ByteString(id)));
         }
         items.push(Item::new(
             Tag::RESULT_STATUS,
@@ -414,11 +411,11 @@ impl ResponseBatchItem {
         if let Some(r) = self.reason {
             items.push(Item::new(Tag::RESULT_REASON, Value::Enumeration(r.0)));
         }
-        if let Some(m) = &self.message {
-            items.push(Item::new(Tag::RESULT_MESSAGE, Value::TextString(m.clone())));
+        if let Some(m) = self.message {
+            items.push(Item::new(Tag::RESULT_MESSAGE, Value::TextString(m)));
         }
-        if let Some(p) = &self.payload {
-            items.push(structure(Tag::RESPONSE_PAYLOAD, p.clone()));
+        if let Some(p) = self.payload {
+            items.push(structure(Tag::RESPONSE_PAYLOAD, p));
         }
         structure(Tag::BATCH_ITEM, items)
     }
@@ -434,8 +431,8 @@ pub struct ResponseMessage {
 }
 
 impl ResponseMessage {
-    /// The message's TTLV tree.
-    pub fn to_item(&self) -> Item {
+    /// The message's TTLV tree (its payloads moved, not copied).
+    pub fn into_item(self) -> Item {
         let count = i32::try_from(self.items.len()).unwrap_or(i32::MAX);
         let header = structure(
             Tag::RESPONSE_HEADER,
@@ -446,7 +443,7 @@ impl ResponseMessage {
             ],
         );
         let mut items = vec![header];
-        items.extend(self.items.iter().map(ResponseBatchItem::to_item));
+        items.extend(self.items.into_iter().map(ResponseBatchItem::into_item));
         structure(Tag::RESPONSE_MESSAGE, items)
     }
 }

@@ -235,17 +235,33 @@ async fn tls_1_2_and_1_3_clients_get_kmip_answers() {
             ),
         ],
     ));
-    for (version, negotiated) in [
+    // Each version twice with one client configuration: the second connection resumes the TLS
+    // session (vCenter's connection per operation skips the full handshake) and still carries
+    // the client certificate the server identifies the caller by.
+    let runs = [
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
         (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
-    ] {
+    ]
+    .into_iter()
+    .flat_map(|(version, negotiated)| {
+        let config = client_tls_versions(&server.pki, true, &[version]);
+        [
+            (config.clone(), negotiated, rustls::HandshakeKind::Full),
+            (config, negotiated, rustls::HandshakeKind::Resumed),
+        ]
+    });
+    for (config, negotiated, kind) in runs {
         let tcp = TcpStream::connect(server.addr).await.unwrap();
-        let mut tls =
-            tokio_rustls::TlsConnector::from(client_tls_versions(&server.pki, true, &[version]))
-                .connect(ServerName::try_from("localhost").unwrap(), tcp)
-                .await
-                .unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
         assert_eq!(tls.get_ref().1.protocol_version(), Some(negotiated));
+        assert_eq!(
+            tls.get_ref().1.handshake_kind(),
+            Some(kind),
+            "{negotiated:?}"
+        );
         tls.write_all(&bytes).await.unwrap();
         let mut header = [0u8; 8];
         tls.read_exact(&mut header).await.unwrap();

@@ -1255,3 +1255,917 @@ fn operations_in_kmip_1_4_and_2_1() {
     let resp = kmip.call(&v14(Operation::EXPORT, vec![uid(imported)]));
     assert_eq!(failure(&resp), ResultReason::OPERATION_NOT_SUPPORTED.0);
 }
+
+fn v14(op: Operation, payload: Vec<Item>) -> Item {
+    request((1, 4), vec![], vec![(op, None, payload)])
+}
+
+fn v21(op: Operation, payload: Vec<Item>) -> Item {
+    request((2, 1), vec![], vec![(op, None, payload)])
+}
+
+fn uid(s: &str) -> Item {
+    text(Tag::UNIQUE_IDENTIFIER, s)
+}
+
+/// A KMIP 2.x Vendor Attribute (KMIP 2.0 §4.53): `Attribute {Vendor Identification, Attribute
+/// Name, Attribute Value}`, or without the value an Attribute Reference.
+fn vendor(tag: Tag, name: &str, value: Option<&str>) -> Item {
+    let mut c = vec![
+        text(Tag::VENDOR_IDENTIFICATION, "x"),
+        text(Tag::ATTRIBUTE_NAME, name),
+    ];
+    if let Some(v) = value {
+        c.push(text(Tag::ATTRIBUTE_VALUE, v));
+    }
+    st(tag, c)
+}
+
+fn symmetric_attributes(extra: Vec<Item>) -> Item {
+    let mut c = vec![
+        en(Tag::CRYPTOGRAPHIC_ALGORITHM, 3),
+        int(Tag::CRYPTOGRAPHIC_LENGTH, 256),
+    ];
+    c.extend(extra);
+    st(Tag::ATTRIBUTES, c)
+}
+
+/// The Attributes structure of a 2.x Get Attributes answer.
+fn v2_attributes(p: &[Item]) -> Vec<Item> {
+    match &payload_struct(p).get(Tag::ATTRIBUTES).unwrap().value {
+        V::Structure(c) => c.clone(),
+        _ => panic!("Attributes"),
+    }
+}
+
+fn located(p: &[Item]) -> Vec<String> {
+    p.iter()
+        .filter(|i| i.tag == Tag::UNIQUE_IDENTIFIER)
+        .map(|i| match &i.value {
+            V::TextString(s) => s.clone(),
+            _ => panic!("uid"),
+        })
+        .collect()
+}
+
+#[test]
+fn custom_attributes_as_kmip_2_vendor_attributes_and_1_x_custom_attributes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-vendor", &[]);
+    let kmip = Kmip::dev(&server);
+
+    // Create (2.1) with a Vendor Attribute among the Attributes.
+    let resp = kmip.call(&v21(
+        Operation::CREATE,
+        vec![
+            en(Tag::OBJECT_TYPE, 2),
+            symmetric_attributes(vec![vendor(Tag::ATTRIBUTE, "Owner", Some("alice-7f3"))]),
+        ],
+    ));
+    let key = uid_of(&ok_payload(&resp));
+    // Add Attribute (2.1): New Attribute holding a Vendor Attribute.
+    let resp = kmip.call(&v21(
+        Operation::ADD_ATTRIBUTE,
+        vec![
+            uid(&key),
+            st(
+                Tag::NEW_ATTRIBUTE,
+                vec![vendor(Tag::ATTRIBUTE, "Product", Some("VMware vSphere"))],
+            ),
+        ],
+    ));
+    assert_eq!(ok_payload(&resp), vec![uid(&key)]);
+    // Get Attributes (2.1) by vendor Attribute Reference: answered as Vendor Attributes.
+    let resp = kmip.call(&v21(
+        Operation::GET_ATTRIBUTES,
+        vec![
+            uid(&key),
+            vendor(Tag::ATTRIBUTE_REFERENCE, "Product", None),
+            vendor(Tag::ATTRIBUTE_REFERENCE, "Owner", None),
+        ],
+    ));
+    let got = v2_attributes(&ok_payload(&resp));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.contains(&vendor(Tag::ATTRIBUTE, "Product", Some("VMware vSphere"))));
+    assert!(got.contains(&vendor(Tag::ATTRIBUTE, "Owner", Some("alice-7f3"))));
+    // The same attributes are the 1.x custom attributes x-Product and x-Owner.
+    let resp = kmip.call(&v14(
+        Operation::GET_ATTRIBUTES,
+        vec![
+            uid(&key),
+            text(Tag::ATTRIBUTE_NAME, "x-Product"),
+            text(Tag::ATTRIBUTE_NAME, "x-Owner"),
+        ],
+    ));
+    let a = attrs(&ok_payload(&resp));
+    assert!(a.contains(&("x-Product".into(), V::TextString("VMware vSphere".into()))));
+    assert!(a.contains(&("x-Owner".into(), V::TextString("alice-7f3".into()))));
+    // A custom attribute added in 1.4 reads back as a Vendor Attribute in 2.1.
+    let resp = kmip.call(&v14(
+        Operation::ADD_ATTRIBUTE,
+        vec![
+            uid(&key),
+            attr("x-Component", V::TextString("ESXi Server".into())),
+        ],
+    ));
+    ok_payload(&resp);
+    let resp = kmip.call(&v21(
+        Operation::GET_ATTRIBUTES,
+        vec![
+            uid(&key),
+            vendor(Tag::ATTRIBUTE_REFERENCE, "Component", None),
+        ],
+    ));
+    assert_eq!(
+        v2_attributes(&ok_payload(&resp)),
+        vec![vendor(Tag::ATTRIBUTE, "Component", Some("ESXi Server"))]
+    );
+    // All attributes (2.1, no reference) include the vendor ones; the attribute list names them.
+    let resp = kmip.call(&v21(Operation::GET_ATTRIBUTES, vec![uid(&key)]));
+    let all = v2_attributes(&ok_payload(&resp));
+    assert!(all.contains(&vendor(Tag::ATTRIBUTE, "Owner", Some("alice-7f3"))));
+    assert!(all.iter().any(|i| i.tag == Tag::STATE));
+    let resp = kmip.call(&v21(Operation::GET_ATTRIBUTE_LIST, vec![uid(&key)]));
+    let list = ok_payload(&resp);
+    assert!(list.contains(&vendor(Tag::ATTRIBUTE_REFERENCE, "Product", None)));
+    assert!(list.contains(&en(Tag::ATTRIBUTE_REFERENCE, Tag::STATE.value())));
+
+    // Set Attribute and Modify Attribute (Current / New Attribute) of a vendor attribute.
+    let resp = kmip.call(&v21(
+        Operation::SET_ATTRIBUTE,
+        vec![
+            uid(&key),
+            st(
+                Tag::NEW_ATTRIBUTE,
+                vec![vendor(Tag::ATTRIBUTE, "Product", Some("VMware ESXi"))],
+            ),
+        ],
+    ));
+    ok_payload(&resp);
+    let resp = kmip.call(&v21(
+        Operation::MODIFY_ATTRIBUTE,
+        vec![
+            uid(&key),
+            st(
+                Tag::CURRENT_ATTRIBUTE,
+                vec![vendor(Tag::ATTRIBUTE, "Product", Some("VMware ESXi"))],
+            ),
+            st(
+                Tag::NEW_ATTRIBUTE,
+                vec![vendor(Tag::ATTRIBUTE, "Product", Some("VMware vSAN"))],
+            ),
+        ],
+    ));
+    ok_payload(&resp);
+    let resp = kmip.call(&v14(
+        Operation::GET_ATTRIBUTES,
+        vec![uid(&key), text(Tag::ATTRIBUTE_NAME, "x-Product")],
+    ));
+    assert_eq!(
+        attrs(&ok_payload(&resp)),
+        [("x-Product".to_owned(), V::TextString("VMware vSAN".into()))]
+    );
+    // Modify with a Current Attribute that does not match changes nothing.
+    let resp = kmip.call(&v21(
+        Operation::MODIFY_ATTRIBUTE,
+        vec![
+            uid(&key),
+            st(
+                Tag::CURRENT_ATTRIBUTE,
+                vec![vendor(Tag::ATTRIBUTE, "Product", Some("no such value"))],
+            ),
+            st(
+                Tag::NEW_ATTRIBUTE,
+                vec![vendor(Tag::ATTRIBUTE, "Product", Some("other"))],
+            ),
+        ],
+    ));
+    assert_eq!(failure(&resp), ResultReason::ITEM_NOT_FOUND.0);
+
+    // Locate by a vendor attribute (2.1) and by the custom attribute (1.4): only this key.
+    let other = uid_of(&ok_payload(&kmip.call(&v21(
+        Operation::CREATE,
+        vec![
+            en(Tag::OBJECT_TYPE, 2),
+            symmetric_attributes(vec![vendor(Tag::ATTRIBUTE, "Owner", Some("bob-7f3"))]),
+        ],
+    ))));
+    let resp = kmip.call(&v21(
+        Operation::LOCATE,
+        vec![st(
+            Tag::ATTRIBUTES,
+            vec![vendor(Tag::ATTRIBUTE, "Owner", Some("alice-7f3"))],
+        )],
+    ));
+    assert_eq!(located(&ok_payload(&resp)), [key.as_str()]);
+    let resp = kmip.call(&v14(
+        Operation::LOCATE,
+        vec![attr("x-Owner", V::TextString("bob-7f3".into()))],
+    ));
+    assert_eq!(located(&ok_payload(&resp)), [other]);
+
+    // Delete Attribute (2.1) by Attribute Reference and by Current Attribute.
+    let resp = kmip.call(&v21(
+        Operation::DELETE_ATTRIBUTE,
+        vec![uid(&key), vendor(Tag::ATTRIBUTE_REFERENCE, "Owner", None)],
+    ));
+    ok_payload(&resp);
+    let resp = kmip.call(&v21(
+        Operation::DELETE_ATTRIBUTE,
+        vec![
+            uid(&key),
+            st(
+                Tag::CURRENT_ATTRIBUTE,
+                vec![vendor(Tag::ATTRIBUTE, "Product", Some("VMware vSAN"))],
+            ),
+        ],
+    ));
+    ok_payload(&resp);
+    let resp = kmip.call(&v21(
+        Operation::GET_ATTRIBUTES,
+        vec![
+            uid(&key),
+            vendor(Tag::ATTRIBUTE_REFERENCE, "Owner", None),
+            vendor(Tag::ATTRIBUTE_REFERENCE, "Product", None),
+            vendor(Tag::ATTRIBUTE_REFERENCE, "Component", None),
+        ],
+    ));
+    assert_eq!(
+        v2_attributes(&ok_payload(&resp)),
+        vec![vendor(Tag::ATTRIBUTE, "Component", Some("ESXi Server"))]
+    );
+    let resp = kmip.call(&v21(
+        Operation::DELETE_ATTRIBUTE,
+        vec![uid(&key), vendor(Tag::ATTRIBUTE_REFERENCE, "Owner", None)],
+    ));
+    assert_eq!(failure(&resp), ResultReason::ITEM_NOT_FOUND.0);
+
+    // Another vendor's attributes are not kept.
+    let resp = kmip.call(&v21(
+        Operation::ADD_ATTRIBUTE,
+        vec![
+            uid(&key),
+            st(
+                Tag::NEW_ATTRIBUTE,
+                vec![st(
+                    Tag::ATTRIBUTE,
+                    vec![
+                        text(Tag::VENDOR_IDENTIFICATION, "acme"),
+                        text(Tag::ATTRIBUTE_NAME, "Colour"),
+                        text(Tag::ATTRIBUTE_VALUE, "blue"),
+                    ],
+                )],
+            ),
+        ],
+    ));
+    assert_eq!(failure(&resp), ResultReason::UNSUPPORTED_ATTRIBUTE.0);
+}
+
+fn undo_header() -> Vec<Item> {
+    vec![en(
+        Tag::BATCH_ERROR_CONTINUATION_OPTION,
+        keyfort_kmip::BatchErrorContinuationOption::UNDO.0,
+    )]
+}
+
+fn x_attribute(kmip: &Kmip, key: &str, name: &str) -> Vec<(String, V)> {
+    let resp = kmip.call(&v14(
+        Operation::GET_ATTRIBUTES,
+        vec![uid(key), text(Tag::ATTRIBUTE_NAME, name)],
+    ));
+    attrs(&ok_payload(&resp))
+}
+
+#[test]
+fn batch_undo_reverts_the_items_before_the_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-undo", &[]);
+    let kmip = Kmip::dev(&server);
+    let create = |name: &str| {
+        vec![
+            en(Tag::OBJECT_TYPE, 2),
+            st(
+                Tag::TEMPLATE_ATTRIBUTE,
+                vec![
+                    attr("Cryptographic Algorithm", V::Enumeration(3)),
+                    attr("Cryptographic Length", V::Integer(256)),
+                    attr(
+                        "Name",
+                        V::Structure(vec![text(Tag::NAME_VALUE, name), en(Tag::NAME_TYPE, 1)]),
+                    ),
+                ],
+            ),
+        ]
+    };
+    let existing = uid_of(&ok_payload(
+        &kmip.call(&v14(Operation::CREATE, create("undo-existing"))),
+    ));
+    ok_payload(&kmip.call(&v14(
+        Operation::ADD_ATTRIBUTE,
+        vec![
+            uid(&existing),
+            attr("x-Stage", V::TextString("before".into())),
+        ],
+    )));
+    let missing = "0b6f4c4e-9d2a-4c1b-8f00-000000000000";
+    let batch = |header: Vec<Item>| {
+        request(
+            (1, 4),
+            header,
+            vec![
+                (
+                    Operation::MODIFY_ATTRIBUTE,
+                    Some(vec![1]),
+                    vec![
+                        uid(&existing),
+                        attr("x-Stage", V::TextString("during".into())),
+                    ],
+                ),
+                (
+                    Operation::ADD_ATTRIBUTE,
+                    Some(vec![2]),
+                    vec![
+                        uid(&existing),
+                        attr("x-Batch", V::TextString("added".into())),
+                    ],
+                ),
+                (Operation::CREATE, Some(vec![3]), create("undo-created")),
+                (
+                    Operation::ADD_ATTRIBUTE,
+                    Some(vec![4]),
+                    vec![attr("x-Stage", V::TextString("new".into()))],
+                ),
+                (Operation::RE_KEY, Some(vec![5]), vec![uid(&existing)]),
+                (Operation::GET, Some(vec![6]), vec![uid(missing)]),
+                (Operation::ACTIVATE, Some(vec![7]), vec![uid(&existing)]),
+            ],
+        )
+    };
+    let resp = kmip.call(&batch(undo_header()));
+    let answered = items(&resp);
+    assert_eq!(answered.len(), 6, "{resp:?}");
+    for (n, item) in answered[..5].iter().enumerate() {
+        let s = Struct::of(item).unwrap();
+        assert_eq!(
+            status(item),
+            (ResultStatus::OPERATION_UNDONE.0, None),
+            "{item:?}"
+        );
+        assert_eq!(
+            s.bytes(Tag::UNIQUE_BATCH_ITEM_ID).unwrap(),
+            [u8::try_from(n + 1).unwrap()]
+        );
+        assert!(s.get(Tag::RESPONSE_PAYLOAD).is_none());
+    }
+    assert_eq!(
+        status(answered[5]),
+        (
+            ResultStatus::OPERATION_FAILED.0,
+            Some(ResultReason::ITEM_NOT_FOUND.0)
+        )
+    );
+    // Every effect is gone: the attribute has its old value, the added one is absent, the
+    // created and re-keyed keys do not exist and the existing key has no link to a replacement;
+    // the item after the failure (Activate) did not run.
+    assert!(x_attribute(&kmip, &existing, "Link").is_empty());
+    let resp = kmip.call(&v14(
+        Operation::LOCATE,
+        vec![attr("Object Type", V::Enumeration(2))],
+    ));
+    assert_eq!(located(&ok_payload(&resp)), [existing.as_str()]);
+    assert_eq!(
+        x_attribute(&kmip, &existing, "x-Stage"),
+        [("x-Stage".to_owned(), V::TextString("before".into()))]
+    );
+    assert!(x_attribute(&kmip, &existing, "x-Batch").is_empty());
+    let by_name = |name: &str| {
+        located(&ok_payload(&kmip.call(&v14(
+            Operation::LOCATE,
+            vec![attr(
+                "Name",
+                V::Structure(vec![text(Tag::NAME_VALUE, name), en(Tag::NAME_TYPE, 1)]),
+            )],
+        ))))
+    };
+    assert!(by_name("undo-created").is_empty());
+    assert_eq!(by_name("undo-existing"), [existing.as_str()]);
+    assert_eq!(
+        x_attribute(&kmip, &existing, "State"),
+        [("State".to_owned(), V::Enumeration(1))]
+    );
+
+    // The same batch with Stop keeps what ran before the failure.
+    let resp = kmip.call(&batch(vec![en(
+        Tag::BATCH_ERROR_CONTINUATION_OPTION,
+        keyfort_kmip::BatchErrorContinuationOption::STOP.0,
+    )]));
+    let answered = items(&resp);
+    assert_eq!(answered.len(), 6);
+    assert_eq!(x_attribute(&kmip, &existing, "Link").len(), 1);
+    let created = uid_of(&payload(answered[2]));
+    assert_eq!(by_name("undo-created"), [created.as_str()]);
+    assert_eq!(
+        x_attribute(&kmip, &existing, "x-Stage"),
+        [("x-Stage".to_owned(), V::TextString("during".into()))]
+    );
+    assert_eq!(
+        x_attribute(&kmip, &created, "x-Stage"),
+        [("x-Stage".to_owned(), V::TextString("new".into()))]
+    );
+
+    // A 2.1 Undo batch undoes a key pair and a vendor attribute the same way.
+    let resp = kmip.call(&request(
+        (2, 1),
+        undo_header(),
+        vec![
+            (
+                Operation::CREATE_KEY_PAIR,
+                None,
+                vec![st(
+                    Tag::COMMON_ATTRIBUTES,
+                    vec![
+                        en(Tag::CRYPTOGRAPHIC_ALGORITHM, 0x1A),
+                        int(Tag::CRYPTOGRAPHIC_LENGTH, 256),
+                        st(
+                            Tag::NAME,
+                            vec![text(Tag::NAME_VALUE, "undo-pair"), en(Tag::NAME_TYPE, 1)],
+                        ),
+                    ],
+                )],
+            ),
+            (
+                Operation::SET_ATTRIBUTE,
+                None,
+                vec![
+                    uid(&existing),
+                    st(
+                        Tag::NEW_ATTRIBUTE,
+                        vec![vendor(Tag::ATTRIBUTE, "Stage", Some("v2"))],
+                    ),
+                ],
+            ),
+            (Operation::GET, None, vec![uid(missing)]),
+        ],
+    ));
+    let answered = items(&resp);
+    assert_eq!(status(answered[0]).0, ResultStatus::OPERATION_UNDONE.0);
+    assert_eq!(status(answered[1]).0, ResultStatus::OPERATION_UNDONE.0);
+    assert_eq!(status(answered[2]).0, ResultStatus::OPERATION_FAILED.0);
+    assert!(by_name("undo-pair").is_empty());
+    assert_eq!(
+        x_attribute(&kmip, &existing, "x-Stage"),
+        [("x-Stage".to_owned(), V::TextString("during".into()))]
+    );
+
+    // An operation that cannot be undone may only come last: otherwise nothing runs.
+    let resp = kmip.call(&request(
+        (1, 4),
+        undo_header(),
+        vec![
+            (Operation::ACTIVATE, Some(vec![1]), vec![uid(&existing)]),
+            (Operation::GET, Some(vec![2]), vec![uid(missing)]),
+        ],
+    ));
+    for item in items(&resp) {
+        assert_eq!(
+            status(item),
+            (
+                ResultStatus::OPERATION_FAILED.0,
+                Some(ResultReason::FEATURE_NOT_SUPPORTED.0)
+            )
+        );
+    }
+    assert_eq!(
+        x_attribute(&kmip, &existing, "State"),
+        [("State".to_owned(), V::Enumeration(1))]
+    );
+    // Query Capabilities (1.4) says Undo and Continue are supported.
+    let resp = kmip.call(&v14(Operation::QUERY, vec![en(Tag::QUERY_FUNCTION, 0x0B)]));
+    let p = ok_payload(&resp);
+    let capabilities = payload_struct(&p)
+        .child(Tag::CAPABILITY_INFORMATION)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        capabilities.opt_bool(Tag::BATCH_UNDO_CAPABILITY).unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        capabilities
+            .opt_bool(Tag::BATCH_CONTINUE_CAPABILITY)
+            .unwrap(),
+        Some(true)
+    );
+    // Last, it runs; an Undo batch that succeeds is answered as usual.
+    let resp = kmip.call(&request(
+        (1, 4),
+        undo_header(),
+        vec![
+            (Operation::GET_ATTRIBUTES, None, vec![uid(&existing)]),
+            (Operation::ACTIVATE, None, vec![uid(&existing)]),
+        ],
+    ));
+    for item in items(&resp) {
+        payload(item);
+    }
+}
+
+/// The Big Integers of a Transparent key structure, by tag, as minimal DER INTEGER contents.
+fn big_integers(value: &V) -> Vec<(Tag, Vec<u8>)> {
+    let V::Structure(items) = value else {
+        panic!("transparent key material: {value:?}")
+    };
+    items
+        .iter()
+        .filter_map(|i| match &i.value {
+            V::BigInteger(b) => {
+                let bytes = b.as_bytes();
+                // Strip sign-extension bytes beyond the one DER keeps.
+                let mut start = 0;
+                while start + 1 < bytes.len() && bytes[start] == 0 && bytes[start + 1] & 0x80 == 0 {
+                    start += 1;
+                }
+                Some((i.tag, bytes[start..].to_vec()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(u8::try_from(len).unwrap());
+    } else if len < 0x100 {
+        out.extend([0x81, u8::try_from(len).unwrap()]);
+    } else {
+        out.extend([0x82, u8::try_from(len >> 8).unwrap(), (len & 0xFF) as u8]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+#[test]
+fn transparent_rsa_and_ec_keys_match_the_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        tmp.path(),
+        "kmip-transparent",
+        &[],
+    );
+    let kmip = Kmip::dev(&server);
+    let pair = |alg: u32, bits: i32| {
+        let resp = kmip.call(&v21(
+            Operation::CREATE_KEY_PAIR,
+            vec![st(
+                Tag::COMMON_ATTRIBUTES,
+                vec![
+                    en(Tag::CRYPTOGRAPHIC_ALGORITHM, alg),
+                    int(Tag::CRYPTOGRAPHIC_LENGTH, bits),
+                ],
+            )],
+        ));
+        let p = ok_payload(&resp);
+        let p = payload_struct(&p);
+        (
+            p.text(Tag::PRIVATE_KEY_UNIQUE_IDENTIFIER)
+                .unwrap()
+                .to_owned(),
+            p.text(Tag::PUBLIC_KEY_UNIQUE_IDENTIFIER)
+                .unwrap()
+                .to_owned(),
+        )
+    };
+    let get = |message: Item, object: Tag, format: u32| -> V {
+        let (f, v) = key_material(&ok_payload(&kmip.call(&message)), object);
+        assert_eq!(f, format);
+        v
+    };
+    let bytes = |v: V| match v {
+        V::ByteString(b) => b,
+        other => panic!("{other:?}"),
+    };
+    let with_format = |id: &str, format: u32| vec![uid(id), en(Tag::KEY_FORMAT_TYPE, format)];
+
+    // RSA: the eight private components rebuild exactly the PKCS #1 key the server holds.
+    let (private, public) = pair(4, 2048);
+    let transparent = get(
+        v21(Operation::GET, with_format(&private, 0x0A)),
+        Tag::PRIVATE_KEY,
+        0x0A,
+    );
+    let components = big_integers(&transparent);
+    let order = [
+        Tag::MODULUS,
+        Tag::PUBLIC_EXPONENT,
+        Tag::PRIVATE_EXPONENT,
+        Tag::P,
+        Tag::Q,
+        Tag::PRIME_EXPONENT_P,
+        Tag::PRIME_EXPONENT_Q,
+        Tag::CRT_COEFFICIENT,
+    ];
+    assert_eq!(components.len(), 8);
+    let mut body = der(0x02, &[0]);
+    for tag in order {
+        let (_, int) = components.iter().find(|(t, _)| *t == tag).unwrap();
+        body.extend(der(0x02, int));
+    }
+    let rebuilt = der(0x30, &body);
+    let pkcs1 = bytes(get(
+        v21(Operation::GET, with_format(&private, 3)),
+        Tag::PRIVATE_KEY,
+        3,
+    ));
+    assert_eq!(rebuilt, pkcs1);
+    let pkcs8 = bytes(get(
+        v21(Operation::GET, with_format(&private, 4)),
+        Tag::PRIVATE_KEY,
+        4,
+    ));
+    let key = keyfort_crypto::rsa::PrivateKey::from_pkcs8(&pkcs8).unwrap();
+    let spki = bytes(get(
+        v21(Operation::GET, with_format(&public, 5)),
+        Tag::PUBLIC_KEY,
+        5,
+    ));
+    assert_eq!(key.public_key().to_spki_der(), spki.as_slice());
+    // The public components are the private key's modulus and exponent 65537.
+    let public_components = big_integers(&get(
+        v21(Operation::GET, with_format(&public, 0x0B)),
+        Tag::PUBLIC_KEY,
+        0x0B,
+    ));
+    assert_eq!(
+        public_components,
+        vec![
+            components[0].clone(),
+            (Tag::PUBLIC_EXPONENT, vec![0x01, 0x00, 0x01])
+        ]
+    );
+    assert_eq!(
+        components[0].1.len(),
+        257,
+        "2048-bit modulus with its sign byte"
+    );
+    // A Transparent RSA format does not fit an EC or symmetric key, nor the other half.
+    let resp = kmip.call(&v21(Operation::GET, with_format(&public, 0x0A)));
+    assert_eq!(
+        failure(&resp),
+        ResultReason::KEY_FORMAT_TYPE_NOT_SUPPORTED.0
+    );
+
+    // EC P-256: D rebuilds a signing key whose public point is the Q String of the public key.
+    let (private, public) = pair(0x1A, 256);
+    let transparent = get(
+        v21(Operation::GET, with_format(&private, 0x14)),
+        Tag::PRIVATE_KEY,
+        0x14,
+    );
+    let V::Structure(fields) = &transparent else {
+        panic!("EC private key")
+    };
+    assert!(fields.contains(&en(
+        Tag::RECOMMENDED_CURVE,
+        keyfort_kmip::RecommendedCurve::P_256.0
+    )));
+    let (_, d) = big_integers(&transparent)
+        .into_iter()
+        .find(|(t, _)| *t == Tag::D)
+        .unwrap();
+    let d: Vec<u8> = d.into_iter().skip_while(|b| *b == 0).collect();
+    let mut scalar = vec![0u8; 32 - d.len()];
+    scalar.extend(d);
+    let ec_private_key = der(0x30, &[der(0x02, &[1]), der(0x04, &scalar)].concat());
+    let algorithm = der(
+        0x30,
+        &[
+            der(0x06, &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01]),
+            der(0x06, &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07]),
+        ]
+        .concat(),
+    );
+    let pkcs8 = der(
+        0x30,
+        &[der(0x02, &[0]), algorithm, der(0x04, &ec_private_key)].concat(),
+    );
+    let signer =
+        keyfort_crypto::ec::SigningKey::from_pkcs8(keyfort_crypto::ec::Curve::P256, &pkcs8)
+            .unwrap();
+    let public_value = get(
+        v21(Operation::GET, with_format(&public, 0x15)),
+        Tag::PUBLIC_KEY,
+        0x15,
+    );
+    let V::Structure(fields) = &public_value else {
+        panic!("EC public key")
+    };
+    let q = fields
+        .iter()
+        .find(|i| i.tag == Tag::Q_STRING)
+        .map(|i| bytes(i.value.clone()))
+        .unwrap();
+    assert_eq!(q.len(), 65);
+    assert_eq!(signer.public_key(), q.as_slice());
+    // KMIP 1.4 also answers the (deprecated) Transparent ECDSA formats; 2.x has them reserved,
+    // and KMIP 1.2 predates Transparent EC.
+    let ecdsa = get(
+        v14(Operation::GET, with_format(&private, 0x0E)),
+        Tag::PRIVATE_KEY,
+        0x0E,
+    );
+    assert_eq!(ecdsa, transparent);
+    let resp = kmip.call(&v21(Operation::GET, with_format(&private, 0x0E)));
+    assert_eq!(
+        failure(&resp),
+        ResultReason::KEY_FORMAT_TYPE_NOT_SUPPORTED.0
+    );
+    let resp = kmip.call(&request(
+        (1, 2),
+        vec![],
+        vec![(Operation::GET, None, with_format(&public, 0x15))],
+    ));
+    assert_eq!(
+        failure(&resp),
+        ResultReason::KEY_FORMAT_TYPE_NOT_SUPPORTED.0
+    );
+}
+
+fn import(
+    id: &str,
+    replace: Option<bool>,
+    object: Item,
+    object_type: u32,
+    extra: Vec<Item>,
+) -> Item {
+    let mut payload = vec![uid(id), en(Tag::OBJECT_TYPE, object_type)];
+    if let Some(r) = replace {
+        payload.push(Item::new(Tag::REPLACE_EXISTING, V::Boolean(r)));
+    }
+    payload.push(st(Tag::ATTRIBUTES, extra));
+    payload.push(object);
+    v21(Operation::IMPORT, payload)
+}
+
+fn symmetric_object(material: &[u8]) -> Item {
+    st(
+        Tag::SYMMETRIC_KEY,
+        vec![st(
+            Tag::KEY_BLOCK,
+            vec![
+                en(Tag::KEY_FORMAT_TYPE, 1),
+                st(
+                    Tag::KEY_VALUE,
+                    vec![Item::new(
+                        Tag::KEY_MATERIAL,
+                        V::ByteString(material.to_vec()),
+                    )],
+                ),
+                en(Tag::CRYPTOGRAPHIC_ALGORITHM, 3),
+                int(
+                    Tag::CRYPTOGRAPHIC_LENGTH,
+                    i32::try_from(material.len() * 8).unwrap(),
+                ),
+            ],
+        )],
+    )
+}
+
+#[test]
+fn import_with_replace_existing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-import", &[]);
+    let kmip = Kmip::dev(&server);
+    let id = "3c8e1d7a-52f4-4b0e-a1d9-7e6b5c4d3a21";
+    let resp = kmip.call(&import(
+        id,
+        None,
+        symmetric_object(&[0x11; 32]),
+        2,
+        vec![vendor(Tag::ATTRIBUTE, "Generation", Some("first"))],
+    ));
+    assert_eq!(uid_of(&ok_payload(&resp)), id);
+    // Without Replace Existing (or with False) an existing object is not replaced.
+    for replace in [None, Some(false)] {
+        let resp = kmip.call(&import(
+            id,
+            replace,
+            symmetric_object(&[0x22; 16]),
+            2,
+            vec![],
+        ));
+        assert_eq!(failure(&resp), ResultReason::OBJECT_ALREADY_EXISTS.0);
+    }
+    let material = |id: &str, object: Tag| {
+        key_material(
+            &ok_payload(&kmip.call(&v21(Operation::GET, vec![uid(id)]))),
+            object,
+        )
+        .1
+    };
+    assert_eq!(
+        material(id, Tag::SYMMETRIC_KEY),
+        V::ByteString(vec![0x11; 32])
+    );
+
+    // With it, the object is replaced: new material, length and attributes, the old ones gone.
+    let resp = kmip.call(&import(
+        id,
+        Some(true),
+        symmetric_object(&[0x22; 16]),
+        2,
+        vec![text(Tag::CONTACT_INFORMATION, "second")],
+    ));
+    assert_eq!(uid_of(&ok_payload(&resp)), id);
+    assert_eq!(
+        material(id, Tag::SYMMETRIC_KEY),
+        V::ByteString(vec![0x22; 16])
+    );
+    let resp = kmip.call(&v21(Operation::GET_ATTRIBUTES, vec![uid(id)]));
+    let all = v2_attributes(&ok_payload(&resp));
+    assert!(all.contains(&text(Tag::CONTACT_INFORMATION, "second")));
+    assert!(all.contains(&int(Tag::CRYPTOGRAPHIC_LENGTH, 128)));
+    assert!(!all.iter().any(|i| i.tag == Tag::ATTRIBUTE), "{all:?}");
+
+    // A replacement may change the object's type.
+    let secret = st(
+        Tag::SECRET_DATA,
+        vec![
+            en(Tag::SECRET_DATA_TYPE, 1),
+            st(
+                Tag::KEY_BLOCK,
+                vec![
+                    en(Tag::KEY_FORMAT_TYPE, 2),
+                    st(
+                        Tag::KEY_VALUE,
+                        vec![Item::new(
+                            Tag::KEY_MATERIAL,
+                            V::ByteString(b"s3cret".to_vec()),
+                        )],
+                    ),
+                ],
+            ),
+        ],
+    );
+    ok_payload(&kmip.call(&import(id, Some(true), secret, 7, vec![])));
+    let resp = kmip.call(&v21(Operation::GET, vec![uid(id)]));
+    let p = ok_payload(&resp);
+    assert_eq!(payload_struct(&p).enumeration(Tag::OBJECT_TYPE).unwrap(), 7);
+    assert_eq!(
+        material(id, Tag::SECRET_DATA),
+        V::ByteString(b"s3cret".to_vec())
+    );
+    let resp = kmip.call(&v14(
+        Operation::LOCATE,
+        vec![attr("Object Type", V::Enumeration(2))],
+    ));
+    assert!(!located(&ok_payload(&resp)).contains(&id.to_owned()));
+
+    // Replace Existing for an id that does not exist imports it.
+    let fresh = "9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d";
+    let resp = kmip.call(&import(
+        fresh,
+        Some(true),
+        symmetric_object(&[0x33; 32]),
+        2,
+        vec![],
+    ));
+    assert_eq!(uid_of(&ok_payload(&resp)), fresh);
+    assert_eq!(
+        material(fresh, Tag::SYMMETRIC_KEY),
+        V::ByteString(vec![0x33; 32])
+    );
+    // A replacement cannot be undone, so it may not precede other items of an Undo batch.
+    let V::Structure(message) =
+        import(fresh, Some(true), symmetric_object(&[0x44; 32]), 2, vec![]).value
+    else {
+        panic!()
+    };
+    let payload_of_import = Struct::of(&message[1])
+        .unwrap()
+        .get(Tag::REQUEST_PAYLOAD)
+        .unwrap()
+        .clone();
+    let V::Structure(import_payload) = payload_of_import.value else {
+        panic!()
+    };
+    let resp = kmip.call(&request(
+        (2, 1),
+        undo_header(),
+        vec![
+            (Operation::IMPORT, None, import_payload),
+            (Operation::GET, None, vec![uid(fresh)]),
+        ],
+    ));
+    assert!(items(&resp).iter().all(|i| status(i)
+        == (
+            ResultStatus::OPERATION_FAILED.0,
+            Some(ResultReason::FEATURE_NOT_SUPPORTED.0)
+        )));
+    assert_eq!(
+        material(fresh, Tag::SYMMETRIC_KEY),
+        V::ByteString(vec![0x33; 32])
+    );
+}

@@ -3,6 +3,7 @@
 
 use keyfort_core::{CoreError, Key};
 
+use super::undo::Undo;
 use super::{Ctx, OpResult, core, uid_item};
 use crate::ResultReason;
 use crate::attributes::{self, Attr};
@@ -44,14 +45,17 @@ fn check_settable(name: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Applies an attribute edit through the core (Manager role, audited); `edit` may refuse.
+/// Applies an edit of attribute `name` through the core (Manager role, audited); `edit` may
+/// refuse. Records how to undo it.
 async fn edit(
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     id: &str,
+    name: &str,
     edit: impl FnOnce(&mut Key) -> Result<Option<Attr>, Invalid>,
 ) -> Result<Option<Attr>, Invalid> {
     let mut refusal = None;
     let mut result = None;
+    let mut previous = Vec::new();
     let outcome = ctx
         .core
         .update_object(
@@ -59,17 +63,20 @@ async fn edit(
             ctx.instance(),
             id,
             "key.attributes.update",
-            |k| match edit(k) {
-                Ok(r) => {
-                    result = r;
-                    Ok(())
-                }
-                Err(e) => {
-                    refusal = Some(e);
-                    Err(CoreError::InvalidField {
-                        field: "attribute",
-                        rule: "refused by the KMIP attribute rules",
-                    })
+            |k| {
+                previous = attributes::stored_values(k, name);
+                match edit(k) {
+                    Ok(r) => {
+                        result = r;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        refusal = Some(e);
+                        Err(CoreError::InvalidField {
+                            field: "attribute",
+                            rule: "refused by the KMIP attribute rules",
+                        })
+                    }
                 }
             },
         )
@@ -77,7 +84,15 @@ async fn edit(
     match (outcome, refusal) {
         (_, Some(e)) => Err(e),
         (Err(e), None) => Err(core(e)),
-        (Ok(_), None) => Ok(result),
+        (Ok(key), None) => {
+            ctx.record(Undo::Attribute {
+                id: key.id,
+                name: name.to_owned(),
+                previous,
+                row_version: key.row_version,
+            });
+            Ok(result)
+        }
     }
 }
 
@@ -126,12 +141,7 @@ pub async fn get_attribute_list(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     let mut out = vec![uid_item(&key.id)];
     for n in names {
         if ctx.version.is_v2() {
-            if let Some(tag) = attributes::tag_of(&n).filter(|_| !attributes::is_custom(&n)) {
-                out.push(Item::new(
-                    Tag::ATTRIBUTE_REFERENCE,
-                    Value::Enumeration(tag.value()),
-                ));
-            }
+            out.extend(attributes::reference_item(&n));
         } else {
             out.push(Item::new(Tag::ATTRIBUTE_NAME, Value::TextString(n)));
         }
@@ -147,13 +157,7 @@ fn payload_attr(p: &Struct<'_>, v2_tag: Tag) -> Result<Option<Attr>, Invalid> {
     match p.child(v2_tag)? {
         Some(s) => {
             let item = s.items.first().ok_or_else(|| Invalid::missing(v2_tag))?;
-            let name = attributes::name_of(item.tag)
-                .ok_or_else(|| Invalid::field("unknown attribute tag"))?;
-            Ok(Some(Attr {
-                name,
-                index: None,
-                value: item.value.clone(),
-            }))
+            attributes::from_v2_item(item).map(Some)
         }
         None => Ok(None),
     }
@@ -174,7 +178,7 @@ pub async fn add_attribute(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     let attr =
         payload_attr(p, Tag::NEW_ATTRIBUTE)?.ok_or_else(|| Invalid::missing(Tag::ATTRIBUTE))?;
     check_settable(&attr.name)?;
-    let added = edit(ctx, &id, |k| {
+    let added = edit(ctx, &id, &attr.name, |k| {
         let mut values = attributes::stored_values(k, &attr.name);
         if !values.is_empty() && !multi_valued(&attr.name) {
             return Err(Invalid::new(
@@ -205,7 +209,7 @@ pub async fn set_attribute(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
             format!("{} is multi-valued: use Add Attribute", attr.name),
         ));
     }
-    edit(ctx, &id, |k| {
+    edit(ctx, &id, &attr.name, |k| {
         attributes::set_stored(k, &attr.name, std::slice::from_ref(&attr.value))?;
         Ok(None)
     })
@@ -220,7 +224,7 @@ pub async fn modify_attribute(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     let current =
         payload_attr(p, Tag::CURRENT_ATTRIBUTE)?.filter(|_| p.get(Tag::ATTRIBUTE).is_none());
     check_settable(&attr.name)?;
-    let modified = edit(ctx, &id, |k| {
+    let modified = edit(ctx, &id, &attr.name, |k| {
         let mut values = attributes::stored_values(k, &attr.name);
         let index = match (&current, attr.index) {
             (Some(c), _) => values.iter().position(|v| *v == c.value),
@@ -258,7 +262,7 @@ pub async fn delete_attribute(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         },
     };
     check_settable(&name)?;
-    let deleted = edit(ctx, &id, |k| {
+    let deleted = edit(ctx, &id, &name.clone(), |k| {
         let mut values = attributes::stored_values(k, &name);
         let i = match (&current, index) {
             (Some(c), _) => values.iter().position(|v| v == c),

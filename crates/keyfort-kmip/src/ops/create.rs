@@ -1,10 +1,11 @@
 //! Create (KMIP 1.4 §4.1), Create Key Pair (§4.2), Register (§4.3) and Re-key (§4.4).
 
-use keyfort_core::KeyState;
 use keyfort_core::objects::{
     EcCurve, KeyPairAlgorithm, NewObject, ObjectType as CoreType, PairHalf,
 };
+use keyfort_core::{CoreError, KeyState};
 
+use super::undo::Undo;
 use super::{Ctx, OpResult, core, uid_item};
 use crate::attributes::{self, Attr};
 use crate::message::{Invalid, Struct};
@@ -100,6 +101,10 @@ pub async fn create(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         )
         .await
         .map_err(core)?;
+    ctx.record(Undo::Created {
+        id: key.id.clone(),
+        row_version: key.row_version,
+    });
     ctx.placeholder = Some(key.id.clone());
     Ok(vec![
         Item::new(Tag::OBJECT_TYPE, Value::Enumeration(t.0)),
@@ -167,6 +172,12 @@ pub async fn create_key_pair(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         )
         .await
         .map_err(core)?;
+    for k in [&private_key, &public_key] {
+        ctx.record(Undo::Created {
+            id: k.id.clone(),
+            row_version: k.row_version,
+        });
+    }
     ctx.placeholder = Some(private_key.id.clone());
     Ok(vec![
         Item::new(
@@ -198,28 +209,25 @@ fn curve(attrs: &[Attr]) -> Result<Option<EcCurve>, Invalid> {
 }
 
 pub async fn register(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
-    store(ctx, p, None).await
+    store(ctx, p, None, false).await
 }
 
 /// Import (KMIP 2.0 §6.1.28): Register with the client's Unique Identifier (a UUID).
 pub async fn import(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     let id = p.text(Tag::UNIQUE_IDENTIFIER)?.to_owned();
-    if p.opt_bool(Tag::REPLACE_EXISTING)? == Some(true) {
-        return Err(Invalid::new(
-            ResultReason::FEATURE_NOT_SUPPORTED,
-            "replacing an existing object is not supported",
-        ));
-    }
+    let replace = p.opt_bool(Tag::REPLACE_EXISTING)? == Some(true);
     if p.get(Tag::KEY_WRAP_TYPE).is_some() {
         return Err(Invalid::new(
             ResultReason::FEATURE_NOT_SUPPORTED,
             "importing wrapped objects is not supported",
         ));
     }
-    store(ctx, p, Some(id)).await
+    store(ctx, p, Some(id), replace).await
 }
 
-async fn store(ctx: &mut Ctx<'_>, p: &Struct<'_>, id: Option<String>) -> OpResult {
+/// Registers (or with `replace`, replaces: the object with that id is purged and the new one
+/// takes its id in the same transaction; a missing one is simply created).
+async fn store(ctx: &mut Ctx<'_>, p: &Struct<'_>, id: Option<String>, replace: bool) -> OpResult {
     let t = object_type(p)?;
     let core_type = attributes::core_type(t).ok_or_else(|| {
         Invalid::new(
@@ -239,24 +247,41 @@ async fn store(ctx: &mut Ctx<'_>, p: &Struct<'_>, id: Option<String>) -> OpResul
     if let Some(d) = object.data_type {
         stored.insert(super::get::DATA_TYPE_KEY.to_owned(), d.into());
     }
-    let key = ctx
-        .core
-        .create_object(
-            ctx.caller(),
-            ctx.instance(),
-            NewObject {
-                object_type: core_type,
-                algorithm: algorithm.to_owned(),
-                bit_length: bits,
-                name: attributes::first_name(&attrs),
-                attributes: stored,
-                material: Some(object.material),
-                initial_state: initial_state(&attrs),
-                id,
-            },
-        )
-        .await
-        .map_err(core)?;
+    let new = NewObject {
+        object_type: core_type,
+        algorithm: algorithm.to_owned(),
+        bit_length: bits,
+        name: attributes::first_name(&attrs),
+        attributes: stored,
+        material: Some(object.material),
+        initial_state: initial_state(&attrs),
+        id,
+    };
+    let exists = match (&new.id, replace) {
+        (Some(id), true) => match ctx.core.key(ctx.caller(), ctx.instance(), id).await {
+            Ok(_) => true,
+            Err(CoreError::KeyNotFound { .. }) => false,
+            Err(e) => return Err(core(e)),
+        },
+        _ => false,
+    };
+    let key = if exists {
+        ctx.core
+            .replace_object(ctx.caller(), ctx.instance(), new)
+            .await
+            .map_err(core)?
+    } else {
+        let key = ctx
+            .core
+            .create_object(ctx.caller(), ctx.instance(), new)
+            .await
+            .map_err(core)?;
+        ctx.record(Undo::Created {
+            id: key.id.clone(),
+            row_version: key.row_version,
+        });
+        key
+    };
     ctx.placeholder = Some(key.id.clone());
     Ok(vec![uid_item(&key.id)])
 }
@@ -285,8 +310,14 @@ pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         })
         .await
         .map_err(core)?;
+    ctx.record(Undo::Created {
+        id: new.id.clone(),
+        row_version: new.row_version,
+    });
     let new_id = new.id.clone();
-    ctx.core
+    let mut previous = Vec::new();
+    let old = ctx
+        .core
         .update_object(
             ctx.caller(),
             ctx.instance(),
@@ -294,6 +325,7 @@ pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
             "key.attributes.update",
             |k| {
                 let mut links = attributes::stored_values(k, "Link");
+                previous.clone_from(&links);
                 links.push(link(LinkType::REPLACEMENT_OBJECT_LINK, &new_id));
                 attributes::set_stored(k, "Link", &links).map_err(|_| {
                     keyfort_core::CoreError::InvalidField {
@@ -305,6 +337,12 @@ pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         )
         .await
         .map_err(core)?;
+    ctx.record(Undo::Attribute {
+        id: old.id,
+        name: "Link".to_owned(),
+        previous,
+        row_version: old.row_version,
+    });
     ctx.placeholder = Some(new.id.clone());
     Ok(vec![uid_item(&new.id)])
 }

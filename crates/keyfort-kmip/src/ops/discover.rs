@@ -69,5 +69,21 @@ pub fn query(ctx: &Ctx<'_>, p: &Struct<'_>) -> OpResult {
         ));
         out.push(structure(Tag::SERVER_INFORMATION, Vec::new()));
     }
+    // Capability Information (KMIP 1.3 §2.1.21; the batch capabilities since 1.4).
+    if functions.contains(&QueryFunction::QUERY_CAPABILITIES)
+        && ctx.version >= ProtocolVersion::new(1, 3)
+    {
+        let flag = |tag, on| Item::new(tag, Value::Boolean(on));
+        let mut capabilities = vec![
+            flag(Tag::STREAMING_CAPABILITY, false),
+            flag(Tag::ASYNCHRONOUS_CAPABILITY, false),
+            flag(Tag::ATTESTATION_CAPABILITY, false),
+        ];
+        if ctx.version >= ProtocolVersion::new(1, 4) {
+            capabilities.push(flag(Tag::BATCH_UNDO_CAPABILITY, true));
+            capabilities.push(flag(Tag::BATCH_CONTINUE_CAPABILITY, true));
+        }
+        out.push(structure(Tag::CAPABILITY_INFORMATION, capabilities));
+    }
     Ok(out)
 }

@@ -7,11 +7,11 @@ use zeroize::Zeroizing;
 use super::{Ctx, OpResult, core, uid_item};
 use crate::attributes;
 use crate::der;
-use crate::message::{Invalid, Struct, structure};
-use crate::ttlv::{Item, Tag, Value, encode};
+use crate::message::{Invalid, ProtocolVersion, Struct, structure};
+use crate::ttlv::{BigInt, Item, Tag, Value, encode};
 use crate::{
     BlockCipherMode, CertificateType, CryptographicAlgorithm, EncodingOption, KeyFormatType,
-    ObjectType, ResultReason, WrappingMethod,
+    ObjectType, RecommendedCurve, ResultReason, WrappingMethod,
 };
 
 /// An object read from a Register request, in the core's stored form.
@@ -168,12 +168,113 @@ fn default_format(key: &Key) -> KeyFormatType {
     }
 }
 
-/// The Key Material in `format`.
-fn material_in(key: &Key, stored: &[u8], format: KeyFormatType) -> Result<Value, Invalid> {
+fn unreadable() -> Invalid {
+    Invalid::new(ResultReason::GENERAL_FAILURE, "stored key unreadable")
+}
+
+fn big(tag: Tag, twos_complement: Vec<u8>) -> Item {
+    Item::new(
+        tag,
+        Value::BigInteger(BigInt::from_be_bytes(&twos_complement)),
+    )
+}
+
+/// An unsigned big-endian number as a (positive) Big Integer.
+fn big_unsigned(tag: Tag, bytes: &[u8]) -> Item {
+    let mut v = vec![0];
+    v.extend(bytes.iter().skip_while(|b| **b == 0));
+    big(tag, v)
+}
+
+/// The Recommended Curve of an EC key (by its length: the core's curves are P-256/384/521).
+fn recommended_curve(key: &Key) -> Result<Item, Invalid> {
+    let curve = match key.bit_length {
+        256 => RecommendedCurve::P_256,
+        384 => RecommendedCurve::P_384,
+        521 => RecommendedCurve::P_521,
+        _ => return Err(Invalid::field("unsupported curve")),
+    };
+    Ok(Item::new(
+        Tag::RECOMMENDED_CURVE,
+        Value::Enumeration(curve.0),
+    ))
+}
+
+/// Whether a Key Format Type exists in a protocol version: the Transparent EC formats came in
+/// KMIP 1.3; the Transparent ECDSA/ECDH/ECMQV ones were deprecated by them and are reserved in
+/// KMIP 2.0.
+fn format_in_version(format: KeyFormatType, version: ProtocolVersion) -> bool {
+    match format {
+        KeyFormatType::TRANSPARENT_EC_PRIVATE_KEY | KeyFormatType::TRANSPARENT_EC_PUBLIC_KEY => {
+            version >= ProtocolVersion::new(1, 3)
+        }
+        KeyFormatType::TRANSPARENT_ECDSA_PRIVATE_KEY
+        | KeyFormatType::TRANSPARENT_ECDSA_PUBLIC_KEY
+        | KeyFormatType::TRANSPARENT_ECDH_PRIVATE_KEY
+        | KeyFormatType::TRANSPARENT_ECDH_PUBLIC_KEY => !version.is_v2(),
+        _ => true,
+    }
+}
+
+/// The Key Material in `format` (KMIP 1.4 §2.1.7: the Transparent key structures).
+fn material_in(
+    key: &Key,
+    stored: &[u8],
+    format: KeyFormatType,
+    version: ProtocolVersion,
+) -> Result<Value, Invalid> {
     let t = attributes::object_type(key);
     let rsa = key.algorithm == "RSA";
+    let ec = key.algorithm == "EC";
     let bytes = |b: Vec<u8>| Ok(Value::ByteString(b));
+    if !format_in_version(format, version) {
+        return Err(unsupported_format(format));
+    }
     match (t, format) {
+        (ObjectType::PRIVATE_KEY, KeyFormatType::TRANSPARENT_RSA_PRIVATE_KEY) if rsa => {
+            let pkcs1 = Zeroizing::new(der::pkcs8_to_pkcs1(stored).ok_or_else(unreadable)?);
+            let [n, e, d, p, q, dp, dq, qinv] =
+                der::rsa_private_components(&pkcs1).ok_or_else(unreadable)?;
+            Ok(Value::Structure(vec![
+                big(Tag::MODULUS, n),
+                big(Tag::PRIVATE_EXPONENT, d),
+                big(Tag::PUBLIC_EXPONENT, e),
+                big(Tag::P, p),
+                big(Tag::Q, q),
+                big(Tag::PRIME_EXPONENT_P, dp),
+                big(Tag::PRIME_EXPONENT_Q, dq),
+                big(Tag::CRT_COEFFICIENT, qinv),
+            ]))
+        }
+        (ObjectType::PUBLIC_KEY, KeyFormatType::TRANSPARENT_RSA_PUBLIC_KEY) if rsa => {
+            let pkcs1 = der::spki_key(stored).ok_or_else(unreadable)?;
+            let (n, e) = der::rsa_public_components(&pkcs1).ok_or_else(unreadable)?;
+            Ok(Value::Structure(vec![
+                big(Tag::MODULUS, n),
+                big(Tag::PUBLIC_EXPONENT, e),
+            ]))
+        }
+        (
+            ObjectType::PRIVATE_KEY,
+            KeyFormatType::TRANSPARENT_EC_PRIVATE_KEY
+            | KeyFormatType::TRANSPARENT_ECDSA_PRIVATE_KEY
+            | KeyFormatType::TRANSPARENT_ECDH_PRIVATE_KEY,
+        ) if ec => {
+            let d = Zeroizing::new(der::ec_private_scalar(stored).ok_or_else(unreadable)?);
+            Ok(Value::Structure(vec![
+                recommended_curve(key)?,
+                big_unsigned(Tag::D, &d),
+            ]))
+        }
+        (
+            ObjectType::PUBLIC_KEY,
+            KeyFormatType::TRANSPARENT_EC_PUBLIC_KEY
+            | KeyFormatType::TRANSPARENT_ECDSA_PUBLIC_KEY
+            | KeyFormatType::TRANSPARENT_ECDH_PUBLIC_KEY,
+        ) if ec => Ok(Value::Structure(vec![
+            recommended_curve(key)?,
+            Item::new(Tag::Q_STRING, Value::ByteString(stored.to_vec())),
+        ])),
         (
             ObjectType::SYMMETRIC_KEY | ObjectType::SECRET_DATA,
             KeyFormatType::RAW | KeyFormatType::OPAQUE,
@@ -268,7 +369,7 @@ pub async fn get(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         ),
         _ => {
             let format = requested.unwrap_or_else(|| default_format(&key));
-            let material = material_in(&key, &stored, format)?;
+            let material = material_in(&key, &stored, format, ctx.version)?;
             let key_value = structure(Tag::KEY_VALUE, vec![Item::new(Tag::KEY_MATERIAL, material)]);
             let (value, wrapping_data) = match wrapping {
                 None => (key_value.value, None),

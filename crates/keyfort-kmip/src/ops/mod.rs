@@ -9,6 +9,7 @@ mod discover;
 mod get;
 mod lifecycle;
 mod locate;
+pub mod undo;
 
 use keyfort_core::{CoreError, Keyfort, KmipSession};
 
@@ -26,6 +27,11 @@ pub struct Ctx<'a> {
     pub session: &'a KmipSession,
     pub version: ProtocolVersion,
     pub placeholder: Option<String>,
+    /// With the Undo continuation option: the compensations of the changes made so far, each
+    /// with the index of the batch item that made it.
+    pub undo: Option<Vec<(usize, undo::Undo)>>,
+    /// The index of the batch item running.
+    pub item: usize,
 }
 
 impl Ctx<'_> {
@@ -35,6 +41,14 @@ impl Ctx<'_> {
 
     pub fn caller(&self) -> &keyfort_core::Caller {
         &self.session.caller
+    }
+
+    /// Records the compensation of a change, when the batch may have to be undone.
+    pub fn record(&mut self, undo: undo::Undo) {
+        let item = self.item;
+        if let Some(log) = &mut self.undo {
+            log.push((item, undo));
+        }
     }
 
     /// The request's Unique Identifier, or the ID Placeholder when it has none.
