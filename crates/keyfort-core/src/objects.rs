@@ -15,6 +15,8 @@
 //! start pre-active unless the request says otherwise, and carry protocol attributes in
 //! `Key::attributes`. Every cryptographic operation goes through `keyfort-crypto`.
 
+use std::sync::Arc;
+
 use keyfort_store::Write;
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
@@ -826,19 +828,32 @@ impl Keyfort {
         instance_id: &str,
         id: &str,
         usage: Usage,
-    ) -> Result<(Key, Zeroizing<Vec<u8>>)> {
-        let key = self
-            .key_for(caller, instance_id, id, Action::UseKey)
-            .await?;
+    ) -> Result<(Key, Arc<Zeroizing<Vec<u8>>>)> {
+        // As the wrap path: the key and its unsealed material from the key cache while fresh
+        // (see `cache.rs`; every change to the key drops its entry).
+        self.unsealed_for(caller, instance_id).await?;
+        let now = self.now_ms();
+        let entry = match self.inner.key_cache.get(instance_id, id, now) {
+            Some(entry) => entry,
+            None => {
+                let key = self.find_key(instance_id, id).await?;
+                self.inner.key_cache.insert(instance_id, id, key, now)
+            }
+        };
+        let key = &entry.key;
+        caller.authorize(Action::UseKey, instance_id, Some(&key.key_ring_id))?;
+        crate::kms::check_key_ring(caller, key)?;
         if !key.state.permits(usage) {
             return Err(CoreError::KeyNotUsable {
-                id: key.id,
+                id: key.id.clone(),
                 state: key.state,
                 usage,
             });
         }
-        let material = self.version_material(&key, &key.current_version_id).await?;
-        Ok((key, material))
+        let material = self
+            .cached_material(&entry, &key.current_version_id)
+            .await?;
+        Ok((key.clone(), material))
     }
 }
 

@@ -248,7 +248,7 @@ impl Keyfort {
     }
 
     /// A version's material, unsealed once per cache entry.
-    async fn cached_material(
+    pub(crate) async fn cached_material(
         &self,
         entry: &CachedKey,
         version_id: &str,
