@@ -126,10 +126,16 @@ impl SignatureFormat {
 }
 
 /// An ECDSA private key. Zeroized on drop; redacting `Debug`; no `Clone`.
+///
+/// Keeps the key parsed for the `aws-lc-rs` algorithms of its curve (DER and fixed signatures
+/// with the curve's own hash), each parsed at most once: parsing validates the key pair, a
+/// scalar multiplication that costs as much as a signature.
 pub struct SigningKey {
     curve: Curve,
     pkcs8: Zeroizing<Vec<u8>>,
     public: Vec<u8>,
+    /// The key parsed for the curve's DER (`[0]`) and fixed (`[1]`) signing algorithm.
+    parsed: [std::sync::OnceLock<lc_sig::EcdsaKeyPair>; 2],
 }
 
 impl SigningKey {
@@ -139,13 +145,20 @@ impl SigningKey {
             lc_sig::EcdsaKeyPair::generate(curve.any_signing()).map_err(|_| Error::Internal {
                 what: "EC key generation",
             })?;
+        SigningKey::with_parsed(curve, kp)
+    }
+
+    /// A key from its pair parsed for `curve.any_signing()` (the curve's DER algorithm).
+    fn with_parsed(curve: Curve, kp: lc_sig::EcdsaKeyPair) -> Result<SigningKey> {
         let doc = kp.to_pkcs8v1().map_err(|_| Error::Internal {
             what: "EC PKCS#8 encoding",
         })?;
+        let public = kp.public_key().as_ref().to_vec();
         Ok(SigningKey {
             curve,
             pkcs8: Zeroizing::new(doc.as_ref().to_vec()),
-            public: kp.public_key().as_ref().to_vec(),
+            public,
+            parsed: [std::sync::OnceLock::from(kp), std::sync::OnceLock::new()],
         })
     }
 
@@ -153,14 +166,7 @@ impl SigningKey {
     pub fn from_pkcs8(curve: Curve, der: &[u8]) -> Result<SigningKey> {
         let kp = lc_sig::EcdsaKeyPair::from_pkcs8(curve.any_signing(), der)
             .map_err(|e| Error::key_rejected(&e))?;
-        let doc = kp.to_pkcs8v1().map_err(|_| Error::Internal {
-            what: "EC PKCS#8 encoding",
-        })?;
-        Ok(SigningKey {
-            curve,
-            pkcs8: Zeroizing::new(doc.as_ref().to_vec()),
-            public: kp.public_key().as_ref().to_vec(),
-        })
+        SigningKey::with_parsed(curve, kp)
     }
 
     /// The key as PKCS #8 v1 DER.
@@ -184,8 +190,17 @@ impl SigningKey {
     /// Hashes `msg` with `hash` and signs the digest.
     pub fn sign(&self, hash: Hash, format: SignatureFormat, msg: &[u8]) -> Result<Vec<u8>> {
         if let Some(alg) = self.curve.signing(hash, format) {
-            let kp = lc_sig::EcdsaKeyPair::from_pkcs8(alg, &self.pkcs8)
-                .map_err(|e| Error::key_rejected(&e))?;
+            let slot = &self.parsed[usize::from(format == SignatureFormat::Fixed)];
+            let kp = match slot.get() {
+                Some(kp) => kp,
+                None => {
+                    let kp = lc_sig::EcdsaKeyPair::from_pkcs8(alg, &self.pkcs8)
+                        .map_err(|e| Error::key_rejected(&e))?;
+                    // Another thread may have won the race; its pair is the same key.
+                    let _ = slot.set(kp);
+                    slot.get().ok_or(Error::Internal { what: "ECDSA key" })?
+                }
+            };
             let sig = kp
                 .sign(&SystemRandom::new(), msg)
                 .map_err(|_| Error::Internal { what: "ECDSA sign" })?;
@@ -404,6 +419,46 @@ mod tests {
                 Curve::P256
             };
             assert!(SigningKey::from_pkcs8(other, &key.to_pkcs8()).is_err());
+        }
+    }
+
+    #[test]
+    fn parsed_pair_is_kept_and_shared_between_threads() {
+        for curve in CURVES {
+            let key = SigningKey::generate(curve).unwrap();
+            let parsed =
+                std::sync::Arc::new(SigningKey::from_pkcs8(curve, &key.to_pkcs8()).unwrap());
+            let hash = match curve {
+                Curve::P384 => Hash::Sha384,
+                Curve::P521 => Hash::Sha512,
+                _ => Hash::Sha256,
+            };
+            // Only the DER form is parsed at first; the fixed form is parsed on first use, once.
+            assert!(parsed.parsed[0].get().is_some());
+            assert!(parsed.parsed[1].get().is_none());
+            let threads: Vec<_> = (0..4)
+                .map(|i| {
+                    let k = parsed.clone();
+                    std::thread::spawn(move || {
+                        let format = if i % 2 == 0 {
+                            SignatureFormat::Fixed
+                        } else {
+                            SignatureFormat::Der
+                        };
+                        (format, k.sign(hash, format, b"shared").unwrap())
+                    })
+                })
+                .collect();
+            for t in threads {
+                let (format, sig) = t.join().unwrap();
+                assert!(verify(curve, key.public_key(), hash, format, b"shared", &sig).is_ok());
+            }
+            let kept = parsed.parsed[1].get().unwrap() as *const lc_sig::EcdsaKeyPair;
+            parsed.sign(hash, SignatureFormat::Fixed, b"again").unwrap();
+            assert_eq!(
+                parsed.parsed[1].get().unwrap() as *const lc_sig::EcdsaKeyPair,
+                kept
+            );
         }
     }
 
