@@ -264,3 +264,40 @@ impl Grep11Sealer {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn digest(i: usize) -> [u8; 32] {
+        let mut d = [0u8; 32];
+        d[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        d
+    }
+
+    #[test]
+    fn opened_blobs_are_bounded_oldest_first_and_typed() {
+        let kept = OpenedBlobs::default();
+        let first = Arc::new(String::from("first"));
+        kept.put(digest(0), first.clone());
+        std::thread::sleep(Duration::from_millis(2));
+        for i in 1..OPENED_MAX {
+            kept.put(digest(i), Arc::new(i));
+        }
+        assert_eq!(kept.len(), OPENED_MAX);
+        let got = kept.get(&digest(0)).unwrap().downcast::<String>().unwrap();
+        assert!(Arc::ptr_eq(&got, &first));
+        drop(got);
+        // Replacing a kept entry evicts nothing; one more entry evicts the oldest.
+        kept.put(digest(5), Arc::new(5usize));
+        assert_eq!(kept.len(), OPENED_MAX);
+        kept.put(digest(OPENED_MAX), Arc::new(OPENED_MAX));
+        assert_eq!(kept.len(), OPENED_MAX);
+        assert!(kept.get(&digest(0)).is_none());
+        assert_eq!(Arc::strong_count(&first), 1, "the evicted value is dropped");
+        assert!(kept.get(&digest(1)).is_some());
+        // A value of another type is not returned as this one.
+        assert!(kept.get(&digest(1)).unwrap().downcast::<String>().is_err());
+    }
+}
