@@ -7,8 +7,20 @@
 //! blob from another instance or another master key is recognised as such, and
 //! [`Grep11Sealer::unseal`] accepts any master key version still loaded, which is what
 //! `RewrapKeyBlob` needs during a master key rotation.
+//!
+//! Opening a blob (authenticating it, decoding its attributes, parsing the key inside, which
+//! for an EC or RSA key means validating the key pair) costs as much as the operation it serves,
+//! so the door may keep what it opened in [`OpenedBlobs`], through [`Grep11Sealer::opened`] and
+//! [`Grep11Sealer::remember_opened`]: in memory only, keyed by the SHA-256 of the whole blob (a
+//! changed byte is a different blob that must authenticate on its own), held by the loaded
+//! master keys of the instance, so that sealing the instance or changing its master keys drops
+//! (and zeroizes) everything at once. Nothing is stored: the server still keeps no state for
+//! a blob that it could not rebuild from the blob alone.
 
-use std::sync::Arc;
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use keyfort_crypto::seal::{self, MasterKey, SealContext};
 use zeroize::Zeroizing;
@@ -111,7 +123,78 @@ pub(crate) fn implied_instance(caller: &Caller) -> Option<String> {
     named.all(|s| s == first).then(|| first.to_owned())
 }
 
+/// Most opened blobs kept per instance.
+pub const OPENED_MAX: usize = 1024;
+/// How long an opened blob is kept after it was first opened.
+pub const OPENED_TTL: Duration = Duration::from_secs(300);
+
+/// A value the door derived from a blob that opened, kept with the time it was opened.
+type Opened = (Instant, Arc<dyn Any + Send + Sync>);
+
+/// What the GREP11 door derived from blobs that opened under one set of loaded master keys,
+/// by SHA-256 of the blob: at most [`OPENED_MAX`] entries (the oldest goes first), each for at
+/// most [`OPENED_TTL`]. It lives and dies with those keys.
+#[derive(Default)]
+pub(crate) struct OpenedBlobs {
+    entries: Mutex<HashMap<[u8; 32], Opened>>,
+}
+
+impl OpenedBlobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Opened>> {
+        // The map is consistent after every single insert or remove.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, digest: &[u8; 32]) -> Option<Arc<dyn Any + Send + Sync>> {
+        let mut map = self.lock();
+        match map.get(digest) {
+            Some((at, v)) if at.elapsed() < OPENED_TTL => Some(v.clone()),
+            Some(_) => {
+                map.remove(digest);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, digest: [u8; 32], value: Arc<dyn Any + Send + Sync>) {
+        let mut map = self.lock();
+        if map.len() >= OPENED_MAX && !map.contains_key(&digest) {
+            map.retain(|_, (at, _)| at.elapsed() < OPENED_TTL);
+            if map.len() >= OPENED_MAX {
+                let oldest = map.iter().min_by_key(|(_, (at, _))| *at).map(|(d, _)| *d);
+                if let Some(d) = oldest {
+                    map.remove(&d);
+                }
+            }
+        }
+        map.insert(digest, (Instant::now(), value));
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
 impl Grep11Sealer {
+    /// What [`Grep11Sealer::remember_opened`] kept for the blob whose SHA-256 is `digest`,
+    /// under the master keys this sealer holds, if it is still kept and of type `T`.
+    pub fn opened<T: Any + Send + Sync>(&self, digest: &[u8; 32]) -> Option<Arc<T>> {
+        self.keys.grep11_opened.get(digest)?.downcast().ok()
+    }
+
+    /// Keeps `value`, derived from the blob whose SHA-256 is `digest` after that blob opened
+    /// with this sealer, until the instance is sealed or its master keys change (or it ages
+    /// out, see [`OpenedBlobs`]). Only ever call this for a blob that authenticated.
+    pub fn remember_opened<T: Any + Send + Sync>(&self, digest: [u8; 32], value: Arc<T>) {
+        self.keys.grep11_opened.put(digest, value);
+    }
+
+    /// How many opened blobs are kept for this sealer's master keys.
+    pub fn opened_count(&self) -> usize {
+        self.keys.grep11_opened.len()
+    }
+
     /// The instance this sealer serves.
     pub fn instance_id(&self) -> &str {
         &self.instance_id
@@ -179,5 +262,42 @@ impl Grep11Sealer {
             object_id: object,
             attributes,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn digest(i: usize) -> [u8; 32] {
+        let mut d = [0u8; 32];
+        d[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        d
+    }
+
+    #[test]
+    fn opened_blobs_are_bounded_oldest_first_and_typed() {
+        let kept = OpenedBlobs::default();
+        let first = Arc::new(String::from("first"));
+        kept.put(digest(0), first.clone());
+        std::thread::sleep(Duration::from_millis(2));
+        for i in 1..OPENED_MAX {
+            kept.put(digest(i), Arc::new(i));
+        }
+        assert_eq!(kept.len(), OPENED_MAX);
+        let got = kept.get(&digest(0)).unwrap().downcast::<String>().unwrap();
+        assert!(Arc::ptr_eq(&got, &first));
+        drop(got);
+        // Replacing a kept entry evicts nothing; one more entry evicts the oldest.
+        kept.put(digest(5), Arc::new(5usize));
+        assert_eq!(kept.len(), OPENED_MAX);
+        kept.put(digest(OPENED_MAX), Arc::new(OPENED_MAX));
+        assert_eq!(kept.len(), OPENED_MAX);
+        assert!(kept.get(&digest(0)).is_none());
+        assert_eq!(Arc::strong_count(&first), 1, "the evicted value is dropped");
+        assert!(kept.get(&digest(1)).is_some());
+        // A value of another type is not returned as this one.
+        assert!(kept.get(&digest(1)).unwrap().downcast::<String>().is_err());
     }
 }

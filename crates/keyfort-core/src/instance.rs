@@ -145,9 +145,19 @@ pub(crate) struct MasterKeys {
 /// The loaded master key versions of one instance, newest last.
 pub(crate) struct LoadedKeys {
     keys: Vec<Arc<MasterKey>>,
+    /// What the GREP11 door derived from blobs that opened under exactly these keys; dropped
+    /// with them (seal, rotation).
+    pub(crate) grep11_opened: crate::grep11::OpenedBlobs,
 }
 
 impl LoadedKeys {
+    fn new(keys: Vec<Arc<MasterKey>>) -> LoadedKeys {
+        LoadedKeys {
+            keys,
+            grep11_opened: crate::grep11::OpenedBlobs::default(),
+        }
+    }
+
     /// The current (newest) master key.
     pub(crate) fn current(&self) -> &MasterKey {
         // Invariant: a LoadedKeys is only built from a non-empty list (see MasterKeys::load).
@@ -210,7 +220,7 @@ impl MasterKeys {
         }
         keys.sort_by_key(|k| k.version());
         self.write()
-            .insert(instance_id.to_owned(), Arc::new(LoadedKeys { keys }));
+            .insert(instance_id.to_owned(), Arc::new(LoadedKeys::new(keys)));
     }
 
     /// Keeps only the current master key of an instance (the end of a rotation); the others
@@ -221,9 +231,7 @@ impl MasterKeys {
             let current = loaded.current_shared();
             map.insert(
                 instance_id.to_owned(),
-                Arc::new(LoadedKeys {
-                    keys: vec![current],
-                }),
+                Arc::new(LoadedKeys::new(vec![current])),
             );
         }
     }

@@ -65,6 +65,24 @@ impl Curve {
         }
     }
 
+    /// The hash `aws-lc-rs` pairs with this curve.
+    fn native_hash(self) -> Hash {
+        match self {
+            Curve::P256 | Curve::Secp256k1 => Hash::Sha256,
+            Curve::P384 => Hash::Sha384,
+            Curve::P521 => Hash::Sha512,
+        }
+    }
+
+    /// [`Curve::native_hash`] as an `aws-lc-rs` digest algorithm.
+    fn native_digest(self) -> &'static aws_lc_rs::digest::Algorithm {
+        match self {
+            Curve::P256 | Curve::Secp256k1 => &aws_lc_rs::digest::SHA256,
+            Curve::P384 => &aws_lc_rs::digest::SHA384,
+            Curve::P521 => &aws_lc_rs::digest::SHA512,
+        }
+    }
+
     /// The `aws-lc-rs` signing algorithm for this curve, hash and format, if it has one.
     fn signing(
         self,
@@ -126,10 +144,16 @@ impl SignatureFormat {
 }
 
 /// An ECDSA private key. Zeroized on drop; redacting `Debug`; no `Clone`.
+///
+/// Keeps the key parsed for the `aws-lc-rs` algorithms of its curve (DER and fixed signatures
+/// with the curve's own hash), each parsed at most once: parsing validates the key pair, a
+/// scalar multiplication that costs as much as a signature.
 pub struct SigningKey {
     curve: Curve,
     pkcs8: Zeroizing<Vec<u8>>,
     public: Vec<u8>,
+    /// The key parsed for the curve's DER (`[0]`) and fixed (`[1]`) signing algorithm.
+    parsed: [std::sync::OnceLock<lc_sig::EcdsaKeyPair>; 2],
 }
 
 impl SigningKey {
@@ -139,13 +163,20 @@ impl SigningKey {
             lc_sig::EcdsaKeyPair::generate(curve.any_signing()).map_err(|_| Error::Internal {
                 what: "EC key generation",
             })?;
+        SigningKey::with_parsed(curve, kp)
+    }
+
+    /// A key from its pair parsed for `curve.any_signing()` (the curve's DER algorithm).
+    fn with_parsed(curve: Curve, kp: lc_sig::EcdsaKeyPair) -> Result<SigningKey> {
         let doc = kp.to_pkcs8v1().map_err(|_| Error::Internal {
             what: "EC PKCS#8 encoding",
         })?;
+        let public = kp.public_key().as_ref().to_vec();
         Ok(SigningKey {
             curve,
             pkcs8: Zeroizing::new(doc.as_ref().to_vec()),
-            public: kp.public_key().as_ref().to_vec(),
+            public,
+            parsed: [std::sync::OnceLock::from(kp), std::sync::OnceLock::new()],
         })
     }
 
@@ -153,14 +184,7 @@ impl SigningKey {
     pub fn from_pkcs8(curve: Curve, der: &[u8]) -> Result<SigningKey> {
         let kp = lc_sig::EcdsaKeyPair::from_pkcs8(curve.any_signing(), der)
             .map_err(|e| Error::key_rejected(&e))?;
-        let doc = kp.to_pkcs8v1().map_err(|_| Error::Internal {
-            what: "EC PKCS#8 encoding",
-        })?;
-        Ok(SigningKey {
-            curve,
-            pkcs8: Zeroizing::new(doc.as_ref().to_vec()),
-            public: kp.public_key().as_ref().to_vec(),
-        })
+        SigningKey::with_parsed(curve, kp)
     }
 
     /// The key as PKCS #8 v1 DER.
@@ -183,10 +207,9 @@ impl SigningKey {
 
     /// Hashes `msg` with `hash` and signs the digest.
     pub fn sign(&self, hash: Hash, format: SignatureFormat, msg: &[u8]) -> Result<Vec<u8>> {
-        if let Some(alg) = self.curve.signing(hash, format) {
-            let kp = lc_sig::EcdsaKeyPair::from_pkcs8(alg, &self.pkcs8)
-                .map_err(|e| Error::key_rejected(&e))?;
-            let sig = kp
+        if self.curve.signing(hash, format).is_some() {
+            let sig = self
+                .parsed(format)?
                 .sign(&SystemRandom::new(), msg)
                 .map_err(|_| Error::Internal { what: "ECDSA sign" })?;
             return Ok(sig.as_ref().to_vec());
@@ -194,9 +217,42 @@ impl SigningKey {
         self.sign_digest(digest::digest(hash, msg).as_bytes(), format)
     }
 
-    /// Signs a caller-supplied digest of any length (PKCS #11 `CKM_ECDSA`).
+    /// Signs a caller-supplied digest of any length (PKCS #11 `CKM_ECDSA`). A digest as long as
+    /// the curve's own hash is signed with the kept key pair, any other length through `raw`.
     pub fn sign_digest(&self, digest: &[u8], format: SignatureFormat) -> Result<Vec<u8>> {
+        let native = self.curve.native_digest();
+        if digest.len() == native.output_len() {
+            let d = aws_lc_rs::digest::Digest::import_less_safe(digest, native).map_err(|_| {
+                Error::Internal {
+                    what: "ECDSA digest",
+                }
+            })?;
+            let sig = self
+                .parsed(format)?
+                .sign_digest(&d)
+                .map_err(|_| Error::Internal { what: "ECDSA sign" })?;
+            return Ok(sig.as_ref().to_vec());
+        }
         raw::ecdsa_sign_digest(&self.pkcs8, digest, format.raw())
+    }
+
+    /// The key pair parsed for the curve's own hash and `format`, parsed on first use.
+    fn parsed(&self, format: SignatureFormat) -> Result<&lc_sig::EcdsaKeyPair> {
+        let slot = &self.parsed[usize::from(format == SignatureFormat::Fixed)];
+        if let Some(kp) = slot.get() {
+            return Ok(kp);
+        }
+        let alg = self
+            .curve
+            .signing(self.curve.native_hash(), format)
+            .ok_or(Error::Internal {
+                what: "ECDSA algorithm",
+            })?;
+        let kp = lc_sig::EcdsaKeyPair::from_pkcs8(alg, &self.pkcs8)
+            .map_err(|e| Error::key_rejected(&e))?;
+        // Another thread may have won the race; its pair is the same key.
+        let _ = slot.set(kp);
+        slot.get().ok_or(Error::Internal { what: "ECDSA key" })
     }
 }
 
@@ -404,6 +460,73 @@ mod tests {
                 Curve::P256
             };
             assert!(SigningKey::from_pkcs8(other, &key.to_pkcs8()).is_err());
+        }
+    }
+
+    #[test]
+    fn parsed_pair_is_kept_and_shared_between_threads() {
+        for curve in CURVES {
+            let key = SigningKey::generate(curve).unwrap();
+            let parsed =
+                std::sync::Arc::new(SigningKey::from_pkcs8(curve, &key.to_pkcs8()).unwrap());
+            let hash = match curve {
+                Curve::P384 => Hash::Sha384,
+                Curve::P521 => Hash::Sha512,
+                _ => Hash::Sha256,
+            };
+            // Only the DER form is parsed at first; the fixed form is parsed on first use, once.
+            assert!(parsed.parsed[0].get().is_some());
+            assert!(parsed.parsed[1].get().is_none());
+            let threads: Vec<_> = (0..4)
+                .map(|i| {
+                    let k = parsed.clone();
+                    std::thread::spawn(move || {
+                        let format = if i % 2 == 0 {
+                            SignatureFormat::Fixed
+                        } else {
+                            SignatureFormat::Der
+                        };
+                        (format, k.sign(hash, format, b"shared").unwrap())
+                    })
+                })
+                .collect();
+            for t in threads {
+                let (format, sig) = t.join().unwrap();
+                assert!(verify(curve, key.public_key(), hash, format, b"shared", &sig).is_ok());
+            }
+            let kept = parsed.parsed[1].get().unwrap() as *const lc_sig::EcdsaKeyPair;
+            parsed.sign(hash, SignatureFormat::Fixed, b"again").unwrap();
+            assert_eq!(
+                parsed.parsed[1].get().unwrap() as *const lc_sig::EcdsaKeyPair,
+                kept
+            );
+        }
+    }
+
+    #[test]
+    fn digest_of_the_curve_hash_length_signs_with_the_kept_pair() {
+        for curve in CURVES {
+            let key =
+                SigningKey::from_pkcs8(curve, &SigningKey::generate(curve).unwrap().to_pkcs8())
+                    .unwrap();
+            let len = curve.native_digest().output_len();
+            for format in [SignatureFormat::Der, SignatureFormat::Fixed] {
+                for (digest, short) in [(vec![0x3c; len - 1], true), (vec![0x3c; len], false)] {
+                    let sig = key.sign_digest(&digest, format).unwrap();
+                    let pk = key.public_key();
+                    assert!(verify_digest(curve, pk, &digest, format, &sig).is_ok());
+                    // Only the curve-hash length uses (and parses) the kept pair; the DER one is
+                    // kept from the start.
+                    let kept = key.parsed[usize::from(format == SignatureFormat::Fixed)].get();
+                    assert_eq!(kept.is_some(), !short || format == SignatureFormat::Der);
+                    let mut other = digest.clone();
+                    other[len / 2] ^= 1;
+                    assert_eq!(
+                        verify_digest(curve, pk, &other, format, &sig),
+                        Err(Error::VerifyFailed)
+                    );
+                }
+            }
         }
     }
 

@@ -1,9 +1,16 @@
 #![allow(clippy::unwrap_used)]
-//! `cargo bench -p keyfort-grpc [-- SECONDS]`: Sign (RSA-2048 PSS, ECDSA P-256) and Encrypt
+//! `cargo bench -p keyfort-grpc [-- SECONDS] [NAME]`: Sign (RSA-2048 PSS, ECDSA P-256) and Encrypt
 //! (AES-GCM, 4 KiB) in operations per second, through the GREP11 service over TLS with 1 and 16
 //! concurrent callers, side by side with the same `keyfort-crypto` primitive called in-process
 //! by as many threads, and the ratio gRPC / in-process. Everything runs on this machine
 //! (loopback), bounded by time.
+//!
+//! The ratio compares wall-clock throughput, the figure of an otherwise idle machine. On a busy
+//! machine the 16 in-process threads win a larger share of the CPUs than the runtime's few
+//! worker threads do, so the run also prints the throughput per CPU-second this process used
+//! (`/proc/self/stat`) in each mode and their ratio ("CPU ratio"), which such load does not
+//! skew. With NAME, only the operations whose name contains it (for
+//! example `P-256`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -21,8 +28,26 @@ const CALLERS: [usize; 2] = [1, 16];
 /// One in-process operation.
 type LocalOp = Arc<dyn Fn() + Send + Sync>;
 
-/// Runs `op` on `threads` OS threads for `secs`; returns operations per second.
-fn in_process(threads: usize, secs: f64, op: LocalOp) -> f64 {
+/// CPU time (user + system) this process has used, in seconds; Linux `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // USER_HZ, 100 on Linux.
+    ticks / 100.0
+}
+
+/// Operations per second of wall-clock time and per CPU-second of this process.
+struct Rate {
+    wall: f64,
+    cpu: f64,
+}
+
+/// Runs `op` on `threads` OS threads for `secs`.
+fn in_process(threads: usize, secs: f64, op: LocalOp) -> Rate {
+    let cpu = cpu_seconds();
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -42,7 +67,14 @@ fn in_process(threads: usize, secs: f64, op: LocalOp) -> f64 {
     for h in handles {
         h.join().unwrap();
     }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    rate(count.load(Ordering::Relaxed), start, cpu)
+}
+
+fn rate(count: u64, start: Instant, cpu: f64) -> Rate {
+    Rate {
+        wall: count as f64 / start.elapsed().as_secs_f64(),
+        cpu: count as f64 / (cpu_seconds() - cpu).max(0.01),
+    }
 }
 
 #[derive(Clone)]
@@ -51,8 +83,9 @@ enum Call {
     Encrypt(Vec<u8>),
 }
 
-/// Runs `callers` concurrent gRPC callers (over 4 TLS connections) for `secs`; returns ops/s.
-async fn over_grpc(clients: &[Client], callers: usize, secs: f64, call: Call) -> f64 {
+/// Runs `callers` concurrent gRPC callers (over 4 TLS connections) for `secs`.
+async fn over_grpc(clients: &[Client], callers: usize, secs: f64, call: Call) -> Rate {
+    let cpu = cpu_seconds();
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -95,14 +128,17 @@ async fn over_grpc(clients: &[Client], callers: usize, secs: f64, call: Call) ->
     for t in tasks {
         t.await.unwrap();
     }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    rate(count.load(Ordering::Relaxed), start, cpu)
 }
 
 fn main() {
-    let secs: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(3.0);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let secs: f64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(3.0);
+    // `cargo bench` passes `--bench`; anything else that is not a number selects operations.
+    let only: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--") && a.parse::<f64>().is_err())
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -183,10 +219,20 @@ fn main() {
             ),
         ];
         println!(
-            "{:<28} {:>7} {:>14} {:>14} {:>7}",
-            "operation", "callers", "gRPC ops/s", "in-proc ops/s", "ratio"
+            "{:<28} {:>7} {:>11} {:>14} {:>6}  {:>11} {:>14} {:>9}",
+            "operation",
+            "callers",
+            "gRPC ops/s",
+            "in-proc ops/s",
+            "ratio",
+            "gRPC /CPU-s",
+            "in-proc /CPU-s",
+            "CPU ratio"
         );
         for (name, op, call) in local {
+            if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+                continue;
+            }
             for callers in CALLERS {
                 let grpc = over_grpc(&clients, callers, secs, call.clone()).await;
                 let op = op.clone();
@@ -194,8 +240,13 @@ fn main() {
                     .await
                     .unwrap();
                 println!(
-                    "{name:<28} {callers:>7} {grpc:>14.0} {inproc:>14.0} {:>7.2}",
-                    grpc / inproc
+                    "{name:<28} {callers:>7} {:>11.0} {:>14.0} {:>6.2}  {:>11.0} {:>14.0} {:>9.2}",
+                    grpc.wall,
+                    inproc.wall,
+                    grpc.wall / inproc.wall,
+                    grpc.cpu,
+                    inproc.cpu,
+                    grpc.cpu / inproc.cpu
                 );
             }
         }

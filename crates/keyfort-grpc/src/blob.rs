@@ -17,6 +17,8 @@
 //! instance, the blob kind, the attributes (and the SPKI), so any edit or a blob from another
 //! instance fails to open.
 
+use std::sync::Arc;
+
 use keyfort_core::grep11::{BlobRejection, Grep11Sealer, WKID_LEN};
 use keyfort_crypto::ec::{self, Curve};
 use keyfort_crypto::pq::{DecapsulationKey, MlDsa, MlDsaSigningKey, MlKem};
@@ -63,7 +65,7 @@ pub enum Public {
 /// Opened key material.
 pub enum Material {
     Secret(Zeroizing<Vec<u8>>),
-    Private(std::sync::Arc<Private>),
+    Private(Arc<Private>),
     Public(Public, Vec<u8>),
 }
 
@@ -337,12 +339,13 @@ pub fn seal_public(s: &Grep11Sealer, attrs: &Attrs, key: &Public) -> Result<Vec<
     Ok(assemble(&spki, KIND_PUBLIC, &wkid, &a, &sealed))
 }
 
-/// Re-seals an opened key under the current master key (RewrapKeyBlob, SetAttributeValue).
-pub fn reseal(s: &Grep11Sealer, key: &Key) -> Result<Vec<u8>> {
-    match &key.material {
-        Material::Secret(v) => seal_secret(s, &key.attrs, v),
-        Material::Private(p) => seal_private(s, &key.attrs, p),
-        Material::Public(p, _) => seal_public(s, &key.attrs, p),
+/// Re-seals an opened key's material under the current master key with attributes `attrs`
+/// (RewrapKeyBlob, SetAttributeValue).
+pub fn reseal(s: &Grep11Sealer, attrs: &Attrs, material: &Material) -> Result<Vec<u8>> {
+    match material {
+        Material::Secret(v) => seal_secret(s, attrs, v),
+        Material::Private(p) => seal_private(s, attrs, p),
+        Material::Public(p, _) => seal_public(s, attrs, p),
     }
 }
 
@@ -383,14 +386,28 @@ pub fn parse(blob: &[u8]) -> Option<Parsed<'_>> {
     })
 }
 
-/// Opens a key blob of any kind.
-pub fn open(s: &Grep11Sealer, blob: &[u8]) -> Result<Key> {
+/// Opens a key blob of any kind. A blob that opened before under the same loaded master keys
+/// (the same bytes: keyed by the SHA-256 of the whole blob) is not authenticated and parsed
+/// again: what it opened to is kept with the instance's loaded master keys
+/// ([`Grep11Sealer::opened`]) and dropped when they are (seal, master key change).
+pub fn open(s: &Grep11Sealer, blob: &[u8]) -> Result<Arc<Key>> {
     if blob.is_empty() {
         return Err(ck(rv::CKR_KEY_HANDLE_INVALID, "no key given"));
     }
     if blob.len() > MAX_BLOB {
         return Err(Error::Blob(BlobRejection::Invalid));
     }
+    let digest = keyfort_crypto::digest::sha256(blob);
+    if let Some(key) = s.opened::<Key>(&digest) {
+        return Ok(key);
+    }
+    let key = Arc::new(open_uncached(s, blob)?);
+    s.remember_opened(digest, key.clone());
+    Ok(key)
+}
+
+/// Authenticates and parses a key blob.
+fn open_uncached(s: &Grep11Sealer, blob: &[u8]) -> Result<Key> {
     let p = parse(blob).ok_or(Error::Blob(BlobRejection::Invalid))?;
     let attrs = Attrs::decode(p.attrs).ok_or(Error::Blob(BlobRejection::Invalid))?;
     let h = header(p.kind, p.attrs);
@@ -401,21 +418,9 @@ pub fn open(s: &Grep11Sealer, blob: &[u8]) -> Result<Key> {
         }
         (KIND_PRIVATE, true) => {
             let (v, current) = s.unseal(OBJECT_KEY, &h, p.wkid, p.sealed)?;
-            // Parsing a private key (RSA above all) costs more than opening its blob: reuse
-            // the key parsed from these very bytes, which just authenticated again.
-            let id = keyfort_crypto::digest::sha256(blob);
-            let key = match parsed_cache().get(&id) {
-                Some(key) => key,
-                None => {
-                    let key = std::sync::Arc::new(
-                        Private::from_bytes(&attrs, &v)
-                            .map_err(|_| Error::Blob(BlobRejection::Invalid))?,
-                    );
-                    parsed_cache().put(id, key.clone());
-                    key
-                }
-            };
-            (Material::Private(key), current)
+            let key =
+                Private::from_bytes(&attrs, &v).map_err(|_| Error::Blob(BlobRejection::Invalid))?;
+            (Material::Private(Arc::new(key)), current)
         }
         (KIND_PUBLIC, false) => {
             let bound = [p.spki, &h].concat();
@@ -429,55 +434,6 @@ pub fn open(s: &Grep11Sealer, blob: &[u8]) -> Result<Key> {
         attrs,
         material,
         current,
-    })
-}
-
-/// Private keys parsed from blobs that opened, by SHA-256 of the blob; at most
-/// [`PARSED_CACHE_MAX`] entries, each for at most [`PARSED_CACHE_TTL`]. An entry is only used
-/// after the same blob has been opened (authenticated under a loaded master key of the
-/// caller's instance) again.
-struct ParsedCache {
-    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedKey>>,
-}
-
-/// A parsed private key and when it was parsed.
-type CachedKey = (std::time::Instant, std::sync::Arc<Private>);
-
-/// Most parsed private keys kept.
-pub const PARSED_CACHE_MAX: usize = 1024;
-/// How long a parsed private key is kept.
-pub const PARSED_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-
-impl ParsedCache {
-    fn get(&self, id: &[u8; 32]) -> Option<std::sync::Arc<Private>> {
-        let map = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(id)
-            .filter(|(at, _)| at.elapsed() < PARSED_CACHE_TTL)
-            .map(|(_, k)| k.clone())
-    }
-
-    fn put(&self, id: [u8; 32], key: std::sync::Arc<Private>) {
-        let mut map = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= PARSED_CACHE_MAX {
-            map.retain(|_, (at, _)| at.elapsed() < PARSED_CACHE_TTL);
-            if map.len() >= PARSED_CACHE_MAX {
-                map.clear();
-            }
-        }
-        map.insert(id, (std::time::Instant::now(), key));
-    }
-}
-
-fn parsed_cache() -> &'static ParsedCache {
-    static CACHE: std::sync::OnceLock<ParsedCache> = std::sync::OnceLock::new();
-    CACHE.get_or_init(|| ParsedCache {
-        entries: std::sync::Mutex::new(std::collections::HashMap::new()),
     })
 }
 

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
 use crate::attrs::{Attr, Attrs};
-use crate::blob::{self, Key, Material, Private, Public};
+use crate::blob::{self, Material, Private, Public};
 use crate::ck::{attr, mech as m, obj, rv};
 use crate::der;
 use crate::error::{Error, Result, ck};
@@ -675,7 +675,7 @@ fn set_attributes(
     s: &Grep11Sealer,
     req: &proto::SetAttributeValueRequest,
 ) -> Result<proto::SetAttributeValueResponse> {
-    let mut key = blob::open(s, &req.object)?;
+    let key = blob::open(s, &req.object)?;
     let changes = Attrs::from_proto(&req.attributes)?;
     if !key.attrs.flag(attr::MODIFIABLE, false)? {
         return Err(ck(rv::CKR_ATTRIBUTE_READ_ONLY, "the key is not modifiable"));
@@ -737,14 +737,15 @@ fn set_attributes(
             }
         }
     }
+    let mut attrs = key.attrs.clone();
     for (t, v) in changes.0 {
-        key.attrs.set(t, v);
+        attrs.set(t, v);
     }
-    if key.attrs.0.len() > crate::attrs::MAX_ATTRS {
+    if attrs.0.len() > crate::attrs::MAX_ATTRS {
         return Err(ck(rv::CKR_TEMPLATE_INCONSISTENT, "too many attributes"));
     }
     Ok(proto::SetAttributeValueResponse {
-        object: blob::reseal(s, &key)?,
+        object: blob::reseal(s, &attrs, &key.material)?,
     })
 }
 
@@ -766,11 +767,11 @@ fn rewrap(
     s: &Grep11Sealer,
     req: &proto::RewrapKeyBlobRequest,
 ) -> Result<proto::RewrapKeyBlobResponse> {
-    let key: Key = blob::open(
+    let key = blob::open(
         s,
         key_bytes(req.wrapped_key.as_ref(), &req.wrapped_key_bytes),
     )?;
-    let raw = blob::reseal(s, &key)?;
+    let raw = blob::reseal(s, &key.attrs, &key.material)?;
     Ok(proto::RewrapKeyBlobResponse {
         rewrapped_key: Some(key_blob(&raw, &key.attrs)),
         rewrapped_key_bytes: raw,
