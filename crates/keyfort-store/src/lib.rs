@@ -225,6 +225,32 @@ pub trait Store: Send + Sync + 'static {
         key_id: Option<&str>,
     ) -> Result<Vec<RegistrationRecord>>;
 
+    // ---- KMIP adapters (written through `apply`) -------------------------------------------
+
+    /// The KMIP adapters of an instance, ordered by creation time then id.
+    async fn kmip_adapters(&self, instance_id: &str) -> Result<Vec<KmipAdapterRecord>>;
+
+    /// The client certificates of one adapter, ordered by creation time then id.
+    async fn kmip_certificates(
+        &self,
+        instance_id: &str,
+        adapter_id: &str,
+    ) -> Result<Vec<KmipCertificateRecord>>;
+
+    /// The client certificate with this fingerprint, in any instance.
+    async fn kmip_certificate_by_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<KmipCertificateRecord>>;
+
+    /// The objects of one adapter matching `filter` (paged), and how many match in all.
+    async fn kmip_objects(
+        &self,
+        instance_id: &str,
+        adapter_id: &str,
+        filter: &KmipObjectFilter,
+    ) -> Result<(Vec<KeyRecord>, u64)>;
+
     // ---- principals and API keys -----------------------------------------------------------
 
     /// Inserts a principal. [`StoreError::AlreadyExists`] if its id or `(instance_id, name)` exists.

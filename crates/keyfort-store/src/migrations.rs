@@ -38,14 +38,26 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "kms",
         sql: include_str!("migrations/sqlite/0003_kms.sql"),
     },
+    Migration {
+        version: 4,
+        name: "kmip_adapters",
+        sql: include_str!("migrations/sqlite/0005_kmip_adapters.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order.
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/postgres/0001_initial.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "kmip_adapters",
+        sql: include_str!("migrations/postgres/0003_kmip_adapters.sql"),
+    },
+];
 
 /// The migrations of `all` still to apply to a database at schema version `current` (0 for a
 /// fresh database), or [`StoreError::SchemaTooNew`].

@@ -111,6 +111,26 @@ async fn apply_write(
             }
             Applied::Done
         }
+        Write::InsertKmipAdapter(adapter) => {
+            super::kmip_adapters::insert_adapter_in(conn, adapter).await?;
+            Applied::Done
+        }
+        Write::DeleteKmipAdapter { instance_id, id } => {
+            super::kmip_adapters::delete_adapter_in(conn, instance_id, id).await?;
+            Applied::Done
+        }
+        Write::InsertKmipCertificate(certificate) => {
+            super::kmip_adapters::insert_certificate_in(conn, certificate).await?;
+            Applied::Done
+        }
+        Write::DeleteKmipCertificate {
+            instance_id,
+            adapter_id,
+            id,
+        } => {
+            super::kmip_adapters::delete_certificate_in(conn, instance_id, adapter_id, id).await?;
+            Applied::Done
+        }
         Write::AppendAudit(event) => Applied::Audit(audit::append_in(conn, event, heads).await?),
     })
 }
