@@ -174,6 +174,9 @@ impl Keyfort {
         cert_der: &[u8],
         source: Option<String>,
     ) -> Result<KmipSession> {
+        if let Some(session) = self.adapter_session(cert_der, source.clone()).await? {
+            return Ok(session);
+        }
         let name = format!("{KMIP_CLIENT_PREFIX}{}", certificate_fingerprint(cert_der));
         let record = self
             .store()

@@ -242,6 +242,7 @@ impl Keyfort {
                 }
                 key.id = id;
             }
+            let material = self.bind_to_adapter(caller, &mut key, &material).await?;
             let version = self.seal_version(&key, loaded.current(), &material, 1, key.created_at)?;
             let event = self.audit_event(
                 caller,
@@ -310,6 +311,12 @@ impl Keyfort {
                 "private_key_id".into(),
                 Value::String(private_key.id.clone()),
             );
+            let private_der = self
+                .bind_to_adapter(caller, &mut private_key, &private_der)
+                .await?;
+            let public_der = self
+                .bind_to_adapter(caller, &mut public_key, &public_der)
+                .await?;
             let now = private_key.created_at;
             let private_version =
                 self.seal_version(&private_key, loaded.current(), &private_der, 1, now)?;
