@@ -9,7 +9,9 @@
 //!   ([`Keyfort::kmip_session`] finds it by fingerprint). Its caller is a principal that exists
 //!   only for the connection, named `kmip-adapter:<adapter id>/<certificate id>`, with the
 //!   Manager role in the instance, so the same authorization, lifecycle and audit apply as for
-//!   every other caller. Deleting the certificate (or its adapter) refuses the next connection.
+//!   every other caller; it reaches only its adapter's objects (any other key is "not found",
+//!   and Locate lists only them). Deleting the certificate (or its adapter) refuses the next
+//!   connection.
 //! - Every object such a client creates or registers is a key of the instance whose attributes
 //!   carry `kmip_adapter: {adapter_id, cert_id, crk_id, crk_version_id}`; `kmip_objects` lists
 //!   them by that tag.
@@ -1017,6 +1019,24 @@ impl Keyfort {
             &crk_material,
             &material,
         )?)
+    }
+}
+
+/// Whether `caller` may see `key`: an adapter's KMIP client sees only its adapter's objects;
+/// every other caller, every key.
+pub(crate) fn in_adapter_scope(caller: &Caller, key: &Key) -> bool {
+    match adapter_caller(caller) {
+        None => true,
+        Some((adapter_id, _)) => Binding::of(key).is_some_and(|b| b.adapter_id == adapter_id),
+    }
+}
+
+/// [`in_adapter_scope`] as a result: a key out of scope is not found.
+pub(crate) fn check_adapter_scope(caller: &Caller, key: &Key) -> Result<()> {
+    if in_adapter_scope(caller, key) {
+        Ok(())
+    } else {
+        Err(CoreError::KeyNotFound { id: key.id.clone() })
     }
 }
 

@@ -458,7 +458,9 @@ impl Keyfort {
             limit: Some(MAX_LISTED_OBJECTS),
             ..KeyQuery::default()
         };
-        Ok(self.list_keys(caller, instance_id, &query).await?.keys)
+        let mut keys = self.list_keys(caller, instance_id, &query).await?.keys;
+        keys.retain(|k| crate::kmip_adapters::in_adapter_scope(caller, k));
+        Ok(keys)
     }
 
     /// Replaces a symmetric key with a new object of the same kind and attributes (KMIP

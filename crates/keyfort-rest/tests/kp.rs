@@ -2861,6 +2861,28 @@ async fn kmip_adapters_envelopes_reason_codes_objects_and_audit() {
         .await
         .unwrap();
     assert_eq!(material.len(), 32);
+    // The adapter's client reaches only the adapter's objects.
+    assert!(matches!(
+        env.core
+            .key(&session.caller, &env.instance, &standard)
+            .await,
+        Err(keyfort_core::CoreError::KeyNotFound { .. })
+    ));
+    assert!(matches!(
+        env.core
+            .object_material(&session.caller, &env.instance, &standard)
+            .await,
+        Err(keyfort_core::CoreError::KeyNotFound { .. })
+    ));
+    let visible = env
+        .core
+        .all_objects(&session.caller, &env.instance)
+        .await
+        .unwrap();
+    assert_eq!(
+        visible.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        [object.as_str()]
+    );
     env.admin("POST", &format!("/api/v2/keys/{crk}/actions/disable"), None)
         .await;
     assert!(matches!(
