@@ -2811,6 +2811,29 @@ async fn kmip_adapters_envelopes_reason_codes_objects_and_audit() {
         )
         .await;
     assert_envelope(&a, 409, "KMIP_CERT_DUPLICATE_NAME_ERR");
+    // One certificate names one KMIP caller: an adapter's certificate is not also an
+    // admin-registered client, and the other way round.
+    let admin_caller = env.core.authenticate(&env.admin).await.unwrap();
+    assert!(matches!(
+        env.core
+            .add_kmip_client(&admin_caller, &der, &env.instance, Role::Manager)
+            .await,
+        Err(keyfort_core::CoreError::AlreadyExists { .. })
+    ));
+    let (client_der, client_pem) = fake_certificate(9);
+    env.core
+        .add_kmip_client(&admin_caller, &client_der, &env.instance, Role::Manager)
+        .await
+        .unwrap();
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &certs,
+            Some(&cert_body(&client_pem, "client")),
+        )
+        .await;
+    assert_envelope(&a, 409, "KMIP_CERT_DUPLICATE_ERR");
     let a = env
         .kp(&admin, "GET", &format!("{certs}?totalCount=true"), None)
         .await;
