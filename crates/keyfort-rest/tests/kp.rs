@@ -2922,6 +2922,37 @@ async fn kmip_adapters_envelopes_reason_codes_objects_and_audit() {
         .await
         .unwrap();
     assert_eq!(*again, *material);
+    // Rotating the CRK: the object stays readable (it names the CRK version that wraps it); a
+    // new object is wrapped by the new version.
+    env.admin("POST", &format!("/api/v2/keys/{crk}/actions/rotate"), None)
+        .await;
+    let (_, after_rotation) = env
+        .core
+        .object_material(&session.caller, &env.instance, &object)
+        .await
+        .unwrap();
+    assert_eq!(*after_rotation, *material);
+    let newer = env.new_adapter_object(&der).await;
+    let mut crk_versions = Vec::new();
+    for id in [&object, &newer] {
+        let k = env
+            .core
+            .key(&session.caller, &env.instance, id)
+            .await
+            .unwrap();
+        crk_versions.push(k.attributes["kmip_adapter"]["crk_version_id"].clone());
+    }
+    assert_ne!(crk_versions[0], crk_versions[1]);
+    env.core
+        .object_material(&session.caller, &env.instance, &newer)
+        .await
+        .unwrap();
+    env.admin(
+        "DELETE",
+        &format!("/api/v2/kmip_adapters/{adapter}/kmip_objects/{newer}?force=true"),
+        None,
+    )
+    .await;
 
     // An adapter with live objects stays; an active object needs `force`.
     let a = env
