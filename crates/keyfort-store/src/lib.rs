@@ -166,7 +166,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
 
     /// Zeroization: in one transaction, deletes every key, alias, key version, key ring other
-    /// than `default`, and instance secret of the instance, updates the instance record as
+    /// than `default`, instance secret, KMIP adapter and KMIP certificate of the instance,
+    /// updates the instance record as
     /// [`Store::update_instance`] does (optimistic), and appends `audit`. Principals and the
     /// audit trail remain.
     async fn zeroize_instance(

@@ -3926,6 +3926,33 @@ pub async fn kmip_adapters(store: Arc<dyn Store>) {
         "kmip adapter",
         "a1",
     );
+
+    // Zeroizing an instance removes its adapters and certificates, and no other instance's.
+    let a4 = kmip_adapter("i2", "a4", "fourth", 80);
+    s.apply(&batch([
+        Write::InsertKmipAdapter(a4.clone()),
+        Write::InsertKmipCertificate(kmip_certificate(&a4, "c8", "eight", 90)),
+    ]))
+    .await
+    .expect("insert");
+    let i2 = s.instance("i2").await.expect("get").expect("exists");
+    s.zeroize_instance(&i2, &audit("i2", 100, "{}"))
+        .await
+        .expect("zeroize");
+    assert!(s.kmip_adapters("i2").await.expect("list").is_empty());
+    assert_eq!(
+        s.kmip_certificate_by_fingerprint("fp-c8")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(s.kmip_adapters("i1").await.expect("list"), vec![a2]);
+    assert!(
+        s.kmip_certificate_by_fingerprint("fp-c3")
+            .await
+            .expect("get")
+            .is_some()
+    );
 }
 
 pub async fn kmip_adapter_objects(store: Arc<dyn Store>) {

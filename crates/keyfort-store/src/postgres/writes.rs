@@ -227,6 +227,8 @@ pub(super) async fn zeroize_in(
         "DELETE FROM keys WHERE instance_id = $1",
         "DELETE FROM key_rings WHERE instance_id = $1 AND id <> 'default'",
         "DELETE FROM instance_secrets WHERE instance_id = $1",
+        "DELETE FROM kmip_certificates WHERE instance_id = $1",
+        "DELETE FROM kmip_adapters WHERE instance_id = $1",
     ] {
         sqlx::query(sql).bind(&i.id).execute(&mut *conn).await?;
     }
