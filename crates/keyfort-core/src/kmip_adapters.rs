@@ -961,7 +961,7 @@ impl Keyfort {
 
     /// For a caller that is an adapter's KMIP client: tags `key` as the adapter's object and
     /// returns `material` wrapped under the adapter's root key, to be sealed. For any other
-    /// caller, `material` unchanged.
+    /// caller, `material` unchanged and no adapter tag on `key`.
     pub(crate) async fn bind_to_adapter(
         &self,
         caller: &Caller,
@@ -969,6 +969,9 @@ impl Keyfort {
         material: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
         let Some((adapter_id, cert_id)) = adapter_caller(caller) else {
+            // Only an adapter's client makes an adapter's object: a binding copied from another
+            // object (KMIP Re-key copies its attributes) does not carry over.
+            key.attributes.remove(ATTRIBUTE);
             return Ok(Zeroizing::new(material.to_vec()));
         };
         let adapter = self

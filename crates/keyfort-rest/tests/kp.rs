@@ -2953,6 +2953,22 @@ async fn kmip_adapters_envelopes_reason_codes_objects_and_audit() {
         None,
     )
     .await;
+    // Another caller re-keying an adapter's object (KMIP Re-key copies the attributes) makes a
+    // key outside the adapter, readable without the CRK.
+    let rekeyed = env
+        .core
+        .rekey_object(&admin_caller, &env.instance, &object, |old| {
+            old.attributes.clone()
+        })
+        .await
+        .unwrap();
+    assert!(!rekeyed.attributes.contains_key("kmip_adapter"));
+    let (_, rekeyed_material) = env
+        .core
+        .object_material(&admin_caller, &env.instance, &rekeyed.id)
+        .await
+        .unwrap();
+    assert_eq!(rekeyed_material.len(), 32);
 
     // An adapter with live objects stays; an active object needs `force`.
     let a = env
