@@ -134,6 +134,12 @@ pub enum CoreError {
         id: String,
         reason: crate::keystores::KeystoreRefusal,
     },
+    /// A KMIP adapter request was refused (Key Protect `kmip_adapters`).
+    #[error("{id}: {reason}")]
+    KmipAdapterRefused {
+        id: String,
+        reason: crate::kmip_adapters::KmipAdapterRefusal,
+    },
     #[error("cryptographic operation failed")]
     Crypto(#[from] keyfort_crypto::Error),
     #[error("corrupted record in {table}: {id}")]

@@ -109,7 +109,20 @@ impl Keyfort {
             });
         }
         self.instance_record(instance_id).await?;
-        let name = format!("{KMIP_CLIENT_PREFIX}{}", certificate_fingerprint(cert_der));
+        let fingerprint = certificate_fingerprint(cert_der);
+        // A certificate names one KMIP caller: not also a KMIP adapter's client.
+        if self
+            .store()
+            .kmip_certificate_by_fingerprint(&fingerprint)
+            .await?
+            .is_some()
+        {
+            return Err(CoreError::AlreadyExists {
+                what: "kmip adapter certificate",
+                id: fingerprint,
+            });
+        }
+        let name = format!("{KMIP_CLIENT_PREFIX}{fingerprint}");
         let grant = vec![RoleGrant {
             role,
             scope: Scope::Instance(instance_id.to_owned()),
@@ -174,6 +187,9 @@ impl Keyfort {
         cert_der: &[u8],
         source: Option<String>,
     ) -> Result<KmipSession> {
+        if let Some(session) = self.adapter_session(cert_der, source.clone()).await? {
+            return Ok(session);
+        }
         let name = format!("{KMIP_CLIENT_PREFIX}{}", certificate_fingerprint(cert_der));
         let record = self
             .store()

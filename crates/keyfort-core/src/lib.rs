@@ -19,6 +19,7 @@ pub mod iam;
 pub mod instance;
 pub mod key;
 pub mod keystores;
+pub mod kmip_adapters;
 pub mod kmip_clients;
 pub mod kms;
 mod kms_list;
@@ -52,6 +53,9 @@ pub use instance::{Instance, InstanceState, UnsealMethod};
 pub use key::{
     Comparison, DateCondition, Key, KeyDate, KeyKind, KeyListing, KeyQuery, KeySort, KeySortField,
     KeyVersion, NewKey, SearchMode, SearchScope,
+};
+pub use kmip_adapters::{
+    KmipAdapter, KmipAdapterRefusal, KmipCertificate, KmipObject, NewKmipAdapter, Page, Paging,
 };
 pub use kmip_clients::{KmipClient, KmipSession, certificate_fingerprint};
 pub use kms::{

@@ -381,6 +381,7 @@ impl Keyfort {
             }
             key.id = id;
         }
+        let material = self.bind_to_adapter(caller, &mut key, &material).await?;
         let version = self.seal_version(&key, loaded.current(), &material, 1, key.created_at)?;
         Ok((key, version))
     }
@@ -428,6 +429,12 @@ impl Keyfort {
                 "private_key_id".into(),
                 Value::String(private_key.id.clone()),
             );
+            let private_der = self
+                .bind_to_adapter(caller, &mut private_key, &private_der)
+                .await?;
+            let public_der = self
+                .bind_to_adapter(caller, &mut public_key, &public_der)
+                .await?;
             let now = private_key.created_at;
             let private_version =
                 self.seal_version(&private_key, loaded.current(), &private_der, 1, now)?;
@@ -569,7 +576,9 @@ impl Keyfort {
             limit: Some(MAX_LISTED_OBJECTS),
             ..KeyQuery::default()
         };
-        Ok(self.list_keys(caller, instance_id, &query).await?.keys)
+        let mut keys = self.list_keys(caller, instance_id, &query).await?.keys;
+        keys.retain(|k| crate::kmip_adapters::in_adapter_scope(caller, k));
+        Ok(keys)
     }
 
     /// Replaces a symmetric key with a new object of the same kind and attributes (KMIP

@@ -802,6 +802,7 @@ impl Keyfort {
         let key = self.find_key(instance_id, id_or_alias).await?;
         caller.authorize(action, instance_id, Some(&key.key_ring_id))?;
         crate::kms::check_key_ring(caller, &key)?;
+        crate::kmip_adapters::check_adapter_scope(caller, &key)?;
         Ok(key)
     }
 

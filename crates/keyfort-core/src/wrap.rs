@@ -275,7 +275,8 @@ impl Keyfort {
             .ok_or_else(|| CoreError::KeyNotFound {
                 id: format!("{}/{version_id}", key.id),
             })?;
-        self.unseal_version(key, &master_keys, &version)
+        let material = self.unseal_version(key, &master_keys, &version)?;
+        self.unbind_from_adapter(key, material).await
     }
 
     async fn wrap_with_version(

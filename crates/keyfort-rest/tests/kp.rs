@@ -309,6 +309,12 @@ enum Setup {
     FreshImported,
     /// A deleted root key imported with [`IMPORTED`] material.
     DeletedImported,
+    /// A fresh KMIP adapter ({adapter}) on a fresh root key.
+    Adapter,
+    /// A fresh adapter with a client certificate ({cert}).
+    AdapterCert,
+    /// A fresh adapter with an active object ({object}) its client created.
+    AdapterObject,
 }
 
 #[derive(Clone, Copy)]
@@ -376,6 +382,75 @@ const INSTANCE_POLICY: &str = r#"{"metadata":{"collectionType":"application/vnd.
 const REGISTRATION: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.registration_input+json","collectionTotal":1},"resources":[{"description":"d","preventKeyDeletion":false}]}"#;
 const UNWRAP: &str = r#"{"ciphertext":"{ct}"}"#;
 const CRN: &str = "crn%3Av1%3Atest%3Apublic%3Acos%3Aus%3Aa%2F1%3Ab%3Abucket%3Ax";
+const NEW_ADAPTER: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.kmip_adapter+json","collectionTotal":1},"resources":[{"profile":"native_1.0","profile_data":{"crk_id":"{key}"},"name":"{uniq}","description":"d"}]}"#;
+const NEW_CERT: &str = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.kmip_client_certificate+json","collectionTotal":1},"resources":[{"certificate":"{pem}","name":"{uniq}"}]}"#;
+
+/// A DER structure the certificate checks accept (SEQUENCE { SEQUENCE { INTEGER n } }), unique
+/// per `n`, and its PEM text. Only its fingerprint matters to the core.
+fn fake_certificate(n: u32) -> (Vec<u8>, String) {
+    let mut der = vec![0x30, 0x08, 0x30, 0x06, 0x02, 0x04];
+    der.extend_from_slice(&n.to_be_bytes());
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        STANDARD.encode(&der)
+    );
+    (der, pem)
+}
+
+impl Env {
+    /// A new adapter on root key `crk`, made by the administrator; returns its id.
+    async fn new_adapter(&self, crk: &str, name: &str) -> String {
+        let body: Value =
+            serde_json::from_str(&NEW_ADAPTER.replace("{key}", crk).replace("{uniq}", name))
+                .unwrap();
+        let a = self
+            .admin("POST", "/api/v2/kmip_adapters", Some(&body))
+            .await;
+        a.body["resources"][0]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers fake certificate `n` to `adapter`; returns the certificate's id and DER.
+    async fn new_adapter_cert(&self, adapter: &str, n: u32) -> (String, Vec<u8>) {
+        let (der, pem) = fake_certificate(n);
+        let body = json!({"metadata": {"collectionType": "application/vnd.ibm.kms.kmip_client_certificate+json", "collectionTotal": 1},
+            "resources": [{"certificate": pem, "name": format!("c{n}")}]});
+        let a = self
+            .admin(
+                "POST",
+                &format!("/api/v2/kmip_adapters/{adapter}/certificates"),
+                Some(&body),
+            )
+            .await;
+        (
+            a.body["resources"][0]["id"].as_str().unwrap().to_owned(),
+            der,
+        )
+    }
+
+    /// An active AES-256 object created as the KMIP client of certificate `der`; its id.
+    async fn new_adapter_object(&self, der: &[u8]) -> String {
+        let session = self.core.kmip_session(der, None).await.unwrap();
+        let key = self
+            .core
+            .create_object(
+                &session.caller,
+                &session.instance_id,
+                keyfort_core::objects::NewObject {
+                    object_type: keyfort_core::objects::ObjectType::SymmetricKey,
+                    algorithm: "AES".into(),
+                    bit_length: 256,
+                    name: None,
+                    attributes: serde_json::Map::new(),
+                    material: None,
+                    initial_state: keyfort_core::KeyState::Active,
+                    id: None,
+                },
+            )
+            .await
+            .unwrap();
+        key.id
+    }
+}
 
 fn cases() -> Vec<Case> {
     let mut all = base_cases();
@@ -773,6 +848,111 @@ fn base_cases() -> Vec<Case> {
             204,
         )
         .service_only(),
+        // KMIP adapters, their certificates and objects.
+        case(
+            "GET",
+            "/api/v2/kmip_adapters?limit=5&offset=0&totalCount=true",
+            None,
+            Nothing,
+            READERS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/kmip_adapters?crk_id={key}",
+            None,
+            SharedRoot,
+            READERS,
+            200,
+        ),
+        case(
+            "POST",
+            "/api/v2/kmip_adapters",
+            Some(NEW_ADAPTER),
+            SharedRoot,
+            MANAGERS,
+            201,
+        ),
+        case(
+            "GET",
+            "/api/v2/kmip_adapters/{adapter}",
+            None,
+            Adapter,
+            READERS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/kmip_adapters/{uniq}",
+            None,
+            Adapter,
+            READERS,
+            200,
+        ),
+        case(
+            "DELETE",
+            "/api/v2/kmip_adapters/{adapter}",
+            None,
+            Adapter,
+            MANAGERS,
+            204,
+        ),
+        case(
+            "GET",
+            "/api/v2/kmip_adapters/{adapter}/kmip_objects?state=1,2,3,4,5&totalCount=true",
+            None,
+            AdapterObject,
+            READERS,
+            200,
+        ),
+        case(
+            "GET",
+            "/api/v2/kmip_adapters/{adapter}/kmip_objects/{object}",
+            None,
+            AdapterObject,
+            READERS,
+            200,
+        ),
+        case(
+            "DELETE",
+            "/api/v2/kmip_adapters/{adapter}/kmip_objects/{object}?force=true",
+            None,
+            AdapterObject,
+            MANAGERS,
+            204,
+        ),
+        case(
+            "GET",
+            "/api/v2/kmip_adapters/{adapter}/certificates?totalCount=true",
+            None,
+            AdapterCert,
+            READERS,
+            200,
+        ),
+        case(
+            "POST",
+            "/api/v2/kmip_adapters/{adapter}/certificates",
+            Some(NEW_CERT),
+            Adapter,
+            MANAGERS,
+            201,
+        ),
+        case(
+            "GET",
+            "/api/v2/kmip_adapters/{adapter}/certificates/{cert}",
+            None,
+            AdapterCert,
+            READERS,
+            200,
+        ),
+        case(
+            "DELETE",
+            "/api/v2/kmip_adapters/{adapter}/certificates/{cert}",
+            None,
+            AdapterCert,
+            MANAGERS,
+            204,
+        ),
     ]
 }
 
@@ -868,7 +1048,12 @@ async fn every_endpoint_against_every_role() {
             n += 1;
             let uniq = format!("u-{n}");
             let key = match c.setup {
-                Setup::Nothing | Setup::Ring | Setup::ImportToken => String::new(),
+                Setup::Nothing
+                | Setup::Ring
+                | Setup::ImportToken
+                | Setup::Adapter
+                | Setup::AdapterCert
+                | Setup::AdapterObject => String::new(),
                 Setup::FreshImported => env.new_imported_key().await,
                 Setup::DeletedImported => {
                     let k = env.new_imported_key().await;
@@ -910,6 +1095,22 @@ async fn every_endpoint_against_every_role() {
                     k
                 }
             };
+            let (mut adapter, mut cert, mut object) = (String::new(), String::new(), String::new());
+            if matches!(
+                c.setup,
+                Setup::Adapter | Setup::AdapterCert | Setup::AdapterObject
+            ) {
+                let crk = env.new_key(false, false).await;
+                adapter = env.new_adapter(&crk, &uniq).await;
+                if !matches!(c.setup, Setup::Adapter) {
+                    let (id, der) = env.new_adapter_cert(&adapter, n).await;
+                    cert = id;
+                    if matches!(c.setup, Setup::AdapterObject) {
+                        object = env.new_adapter_object(&der).await;
+                    }
+                }
+            }
+            let pem = fake_certificate(1_000_000 + n).1.replace('\n', "\\n");
             let ring = format!("ring-{n}");
             if matches!(c.setup, Setup::Ring) {
                 env.admin("POST", &format!("/api/v2/key_rings/{ring}"), None)
@@ -920,6 +1121,9 @@ async fn every_endpoint_against_every_role() {
                 .replace("{key}", &key)
                 .replace("{crn}", CRN)
                 .replace("{ring}", &ring)
+                .replace("{adapter}", &adapter)
+                .replace("{cert}", &cert)
+                .replace("{object}", &object)
                 .replace("{uniq}", &uniq);
             let sealed = if c.path.contains("restore") {
                 &sealed_restore
@@ -929,6 +1133,8 @@ async fn every_endpoint_against_every_role() {
             let body = c.body.map(|b| {
                 let text = b
                     .replace("{ct}", &ct)
+                    .replace("{key}", &key)
+                    .replace("{pem}", &pem)
                     .replace("{uniq}", &uniq)
                     .replace("{sealed}", sealed);
                 serde_json::from_str::<Value>(&text).unwrap()
@@ -2427,4 +2633,452 @@ async fn list_sorts_filters_and_searches() {
     assert_eq!(list("").await.1["collectionTotal"], 200);
     let (_, meta) = list("totalCount=true&limit=1").await;
     assert_eq!(meta["totalCount"], 5002);
+}
+
+// ---- KMIP adapters --------------------------------------------------------------------------
+
+fn kmip_collection(kind: &str, resource: Value) -> Value {
+    json!({"metadata": {"collectionType": format!("application/vnd.ibm.kms.{kind}+json"), "collectionTotal": 1}, "resources": [resource]})
+}
+
+#[tokio::test]
+async fn kmip_adapters_envelopes_reason_codes_objects_and_audit() {
+    let env = env().await;
+    let admin = env.admin.clone();
+    let crk = env.new_key(false, false).await;
+    let standard = env.new_key(true, false).await;
+    let disabled = env.new_key(false, false).await;
+    env.admin(
+        "POST",
+        &format!("/api/v2/keys/{disabled}/actions/disable"),
+        None,
+    )
+    .await;
+    let adapter_body = |crk: &str, name: &str| {
+        kmip_collection(
+            "kmip_adapter",
+            json!({"profile": "native_1.0", "profile_data": {"crk_id": crk}, "name": name, "description": "for the tests"}),
+        )
+    };
+
+    // Refused creations.
+    let post = |body: Value| {
+        let env = &env;
+        let admin = admin.clone();
+        async move {
+            env.kp(&admin, "POST", "/api/v2/kmip_adapters", Some(&body))
+                .await
+        }
+    };
+    let a = post(kmip_collection(
+        "kmip_adapter",
+        json!({"profile": "native_1.0"}),
+    ))
+    .await;
+    assert_envelope(&a, 400, "INVALID_FIELD_ERR");
+    let a = post(kmip_collection(
+        "kmip_adapter",
+        json!({"profile": "kmip_2.0", "profile_data": {"crk_id": crk}}),
+    ))
+    .await;
+    assert_envelope(&a, 400, "KMIP_PROFILE_NOT_SUPPORTED_ERR");
+    let a = post(adapter_body(uuid_like(), "a")).await;
+    assert_envelope(&a, 404, "NATIVE_CRK_ID_NOT_FOUND_ERR");
+    for not_a_crk in [&standard, &disabled] {
+        let a = post(adapter_body(not_a_crk, "a")).await;
+        assert_envelope(&a, 400, "NATIVE_INVALID_CRK_ERR");
+    }
+    let a = post(adapter_body(&crk, "has space")).await;
+    assert_envelope(&a, 400, "INVALID_FIELD_ERR");
+    let a = post(json!({"metadata": {"collectionType": "application/vnd.ibm.kms.kmip_adapter+json", "collectionTotal": 2}, "resources": [{"profile": "native_1.0"}]})).await;
+    assert_envelope(&a, 400, "COLLECTION_TOTAL_MISMATCH_ERR");
+
+    // Created: 201, the collection envelope, snake_case fields.
+    let a = post(adapter_body(&crk, "first")).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(
+        a.body["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.kmip_adapter+json"
+    );
+    let created = a.body["resources"][0].clone();
+    let adapter = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["name"], "first");
+    assert_eq!(created["profile"], "native_1.0");
+    assert_eq!(created["profile_data"]["crk_id"], crk.as_str());
+    assert_eq!(created["description"], "for the tests");
+    for field in ["created_at", "created_by", "updated_at", "updated_by"] {
+        assert!(
+            created[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field}"
+        );
+    }
+    let a = post(adapter_body(&crk, "first")).await;
+    assert_envelope(&a, 409, "KMIP_ADAPTER_DUPLICATE_NAME_ERR");
+    let other_crk = env.new_key(false, false).await;
+    let a = post(adapter_body(&other_crk, "")).await;
+    assert_envelope(&a, 400, "INVALID_FIELD_ERR");
+    let second = env.new_adapter(&other_crk, "second").await;
+
+    // Read by id and by name; list with paging, totalCount and the crk_id filter.
+    for id in [adapter.as_str(), "first"] {
+        let a = env
+            .kp(&admin, "GET", &format!("/api/v2/kmip_adapters/{id}"), None)
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body["resources"][0], created);
+    }
+    let a = env
+        .kp(&admin, "GET", "/api/v2/kmip_adapters/nope", None)
+        .await;
+    assert_envelope(&a, 404, "KMIP_ADAPTER_NOT_FOUND_ERR");
+    let a = env
+        .kp(
+            &admin,
+            "GET",
+            "/api/v2/kmip_adapters?limit=1&offset=1&totalCount=true",
+            None,
+        )
+        .await;
+    assert_eq!(a.body["metadata"]["collectionTotal"], 1);
+    assert_eq!(a.body["metadata"]["totalCount"], 2);
+    assert_eq!(a.body["resources"][0]["id"], second.as_str());
+    let a = env
+        .kp(
+            &admin,
+            "GET",
+            &format!("/api/v2/kmip_adapters?crk_id={crk}"),
+            None,
+        )
+        .await;
+    assert_eq!(a.body["resources"].as_array().unwrap().len(), 1);
+    assert_eq!(a.body["resources"][0]["id"], adapter.as_str());
+    let a = env
+        .kp(&admin, "GET", "/api/v2/kmip_adapters?limit=201", None)
+        .await;
+    assert_envelope(&a, 400, "INVALID_QUERY_PARAM_ERR");
+
+    // Certificates.
+    let certs = format!("/api/v2/kmip_adapters/{adapter}/certificates");
+    let cert_body = |pem: &str, name: &str| {
+        kmip_collection(
+            "kmip_client_certificate",
+            json!({"certificate": pem, "name": name}),
+        )
+    };
+    let a = env
+        .kp(&admin, "POST", &certs, Some(&cert_body("not a pem", "c")))
+        .await;
+    assert_envelope(&a, 400, "INVALID_FIELD_ERR");
+    assert_eq!(
+        a.body["resources"][0]["reasons"][0]["target"]["name"],
+        "certificate"
+    );
+    let (der, pem) = fake_certificate(7);
+    let a = env
+        .kp(&admin, "POST", &certs, Some(&cert_body(&pem, "app")))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(
+        a.headers[header::CONTENT_TYPE],
+        "application/vnd.ibm.kms.kmip_client_certificate+json"
+    );
+    assert_eq!(
+        a.body["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.kmip_client_certificate+json"
+    );
+    let cert = a.body["resources"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(a.body["resources"][0]["certificate"], pem.trim());
+    assert_eq!(a.body["resources"][0]["name"], "app");
+    let a = env
+        .kp(&admin, "POST", &certs, Some(&cert_body(&pem, "again")))
+        .await;
+    assert_envelope(&a, 409, "KMIP_CERT_DUPLICATE_ERR");
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &format!("/api/v2/kmip_adapters/{second}/certificates"),
+            Some(&cert_body(&pem, "again")),
+        )
+        .await;
+    assert_envelope(&a, 409, "KMIP_CERT_DUPLICATE_ERR");
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &certs,
+            Some(&cert_body(&fake_certificate(8).1, "app")),
+        )
+        .await;
+    assert_envelope(&a, 409, "KMIP_CERT_DUPLICATE_NAME_ERR");
+    // One certificate names one KMIP caller: an adapter's certificate is not also an
+    // admin-registered client, and the other way round.
+    let admin_caller = env.core.authenticate(&env.admin).await.unwrap();
+    assert!(matches!(
+        env.core
+            .add_kmip_client(&admin_caller, &der, &env.instance, Role::Manager)
+            .await,
+        Err(keyfort_core::CoreError::AlreadyExists { .. })
+    ));
+    let (client_der, client_pem) = fake_certificate(9);
+    env.core
+        .add_kmip_client(&admin_caller, &client_der, &env.instance, Role::Manager)
+        .await
+        .unwrap();
+    let a = env
+        .kp(
+            &admin,
+            "POST",
+            &certs,
+            Some(&cert_body(&client_pem, "client")),
+        )
+        .await;
+    assert_envelope(&a, 409, "KMIP_CERT_DUPLICATE_ERR");
+    let a = env
+        .kp(&admin, "GET", &format!("{certs}?totalCount=true"), None)
+        .await;
+    assert_eq!(a.body["metadata"]["totalCount"], 1);
+    assert_eq!(a.body["resources"][0]["id"], cert.as_str());
+    assert!(a.body["resources"][0].get("certificate").is_none());
+    let a = env.kp(&admin, "GET", &format!("{certs}/app"), None).await;
+    assert_eq!(a.body["resources"][0]["id"], cert.as_str());
+    let a = env
+        .kp(&admin, "GET", &format!("{certs}/{}", uuid_like()), None)
+        .await;
+    assert_envelope(&a, 404, "KMIP_CERT_NOT_FOUND_ERR");
+
+    // An object created by the certificate's KMIP client belongs to the adapter; its material
+    // is wrapped by the CRK: disabling the CRK suspends it.
+    let object = env.new_adapter_object(&der).await;
+    let objects = format!("/api/v2/kmip_adapters/{adapter}/kmip_objects");
+    let a = env
+        .kp(&admin, "GET", &format!("{objects}?totalCount=true"), None)
+        .await;
+    assert_eq!(
+        a.body["metadata"]["collectionType"],
+        "application/vnd.ibm.kms.kmip_object+json"
+    );
+    assert_eq!(a.body["metadata"]["totalCount"], 1);
+    let o = &a.body["resources"][0];
+    assert_eq!(o["id"], object.as_str());
+    assert_eq!(o["kmip_object_type"], 2);
+    assert_eq!(o["state"], 2);
+    assert_eq!(o["created_by_kmip_client_cert_id"], cert.as_str());
+    let a = env
+        .kp(
+            &admin,
+            "GET",
+            &format!("/api/v2/kmip_adapters/{second}/kmip_objects/{object}"),
+            None,
+        )
+        .await;
+    assert_envelope(&a, 404, "KMIP_OBJECT_NOT_FOUND_ERR");
+    let a = env
+        .kp(&admin, "GET", &format!("{objects}?state=9"), None)
+        .await;
+    assert_envelope(&a, 400, "INVALID_QUERY_PARAM_ERR");
+    let session = env.core.kmip_session(&der, None).await.unwrap();
+    let (_, material) = env
+        .core
+        .object_material(&session.caller, &env.instance, &object)
+        .await
+        .unwrap();
+    assert_eq!(material.len(), 32);
+    // The adapter's client reaches only the adapter's objects.
+    assert!(matches!(
+        env.core
+            .key(&session.caller, &env.instance, &standard)
+            .await,
+        Err(keyfort_core::CoreError::KeyNotFound { .. })
+    ));
+    assert!(matches!(
+        env.core
+            .object_material(&session.caller, &env.instance, &standard)
+            .await,
+        Err(keyfort_core::CoreError::KeyNotFound { .. })
+    ));
+    let visible = env
+        .core
+        .all_objects(&session.caller, &env.instance)
+        .await
+        .unwrap();
+    assert_eq!(
+        visible.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        [object.as_str()]
+    );
+    env.admin("POST", &format!("/api/v2/keys/{crk}/actions/disable"), None)
+        .await;
+    assert!(matches!(
+        env.core
+            .object_material(&session.caller, &env.instance, &object)
+            .await,
+        Err(keyfort_core::CoreError::KeyNotUsable { ref id, .. }) if *id == crk
+    ));
+    env.admin("POST", &format!("/api/v2/keys/{crk}/actions/enable"), None)
+        .await;
+    let (_, again) = env
+        .core
+        .object_material(&session.caller, &env.instance, &object)
+        .await
+        .unwrap();
+    assert_eq!(*again, *material);
+    // Rotating the CRK: the object stays readable (it names the CRK version that wraps it); a
+    // new object is wrapped by the new version.
+    env.admin("POST", &format!("/api/v2/keys/{crk}/actions/rotate"), None)
+        .await;
+    let (_, after_rotation) = env
+        .core
+        .object_material(&session.caller, &env.instance, &object)
+        .await
+        .unwrap();
+    assert_eq!(*after_rotation, *material);
+    let newer = env.new_adapter_object(&der).await;
+    let mut crk_versions = Vec::new();
+    for id in [&object, &newer] {
+        let k = env
+            .core
+            .key(&session.caller, &env.instance, id)
+            .await
+            .unwrap();
+        crk_versions.push(k.attributes["kmip_adapter"]["crk_version_id"].clone());
+    }
+    assert_ne!(crk_versions[0], crk_versions[1]);
+    env.core
+        .object_material(&session.caller, &env.instance, &newer)
+        .await
+        .unwrap();
+    env.admin(
+        "DELETE",
+        &format!("/api/v2/kmip_adapters/{adapter}/kmip_objects/{newer}?force=true"),
+        None,
+    )
+    .await;
+    // Another caller re-keying an adapter's object (KMIP Re-key copies the attributes) makes a
+    // key outside the adapter, readable without the CRK.
+    let rekeyed = env
+        .core
+        .rekey_object(&admin_caller, &env.instance, &object, |old| {
+            old.attributes.clone()
+        })
+        .await
+        .unwrap();
+    assert!(!rekeyed.attributes.contains_key("kmip_adapter"));
+    let (_, rekeyed_material) = env
+        .core
+        .object_material(&admin_caller, &env.instance, &rekeyed.id)
+        .await
+        .unwrap();
+    assert_eq!(rekeyed_material.len(), 32);
+
+    // An adapter with live objects stays; an active object needs `force`.
+    let a = env
+        .kp(
+            &admin,
+            "DELETE",
+            &format!("/api/v2/kmip_adapters/{adapter}"),
+            None,
+        )
+        .await;
+    assert_envelope(&a, 409, "KMIP_ADAPTER_HAS_OBJECTS_ERR");
+    let a = env
+        .kp(&admin, "DELETE", &format!("{objects}/{object}"), None)
+        .await;
+    assert_envelope(&a, 409, "KEY_ACTION_INVALID_STATE_ERR");
+    let a = env
+        .kp(
+            &admin,
+            "DELETE",
+            &format!("{objects}/{object}?force=true"),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let a = env
+        .kp(&admin, "GET", &format!("{objects}/{object}"), None)
+        .await;
+    assert_eq!(a.body["resources"][0]["state"], 5);
+    assert!(a.body["resources"][0]["destroyed_at"].is_string());
+    let a = env
+        .kp(&admin, "GET", &format!("{objects}?totalCount=true"), None)
+        .await;
+    assert_eq!(a.body["metadata"]["totalCount"], 0);
+    let a = env
+        .kp(&admin, "GET", &format!("{objects}?state=5"), None)
+        .await;
+    assert_eq!(a.body["resources"][0]["id"], object.as_str());
+    assert!(
+        env.core
+            .object_material(&session.caller, &env.instance, &object)
+            .await
+            .is_err()
+    );
+
+    // Deleting the certificate refuses its next session; then the adapter goes.
+    let a = env
+        .kp(&admin, "DELETE", &format!("{certs}/{cert}"), None)
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert!(matches!(
+        env.core.kmip_session(&der, None).await,
+        Err(keyfort_core::CoreError::Unauthenticated(_))
+    ));
+    let a = env
+        .kp(&admin, "DELETE", &format!("{certs}/{cert}"), None)
+        .await;
+    assert_envelope(&a, 404, "KMIP_CERT_NOT_FOUND_ERR");
+    let a = env
+        .kp(
+            &admin,
+            "DELETE",
+            &format!("/api/v2/kmip_adapters/{adapter}"),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = env
+        .kp(
+            &admin,
+            "GET",
+            &format!("/api/v2/kmip_adapters/{adapter}"),
+            None,
+        )
+        .await;
+    assert_envelope(&a, 404, "KMIP_ADAPTER_NOT_FOUND_ERR");
+
+    // Every request is audited: changes, reads and refusals.
+    let created = env.events("kmip_adapter.create", &adapter).await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].outcome, "success");
+    assert_eq!(created[0].details["crk_id"], crk.as_str());
+    let deletes = env.events("kmip_adapter.delete", &adapter).await;
+    assert_eq!(
+        deletes
+            .iter()
+            .map(|e| e.outcome.as_str())
+            .collect::<Vec<_>>(),
+        ["failure", "success"]
+    );
+    assert_eq!(env.events("kmip_certificate.create", &cert).await.len(), 1);
+    let cert_deletes = env.events("kmip_certificate.delete", &cert).await;
+    assert_eq!(
+        cert_deletes
+            .iter()
+            .map(|e| e.outcome.as_str())
+            .collect::<Vec<_>>(),
+        ["success", "failure"]
+    );
+    assert_eq!(env.events("kmip_object.delete", &object).await.len(), 2);
+    let reader = env.token_for("reader", Role::Reader, &env.instance).await;
+    let a = env
+        .kp(
+            &reader,
+            "POST",
+            "/api/v2/kmip_adapters",
+            Some(&adapter_body(&crk, "x")),
+        )
+        .await;
+    assert_envelope(&a, 401, "UNAUTHORIZED_ERR");
+    let denied = env.events("kmip_adapter.create", "x").await;
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].outcome, "denied");
 }

@@ -170,9 +170,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
 
     /// Zeroization: in one transaction, deletes every key, alias, key version, key ring other
-    /// than `default`, instance secret, keystore and token object of the instance, updates the
-    /// instance record as [`Store::update_instance`] does (optimistic), and appends `audit`.
-    /// Principals and the audit trail remain.
+    /// than `default`, instance secret, keystore and token object, KMIP adapter and KMIP
+    /// certificate of the instance, updates the instance record as [`Store::update_instance`]
+    /// does (optimistic), and appends `audit`. Principals and the audit trail remain.
     async fn zeroize_instance(
         &self,
         instance: &InstanceRecord,
@@ -228,6 +228,32 @@ pub trait Store: Send + Sync + 'static {
         instance_id: &str,
         key_id: Option<&str>,
     ) -> Result<Vec<RegistrationRecord>>;
+
+    // ---- KMIP adapters (written through `apply`) -------------------------------------------
+
+    /// The KMIP adapters of an instance, ordered by creation time then id.
+    async fn kmip_adapters(&self, instance_id: &str) -> Result<Vec<KmipAdapterRecord>>;
+
+    /// The client certificates of one adapter, ordered by creation time then id.
+    async fn kmip_certificates(
+        &self,
+        instance_id: &str,
+        adapter_id: &str,
+    ) -> Result<Vec<KmipCertificateRecord>>;
+
+    /// The client certificate with this fingerprint, in any instance.
+    async fn kmip_certificate_by_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<KmipCertificateRecord>>;
+
+    /// The objects of one adapter matching `filter` (paged), and how many match in all.
+    async fn kmip_objects(
+        &self,
+        instance_id: &str,
+        adapter_id: &str,
+        filter: &KmipObjectFilter,
+    ) -> Result<(Vec<KeyRecord>, u64)>;
 
     // ---- principals and API keys -----------------------------------------------------------
 

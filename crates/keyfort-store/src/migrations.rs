@@ -43,6 +43,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "keystores",
         sql: include_str!("migrations/sqlite/0004_keystores.sql"),
     },
+    Migration {
+        version: 5,
+        name: "kmip_adapters",
+        sql: include_str!("migrations/sqlite/0005_kmip_adapters.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order.
@@ -56,6 +61,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "keystores",
         sql: include_str!("migrations/postgres/0002_keystores.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "kmip_adapters",
+        sql: include_str!("migrations/postgres/0003_kmip_adapters.sql"),
     },
 ];
 

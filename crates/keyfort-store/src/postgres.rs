@@ -36,6 +36,7 @@
 mod appender;
 mod audit;
 mod keystores;
+mod kmip_adapters;
 pub mod listen;
 mod lock;
 mod migrate;
@@ -53,8 +54,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::{
     ApiKeyRecord, Applied, AuditEventInput, AuditEventRecord, AuditFilter, InstanceRecord,
     InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord,
-    KeystoreObjectRecord, KeystoreRecord, ObjectQuery, PrincipalRecord, RegistrationRecord, Result,
-    Store, StoreError, Write, WriteBatch,
+    KeystoreObjectRecord, KeystoreRecord, KmipAdapterRecord, KmipCertificateRecord,
+    KmipObjectFilter, ObjectQuery, PrincipalRecord, RegistrationRecord, Result, Store, StoreError,
+    Write, WriteBatch,
 };
 pub use listen::{Change, Changes};
 pub use lock::ClusterLock;
@@ -518,6 +520,34 @@ impl Store for PgStore {
         key_id: Option<&str>,
     ) -> Result<Vec<RegistrationRecord>> {
         reads::registrations(&self.pool, instance_id, key_id).await
+    }
+
+    async fn kmip_adapters(&self, instance_id: &str) -> Result<Vec<KmipAdapterRecord>> {
+        kmip_adapters::adapters(&self.pool, instance_id).await
+    }
+
+    async fn kmip_certificates(
+        &self,
+        instance_id: &str,
+        adapter_id: &str,
+    ) -> Result<Vec<KmipCertificateRecord>> {
+        kmip_adapters::certificates(&self.pool, instance_id, adapter_id).await
+    }
+
+    async fn kmip_certificate_by_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<KmipCertificateRecord>> {
+        kmip_adapters::certificate_by_fingerprint(&self.pool, fingerprint).await
+    }
+
+    async fn kmip_objects(
+        &self,
+        instance_id: &str,
+        adapter_id: &str,
+        filter: &KmipObjectFilter,
+    ) -> Result<(Vec<KeyRecord>, u64)> {
+        kmip_adapters::objects(&self.pool, instance_id, adapter_id, filter).await
     }
 
     async fn insert_principal(&self, principal: &PrincipalRecord) -> Result<()> {

@@ -259,6 +259,53 @@ pub struct RegistrationRecord {
     pub updated_at: i64,
 }
 
+/// A KMIP adapter of an instance (Key Protect `kmip_adapters`): a named group of KMIP client
+/// certificates whose objects are wrapped by one root key. Written once, never updated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmipAdapterRecord {
+    pub instance_id: String,
+    pub id: String,
+    /// Unique within the instance.
+    pub name: String,
+    pub description: Option<String>,
+    /// The adapter profile, `"native_1.0"`.
+    pub profile: String,
+    /// The root key (customer root key) of the profile.
+    pub crk_id: String,
+    pub created_at: i64,
+    pub created_by: String,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+/// A client certificate of a KMIP adapter. Written once, never updated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmipCertificateRecord {
+    pub instance_id: String,
+    pub adapter_id: String,
+    /// Unique in the deployment.
+    pub id: String,
+    /// Unique within the adapter.
+    pub name: String,
+    /// Lower-case hex SHA-256 of the certificate's DER; unique in the deployment.
+    pub fingerprint: String,
+    /// The certificate as PEM text.
+    pub certificate: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// Which objects of an adapter [`crate::Store::kmip_objects`] returns: keys whose attributes
+/// JSON names the adapter at `kmip_adapter.adapter_id`, ordered by creation time then id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KmipObjectFilter {
+    /// Only these states; empty means every state.
+    pub states: Vec<i64>,
+    pub offset: u64,
+    /// `None` means no limit.
+    pub limit: Option<u64>,
+}
+
 /// One write of a [`WriteBatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -293,6 +340,19 @@ pub enum Write {
         instance_id: String,
         key_id: String,
         resource_crn: String,
+    },
+    /// Inserts a KMIP adapter; AlreadyExists if its id or its name is taken in the instance.
+    InsertKmipAdapter(KmipAdapterRecord),
+    /// Deletes a KMIP adapter and its certificates; NotFound if absent.
+    DeleteKmipAdapter { instance_id: String, id: String },
+    /// Inserts a KMIP client certificate; AlreadyExists if its id, its fingerprint or its name
+    /// within the adapter is taken; NotFound if the adapter does not exist.
+    InsertKmipCertificate(KmipCertificateRecord),
+    /// Deletes a KMIP client certificate; NotFound if absent.
+    DeleteKmipCertificate {
+        instance_id: String,
+        adapter_id: String,
+        id: String,
     },
     /// Appends an audit event to the instance's chain (as [`crate::Store::append_audit_event`]).
     AppendAudit(AuditEventInput),

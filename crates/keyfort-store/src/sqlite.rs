@@ -42,6 +42,7 @@ mod instances;
 mod journal;
 mod keys;
 mod keystores;
+mod kmip_adapters;
 mod migrate;
 mod principals;
 mod registrations;
@@ -60,8 +61,9 @@ use sqlx::sqlite::{
 use crate::{
     ApiKeyRecord, Applied, AuditEventInput, AuditEventRecord, AuditFilter, InstanceRecord,
     InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord,
-    KeystoreObjectRecord, KeystoreRecord, ObjectQuery, PrincipalRecord, RegistrationRecord, Result,
-    Store, StoreError, Write, WriteBatch,
+    KeystoreObjectRecord, KeystoreRecord, KmipAdapterRecord, KmipCertificateRecord,
+    KmipObjectFilter, ObjectQuery, PrincipalRecord, RegistrationRecord, Result, Store, StoreError,
+    Write, WriteBatch,
 };
 use journal::{ChainLock, Journal};
 use writer::{Job, SyncFiles, Writer};
@@ -475,6 +477,34 @@ impl Store for SqliteStore {
         key_id: Option<&str>,
     ) -> Result<Vec<RegistrationRecord>> {
         registrations::list(self, instance_id, key_id).await
+    }
+
+    async fn kmip_adapters(&self, instance_id: &str) -> Result<Vec<KmipAdapterRecord>> {
+        kmip_adapters::adapters(self, instance_id).await
+    }
+
+    async fn kmip_certificates(
+        &self,
+        instance_id: &str,
+        adapter_id: &str,
+    ) -> Result<Vec<KmipCertificateRecord>> {
+        kmip_adapters::certificates(self, instance_id, adapter_id).await
+    }
+
+    async fn kmip_certificate_by_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<KmipCertificateRecord>> {
+        kmip_adapters::certificate_by_fingerprint(self, fingerprint).await
+    }
+
+    async fn kmip_objects(
+        &self,
+        instance_id: &str,
+        adapter_id: &str,
+        filter: &KmipObjectFilter,
+    ) -> Result<(Vec<KeyRecord>, u64)> {
+        kmip_adapters::objects(self, instance_id, adapter_id, filter).await
     }
 
     async fn insert_principal(&self, principal: &PrincipalRecord) -> Result<()> {

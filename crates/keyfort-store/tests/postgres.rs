@@ -255,7 +255,7 @@ async fn migrations_run_once_and_a_newer_schema_is_refused() {
         .iter()
         .map(|r| r.try_get::<String, _>("name").expect("name"))
         .collect();
-    assert_eq!(names, ["initial", "keystores"]);
+    assert_eq!(names, ["initial", "keystores", "kmip_adapters"]);
     sqlx::query("INSERT INTO schema_migrations VALUES (1000, 'future', 0)")
         .execute(&mut conn)
         .await
@@ -270,7 +270,7 @@ async fn migrations_run_once_and_a_newer_schema_is_refused() {
             e,
             StoreError::SchemaTooNew {
                 found: 1000,
-                supported: 2
+                supported: 3
             }
         ),
         "{e:?}"

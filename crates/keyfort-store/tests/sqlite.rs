@@ -405,7 +405,8 @@ async fn a_version_1_database_is_upgraded_with_its_data() {
             (1, "initial".to_owned()),
             (2, "kyok_audit".to_owned()),
             (3, "kms".to_owned()),
-            (4, "keystores".to_owned())
+            (4, "keystores".to_owned()),
+            (5, "kmip_adapters".to_owned())
         ]
     );
     let fks: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_foreign_key_check")
@@ -782,10 +783,10 @@ async fn a_version_2_database_is_upgraded_and_audit_columns_backfilled() {
             .expect("schema_migrations");
     assert_eq!(
         versions.last(),
-        Some(&(4, "keystores".to_owned())),
+        Some(&(5, "kmip_adapters".to_owned())),
         "{versions:?}"
     );
-    assert_eq!(versions.len(), 4);
+    assert_eq!(versions.len(), 5);
     let fks: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_foreign_key_check")
         .fetch_one(&mut conn)
         .await

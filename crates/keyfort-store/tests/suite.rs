@@ -12,8 +12,9 @@ use std::sync::Arc;
 use keyfort_crypto::digest::sha256;
 use keyfort_store::{
     ApiKeyRecord, Applied, AuditEventInput, AuditEventRecord, AuditFilter, InstanceRecord,
-    InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, PrincipalRecord,
-    RegistrationRecord, Result, Store, StoreError, Write, WriteBatch,
+    InstanceSecretRecord, KeyFilter, KeyRecord, KeyRingRecord, KeyVersionRecord, KmipAdapterRecord,
+    KmipCertificateRecord, KmipObjectFilter, PrincipalRecord, RegistrationRecord, Result, Store,
+    StoreError, Write, WriteBatch,
 };
 use keyfort_store::{
     Comparison, DateCondition, KeyDate, KeySort, KeySortField, SearchMode, SearchScope,
@@ -62,6 +63,8 @@ macro_rules! store_suite {
             group_commit_under_concurrency,
             registrations,
             registrations_go_with_their_key,
+            kmip_adapters,
+            kmip_adapter_objects,
             instance_policies,
             query_audit_events,
             list_all_api_keys,
@@ -4247,4 +4250,308 @@ pub async fn keystores_go_with_zeroization(store: Arc<dyn Store>) {
             .len(),
         1
     );
+}
+
+// ---- KMIP adapters --------------------------------------------------------------------------
+
+pub fn kmip_adapter(instance_id: &str, id: &str, name: &str, at: i64) -> KmipAdapterRecord {
+    KmipAdapterRecord {
+        instance_id: instance_id.to_owned(),
+        id: id.to_owned(),
+        name: name.to_owned(),
+        description: Some(format!("adapter {name}")),
+        profile: "native_1.0".to_owned(),
+        crk_id: "crk-1".to_owned(),
+        created_at: at,
+        created_by: "alice".to_owned(),
+        updated_at: at,
+        updated_by: "alice".to_owned(),
+    }
+}
+
+pub fn kmip_certificate(
+    a: &KmipAdapterRecord,
+    id: &str,
+    name: &str,
+    at: i64,
+) -> KmipCertificateRecord {
+    KmipCertificateRecord {
+        instance_id: a.instance_id.clone(),
+        adapter_id: a.id.clone(),
+        id: id.to_owned(),
+        name: name.to_owned(),
+        fingerprint: format!("fp-{id}"),
+        certificate: format!("-----BEGIN CERTIFICATE-----\n{id}\n-----END CERTIFICATE-----\n"),
+        created_at: at,
+        created_by: "alice".to_owned(),
+    }
+}
+
+pub async fn kmip_adapters(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    instance_with_ring(s, "i1", 1).await;
+    instance_with_ring(s, "i2", 2).await;
+    let a1 = kmip_adapter("i1", "a1", "first", 10);
+    let a2 = kmip_adapter("i1", "a2", "second", 20);
+    let other = kmip_adapter("i2", "a3", "first", 5);
+    s.apply(&batch([
+        Write::InsertKmipAdapter(a2.clone()),
+        Write::InsertKmipAdapter(a1.clone()),
+        Write::InsertKmipAdapter(other.clone()),
+    ]))
+    .await
+    .expect("insert adapters");
+    assert_eq!(
+        s.kmip_adapters("i1").await.expect("list"),
+        vec![a1.clone(), a2.clone()]
+    );
+    assert_eq!(
+        s.kmip_adapters("i2").await.expect("list"),
+        vec![other.clone()]
+    );
+    assert!(s.kmip_adapters("nope").await.expect("list").is_empty());
+
+    // Names are unique per instance; ids too.
+    let dup = kmip_adapter("i1", "a9", "first", 30);
+    assert_already_exists(
+        fails(s.apply(&batch([Write::InsertKmipAdapter(dup)])).await),
+        "kmip adapter",
+        "first",
+    );
+    let dup_id = kmip_adapter("i1", "a1", "third", 30);
+    assert_already_exists(
+        fails(s.apply(&batch([Write::InsertKmipAdapter(dup_id)])).await),
+        "kmip adapter",
+        "third",
+    );
+    // An adapter needs its instance.
+    assert_not_found(
+        fails(
+            s.apply(&batch([Write::InsertKmipAdapter(kmip_adapter(
+                "zz", "a8", "x", 1,
+            ))]))
+            .await,
+        ),
+        "instance",
+        "zz",
+    );
+
+    // Certificates: unique id, fingerprint, and name within the adapter.
+    let c1 = kmip_certificate(&a1, "c1", "one", 40);
+    let c2 = kmip_certificate(&a1, "c2", "two", 50);
+    let c3 = kmip_certificate(&a2, "c3", "one", 45);
+    s.apply(&batch([
+        Write::InsertKmipCertificate(c2.clone()),
+        Write::InsertKmipCertificate(c1.clone()),
+        Write::InsertKmipCertificate(c3.clone()),
+    ]))
+    .await
+    .expect("insert certificates");
+    assert_eq!(
+        s.kmip_certificates("i1", "a1").await.expect("list"),
+        vec![c1.clone(), c2.clone()]
+    );
+    assert_eq!(
+        s.kmip_certificates("i1", "a2").await.expect("list"),
+        vec![c3.clone()]
+    );
+    assert_eq!(
+        s.kmip_certificate_by_fingerprint("fp-c2")
+            .await
+            .expect("get"),
+        Some(c2.clone())
+    );
+    assert_eq!(
+        s.kmip_certificate_by_fingerprint("fp-zz")
+            .await
+            .expect("get"),
+        None
+    );
+    let mut same_fp = kmip_certificate(&a2, "c4", "four", 60);
+    same_fp.fingerprint = "fp-c1".to_owned();
+    assert_already_exists(
+        fails(
+            s.apply(&batch([Write::InsertKmipCertificate(same_fp)]))
+                .await,
+        ),
+        "kmip certificate",
+        "four",
+    );
+    let same_name = kmip_certificate(&a1, "c5", "one", 60);
+    assert_already_exists(
+        fails(
+            s.apply(&batch([Write::InsertKmipCertificate(same_name)]))
+                .await,
+        ),
+        "kmip certificate",
+        "one",
+    );
+    let orphan = kmip_certificate(&kmip_adapter("i1", "gone", "g", 1), "c6", "six", 60);
+    assert_not_found(
+        fails(
+            s.apply(&batch([Write::InsertKmipCertificate(orphan)]))
+                .await,
+        ),
+        "kmip adapter",
+        "gone",
+    );
+
+    // A failed write in a batch leaves nothing behind.
+    let c7 = kmip_certificate(&a1, "c7", "seven", 70);
+    fails(
+        s.apply(&batch([
+            Write::InsertKmipCertificate(c7),
+            Write::InsertKmipAdapter(kmip_adapter("i1", "a1", "again", 1)),
+        ]))
+        .await,
+    );
+    assert_eq!(
+        s.kmip_certificate_by_fingerprint("fp-c7")
+            .await
+            .expect("get"),
+        None
+    );
+
+    // Deleting a certificate.
+    s.apply(&batch([Write::DeleteKmipCertificate {
+        instance_id: "i1".into(),
+        adapter_id: "a1".into(),
+        id: "c1".into(),
+    }]))
+    .await
+    .expect("delete certificate");
+    assert_eq!(
+        s.kmip_certificate_by_fingerprint("fp-c1")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_not_found(
+        fails(
+            s.apply(&batch([Write::DeleteKmipCertificate {
+                instance_id: "i1".into(),
+                adapter_id: "a2".into(),
+                id: "c2".into(),
+            }]))
+            .await,
+        ),
+        "kmip certificate",
+        "c2",
+    );
+
+    // Deleting an adapter deletes its certificates, and only its own.
+    s.apply(&batch([Write::DeleteKmipAdapter {
+        instance_id: "i1".into(),
+        id: "a1".into(),
+    }]))
+    .await
+    .expect("delete adapter");
+    assert_eq!(s.kmip_adapters("i1").await.expect("list"), vec![a2.clone()]);
+    assert!(
+        s.kmip_certificates("i1", "a1")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        s.kmip_certificate_by_fingerprint("fp-c2")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        s.kmip_certificate_by_fingerprint("fp-c3")
+            .await
+            .expect("get"),
+        Some(c3)
+    );
+    assert_not_found(
+        fails(
+            s.apply(&batch([Write::DeleteKmipAdapter {
+                instance_id: "i2".into(),
+                id: "a1".into(),
+            }]))
+            .await,
+        ),
+        "kmip adapter",
+        "a1",
+    );
+
+    // Zeroizing an instance removes its adapters and certificates, and no other instance's.
+    let a4 = kmip_adapter("i2", "a4", "fourth", 80);
+    s.apply(&batch([
+        Write::InsertKmipAdapter(a4.clone()),
+        Write::InsertKmipCertificate(kmip_certificate(&a4, "c8", "eight", 90)),
+    ]))
+    .await
+    .expect("insert");
+    let i2 = s.instance("i2").await.expect("get").expect("exists");
+    s.zeroize_instance(&i2, &audit("i2", 100, "{}"))
+        .await
+        .expect("zeroize");
+    assert!(s.kmip_adapters("i2").await.expect("list").is_empty());
+    assert_eq!(
+        s.kmip_certificate_by_fingerprint("fp-c8")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(s.kmip_adapters("i1").await.expect("list"), vec![a2]);
+    assert!(
+        s.kmip_certificate_by_fingerprint("fp-c3")
+            .await
+            .expect("get")
+            .is_some()
+    );
+}
+
+pub async fn kmip_adapter_objects(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    instance_with_ring(s, "i1", 1).await;
+    instance_with_ring(s, "i2", 2).await;
+    let tagged = |instance: &str, id: &str, adapter: &str, state: i64, at: i64| {
+        let mut k = key(instance, id, &[], at);
+        k.state = state;
+        k.attributes = format!(
+            r#"{{"kmip":{{"x":1}},"kmip_adapter":{{"adapter_id":"{adapter}","cert_id":"c"}}}}"#
+        );
+        k
+    };
+    for k in [
+        tagged("i1", "k3", "a1", 1, 30),
+        tagged("i1", "k1", "a1", 5, 10),
+        tagged("i1", "k2", "a1", 1, 20),
+        tagged("i1", "k4", "a2", 1, 40),
+        tagged("i2", "k5", "a1", 1, 50),
+        key("i1", "k6", &[], 60),
+    ] {
+        insert(s, &k).await;
+    }
+    let all = KmipObjectFilter::default();
+    let (page, total) = s.kmip_objects("i1", "a1", &all).await.expect("objects");
+    assert_eq!(ids(&page), ["k1", "k2", "k3"]);
+    assert_eq!(total, 3);
+    assert_eq!(page[1], tagged("i1", "k2", "a1", 1, 20));
+
+    let active = KmipObjectFilter {
+        states: vec![1, 2],
+        ..KmipObjectFilter::default()
+    };
+    let (page, total) = s.kmip_objects("i1", "a1", &active).await.expect("objects");
+    assert_eq!((ids(&page), total), (vec!["k2", "k3"], 2));
+
+    let paged = KmipObjectFilter {
+        states: Vec::new(),
+        offset: 1,
+        limit: Some(1),
+    };
+    let (page, total) = s.kmip_objects("i1", "a1", &paged).await.expect("objects");
+    assert_eq!((ids(&page), total), (vec!["k2"], 3));
+
+    let (page, total) = s.kmip_objects("i1", "a2", &all).await.expect("objects");
+    assert_eq!((ids(&page), total), (vec!["k4"], 1));
+    let (page, total) = s.kmip_objects("i2", "a1", &all).await.expect("objects");
+    assert_eq!((ids(&page), total), (vec!["k5"], 1));
+    let (page, total) = s.kmip_objects("i1", "zz", &all).await.expect("objects");
+    assert_eq!((page.len(), total), (0, 0));
 }

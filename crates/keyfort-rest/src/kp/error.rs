@@ -1,7 +1,7 @@
 //! The one place where a core error becomes a Key Protect status and reason code (§12).
 
 use axum::http::StatusCode;
-use keyfort_core::{CoreError, KmsRefusal};
+use keyfort_core::{CoreError, KmipAdapterRefusal, KmsRefusal};
 
 use super::envelope::KpError;
 
@@ -45,6 +45,17 @@ impl Op {
     pub const IMPORT_TOKEN_GET: Op = Op::new("Import token", "retrieved");
     pub const ALLOWED_IP_PORT: Op = Op::new("Allowed IP port", "retrieved");
     pub const EVENT_ACK: Op = Op::new("Event", "acknowledged");
+    pub const KMIP_ADAPTER_CREATE: Op = Op::new("KMIP adapter", "created");
+    pub const KMIP_ADAPTER_LIST: Op = Op::new("KMIP adapters", "retrieved");
+    pub const KMIP_ADAPTER_GET: Op = Op::new("KMIP adapter", "retrieved");
+    pub const KMIP_ADAPTER_DELETE: Op = Op::new("KMIP adapter", "deleted");
+    pub const KMIP_CERT_CREATE: Op = Op::new("KMIP client certificate", "created");
+    pub const KMIP_CERT_LIST: Op = Op::new("KMIP client certificates", "retrieved");
+    pub const KMIP_CERT_GET: Op = Op::new("KMIP client certificate", "retrieved");
+    pub const KMIP_CERT_DELETE: Op = Op::new("KMIP client certificate", "deleted");
+    pub const KMIP_OBJECT_LIST: Op = Op::new("KMIP objects", "retrieved");
+    pub const KMIP_OBJECT_GET: Op = Op::new("KMIP object", "retrieved");
+    pub const KMIP_OBJECT_DELETE: Op = Op::new("KMIP object", "deleted");
 
     const fn new(what: &'static str, verb: &'static str) -> Op {
         Op { what, verb }
@@ -107,6 +118,7 @@ pub(crate) fn classify(e: &CoreError, op: Op, correlation_id: &str) -> KpError {
             "The key material of a root key cannot be retrieved".into(),
         ),
         E::KeyRefused { reason, .. } => refusal(*reason, op),
+        E::KmipAdapterRefused { reason, .. } => kmip_refusal(*reason, op),
         E::InstanceSealed { id } => new(
             StatusCode::SERVICE_UNAVAILABLE,
             "INSTANCE_SEALED_ERR",
@@ -153,6 +165,31 @@ fn unauthorized(op: Op) -> KpError {
         "Unauthorized: The user does not have access to the specified resource",
         op,
     )
+}
+
+/// KMIP adapter refusals (reason codes as Key Protect names them).
+fn kmip_refusal(reason: KmipAdapterRefusal, op: Op) -> KpError {
+    use KmipAdapterRefusal as R;
+    let (status, code) = match reason {
+        R::AdapterNotFound => (StatusCode::NOT_FOUND, "KMIP_ADAPTER_NOT_FOUND_ERR"),
+        R::CertificateNotFound => (StatusCode::NOT_FOUND, "KMIP_CERT_NOT_FOUND_ERR"),
+        R::ObjectNotFound => (StatusCode::NOT_FOUND, "KMIP_OBJECT_NOT_FOUND_ERR"),
+        R::UnsupportedProfile => (StatusCode::BAD_REQUEST, "KMIP_PROFILE_NOT_SUPPORTED_ERR"),
+        R::AdapterHasObjects => (StatusCode::CONFLICT, "KMIP_ADAPTER_HAS_OBJECTS_ERR"),
+        R::TooManyCertificates => (StatusCode::CONFLICT, "KMIP_CERT_LIMIT_ERR"),
+        R::TooManyAdapters => (StatusCode::CONFLICT, "KMIP_ADAPTER_LIMIT_ERR"),
+        R::DuplicateAdapterName => (StatusCode::CONFLICT, "KMIP_ADAPTER_DUPLICATE_NAME_ERR"),
+        R::DuplicateCertificate => (StatusCode::CONFLICT, "KMIP_CERT_DUPLICATE_ERR"),
+        R::DuplicateCertificateName => (StatusCode::CONFLICT, "KMIP_CERT_DUPLICATE_NAME_ERR"),
+        R::CrkNotFound => (StatusCode::NOT_FOUND, "NATIVE_CRK_ID_NOT_FOUND_ERR"),
+        R::InvalidCrk => (StatusCode::BAD_REQUEST, "NATIVE_INVALID_CRK_ERR"),
+        _ => (StatusCode::BAD_REQUEST, "BAD_BODY_ERR"),
+    };
+    let mut message = reason.to_string();
+    if let Some(first) = message.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    KpError::new(status, code, message, op)
 }
 
 /// Key Protect rule refusals (§7–§10, §12).
@@ -210,6 +247,10 @@ mod tests {
     fn each_core_error_has_its_kp_code() {
         let refused = |reason| CoreError::KeyRefused {
             id: "k".into(),
+            reason,
+        };
+        let kmip = |reason| CoreError::KmipAdapterRefused {
+            id: "a".into(),
             reason,
         };
         let cases: Vec<(CoreError, u16, &str)> = vec![
@@ -332,6 +373,31 @@ mod tests {
                 CoreError::InstanceSealed { id: "i".into() },
                 503,
                 "INSTANCE_SEALED_ERR",
+            ),
+            (
+                kmip(KmipAdapterRefusal::DuplicateAdapterName),
+                409,
+                "KMIP_ADAPTER_DUPLICATE_NAME_ERR",
+            ),
+            (
+                kmip(KmipAdapterRefusal::CrkNotFound),
+                404,
+                "NATIVE_CRK_ID_NOT_FOUND_ERR",
+            ),
+            (
+                kmip(KmipAdapterRefusal::InvalidCrk),
+                400,
+                "NATIVE_INVALID_CRK_ERR",
+            ),
+            (
+                kmip(KmipAdapterRefusal::AdapterHasObjects),
+                409,
+                "KMIP_ADAPTER_HAS_OBJECTS_ERR",
+            ),
+            (
+                kmip(KmipAdapterRefusal::DuplicateCertificate),
+                409,
+                "KMIP_CERT_DUPLICATE_ERR",
             ),
         ];
         for (e, status, reason) in cases {

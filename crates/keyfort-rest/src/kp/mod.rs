@@ -12,6 +12,7 @@ mod error;
 pub(crate) mod iam;
 mod import_token;
 mod keys;
+mod kmip_adapters;
 mod policies;
 mod registrations;
 mod rings;
@@ -45,7 +46,7 @@ const PREFER: HeaderName = HeaderName::from_static("prefer");
 /// Longest correlation id accepted from a client; longer ones are replaced.
 const MAX_CORRELATION_ID_LEN: usize = 128;
 
-/// The `/api/v2` routes (§3 endpoint table; KMIP adapters are not served).
+/// The `/api/v2` routes (§3 endpoint table).
 pub(crate) fn routes() -> Router<Keyfort> {
     Router::new()
         .route(
@@ -94,6 +95,30 @@ pub(crate) fn routes() -> Router<Keyfort> {
         .route(
             "/keys/{id}/aliases/{alias}",
             post(aliases::create).delete(aliases::delete),
+        )
+        .route(
+            "/kmip_adapters",
+            get(kmip_adapters::list).post(kmip_adapters::create),
+        )
+        .route(
+            "/kmip_adapters/{id}",
+            get(kmip_adapters::get).delete(kmip_adapters::delete),
+        )
+        .route(
+            "/kmip_adapters/{id}/kmip_objects",
+            get(kmip_adapters::list_objects),
+        )
+        .route(
+            "/kmip_adapters/{id}/kmip_objects/{object}",
+            get(kmip_adapters::get_object).delete(kmip_adapters::delete_object),
+        )
+        .route(
+            "/kmip_adapters/{id}/certificates",
+            get(kmip_adapters::list_certificates).post(kmip_adapters::add_certificate),
+        )
+        .route(
+            "/kmip_adapters/{id}/certificates/{certificate}",
+            get(kmip_adapters::get_certificate).delete(kmip_adapters::delete_certificate),
         )
         .route("/key_rings", get(rings::list))
         .route(

@@ -111,6 +111,26 @@ async fn apply_write(
             }
             Applied::Done
         }
+        Write::InsertKmipAdapter(adapter) => {
+            super::kmip_adapters::insert_adapter_in(conn, adapter).await?;
+            Applied::Done
+        }
+        Write::DeleteKmipAdapter { instance_id, id } => {
+            super::kmip_adapters::delete_adapter_in(conn, instance_id, id).await?;
+            Applied::Done
+        }
+        Write::InsertKmipCertificate(certificate) => {
+            super::kmip_adapters::insert_certificate_in(conn, certificate).await?;
+            Applied::Done
+        }
+        Write::DeleteKmipCertificate {
+            instance_id,
+            adapter_id,
+            id,
+        } => {
+            super::kmip_adapters::delete_certificate_in(conn, instance_id, adapter_id, id).await?;
+            Applied::Done
+        }
         Write::AppendAudit(event) => Applied::Audit(audit::append_in(conn, event, heads).await?),
         Write::Keystore(w) => super::keystores::apply_in(conn, w).await?,
     })
@@ -211,6 +231,8 @@ pub(super) async fn zeroize_in(
         "DELETE FROM keys WHERE instance_id = $1",
         "DELETE FROM key_rings WHERE instance_id = $1 AND id <> 'default'",
         "DELETE FROM instance_secrets WHERE instance_id = $1",
+        "DELETE FROM kmip_certificates WHERE instance_id = $1",
+        "DELETE FROM kmip_adapters WHERE instance_id = $1",
     ] {
         sqlx::query(sql).bind(&i.id).execute(&mut *conn).await?;
     }

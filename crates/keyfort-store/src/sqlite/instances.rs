@@ -110,6 +110,8 @@ pub(super) async fn zeroize(
         "DELETE FROM keys WHERE instance_id = ?",
         "DELETE FROM key_rings WHERE instance_id = ? AND id <> 'default'",
         "DELETE FROM instance_secrets WHERE instance_id = ?",
+        "DELETE FROM kmip_certificates WHERE instance_id = ?",
+        "DELETE FROM kmip_adapters WHERE instance_id = ?",
     ] {
         sqlx::query(sql).bind(&i.id).execute(&mut *tx).await?;
     }

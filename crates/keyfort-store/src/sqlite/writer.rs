@@ -45,7 +45,7 @@ use tokio::task::JoinHandle;
 use tracing::trace;
 
 use super::journal::{ChainLock, Journal};
-use super::{Conn, audit, instances, keys, registrations};
+use super::{Conn, audit, instances, keys, kmip_adapters, registrations};
 use crate::{
     Applied, AuditEventInput, KeyRecord, KeyVersionRecord, Result, StoreError, Write, WriteBatch,
 };
@@ -636,6 +636,26 @@ async fn apply_write(
             resource_crn,
         } => {
             registrations::delete_in(conn, instance_id, key_id, resource_crn).await?;
+            Applied::Done
+        }
+        Write::InsertKmipAdapter(adapter) => {
+            kmip_adapters::insert_adapter_in(conn, adapter).await?;
+            Applied::Done
+        }
+        Write::DeleteKmipAdapter { instance_id, id } => {
+            kmip_adapters::delete_adapter_in(conn, instance_id, id).await?;
+            Applied::Done
+        }
+        Write::InsertKmipCertificate(certificate) => {
+            kmip_adapters::insert_certificate_in(conn, certificate).await?;
+            Applied::Done
+        }
+        Write::DeleteKmipCertificate {
+            instance_id,
+            adapter_id,
+            id,
+        } => {
+            kmip_adapters::delete_certificate_in(conn, instance_id, adapter_id, id).await?;
             Applied::Done
         }
         Write::AppendAudit(event) => {
