@@ -22,6 +22,7 @@ mod chain;
 mod error;
 mod keystores;
 mod migrations;
+mod row_read;
 mod shared;
 
 pub use error::StoreError;

@@ -1,12 +1,10 @@
 //! KMIP adapters, their client certificates, and the objects their clients created.
 
-use sqlx::postgres::PgRow;
-use sqlx::{Decode, PgConnection, PgPool, Postgres, Row, Type};
+use sqlx::{PgConnection, PgPool, Row};
 
 use super::rows::{self, already_exists, constraint, not_found};
-use crate::{
-    KeyRecord, KmipAdapterRecord, KmipCertificateRecord, KmipObjectFilter, Result, StoreError,
-};
+use crate::row_read;
+use crate::{KeyRecord, KmipAdapterRecord, KmipCertificateRecord, KmipObjectFilter, Result};
 
 macro_rules! select_adapters {
     ($tail:literal) => {
@@ -45,7 +43,7 @@ pub(super) async fn adapters(pool: &PgPool, instance_id: &str) -> Result<Vec<Kmi
     .bind(instance_id)
     .fetch_all(pool)
     .await?;
-    all.iter().map(adapter).collect()
+    all.iter().map(row_read::kmip_adapter).collect()
 }
 
 pub(super) async fn certificates(
@@ -60,7 +58,7 @@ pub(super) async fn certificates(
     .bind(adapter_id)
     .fetch_all(pool)
     .await?;
-    all.iter().map(certificate).collect()
+    all.iter().map(row_read::kmip_certificate).collect()
 }
 
 pub(super) async fn certificate_by_fingerprint(
@@ -71,7 +69,7 @@ pub(super) async fn certificate_by_fingerprint(
         .bind(fingerprint)
         .fetch_optional(pool)
         .await?;
-    row.as_ref().map(certificate).transpose()
+    row.as_ref().map(row_read::kmip_certificate).transpose()
 }
 
 pub(super) async fn objects(
@@ -217,49 +215,4 @@ pub(super) async fn delete_certificate_in(
 
 fn saturating_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// Column `column` of a row of `table`, or [`StoreError::Corrupt`].
-fn cell<T>(row: &PgRow, table: &'static str, column: &'static str) -> Result<T>
-where
-    T: for<'a> Decode<'a, Postgres> + Type<Postgres>,
-{
-    row.try_get::<T, _>(column)
-        .map_err(|e| StoreError::Corrupt {
-            table,
-            id: row
-                .try_get::<String, _>("id")
-                .unwrap_or_else(|_| "<unreadable>".to_owned()),
-            detail: format!("column {column}: {e}"),
-        })
-}
-
-fn adapter(row: &PgRow) -> Result<KmipAdapterRecord> {
-    let t = "kmip_adapters";
-    Ok(KmipAdapterRecord {
-        instance_id: cell(row, t, "instance_id")?,
-        id: cell(row, t, "id")?,
-        name: cell(row, t, "name")?,
-        description: cell(row, t, "description")?,
-        profile: cell(row, t, "profile")?,
-        crk_id: cell(row, t, "crk_id")?,
-        created_at: cell(row, t, "created_at")?,
-        created_by: cell(row, t, "created_by")?,
-        updated_at: cell(row, t, "updated_at")?,
-        updated_by: cell(row, t, "updated_by")?,
-    })
-}
-
-fn certificate(row: &PgRow) -> Result<KmipCertificateRecord> {
-    let t = "kmip_certificates";
-    Ok(KmipCertificateRecord {
-        instance_id: cell(row, t, "instance_id")?,
-        adapter_id: cell(row, t, "adapter_id")?,
-        id: cell(row, t, "id")?,
-        name: cell(row, t, "name")?,
-        fingerprint: cell(row, t, "fingerprint")?,
-        certificate: cell(row, t, "certificate")?,
-        created_at: cell(row, t, "created_at")?,
-        created_by: cell(row, t, "created_by")?,
-    })
 }

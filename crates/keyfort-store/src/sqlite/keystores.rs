@@ -1,18 +1,18 @@
 //! Keystores and their token objects (see [`crate::keystores`]).
 
 use keyfort_crypto::digest::sha256;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
 use super::rows::{Violation, already_exists, not_found, violation};
 use super::{Conn, SqliteStore};
-use crate::keystores::{decode_attributes, encode_attributes, type_to_column};
+use crate::keystores::{encode_attributes, type_to_column};
+use crate::row_read;
 use crate::shared::stale;
 use crate::{
     Applied, KeystoreObjectRecord, KeystoreRecord, KeystoreWrite, ObjectQuery, Result, StoreError,
 };
 
-/// The columns of `keystore_objects o` that [`object_row`] reads.
+/// The columns of `keystore_objects o` that [`row_read::keystore_object`] reads.
 macro_rules! object_columns {
     () => {
         "o.instance_id, o.keystore_id, o.id, o.blob, o.attributes, o.created_at, o.updated_at, \
@@ -268,7 +268,7 @@ pub(super) async fn keystore(
     .fetch_optional(&store.reader)
     .await?
     .as_ref()
-    .map(keystore_row)
+    .map(row_read::keystore)
     .transpose()
 }
 
@@ -280,7 +280,7 @@ pub(super) async fn list(store: &SqliteStore, instance_id: &str) -> Result<Vec<K
     .bind(instance_id)
     .fetch_all(&store.reader)
     .await?;
-    rows.iter().map(keystore_row).collect()
+    rows.iter().map(row_read::keystore).collect()
 }
 
 pub(super) async fn count_objects(
@@ -315,7 +315,7 @@ pub(super) async fn object(
     .fetch_optional(&store.reader)
     .await?
     .as_ref()
-    .map(object_row)
+    .map(row_read::keystore_object)
     .transpose()
 }
 
@@ -343,7 +343,7 @@ pub(super) async fn find(
         q.push(" ORDER BY o.id LIMIT ");
         q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
         let rows = q.build().fetch_all(&store.reader).await?;
-        return rows.iter().map(object_row).collect();
+        return rows.iter().map(row_read::keystore_object).collect();
     };
     q.push(
         "keystore_attributes a0 INDEXED BY ix_keystore_attributes_value \
@@ -380,49 +380,5 @@ pub(super) async fn find(
     q.push(" ORDER BY a0.object_id LIMIT ");
     q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
     let rows = q.build().fetch_all(&store.reader).await?;
-    rows.iter().map(object_row).collect()
-}
-
-fn corrupt(table: &'static str, row: &SqliteRow, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        table,
-        id: row
-            .try_get::<String, _>("id")
-            .unwrap_or_else(|_| "<unreadable>".to_owned()),
-        detail: detail.to_string(),
-    }
-}
-
-fn keystore_row(row: &SqliteRow) -> Result<KeystoreRecord> {
-    let read = || -> std::result::Result<KeystoreRecord, sqlx::Error> {
-        Ok(KeystoreRecord {
-            instance_id: row.try_get("instance_id")?,
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            created_at: row.try_get("created_at")?,
-            created_by: row.try_get("created_by")?,
-        })
-    };
-    read().map_err(|e| corrupt("keystores", row, e))
-}
-
-fn object_row(row: &SqliteRow) -> Result<KeystoreObjectRecord> {
-    let read = || -> std::result::Result<(KeystoreObjectRecord, Vec<u8>), sqlx::Error> {
-        Ok((
-            KeystoreObjectRecord {
-                instance_id: row.try_get("instance_id")?,
-                keystore_id: row.try_get("keystore_id")?,
-                id: row.try_get("id")?,
-                blob: row.try_get("blob")?,
-                attributes: Vec::new(),
-                created_at: row.try_get("created_at")?,
-                updated_at: row.try_get("updated_at")?,
-                row_version: row.try_get("row_version")?,
-            },
-            row.try_get("attributes")?,
-        ))
-    };
-    let (mut o, encoded) = read().map_err(|e| corrupt("keystore_objects", row, e))?;
-    o.attributes = decode_attributes(&o.id, &encoded)?;
-    Ok(o)
+    rows.iter().map(row_read::keystore_object).collect()
 }

@@ -1,13 +1,11 @@
 //! KMIP adapters, their client certificates, and the objects their clients created.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Decode, Row, Sqlite, Type};
+use sqlx::Row;
 
 use super::rows::{self, Violation, already_exists, not_found, violation};
 use super::{Conn, SqliteStore};
-use crate::{
-    KeyRecord, KmipAdapterRecord, KmipCertificateRecord, KmipObjectFilter, Result, StoreError,
-};
+use crate::row_read;
+use crate::{KeyRecord, KmipAdapterRecord, KmipCertificateRecord, KmipObjectFilter, Result};
 
 macro_rules! select_adapters {
     ($tail:literal) => {
@@ -49,7 +47,7 @@ pub(super) async fn adapters(
     .bind(instance_id)
     .fetch_all(&store.reader)
     .await?;
-    all.iter().map(adapter).collect()
+    all.iter().map(row_read::kmip_adapter).collect()
 }
 
 pub(super) async fn certificates(
@@ -64,7 +62,7 @@ pub(super) async fn certificates(
     .bind(adapter_id)
     .fetch_all(&store.reader)
     .await?;
-    all.iter().map(certificate).collect()
+    all.iter().map(row_read::kmip_certificate).collect()
 }
 
 pub(super) async fn certificate_by_fingerprint(
@@ -75,7 +73,7 @@ pub(super) async fn certificate_by_fingerprint(
         .bind(fingerprint)
         .fetch_optional(&store.reader)
         .await?;
-    row.as_ref().map(certificate).transpose()
+    row.as_ref().map(row_read::kmip_certificate).transpose()
 }
 
 pub(super) async fn objects(
@@ -213,49 +211,4 @@ pub(super) async fn delete_certificate_in(
 
 fn saturating_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// Column `column` of a row of `table`, or [`StoreError::Corrupt`].
-fn cell<T>(row: &SqliteRow, table: &'static str, column: &'static str) -> Result<T>
-where
-    T: for<'a> Decode<'a, Sqlite> + Type<Sqlite>,
-{
-    row.try_get::<T, _>(column)
-        .map_err(|e| StoreError::Corrupt {
-            table,
-            id: row
-                .try_get::<String, _>("id")
-                .unwrap_or_else(|_| "<unreadable>".to_owned()),
-            detail: format!("column {column}: {e}"),
-        })
-}
-
-fn adapter(row: &SqliteRow) -> Result<KmipAdapterRecord> {
-    let t = "kmip_adapters";
-    Ok(KmipAdapterRecord {
-        instance_id: cell(row, t, "instance_id")?,
-        id: cell(row, t, "id")?,
-        name: cell(row, t, "name")?,
-        description: cell(row, t, "description")?,
-        profile: cell(row, t, "profile")?,
-        crk_id: cell(row, t, "crk_id")?,
-        created_at: cell(row, t, "created_at")?,
-        created_by: cell(row, t, "created_by")?,
-        updated_at: cell(row, t, "updated_at")?,
-        updated_by: cell(row, t, "updated_by")?,
-    })
-}
-
-fn certificate(row: &SqliteRow) -> Result<KmipCertificateRecord> {
-    let t = "kmip_certificates";
-    Ok(KmipCertificateRecord {
-        instance_id: cell(row, t, "instance_id")?,
-        adapter_id: cell(row, t, "adapter_id")?,
-        id: cell(row, t, "id")?,
-        name: cell(row, t, "name")?,
-        fingerprint: cell(row, t, "fingerprint")?,
-        certificate: cell(row, t, "certificate")?,
-        created_at: cell(row, t, "created_at")?,
-        created_by: cell(row, t, "created_by")?,
-    })
 }
