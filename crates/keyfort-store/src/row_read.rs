@@ -9,6 +9,39 @@ use crate::{
     StoreError,
 };
 
+/// `SELECT <the columns [`kmip_adapter`] reads> FROM kmip_adapters <tail>`, for either backend.
+macro_rules! select_adapters {
+    ($tail:literal) => {
+        concat!(
+            "SELECT instance_id, id, name, description, profile, crk_id, created_at, ",
+            "created_by, updated_at, updated_by FROM kmip_adapters ",
+            $tail
+        )
+    };
+}
+pub(crate) use select_adapters;
+
+/// `SELECT <the columns [`kmip_certificate`] reads> FROM kmip_certificates <tail>`.
+macro_rules! select_certificates {
+    ($tail:literal) => {
+        concat!(
+            "SELECT instance_id, adapter_id, id, name, fingerprint, certificate, created_at, ",
+            "created_by FROM kmip_certificates ",
+            $tail
+        )
+    };
+}
+pub(crate) use select_certificates;
+
+/// The columns of `keystore_objects o` that [`keystore_object`] reads.
+macro_rules! object_columns {
+    () => {
+        "o.instance_id, o.keystore_id, o.id, o.blob, o.attributes, o.created_at, o.updated_at, \
+         o.row_version"
+    };
+}
+pub(crate) use object_columns;
+
 /// A Rust type a column of database `DB` decodes to.
 pub(crate) trait Column<DB: Database>: for<'a> Decode<'a, DB> + Type<DB> {}
 

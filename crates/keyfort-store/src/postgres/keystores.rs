@@ -6,21 +6,13 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::rows::{already_exists, constraint, not_found};
 use crate::keystores::{encode_attributes, type_to_column};
-use crate::row_read;
+use crate::row_read::{self, object_columns};
 use crate::shared::stale;
 use crate::{
     Applied, KeystoreObjectRecord, KeystoreRecord, KeystoreWrite, ObjectQuery, Result, StoreError,
 };
 
 type Conn = sqlx::PgConnection;
-
-/// The columns of `keystore_objects o` that [`row_read::keystore_object`] reads.
-macro_rules! object_columns {
-    () => {
-        "o.instance_id, o.keystore_id, o.id, o.blob, o.attributes, o.created_at, o.updated_at, \
-         o.row_version"
-    };
-}
 
 /// One keystore write, inside the caller's transaction.
 pub(super) async fn apply_in(conn: &mut Conn, write: &KeystoreWrite) -> Result<Applied> {

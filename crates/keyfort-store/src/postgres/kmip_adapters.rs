@@ -3,27 +3,9 @@
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::rows::{self, already_exists, constraint, not_found};
-use crate::row_read;
+use crate::row_read::{self, select_adapters, select_certificates};
 use crate::{KeyRecord, KmipAdapterRecord, KmipCertificateRecord, KmipObjectFilter, Result};
 
-macro_rules! select_adapters {
-    ($tail:literal) => {
-        concat!(
-            "SELECT instance_id, id, name, description, profile, crk_id, created_at, ",
-            "created_by, updated_at, updated_by FROM kmip_adapters ",
-            $tail
-        )
-    };
-}
-macro_rules! select_certificates {
-    ($tail:literal) => {
-        concat!(
-            "SELECT instance_id, adapter_id, id, name, fingerprint, certificate, created_at, ",
-            "created_by FROM kmip_certificates ",
-            $tail
-        )
-    };
-}
 /// `<select> FROM keys k WHERE <the adapter's objects in the filter's states> <tail>`; the
 /// adapter expression is spelled as in the index `ix_keys_kmip_adapter`, to use it.
 macro_rules! adapter_objects {

@@ -6,19 +6,11 @@ use sqlx::{QueryBuilder, Sqlite};
 use super::rows::{Violation, already_exists, not_found, violation};
 use super::{Conn, SqliteStore};
 use crate::keystores::{encode_attributes, type_to_column};
-use crate::row_read;
+use crate::row_read::{self, object_columns};
 use crate::shared::stale;
 use crate::{
     Applied, KeystoreObjectRecord, KeystoreRecord, KeystoreWrite, ObjectQuery, Result, StoreError,
 };
-
-/// The columns of `keystore_objects o` that [`row_read::keystore_object`] reads.
-macro_rules! object_columns {
-    () => {
-        "o.instance_id, o.keystore_id, o.id, o.blob, o.attributes, o.created_at, o.updated_at, \
-         o.row_version"
-    };
-}
 
 /// One keystore write, inside the caller's transaction.
 pub(super) async fn apply_in(conn: &mut Conn, write: &KeystoreWrite) -> Result<Applied> {
