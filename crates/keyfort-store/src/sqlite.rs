@@ -76,6 +76,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read-only connections.
 const READERS: u32 = 4;
+/// How every write transaction on the writer connection begins, except the group writer's: with
+/// `synchronous=FULL` and the write lock, in one round trip. The connection has no standing
+/// level: the group writer begins its own with `synchronous=NORMAL` (it flushes the WAL itself,
+/// see [`writer`]), so each transaction sets the level it needs.
+pub(crate) const BEGIN_DURABLE: &str = "PRAGMA synchronous = FULL; BEGIN IMMEDIATE";
 
 /// A [`Store`] on one SQLite database.
 #[derive(Debug, Clone)]
@@ -112,6 +117,9 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection to a local file does not go stale: no ping (a round trip to the
+            // connection's thread) before each use.
+            .test_before_acquire(false)
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
@@ -135,6 +143,7 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_lazy_with(base.pragma("query_only", "ON"));
         let journal = Journal::open_shared(path, &writer).await?;
         let queue = Writer::start(
@@ -217,7 +226,7 @@ impl SqliteStore {
 
     /// Starts a write transaction holding the database's write lock.
     async fn begin(&self) -> Result<Tx> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with(BEGIN_DURABLE).await?)
     }
 
     /// Runs one write through the group-commit writer.

@@ -182,7 +182,7 @@ pub(super) async fn append_with_heads(
 }
 
 /// Most events per multi-row INSERT (9 bound values each, far below SQLite's limit).
-const MAX_ROWS_PER_INSERT: usize = 256;
+pub(super) const MAX_ROWS_PER_INSERT: usize = 256;
 
 /// Appends `events` in order, each to its instance's chain, with one INSERT per
 /// [`MAX_ROWS_PER_INSERT`] events. All or none: on an error nothing is inserted and `heads` is
@@ -193,14 +193,22 @@ pub(super) async fn append_many(
     heads: &mut ChainHeads<'_>,
 ) -> Result<Vec<AuditEventRecord>> {
     let saved = heads.snapshot();
-    let result = append_many_inner(conn, events, heads).await;
+    let result = async {
+        let records = chain_many(conn, events, heads).await?;
+        insert_records(conn, &records).await?;
+        Ok(records)
+    }
+    .await;
     if result.is_err() {
         heads.restore(saved);
     }
     result
 }
 
-async fn append_many_inner(
+/// The records of `events`, each chained after its instance's head, in order; `heads` then holds
+/// the last of each instance. Nothing is inserted (see [`push_insert`]); on an error `heads` may
+/// have changed.
+pub(super) async fn chain_many(
     conn: &mut Conn,
     events: &[&AuditEventInput],
     heads: &mut ChainHeads<'_>,
@@ -217,7 +225,6 @@ async fn append_many_inner(
             .insert(event.instance_id.clone(), (record.seq, record.hash.clone()));
         records.push(record);
     }
-    insert_records(conn, &records).await?;
     Ok(records)
 }
 
@@ -227,24 +234,30 @@ pub(super) async fn insert_records(
     records: &[AuditEventRecord],
 ) -> std::result::Result<(), sqlx::Error> {
     for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO audit_events (instance_id, seq, at, target, action, outcome, body, \
-             prev_hash, hash) ",
-        );
-        q.push_values(chunk, |mut row, r| {
-            row.push_bind(&r.instance_id)
-                .push_bind(r.seq)
-                .push_bind(r.at)
-                .push_bind(&r.target)
-                .push_bind(&r.action)
-                .push_bind(&r.outcome)
-                .push_bind(&r.body)
-                .push_bind(&r.prev_hash)
-                .push_bind(&r.hash);
-        });
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_insert(&mut q, chunk);
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Pushes onto `q` one INSERT of `records` (at most [`MAX_ROWS_PER_INSERT`]).
+pub(super) fn push_insert(q: &mut QueryBuilder<Sqlite>, records: &[AuditEventRecord]) {
+    q.push(
+        "INSERT INTO audit_events (instance_id, seq, at, target, action, outcome, body, \
+         prev_hash, hash) ",
+    );
+    q.push_values(records, |mut row, r| {
+        row.push_bind(&r.instance_id)
+            .push_bind(r.seq)
+            .push_bind(r.at)
+            .push_bind(&r.target)
+            .push_bind(&r.action)
+            .push_bind(&r.outcome)
+            .push_bind(&r.body)
+            .push_bind(&r.prev_hash)
+            .push_bind(&r.hash);
+    });
 }
 
 #[cfg(test)]

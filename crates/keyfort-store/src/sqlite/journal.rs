@@ -365,6 +365,8 @@ impl Drop for ChainLock {
 /// Moves the journal's events into the database every [`DRAIN_EVERY`] (sooner when many wait),
 /// through the writer, and removes the segments whose events are flushed. Ends with the writer.
 pub(super) async fn drain_loop(journal: std::sync::Weak<Journal>, queue: writer::WeakWriter) {
+    // The segment below which none is left: the directory is read again only after a rotation.
+    let mut pruned_below = None;
     loop {
         let Some(nudged) = journal.upgrade() else {
             return;
@@ -383,7 +385,13 @@ pub(super) async fn drain_loop(journal: std::sync::Weak<Journal>, queue: writer:
         match queue.drain(true).await {
             // Only this loop starts segments: every event of the older ones was moved by this
             // drain or before it, and is flushed.
-            Ok(()) => journal.prune(journal.current_segment().await),
+            Ok(()) => {
+                let current = journal.current_segment().await;
+                if pruned_below != Some(current) {
+                    journal.prune(current);
+                    pruned_below = Some(current);
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "moving audit journal events into the database failed");
             }
@@ -431,7 +439,9 @@ async fn replay(
         return Ok(heads);
     }
     let mut conn = pool.acquire().await?;
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    sqlx::raw_sql(super::BEGIN_DURABLE)
+        .execute(&mut *conn)
+        .await?;
     let result = async {
         let mut broken: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut moved = Vec::new();

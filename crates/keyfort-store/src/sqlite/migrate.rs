@@ -44,7 +44,7 @@ where
 }
 
 async fn apply(pool: &SqlitePool, migration: &Migration) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = pool.begin_with(super::BEGIN_DURABLE).await?;
     // Another process may have applied it while we waited for the write lock.
     if current_version(&mut *tx).await? >= migration.version {
         return Ok(());

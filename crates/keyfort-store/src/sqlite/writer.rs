@@ -9,8 +9,9 @@
 //!    it alone, and its error is that caller's answer; the other jobs of the group go on;
 //! 3. one `COMMIT`, then every caller gets its answer, never before it is durable.
 //!
-//! Durability: for a database file, the group's transaction runs with `synchronous=NORMAL` (the
-//! connection's `FULL` is restored before anyone else can use it), so `COMMIT` only writes the
+//! Durability: for a database file, the group's transaction runs with `synchronous=NORMAL` (set
+//! as it begins; every other transaction on the connection begins with its own `FULL`, see
+//! [`super::BEGIN_DURABLE`]), so `COMMIT` only writes the
 //! WAL; a separate sync task then `fdatasync`s the WAL file and only then answers the callers of
 //! every group committed before that sync began. The writer meanwhile commits the next group:
 //! SQL work and the disk flush overlap, and one flush serves every group waiting for it. An
@@ -39,7 +40,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::trace;
@@ -355,8 +356,11 @@ async fn run_group(
     heads: &mut audit::ChainHeads<'_>,
     mut outcomes: Vec<Result<Vec<Applied>>>,
 ) -> (Vec<Result<Vec<Applied>>>, bool) {
-    // A group of one job needs no savepoint: the transaction is the job's.
-    if let [request] = group {
+    // A group of one job needs no savepoint: the transaction is the job's. (A job of the fast
+    // kind takes its savepoint in the same round trip as its statements.)
+    if let [request] = group
+        && Fast::of(&request.job).is_none()
+    {
         let outcome = run_job(tx.conn(), &request.job, heads).await;
         let failed = outcome.is_err();
         if failed {
@@ -459,9 +463,10 @@ impl<'a> Fast<'a> {
     }
 }
 
-/// Runs the `pending` jobs together: one multi-row INSERT per table. If that fails, nothing of
-/// it stays and the jobs run one by one, each in its own savepoint, so that each caller gets its
-/// own outcome. The `Err` is a failure of the transaction itself.
+/// Runs the `pending` jobs together: one multi-row INSERT per table, all sent in one round trip
+/// to the connection's thread when they fit in one statement each. If that fails, nothing of it
+/// stays and the jobs run one by one, each in its own savepoint, so that each caller gets its own
+/// outcome. The `Err` is a failure of the transaction itself.
 async fn flush(
     conn: &mut Conn,
     pending: &mut Vec<Fast<'_>>,
@@ -479,20 +484,17 @@ async fn flush(
         })
         .collect();
     let events: Vec<&AuditEventInput> = pending.iter().map(Fast::event).collect();
-    // A failed statement changes nothing, so audit events alone need no savepoint.
-    let guarded = !creates.is_empty();
-    if guarded {
-        execute(conn, "SAVEPOINT fast").await?;
-    }
-    let together = match keys::insert_many_in(conn, &creates).await {
-        Ok(()) => audit::append_many(conn, &events, heads).await,
-        Err(e) => Err(e),
+    let saved_heads = heads.snapshot();
+    let together = if creates.len() <= keys::MAX_KEYS_PER_INSERT
+        && events.len() <= audit::MAX_ROWS_PER_INSERT
+        && creates.iter().all(|(key, _)| key.aliases.is_empty())
+    {
+        insert_at_once(conn, &creates, &events, heads).await
+    } else {
+        insert_in_parts(conn, &creates, &events, heads).await
     };
     match together {
         Ok(records) => {
-            if guarded {
-                execute(conn, "RELEASE SAVEPOINT fast").await?;
-            }
             for (fast, record) in pending.iter().zip(records) {
                 outcomes.push(Ok(match fast {
                     Fast::Audit(_) => vec![Applied::Audit(record)],
@@ -501,10 +503,10 @@ async fn flush(
             }
         }
         Err(_) => {
-            if guarded {
-                execute(conn, "ROLLBACK TO SAVEPOINT fast").await?;
-                execute(conn, "RELEASE SAVEPOINT fast").await?;
-            }
+            heads.restore(saved_heads);
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT fast; RELEASE SAVEPOINT fast")
+                .execute(&mut *conn)
+                .await?;
             for fast in pending.iter() {
                 outcomes.push(in_savepoint(conn, &fast.job(), heads).await?);
             }
@@ -512,6 +514,47 @@ async fn flush(
     }
     pending.clear();
     Ok(())
+}
+
+/// `SAVEPOINT fast`, the INSERT of the keys, of their versions and of the events, and `RELEASE`,
+/// in one round trip. On an error the savepoint is still open and `heads` may have changed.
+async fn insert_at_once(
+    conn: &mut Conn,
+    creates: &[(&KeyRecord, &KeyVersionRecord)],
+    events: &[&AuditEventInput],
+    heads: &mut audit::ChainHeads<'_>,
+) -> Result<Vec<crate::AuditEventRecord>> {
+    let records = match audit::chain_many(conn, events, heads).await {
+        Ok(records) => records,
+        Err(e) => {
+            // As promised, the savepoint is open on an error.
+            execute(conn, "SAVEPOINT fast").await?;
+            return Err(e);
+        }
+    };
+    let mut q = QueryBuilder::<Sqlite>::new("SAVEPOINT fast; ");
+    if !creates.is_empty() {
+        keys::push_insert(&mut q, creates);
+        q.push("; ");
+    }
+    audit::push_insert(&mut q, &records);
+    q.push("; RELEASE SAVEPOINT fast");
+    q.build().execute(&mut *conn).await?;
+    Ok(records)
+}
+
+/// As [`insert_at_once`], with as many statements as the rows need (and the keys' aliases).
+async fn insert_in_parts(
+    conn: &mut Conn,
+    creates: &[(&KeyRecord, &KeyVersionRecord)],
+    events: &[&AuditEventInput],
+    heads: &mut audit::ChainHeads<'_>,
+) -> Result<Vec<crate::AuditEventRecord>> {
+    execute(conn, "SAVEPOINT fast").await?;
+    keys::insert_many_in(conn, creates).await?;
+    let records = audit::append_many(conn, events, heads).await?;
+    execute(conn, "RELEASE SAVEPOINT fast").await?;
+    Ok(records)
 }
 
 /// Runs one job in its own savepoint: if it fails, it leaves nothing behind and its error is
@@ -672,33 +715,25 @@ async fn apply_write(
 /// If it is dropped neither committed nor rolled back (a panic, the runtime shutting down) or a
 /// `ROLLBACK` fails, the connection is closed rather than returned to the pool mid-transaction.
 ///
-/// `relaxed`: the transaction runs with `synchronous=NORMAL` and the connection's `FULL` is
-/// restored when it ends; if that fails, the connection is closed too, so that no other writer
-/// of the pool ever commits without a flush.
+/// `relaxed`: the transaction runs with `synchronous=NORMAL`, set by the statement that begins it
+/// (the writer connection has no standing level: every transaction on it sets its own as it
+/// begins, see [`super::BEGIN_DURABLE`]).
 struct Open {
     conn: PoolConnection<Sqlite>,
     ended: bool,
-    relaxed: bool,
 }
 
 impl Open {
     async fn begin(mut conn: PoolConnection<Sqlite>, relaxed: bool) -> Result<Open, sqlx::Error> {
-        if relaxed && let Err(e) = execute(&mut conn, "PRAGMA synchronous = NORMAL").await {
-            conn.close_on_drop();
-            return Err(e);
-        }
-        let mut open = Open {
-            conn,
-            ended: false,
-            relaxed,
+        // One round trip to the connection's thread for both statements.
+        let begin = if relaxed {
+            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
+        } else {
+            "BEGIN IMMEDIATE"
         };
-        if let Err(e) = execute(&mut open.conn, "BEGIN IMMEDIATE").await {
-            // Nothing began: only the pragma to undo.
-            open.ended = true;
-            open.restore().await;
-            return Err(e);
-        }
-        Ok(open)
+        // On an error nothing began (a failed `BEGIN` starts no transaction).
+        sqlx::raw_sql(begin).execute(&mut *conn).await?;
+        Ok(Open { conn, ended: false })
     }
 
     fn conn(&mut self) -> &mut Conn {
@@ -709,7 +744,6 @@ impl Open {
         match execute(&mut self.conn, "COMMIT").await {
             Ok(()) => {
                 self.ended = true;
-                self.restore().await;
                 Ok(())
             }
             Err(e) => {
@@ -724,27 +758,13 @@ impl Open {
     async fn rollback(&mut self) {
         if execute(&mut self.conn, "ROLLBACK").await.is_ok() {
             self.ended = true;
-            self.restore().await;
-        }
-    }
-
-    /// Gives the connection back its `synchronous=FULL`, or closes it.
-    async fn restore(&mut self) {
-        if self.relaxed {
-            // If this fails, `relaxed` stays and the connection is closed when dropped.
-            if execute(&mut self.conn, "PRAGMA synchronous = FULL")
-                .await
-                .is_ok()
-            {
-                self.relaxed = false;
-            }
         }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        if !self.ended || self.relaxed {
+        if !self.ended {
             self.conn.close_on_drop();
         }
     }
@@ -841,7 +861,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_flushed_group_leaves_the_connection_at_synchronous_full() {
+    async fn other_transactions_after_a_flushed_group_begin_at_synchronous_full() {
         let dir = tempfile::tempdir().expect("dir");
         let (pool, path) = file_pool(dir.path()).await;
         let (writer, task) = spawn(pool.clone(), Some(SyncFiles::new(path)), None);
@@ -850,12 +870,26 @@ mod tests {
             .await
             .expect("answered after the flush");
         assert!(done.is_empty());
-        // Other writers of the pool (plain `BEGIN IMMEDIATE` transactions) still get FULL.
-        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&pool)
+        let level = || async {
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&pool)
+                .await
+                .expect("pragma");
+            level
+        };
+        // The group left its own level (NORMAL, 1) on the connection...
+        assert_eq!(level().await, 1, "synchronous=NORMAL");
+        // ...and every other write transaction sets FULL (2) as it begins.
+        let mut tx = pool
+            .begin_with(crate::sqlite::BEGIN_DURABLE)
+            .await
+            .expect("begin");
+        let inside: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *tx)
             .await
             .expect("pragma");
-        assert_eq!(level, 2, "synchronous=FULL");
+        assert_eq!(inside, 2, "synchronous=FULL");
+        tx.rollback().await.expect("rollback");
         drop(writer);
         task.await.expect("the writer and its sync task end");
     }
