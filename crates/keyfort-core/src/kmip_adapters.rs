@@ -1026,6 +1026,12 @@ impl Keyfort {
 
 /// Whether `caller` may see `key`: an adapter's KMIP client sees only its adapter's objects;
 /// every other caller, every key.
+/// Whether `key` is an adapter's object: its material is wrapped by the adapter's CRK, whose
+/// state is checked on every use, so the material is never kept in the key cache.
+pub(crate) fn is_adapter_object(key: &Key) -> bool {
+    Binding::of(key).is_some()
+}
+
 pub(crate) fn in_adapter_scope(caller: &Caller, key: &Key) -> bool {
     match adapter_caller(caller) {
         None => true,

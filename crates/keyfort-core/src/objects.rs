@@ -208,7 +208,7 @@ impl Keyfort {
         let target = req.name.clone().unwrap_or_default();
         self.audited(caller, instance_id, action, &target, async {
             caller.authorize(Action::CreateKey, instance_id, Some(DEFAULT_KEY_RING))?;
-            let (mut key, version) = self.new_object(caller, instance_id, req).await?;
+            let (mut key, version, material) = self.new_object(caller, instance_id, req).await?;
             let event = self.audit_event(
                 caller,
                 instance_id,
@@ -217,6 +217,7 @@ impl Keyfort {
                 "success",
                 json!({"object_type": key.object_type, "algorithm": key.algorithm, "bit_length": key.bit_length}),
             );
+            let removals = self.inner.key_cache.removals();
             let applied = self
                 .apply_audited(
                     vec![Write::InsertKey {
@@ -228,6 +229,13 @@ impl Keyfort {
                 .await
                 .map_err(key_write_error)?;
             key.row_version = row_version(&applied).max(1);
+            // A client usually uses or gets what it just created: keep it at hand (not an
+            // adapter's object, whose CRK is checked on every use).
+            if !crate::kmip_adapters::is_adapter_object(&key) {
+                self.inner
+                    .key_cache
+                    .prime(&key, Arc::new(material), self.now_ms(), removals);
+            }
             Ok(key)
         })
         .await
@@ -258,7 +266,7 @@ impl Keyfort {
             let old = self
                 .key_for(caller, instance_id, &id, Action::ManageKey)
                 .await?;
-            let (mut key, version) = self.new_object(caller, instance_id, req).await?;
+            let (mut key, version, _) = self.new_object(caller, instance_id, req).await?;
             let event = self.audit_event(
                 caller,
                 instance_id,
@@ -338,13 +346,13 @@ impl Keyfort {
         .await
     }
 
-    /// The key record and sealed first version of a new object (not yet stored).
+    /// The key record, sealed first version and material of a new object (not yet stored).
     async fn new_object(
         &self,
         caller: &Caller,
         instance_id: &str,
         req: NewObject,
-    ) -> Result<(Key, keyfort_store::KeyVersionRecord)> {
+    ) -> Result<(Key, keyfort_store::KeyVersionRecord, Zeroizing<Vec<u8>>)> {
         let loaded = self.unsealed(instance_id).await?;
         let material = match req.material {
             Some(m) => {
@@ -381,9 +389,9 @@ impl Keyfort {
             }
             key.id = id;
         }
-        let material = self.bind_to_adapter(caller, &mut key, &material).await?;
-        let version = self.seal_version(&key, loaded.current(), &material, 1, key.created_at)?;
-        Ok((key, version))
+        let bound = self.bind_to_adapter(caller, &mut key, &material).await?;
+        let version = self.seal_version(&key, loaded.current(), &bound, 1, key.created_at)?;
+        Ok((key, version, material))
     }
 
     /// Generates a key pair; both halves are stored in one transaction with one audit event.
@@ -537,13 +545,27 @@ impl Keyfort {
         id: &str,
     ) -> Result<(Key, Zeroizing<Vec<u8>>)> {
         self.audited(caller, instance_id, "key.material.read", id, async {
-            let key = self
-                .key_for(caller, instance_id, id, Action::ReadKeyMaterial)
+            let entry = self.cached_object(caller, instance_id, id).await?;
+            let key = &entry.key;
+            caller.authorize(Action::ReadKeyMaterial, instance_id, Some(&key.key_ring_id))?;
+            crate::kms::check_key_ring(caller, key)?;
+            crate::kmip_adapters::check_adapter_scope(caller, key)?;
+            if !key.extractable {
+                return Err(CoreError::NotExtractable { id: key.id.clone() });
+            }
+            if !key.state.permits(Usage::Export) {
+                return Err(CoreError::KeyNotUsable {
+                    id: key.id.clone(),
+                    state: key.state,
+                    usage: Usage::Export,
+                });
+            }
+            let material = self
+                .cached_material(&entry, &key.current_version_id)
                 .await?;
-            let material = self.current_material(&key).await?;
             self.audit_read(caller, instance_id, "key.material.read", &key.id, json!({}))
                 .await?;
-            Ok((key, material))
+            Ok((key.clone(), Zeroizing::new(material.to_vec())))
         })
         .await
     }
@@ -830,6 +852,26 @@ impl Keyfort {
         Ok(keyfort_crypto::rng::random_bytes(len)?)
     }
 
+    /// An object and its unsealed material from the key cache while fresh, as the wrap path
+    /// takes root keys (see `cache.rs`; every change to the key drops its entry). The caller's
+    /// rights on it are not checked yet.
+    async fn cached_object(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        id: &str,
+    ) -> Result<Arc<crate::cache::CachedKey>> {
+        self.unsealed_for(caller, instance_id).await?;
+        let now = self.now_ms();
+        Ok(match self.inner.key_cache.get(instance_id, id, now) {
+            Some(entry) => entry,
+            None => {
+                let key = self.find_key(instance_id, id).await?;
+                self.inner.key_cache.insert(instance_id, id, key, now)
+            }
+        })
+    }
+
     /// A key the caller may use now, and its current material.
     async fn usable(
         &self,
@@ -838,20 +880,11 @@ impl Keyfort {
         id: &str,
         usage: Usage,
     ) -> Result<(Key, Arc<Zeroizing<Vec<u8>>>)> {
-        // As the wrap path: the key and its unsealed material from the key cache while fresh
-        // (see `cache.rs`; every change to the key drops its entry).
-        self.unsealed_for(caller, instance_id).await?;
-        let now = self.now_ms();
-        let entry = match self.inner.key_cache.get(instance_id, id, now) {
-            Some(entry) => entry,
-            None => {
-                let key = self.find_key(instance_id, id).await?;
-                self.inner.key_cache.insert(instance_id, id, key, now)
-            }
-        };
+        let entry = self.cached_object(caller, instance_id, id).await?;
         let key = &entry.key;
         caller.authorize(Action::UseKey, instance_id, Some(&key.key_ring_id))?;
         crate::kms::check_key_ring(caller, key)?;
+        crate::kmip_adapters::check_adapter_scope(caller, key)?;
         if !key.state.permits(usage) {
             return Err(CoreError::KeyNotUsable {
                 id: key.id.clone(),

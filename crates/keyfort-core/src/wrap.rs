@@ -253,6 +253,12 @@ impl Keyfort {
         entry: &CachedKey,
         version_id: &str,
     ) -> Result<Arc<Zeroizing<Vec<u8>>>> {
+        if crate::kmip_adapters::is_adapter_object(&entry.key) {
+            // Unwrapped with its CRK each time, so that the CRK's state applies at once.
+            return Ok(Arc::new(
+                self.version_material(&entry.key, version_id).await?,
+            ));
+        }
         if let Some(material) = entry.material(version_id) {
             return Ok(material);
         }

@@ -321,6 +321,39 @@ fn adapter_certificate_connects_creates_lists_and_is_revoked() {
     assert_eq!(status, ResultStatus::SUCCESS.0);
     assert_eq!(key_material(&payload).map(|m| m.len()), Some(32));
 
+    // A key of the instance outside the adapter does not exist for its client: neither Get nor
+    // the crypto operations (which take keys from the key cache) reach it.
+    let (code, body) = kp.call(
+        Method::POST,
+        "/api/v2/keys",
+        Some(&collection(
+            "key",
+            json!({"type": "application/vnd.ibm.kms.key+json", "name": "outside", "extractable": true}),
+        )),
+    );
+    assert_eq!(code, 201, "{body}");
+    let outside = body["resources"][0]["id"].as_str().unwrap().to_owned();
+    for op in [
+        request(
+            Operation::GET,
+            vec![Item::new(
+                Tag::UNIQUE_IDENTIFIER,
+                V::TextString(outside.clone()),
+            )],
+        ),
+        request(
+            Operation::ENCRYPT,
+            vec![
+                Item::new(Tag::UNIQUE_IDENTIFIER, V::TextString(outside.clone())),
+                Item::new(Tag::DATA, V::ByteString(vec![1; 16])),
+            ],
+        ),
+    ] {
+        let (status, reason, _) = outcome(&kmip.call(&op));
+        assert_eq!(status, ResultStatus::OPERATION_FAILED.0);
+        assert_eq!(reason, Some(ResultReason::ITEM_NOT_FOUND.0));
+    }
+
     // The key is the adapter's object, created by that certificate.
     let (code, body) = kp.call(
         Method::GET,
