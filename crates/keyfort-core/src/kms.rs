@@ -370,6 +370,45 @@ fn reason_of(e: &CoreError) -> String {
     }
 }
 
+/// An audit event's body: JSON written member by member, in the order of a JSON object with
+/// sorted keys (as every event has had), without building a JSON tree first.
+fn audit_body(
+    caller: &Caller,
+    action: &str,
+    target: &str,
+    outcome: &str,
+    details: &Value,
+) -> String {
+    // Writing strings and JSON values into a `Vec` cannot fail.
+    let mut body = Vec::with_capacity(320);
+    let mut member = |name: &[u8], value: &dyn Fn(&mut Vec<u8>)| {
+        body.extend_from_slice(name);
+        value(&mut body);
+    };
+    member(b"{\"action\":", &|b| drop(serde_json::to_writer(b, action)));
+    member(b",\"actor\":", &|b| {
+        drop(serde_json::to_writer(b, &caller.principal.name))
+    });
+    member(b",\"actor_id\":", &|b| {
+        drop(serde_json::to_writer(b, &caller.principal.id))
+    });
+    member(b",\"correlation_id\":", &|b| {
+        drop(serde_json::to_writer(b, &caller.request.correlation_id))
+    });
+    member(b",\"details\":", &|b| {
+        drop(serde_json::to_writer(b, details))
+    });
+    member(b",\"outcome\":", &|b| {
+        drop(serde_json::to_writer(b, outcome))
+    });
+    member(b",\"source\":", &|b| {
+        drop(serde_json::to_writer(b, &caller.request.source))
+    });
+    member(b",\"target\":", &|b| drop(serde_json::to_writer(b, target)));
+    body.push(b'}');
+    String::from_utf8(body).unwrap_or_default()
+}
+
 impl Keyfort {
     /// Builds the audit event of a request.
     pub(crate) fn audit_event(
@@ -381,20 +420,10 @@ impl Keyfort {
         outcome: &str,
         details: Value,
     ) -> AuditEventInput {
-        let body = json!({
-            "actor": caller.principal.name,
-            "actor_id": caller.principal.id,
-            "action": action,
-            "target": target,
-            "outcome": outcome,
-            "correlation_id": caller.request.correlation_id,
-            "source": caller.request.source,
-            "details": details,
-        });
         AuditEventInput {
             instance_id: instance_id.to_owned(),
             at: self.now_ms(),
-            body: body.to_string(),
+            body: audit_body(caller, action, target, outcome, &details),
         }
     }
 
@@ -2234,6 +2263,46 @@ pub(crate) fn key_write_error(e: CoreError) -> CoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_bodies_are_json_objects_with_sorted_members() {
+        use crate::auth::{Principal, PrincipalKind, RequestInfo};
+        for (correlation_id, source) in [
+            (Some("c-1".to_owned()), Some("127.0.0.1".to_owned())),
+            (None, None),
+        ] {
+            let caller = Caller {
+                principal: Principal {
+                    id: "p\"1".into(),
+                    instance_id: None,
+                    name: "al\\ice \u{e9}\n".into(),
+                    kind: PrincipalKind::User,
+                    roles: Vec::new(),
+                    disabled: false,
+                    created_at: 0,
+                },
+                api_key_id: None,
+                request: RequestInfo {
+                    correlation_id: correlation_id.clone(),
+                    source: source.clone(),
+                    key_ring: None,
+                },
+            };
+            let details = json!({"z": [1, "two"], "a": {"b": null}});
+            let body = audit_body(&caller, "kms.wrap", "k\"1", "success", &details);
+            let expected = json!({
+                "actor": caller.principal.name,
+                "actor_id": caller.principal.id,
+                "action": "kms.wrap",
+                "target": "k\"1",
+                "outcome": "success",
+                "correlation_id": correlation_id,
+                "source": source,
+                "details": details,
+            });
+            assert_eq!(body, expected.to_string());
+        }
+    }
 
     #[test]
     fn cidrs() {
