@@ -61,6 +61,7 @@ macro_rules! store_suite {
             apply_errors_are_those_of_the_single_methods,
             apply_audit_chains_with_appends,
             group_commit_under_concurrency,
+            grouped_creations_without_aliases_fail_alone,
             registrations,
             registrations_go_with_their_key,
             kmip_adapters,
@@ -3095,6 +3096,97 @@ pub async fn apply_audit_chains_with_appends(store: Arc<dyn Store>) {
 
 /// Many concurrent batches, grouped by the backend as it likes: exactly the failing ones fail,
 /// each with its own error; every other one is applied whole; the audit chain has no gap.
+/// Key creations without aliases and lone audit appends, the jobs a group runs in one round trip:
+/// a creation that collides fails alone, with its own error, and the rest of its group stands.
+pub async fn grouped_creations_without_aliases_fail_alone(store: Arc<dyn Store>) {
+    const CREATIONS: usize = 300;
+    instance_with_ring(&*store, "inst-a", 1).await;
+    let taken = key("inst-a", "taken", &[], 0);
+    insert(&*store, &taken).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..CREATIONS {
+        let s = store.clone();
+        tasks.spawn(async move {
+            if n % 7 == 3 {
+                let r = s
+                    .append_audit_event(&audit("inst-a", 0, r#"{"action":"read"}"#))
+                    .await
+                    .map(|e| vec![Applied::Audit(e)]);
+                return (n, r);
+            }
+            let id = if n % 7 == 5 {
+                "taken".to_owned()
+            } else {
+                format!("k{n:03}")
+            };
+            let k = key("inst-a", &id, &[], n as i64);
+            let writes = vec![
+                Write::InsertKey {
+                    key: k.clone(),
+                    first_version: version(&k, 1),
+                },
+                Write::AppendAudit(audit(
+                    "inst-a",
+                    n as i64,
+                    &event_body(&id, "create", "success"),
+                )),
+            ];
+            (n, s.apply(&batch(writes)).await)
+        });
+    }
+    let mut created = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (n, result) = joined.expect("task panicked");
+        match (n % 7, result) {
+            (3, Ok(applied)) => assert!(matches!(applied[..], [Applied::Audit(_)])),
+            (5, Err(e)) => assert_already_exists(e, "key", "taken"),
+            (_, Ok(applied)) => {
+                assert!(
+                    matches!(&applied[..], [Applied::Done, Applied::Audit(e)]
+                        if e.target == format!("k{n:03}")),
+                    "{applied:?}"
+                );
+                created.push(format!("k{n:03}"));
+            }
+            (_, Err(e)) => panic!("job {n}: {e}"),
+        }
+    }
+    created.sort();
+    let keys = store
+        .list_keys("inst-a", &KeyFilter::default())
+        .await
+        .expect("list");
+    let mut stored = ids(&keys);
+    stored.retain(|id| *id != "taken");
+    assert_eq!(stored, created);
+    for id in &created {
+        assert_eq!(
+            store
+                .key_versions("inst-a", id)
+                .await
+                .expect("versions")
+                .len(),
+            1
+        );
+    }
+    // Every answered event is in the chain, once, and the chain holds; a failed creation left
+    // no event.
+    let events = store
+        .audit_events("inst-a", 0, 10_000)
+        .await
+        .expect("events");
+    assert_chain("inst-a", &events);
+    let reads = events.iter().filter(|e| e.action == "read").count();
+    assert_eq!(reads, (0..CREATIONS).filter(|n| n % 7 == 3).count());
+    let mut targets: Vec<String> = events
+        .iter()
+        .filter(|e| e.action == "create")
+        .map(|e| e.target.clone())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, created);
+}
+
 pub async fn group_commit_under_concurrency(store: Arc<dyn Store>) {
     const BATCHES: usize = 200;
     const APPENDS: usize = 50;

@@ -302,6 +302,13 @@ impl ChainLock {
         }
     }
 
+    /// The journal's waiting events, which the transaction inserts first, and the chain heads
+    /// as this transaction sees them.
+    pub(super) fn pending_and_heads(&mut self) -> (&[AuditEventRecord], ChainHeads<'_>) {
+        let base = self.journal.as_ref().map(|(_, state)| &state.heads);
+        (&self.taken, ChainHeads::new(base, &mut self.changed))
+    }
+
     /// Inserts the journal's waiting events, on `conn` inside the transaction.
     pub(super) async fn insert_pending(
         &mut self,

@@ -9,6 +9,12 @@
 //!    it alone, and its error is that caller's answer; the other jobs of the group go on;
 //! 3. one `COMMIT`, then every caller gets its answer, never before it is durable.
 //!
+//! A group made only of key creations without aliases and lone audit appends (the common case
+//! under load) first tries to run in one round trip to the connection's thread, without
+//! savepoints: the journal's waiting events, then one INSERT per table. If that fails, the
+//! transaction is rolled back and the group runs again as above, so that each caller gets its
+//! own outcome.
+//!
 //! Durability: for a database file, the group's transaction runs with `synchronous=NORMAL` (set
 //! as it begins; every other transaction on the connection begins with its own `FULL`, see
 //! [`super::BEGIN_DURABLE`]), so `COMMIT` only writes the
@@ -326,14 +332,49 @@ async fn commit_group(
         Ok(tx) => tx,
         Err(e) => return failed(outcomes, e, group.len()),
     };
-    if let Err(e) = chain.insert_pending(tx.conn()).await {
-        tx.rollback().await;
-        return failed(outcomes, e, group.len());
-    }
     for request in group {
         if let Job::Drain { rotate: true } = request.job {
             chain.rotate();
         }
+    }
+    if let Some(fast) = fast_only(group) {
+        let saved = chain.heads().snapshot();
+        let (pending, mut heads) = chain.pending_and_heads();
+        match insert_group_at_once(tx.conn(), pending, &fast, &mut heads).await {
+            Ok(records) => {
+                let mut records = records.into_iter();
+                let outcomes: Vec<_> = group
+                    .iter()
+                    .map(|request| match Fast::of(&request.job) {
+                        Some(fast) => records
+                            .next()
+                            .map(|record| fast.applied(record))
+                            .ok_or_else(|| super::unexpected("an event is missing")),
+                        None => Ok(Vec::new()),
+                    })
+                    .collect();
+                return match tx.commit().await {
+                    Ok(()) => {
+                        chain.committed();
+                        outcomes
+                    }
+                    Err(e) => failed(outcomes, e, group.len()),
+                };
+            }
+            Err(_) => {
+                // Again job by job, each in its own savepoint, so that each caller gets its own
+                // outcome.
+                chain.heads().restore(saved);
+                tx.rollback().await;
+                if let Err(e) = tx.restart(relaxed).await {
+                    return failed(outcomes, e, group.len());
+                }
+            }
+        }
+    }
+    if let Err(e) = chain.insert_pending(tx.conn()).await {
+        tx.rollback().await;
+        return failed(outcomes, e, group.len());
     }
     let (outcomes, rolled_back) = run_group(&mut tx, group, &mut chain.heads(), outcomes).await;
     if rolled_back {
@@ -372,14 +413,17 @@ async fn run_group(
     // Jobs that can share multi-row statements (the events of reads and wraps, key creations)
     // waiting to be run together.
     let mut pending: Vec<Fast<'_>> = Vec::new();
-    for request in group {
+    // Where the drains are: their (empty) answers go in place at the end, since the fast jobs
+    // before them may still be waiting in `pending`.
+    let mut drains = Vec::new();
+    for (i, request) in group.iter().enumerate() {
         if let Some(fast) = Fast::of(&request.job) {
             pending.push(fast);
             continue;
         }
         if let Job::Drain { .. } = request.job {
             // Done with the transaction's first statements.
-            outcomes.push(Ok(Vec::new()));
+            drains.push(i);
             continue;
         }
         let flushed = flush(tx.conn(), &mut pending, heads, &mut outcomes).await;
@@ -391,15 +435,30 @@ async fn run_group(
             Ok(outcome) => outcomes.push(outcome),
             Err(e) => {
                 tx.rollback().await;
+                let outcomes = with_drains(outcomes, &drains);
                 return (failed(outcomes, e, group.len()), true);
             }
         }
     }
     if let Err(e) = flush(tx.conn(), &mut pending, heads, &mut outcomes).await {
         tx.rollback().await;
+        let outcomes = with_drains(outcomes, &drains);
         return (failed(outcomes, e, group.len()), true);
     }
-    (outcomes, false)
+    (with_drains(outcomes, &drains), false)
+}
+
+/// `outcomes` (of the other jobs, in order) with an empty answer for each drain at its place.
+fn with_drains(
+    mut outcomes: Vec<Result<Vec<Applied>>>,
+    drains: &[usize],
+) -> Vec<Result<Vec<Applied>>> {
+    for &i in drains {
+        if i <= outcomes.len() {
+            outcomes.insert(i, Ok(Vec::new()));
+        }
+    }
+    outcomes
 }
 
 /// A job the writer can run together with others of its kind.
@@ -431,6 +490,14 @@ impl<'a> Fast<'a> {
                 _ => None,
             },
             Job::SetPolicies { .. } | Job::Drain { .. } => None,
+        }
+    }
+
+    /// The answer of this job, whose event became `record`.
+    fn applied(&self, record: crate::AuditEventRecord) -> Vec<Applied> {
+        match self {
+            Fast::Audit(_) => vec![Applied::Audit(record)],
+            Fast::Create { .. } => vec![Applied::Done, Applied::Audit(record)],
         }
     }
 
@@ -496,10 +563,7 @@ async fn flush(
     match together {
         Ok(records) => {
             for (fast, record) in pending.iter().zip(records) {
-                outcomes.push(Ok(match fast {
-                    Fast::Audit(_) => vec![Applied::Audit(record)],
-                    Fast::Create { .. } => vec![Applied::Done, Applied::Audit(record)],
-                }));
+                outcomes.push(Ok(fast.applied(record)));
             }
         }
         Err(_) => {
@@ -514,6 +578,65 @@ async fn flush(
     }
     pending.clear();
     Ok(())
+}
+
+/// The jobs of `group` in order if every one is of the fast kind (or a [`Job::Drain`], which
+/// has nothing of its own to do) and no key has aliases; `None` otherwise.
+fn fast_only(group: &[Request]) -> Option<Vec<Fast<'_>>> {
+    let mut fast = Vec::with_capacity(group.len());
+    for request in group {
+        match Fast::of(&request.job) {
+            Some(Fast::Create { key, .. }) if !key.aliases.is_empty() => return None,
+            Some(f) => fast.push(f),
+            None if matches!(request.job, Job::Drain { .. }) => {}
+            None => return None,
+        }
+    }
+    Some(fast)
+}
+
+/// A whole group of fast jobs in one round trip, without savepoints: the journal's waiting
+/// events (`pending`), then the keys, their versions and the jobs' events. On an error the
+/// transaction must be rolled back (some statements may have run) and `heads` may have changed.
+async fn insert_group_at_once(
+    conn: &mut Conn,
+    pending: &[crate::AuditEventRecord],
+    fast: &[Fast<'_>],
+    heads: &mut audit::ChainHeads<'_>,
+) -> Result<Vec<crate::AuditEventRecord>> {
+    let creates: Vec<(&KeyRecord, &KeyVersionRecord)> = fast
+        .iter()
+        .filter_map(|f| match *f {
+            Fast::Create { key, version, .. } => Some((key, version)),
+            Fast::Audit(_) => None,
+        })
+        .collect();
+    let events: Vec<&AuditEventInput> = fast.iter().map(Fast::event).collect();
+    let records = audit::chain_many(conn, &events, heads).await?;
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    let mut statements = 0_usize;
+    let mut next = |q: &mut QueryBuilder<Sqlite>| {
+        if statements > 0 {
+            q.push("; ");
+        }
+        statements += 1;
+    };
+    for chunk in pending.chunks(audit::MAX_ROWS_PER_INSERT) {
+        next(&mut q);
+        audit::push_insert(&mut q, chunk);
+    }
+    for chunk in creates.chunks(keys::MAX_KEYS_PER_INSERT) {
+        next(&mut q);
+        keys::push_insert(&mut q, chunk);
+    }
+    for chunk in records.chunks(audit::MAX_ROWS_PER_INSERT) {
+        next(&mut q);
+        audit::push_insert(&mut q, chunk);
+    }
+    if statements > 0 {
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(records)
 }
 
 /// `SAVEPOINT fast`, the INSERT of the keys, of their versions and of the events, and `RELEASE`,
@@ -738,6 +861,24 @@ impl Open {
 
     fn conn(&mut self) -> &mut Conn {
         &mut self.conn
+    }
+
+    /// Begins a new transaction on the same connection after a rollback. Fails if the rollback
+    /// did not end the last one.
+    async fn restart(&mut self, relaxed: bool) -> Result<(), sqlx::Error> {
+        if !self.ended {
+            return Err(sqlx::Error::Io(io::Error::other(
+                "the transaction could not be rolled back",
+            )));
+        }
+        let begin = if relaxed {
+            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        sqlx::raw_sql(begin).execute(&mut *self.conn).await?;
+        self.ended = false;
+        Ok(())
     }
 
     async fn commit(mut self) -> Result<(), sqlx::Error> {
