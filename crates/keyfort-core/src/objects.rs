@@ -550,16 +550,7 @@ impl Keyfort {
             caller.authorize(Action::ReadKeyMaterial, instance_id, Some(&key.key_ring_id))?;
             crate::kms::check_key_ring(caller, key)?;
             crate::kmip_adapters::check_adapter_scope(caller, key)?;
-            if !key.extractable {
-                return Err(CoreError::NotExtractable { id: key.id.clone() });
-            }
-            if !key.state.permits(Usage::Export) {
-                return Err(CoreError::KeyNotUsable {
-                    id: key.id.clone(),
-                    state: key.state,
-                    usage: Usage::Export,
-                });
-            }
+            crate::service::check_exportable(key)?;
             let material = self
                 .cached_material(&entry, &key.current_version_id)
                 .await?;

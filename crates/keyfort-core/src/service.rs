@@ -943,16 +943,7 @@ impl Keyfort {
 
     /// The material of an extractable key's current version, without authorization or audit.
     pub(crate) async fn current_material(&self, key: &Key) -> Result<Zeroizing<Vec<u8>>> {
-        if !key.extractable {
-            return Err(CoreError::NotExtractable { id: key.id.clone() });
-        }
-        if !key.state.permits(Usage::Export) {
-            return Err(CoreError::KeyNotUsable {
-                id: key.id.clone(),
-                state: key.state,
-                usage: Usage::Export,
-            });
-        }
+        check_exportable(key)?;
         self.version_material(key, &key.current_version_id).await
     }
 
@@ -1031,4 +1022,20 @@ pub(crate) fn administrator_grant() -> RoleGrant {
         role: Role::Administrator,
         scope: Scope::Deployment,
     }
+}
+
+/// Whether `key`'s material may leave the server now: a standard (extractable) key in a state
+/// that permits export.
+pub(crate) fn check_exportable(key: &Key) -> Result<()> {
+    if !key.extractable {
+        return Err(CoreError::NotExtractable { id: key.id.clone() });
+    }
+    if !key.state.permits(Usage::Export) {
+        return Err(CoreError::KeyNotUsable {
+            id: key.id.clone(),
+            state: key.state,
+            usage: Usage::Export,
+        });
+    }
+    Ok(())
 }
