@@ -11,6 +11,10 @@
 //! (`/proc/self/stat`) in each mode and their ratio ("CPU ratio"), which such load does not
 //! skew. With NAME, only the operations whose name contains it (for
 //! example `P-256`).
+//!
+//! The server side is set up as `keyfort server` runs it: the multi-thread runtime, mimalloc,
+//! a log subscriber at the default level, and the accept loop's TLS, HTTP/2 and coalesced
+//! writes. The callers share one channel (one HTTP/2 connection), as a GREP11 client does.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -22,6 +26,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use keyfort_crypto::{aes, ec, rsa};
 use keyfort_grpc::proto;
+
+/// As `keyfort server`: small allocations freed on other threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CALLERS: [usize; 2] = [1, 16];
 
@@ -83,15 +91,15 @@ enum Call {
     Encrypt(Vec<u8>),
 }
 
-/// Runs `callers` concurrent gRPC callers (over 4 TLS connections) for `secs`.
-async fn over_grpc(clients: &[Client], callers: usize, secs: f64, call: Call) -> Rate {
+/// Runs `callers` concurrent gRPC callers (sharing the client's TLS connection) for `secs`.
+async fn over_grpc(client: &Client, callers: usize, secs: f64, call: Call) -> Rate {
     let cpu = cpu_seconds();
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
-        .map(|i| {
-            let mut c = clients[i % clients.len()].clone();
+        .map(|_| {
+            let mut c = client.clone();
             let (stop, count, call) = (stop.clone(), count.clone(), call.clone());
             tokio::spawn(async move {
                 let data = vec![0x5a; 4096];
@@ -139,17 +147,19 @@ fn main() {
         .iter()
         .filter(|a| !a.starts_with("--") && a.parse::<f64>().is_err())
         .collect();
+    // The binary's default log filter: h2's and hyper's trace spans cost nothing then.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let server = Server::start().await;
-        let mut clients = Vec::new();
-        for _ in 0..4 {
-            clients.push(server.client().await);
-        }
-        let c = &mut clients[0];
+        let client = server.client().await;
+        let mut c = client.clone();
         let rsa_blob = c
             .generate_key_pair(proto::GenerateKeyPairRequest {
                 mech: mech(0x0),
@@ -234,7 +244,7 @@ fn main() {
                 continue;
             }
             for callers in CALLERS {
-                let grpc = over_grpc(&clients, callers, secs, call.clone()).await;
+                let grpc = over_grpc(&client, callers, secs, call.clone()).await;
                 let op = op.clone();
                 let inproc = tokio::task::spawn_blocking(move || in_process(callers, secs, op))
                     .await
