@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Most bytes kept before they are written out without waiting for a flush.
 pub const MAX_BUFFERED: usize = 64 * 1024;
+/// Largest buffer an idle connection keeps allocated between flushes.
+pub const RETAINED: usize = 16 * 1024;
 
 /// A connection stream whose writes are buffered until a flush; see the module documentation.
 /// Reads pass through.
@@ -61,6 +63,9 @@ impl<T: AsyncWrite + Unpin> Coalesced<T> {
             self.written += n;
         }
         self.buf.clear();
+        if self.buf.capacity() > RETAINED {
+            self.buf = Vec::new();
+        }
         self.written = 0;
         Poll::Ready(Ok(()))
     }
@@ -294,6 +299,22 @@ mod tests {
         }
         c.flush().await.unwrap();
         assert_eq!(c.get_ref().writes.concat(), vec![7u8; 100_000]);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_keeps_a_small_buffer() {
+        let mut c = Coalesced::new(Recorder::default());
+        for _ in 0..50 {
+            c.write_all(&[1u8; 1000]).await.unwrap();
+        }
+        assert!(c.buf.capacity() >= 50_000);
+        c.flush().await.unwrap();
+        assert!(c.buf.capacity() <= RETAINED);
+        c.write_all(&[2u8; 1000]).await.unwrap();
+        c.flush().await.unwrap();
+        // A small buffer stays allocated for the next response.
+        assert!((1000..=RETAINED).contains(&c.buf.capacity()));
+        assert_eq!(c.get_ref().writes.concat().len(), 51_000);
     }
 
     #[tokio::test]
