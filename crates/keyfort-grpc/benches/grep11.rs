@@ -14,7 +14,7 @@
 //!
 //! The server side is set up as `keyfort server` runs it: the multi-thread runtime, mimalloc,
 //! a log subscriber at the default level, and the accept loop's TLS, HTTP/2 and coalesced
-//! writes. The callers share one channel (one HTTP/2 connection), as a GREP11 client does.
+//! writes. The callers share a client's 4 channels (4 TLS connections).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -91,15 +91,15 @@ enum Call {
     Encrypt(Vec<u8>),
 }
 
-/// Runs `callers` concurrent gRPC callers (sharing the client's TLS connection) for `secs`.
-async fn over_grpc(client: &Client, callers: usize, secs: f64, call: Call) -> Rate {
+/// Runs `callers` concurrent gRPC callers (over 4 TLS connections) for `secs`.
+async fn over_grpc(clients: &[Client], callers: usize, secs: f64, call: Call) -> Rate {
     let cpu = cpu_seconds();
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let mut c = client.clone();
+        .map(|i| {
+            let mut c = clients[i % clients.len()].clone();
             let (stop, count, call) = (stop.clone(), count.clone(), call.clone());
             tokio::spawn(async move {
                 let data = vec![0x5a; 4096];
@@ -158,8 +158,11 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let server = Server::start().await;
-        let client = server.client().await;
-        let mut c = client.clone();
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(server.client().await);
+        }
+        let c = &mut clients[0];
         let rsa_blob = c
             .generate_key_pair(proto::GenerateKeyPairRequest {
                 mech: mech(0x0),
@@ -244,7 +247,7 @@ fn main() {
                 continue;
             }
             for callers in CALLERS {
-                let grpc = over_grpc(&client, callers, secs, call.clone()).await;
+                let grpc = over_grpc(&clients, callers, secs, call.clone()).await;
                 let op = op.clone();
                 let inproc = tokio::task::spawn_blocking(move || in_process(callers, secs, op))
                     .await
