@@ -11,6 +11,10 @@
 //! (`/proc/self/stat`) in each mode and their ratio ("CPU ratio"), which such load does not
 //! skew. With NAME, only the operations whose name contains it (for
 //! example `P-256`).
+//!
+//! The server side is set up as `keyfort server` runs it: the multi-thread runtime, mimalloc,
+//! a log subscriber at the default level, and the accept loop's TLS, HTTP/2 and coalesced
+//! writes. The callers share a client's 4 channels (4 TLS connections).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -22,6 +26,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use keyfort_crypto::{aes, ec, rsa};
 use keyfort_grpc::proto;
+
+/// As `keyfort server`: small allocations freed on other threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CALLERS: [usize; 2] = [1, 16];
 
@@ -139,6 +147,11 @@ fn main() {
         .iter()
         .filter(|a| !a.starts_with("--") && a.parse::<f64>().is_err())
         .collect();
+    // The binary's default log filter: h2's and hyper's trace spans cost nothing then.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,6 +11,7 @@
 pub mod attrs;
 pub mod blob;
 pub mod ck;
+pub mod coalesce;
 mod der;
 pub mod error;
 pub mod keystore;

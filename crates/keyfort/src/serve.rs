@@ -89,6 +89,8 @@ pub async fn serve_https(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 app.clone().oneshot(req)
             });
+            // Responses finished in the same scheduler round share one TLS record and one send.
+            let stream = keyfort_grpc::coalesce::Coalesced::new(stream);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -112,6 +112,8 @@ impl Server {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
+                    // As the binary's accept loop does: writes coalesced up to each flush.
+                    let tls = keyfort_grpc::coalesce::Coalesced::new(tls);
                     let service = TowerToHyperService::new(app);
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), service)
