@@ -543,19 +543,9 @@ async fn flush(
     if pending.is_empty() {
         return Ok(());
     }
-    let creates: Vec<(&KeyRecord, &KeyVersionRecord)> = pending
-        .iter()
-        .filter_map(|f| match *f {
-            Fast::Create { key, version, .. } => Some((key, version)),
-            Fast::Audit(_) => None,
-        })
-        .collect();
-    let events: Vec<&AuditEventInput> = pending.iter().map(Fast::event).collect();
+    let (creates, events) = creates_and_events(pending);
     let saved_heads = heads.snapshot();
-    let together = if creates.len() <= keys::MAX_KEYS_PER_INSERT
-        && events.len() <= audit::MAX_ROWS_PER_INSERT
-        && creates.iter().all(|(key, _)| key.aliases.is_empty())
-    {
+    let together = if creates.iter().all(|(key, _)| key.aliases.is_empty()) {
         insert_at_once(conn, &creates, &events, heads).await
     } else {
         insert_in_parts(conn, &creates, &events, heads).await
@@ -604,16 +594,41 @@ async fn insert_group_at_once(
     fast: &[Fast<'_>],
     heads: &mut audit::ChainHeads<'_>,
 ) -> Result<Vec<crate::AuditEventRecord>> {
-    let creates: Vec<(&KeyRecord, &KeyVersionRecord)> = fast
+    let (creates, events) = creates_and_events(fast);
+    let records = audit::chain_many(conn, &events, heads).await?;
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    if push_inserts(&mut q, pending, &creates, &records) > 0 {
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(records)
+}
+
+/// The key creations of `fast` jobs, and every job's event, in order.
+fn creates_and_events<'a>(
+    fast: &[Fast<'a>],
+) -> (
+    Vec<(&'a KeyRecord, &'a KeyVersionRecord)>,
+    Vec<&'a AuditEventInput>,
+) {
+    let creates = fast
         .iter()
         .filter_map(|f| match *f {
             Fast::Create { key, version, .. } => Some((key, version)),
             Fast::Audit(_) => None,
         })
         .collect();
-    let events: Vec<&AuditEventInput> = fast.iter().map(Fast::event).collect();
-    let records = audit::chain_many(conn, &events, heads).await?;
-    let mut q = QueryBuilder::<Sqlite>::new("");
+    (creates, fast.iter().map(Fast::event).collect())
+}
+
+/// Pushes onto `q`, separated by `;`, the INSERTs of the `pending` journal events, of the keys
+/// and their first versions (not their aliases), and of the chained `records`, as many of each
+/// as the row limits need. The number of statements pushed.
+fn push_inserts(
+    q: &mut QueryBuilder<Sqlite>,
+    pending: &[crate::AuditEventRecord],
+    creates: &[(&KeyRecord, &KeyVersionRecord)],
+    records: &[crate::AuditEventRecord],
+) -> usize {
     let mut statements = 0_usize;
     let mut next = |q: &mut QueryBuilder<Sqlite>| {
         if statements > 0 {
@@ -622,21 +637,18 @@ async fn insert_group_at_once(
         statements += 1;
     };
     for chunk in pending.chunks(audit::MAX_ROWS_PER_INSERT) {
-        next(&mut q);
-        audit::push_insert(&mut q, chunk);
+        next(q);
+        audit::push_insert(q, chunk);
     }
     for chunk in creates.chunks(keys::MAX_KEYS_PER_INSERT) {
-        next(&mut q);
-        keys::push_insert(&mut q, chunk);
+        next(q);
+        keys::push_insert(q, chunk);
     }
     for chunk in records.chunks(audit::MAX_ROWS_PER_INSERT) {
-        next(&mut q);
-        audit::push_insert(&mut q, chunk);
+        next(q);
+        audit::push_insert(q, chunk);
     }
-    if statements > 0 {
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(records)
+    statements
 }
 
 /// `SAVEPOINT fast`, the INSERT of the keys, of their versions and of the events, and `RELEASE`,
@@ -656,17 +668,14 @@ async fn insert_at_once(
         }
     };
     let mut q = QueryBuilder::<Sqlite>::new("SAVEPOINT fast; ");
-    if !creates.is_empty() {
-        keys::push_insert(&mut q, creates);
-        q.push("; ");
-    }
-    audit::push_insert(&mut q, &records);
+    push_inserts(&mut q, &[], creates, &records);
     q.push("; RELEASE SAVEPOINT fast");
     q.build().execute(&mut *conn).await?;
     Ok(records)
 }
 
-/// As [`insert_at_once`], with as many statements as the rows need (and the keys' aliases).
+/// As [`insert_at_once`], one round trip per statement, for keys with aliases (one INSERT per
+/// alias, so that a collision names its alias).
 async fn insert_in_parts(
     conn: &mut Conn,
     creates: &[(&KeyRecord, &KeyVersionRecord)],
@@ -846,16 +855,22 @@ struct Open {
     ended: bool,
 }
 
+/// The statements that begin the group's transaction, in one round trip to the connection's
+/// thread: `relaxed` also sets `synchronous=NORMAL`.
+fn begin_sql(relaxed: bool) -> &'static str {
+    if relaxed {
+        "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
+    } else {
+        "BEGIN IMMEDIATE"
+    }
+}
+
 impl Open {
     async fn begin(mut conn: PoolConnection<Sqlite>, relaxed: bool) -> Result<Open, sqlx::Error> {
-        // One round trip to the connection's thread for both statements.
-        let begin = if relaxed {
-            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
-        } else {
-            "BEGIN IMMEDIATE"
-        };
         // On an error nothing began (a failed `BEGIN` starts no transaction).
-        sqlx::raw_sql(begin).execute(&mut *conn).await?;
+        sqlx::raw_sql(begin_sql(relaxed))
+            .execute(&mut *conn)
+            .await?;
         Ok(Open { conn, ended: false })
     }
 
@@ -871,12 +886,9 @@ impl Open {
                 "the transaction could not be rolled back",
             )));
         }
-        let begin = if relaxed {
-            "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE"
-        } else {
-            "BEGIN IMMEDIATE"
-        };
-        sqlx::raw_sql(begin).execute(&mut *self.conn).await?;
+        sqlx::raw_sql(begin_sql(relaxed))
+            .execute(&mut *self.conn)
+            .await?;
         self.ended = false;
         Ok(())
     }
