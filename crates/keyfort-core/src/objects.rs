@@ -545,7 +545,7 @@ impl Keyfort {
         id: &str,
     ) -> Result<(Key, Zeroizing<Vec<u8>>)> {
         self.audited(caller, instance_id, "key.material.read", id, async {
-            let entry = self.cached_object(caller, instance_id, id).await?;
+            let entry = self.cached_key(caller, instance_id, id).await?;
             let key = &entry.key;
             caller.authorize(Action::ReadKeyMaterial, instance_id, Some(&key.key_ring_id))?;
             crate::kms::check_key_ring(caller, key)?;
@@ -843,26 +843,6 @@ impl Keyfort {
         Ok(keyfort_crypto::rng::random_bytes(len)?)
     }
 
-    /// An object and its unsealed material from the key cache while fresh, as the wrap path
-    /// takes root keys (see `cache.rs`; every change to the key drops its entry). The caller's
-    /// rights on it are not checked yet.
-    async fn cached_object(
-        &self,
-        caller: &Caller,
-        instance_id: &str,
-        id: &str,
-    ) -> Result<Arc<crate::cache::CachedKey>> {
-        self.unsealed_for(caller, instance_id).await?;
-        let now = self.now_ms();
-        Ok(match self.inner.key_cache.get(instance_id, id, now) {
-            Some(entry) => entry,
-            None => {
-                let key = self.find_key(instance_id, id).await?;
-                self.inner.key_cache.insert(instance_id, id, key, now)
-            }
-        })
-    }
-
     /// A key the caller may use now, and its current material.
     async fn usable(
         &self,
@@ -871,7 +851,7 @@ impl Keyfort {
         id: &str,
         usage: Usage,
     ) -> Result<(Key, Arc<Zeroizing<Vec<u8>>>)> {
-        let entry = self.cached_object(caller, instance_id, id).await?;
+        let entry = self.cached_key(caller, instance_id, id).await?;
         let key = &entry.key;
         caller.authorize(Action::UseKey, instance_id, Some(&key.key_ring_id))?;
         crate::kms::check_key_ring(caller, key)?;

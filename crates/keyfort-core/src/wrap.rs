@@ -220,17 +220,7 @@ impl Keyfort {
         id_or_alias: &str,
         usage: Usage,
     ) -> Result<Arc<CachedKey>> {
-        self.unsealed_for(caller, instance_id).await?;
-        let now = self.now_ms();
-        let entry = match self.inner.key_cache.get(instance_id, id_or_alias, now) {
-            Some(entry) => entry,
-            None => {
-                let key = self.find_key(instance_id, id_or_alias).await?;
-                self.inner
-                    .key_cache
-                    .insert(instance_id, id_or_alias, key, now)
-            }
-        };
+        let entry = self.cached_key(caller, instance_id, id_or_alias).await?;
         let key = &entry.key;
         caller.authorize(Action::UseKey, instance_id, Some(&key.key_ring_id))?;
         crate::kms::check_key_ring(caller, key)?;
@@ -245,6 +235,30 @@ impl Keyfort {
             });
         }
         Ok(entry)
+    }
+
+    /// A key (by id or alias) and the material unsealed so far, from the key cache while fresh,
+    /// else read and cached (see `cache.rs`; every change to the key drops its entry). The
+    /// caller's rights on it are not checked yet.
+    pub(crate) async fn cached_key(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        id_or_alias: &str,
+    ) -> Result<Arc<CachedKey>> {
+        self.unsealed_for(caller, instance_id).await?;
+        let now = self.now_ms();
+        Ok(
+            match self.inner.key_cache.get(instance_id, id_or_alias, now) {
+                Some(entry) => entry,
+                None => {
+                    let key = self.find_key(instance_id, id_or_alias).await?;
+                    self.inner
+                        .key_cache
+                        .insert(instance_id, id_or_alias, key, now)
+                }
+            },
+        )
     }
 
     /// A version's material, unsealed once per cache entry.
