@@ -208,7 +208,8 @@ impl SqliteStore {
     }
 
     /// The audit journal's lock, for a write transaction that appends events (see
-    /// [`journal::ChainLock`]); taken before the transaction begins.
+    /// [`journal::ChainLock`]); taken once the transaction has begun: the writer connection
+    /// first, then this lock.
     async fn chain_lock(&self) -> ChainLock {
         match &self.journal {
             Some(journal) => journal.lock().await,

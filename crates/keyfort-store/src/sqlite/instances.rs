@@ -71,11 +71,12 @@ pub(super) async fn update_with(
     secret: Option<&InstanceSecretRecord>,
     audit: Option<&AuditEventInput>,
 ) -> Result<i64> {
+    // The writer connection before the journal's lock (see `journal`).
+    let mut tx = store.begin().await?;
     let mut chain = match audit {
         Some(_) => store.chain_lock().await,
         None => ChainLock::none(),
     };
-    let mut tx = store.begin().await?;
     chain.insert_pending(&mut tx).await?;
     let row_version = update_in(&mut tx, i).await?;
     if let Some(secret) = secret {
@@ -94,8 +95,8 @@ pub(super) async fn zeroize(
     i: &InstanceRecord,
     audit: &AuditEventInput,
 ) -> Result<i64> {
-    let mut chain = store.chain_lock().await;
     let mut tx = store.begin().await?;
+    let mut chain = store.chain_lock().await;
     chain.insert_pending(&mut tx).await?;
     // First, so that a stale or missing instance deletes nothing (the transaction rolls back).
     let row_version = update_in(&mut tx, i).await?;

@@ -20,12 +20,18 @@
 //!
 //! * a journal append holds the lock for the head lookup, the `write` and the bookkeeping;
 //! * every write transaction that appends events (the writer's groups, and the few writes that
-//!   take the writer connection directly) holds it from before `BEGIN` to after `COMMIT`, through
-//!   a [`ChainLock`]. It first inserts every event still only in the journal, so the database's
-//!   chains never have a gap, and a change committed after a read carries the read's event with
-//!   it: the write-ahead log keeps a prefix of its commits, whatever fails.
+//!   take the writer connection directly) holds it from its `BEGIN` to after its `COMMIT`,
+//!   through a [`ChainLock`]. It first inserts every event still only in the journal, so the
+//!   database's chains never have a gap, and a change committed after a read carries the read's
+//!   event with it: the write-ahead log keeps a prefix of its commits, whatever fails;
+//! * a drain, a transaction that only moves the journal's events into the database, holds it
+//!   only to take them ([`Journal::take_pending`]): it changes no chain head, so reads go on
+//!   appending while it runs.
 //!
-//! If that transaction fails, the journal's events go back to its queue, in order, for the next.
+//! If a transaction fails, the journal's events it took go back to its queue, in order, for the
+//! next. Each of these transactions takes the writer connection (a pool of one) before the
+//! lock, so none can insert events while another still holds earlier ones, and a drain can give
+//! its events back without waiting for a transaction that waits for it.
 //!
 //! # Files
 //!
@@ -254,6 +260,36 @@ impl Journal {
         }
     }
 
+    /// Takes the waiting events for a transaction that appends none of its own (a drain),
+    /// starting a new segment first if `rotate` and the current one is full.
+    ///
+    /// The lock is held only while taking them: no chain head changes, so appends go on while
+    /// the transaction runs. The caller holds the writer connection, so no other transaction
+    /// can insert events before it has committed these or given them back
+    /// ([`Self::drained`]): the database's chains stay without gaps. Whoever takes the writer
+    /// connection takes it before this lock, never the other way round.
+    pub(super) async fn take_pending(&self, rotate: bool) -> Vec<AuditEventRecord> {
+        let mut state = self.state.lock().await;
+        if rotate {
+            rotate_segment(&self.dir, &mut state);
+        }
+        // `waiting` keeps counting them until they are committed ([`Self::drained`]), so that
+        // a query that must see them queues its own drain behind this one.
+        std::mem::take(&mut state.pending)
+    }
+
+    /// The transaction that took `taken` ([`Self::take_pending`]) has ended: committed, or, if
+    /// not, the events go back in front of those appended meanwhile.
+    pub(super) async fn drained(&self, taken: Vec<AuditEventRecord>, committed: bool) {
+        let mut state = self.state.lock().await;
+        if !committed {
+            let later = std::mem::take(&mut state.pending);
+            state.pending = taken;
+            state.pending.extend(later);
+        }
+        self.waiting.store(state.pending.len(), Ordering::Release);
+    }
+
     /// Removes the segments before `current`. Only when every event they hold is in the
     /// database and flushed to the disk.
     pub(super) fn prune(&self, current: u64) {
@@ -279,8 +315,8 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-/// The journal's lock, held by a write transaction that appends events, from before its `BEGIN`
-/// to after its `COMMIT`. It hands the transaction the events waiting in the journal
+/// The journal's lock, held by a write transaction that appends events, from its `BEGIN` to
+/// after its `COMMIT`. It hands the transaction the events waiting in the journal
 /// ([`Self::insert_pending`]) and the chain heads ([`Self::heads`]). [`Self::committed`] makes
 /// both the journal's; dropped without it, the events go back to the journal's queue and the
 /// heads stay as they were. Without a journal (a store in memory) it locks nothing.
@@ -336,18 +372,22 @@ impl ChainLock {
 
     /// Starts a new segment if the current one is full.
     pub(super) fn rotate(&mut self) {
-        let Some((journal, state)) = self.journal.as_mut() else {
-            return;
-        };
-        if state.len >= SEGMENT_BYTES {
-            match create_segment(&journal.dir, state.segment + 1) {
-                Ok(file) => {
-                    state.file = file;
-                    state.segment += 1;
-                    state.len = 0;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot start an audit journal segment"),
+        if let Some((journal, state)) = self.journal.as_mut() {
+            rotate_segment(&journal.dir, state);
+        }
+    }
+}
+
+/// Starts a new segment in `dir` if the current one is full.
+fn rotate_segment(dir: &Path, state: &mut State) {
+    if state.len >= SEGMENT_BYTES {
+        match create_segment(dir, state.segment + 1) {
+            Ok(file) => {
+                state.file = file;
+                state.segment += 1;
+                state.len = 0;
             }
+            Err(e) => tracing::warn!(error = %e, "cannot start an audit journal segment"),
         }
     }
 }
@@ -758,6 +798,44 @@ mod tests {
         journal.close().await;
         assert!(journal.append(&pool, &event(1)).await.is_err(), "closed");
         Journal::open(&path, &pool).await.expect("open once closed");
+    }
+
+    /// A drain whose transaction fails gives its events back in front of those appended since;
+    /// the next drain moves them all, in chain order.
+    #[tokio::test]
+    async fn a_failed_drain_gives_its_events_back_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (pool, path) = database(dir.path()).await;
+        let journal = Arc::new(Journal::open(&path, &pool).await.expect("open"));
+        let writer = writer::Writer::start(pool.clone(), None, Some(journal.clone()));
+        let first = journal.append(&pool, &event(1)).await.expect("append");
+        let second = journal.append(&pool, &event(2)).await.expect("append");
+        // A row in the second event's place makes the drain's INSERT fail.
+        let blocker = record(2, &first.hash, r#"{"action":"x"}"#);
+        let mut conn = pool.acquire().await.expect("conn");
+        audit::insert_records(&mut conn, std::slice::from_ref(&blocker))
+            .await
+            .expect("blocker");
+        drop(conn);
+        writer.drain(false).await.expect_err("the drain fails");
+        assert_eq!(stored(&pool).await.len(), 1, "only the blocker");
+        assert!(journal.has_pending(), "the events are back in the queue");
+        let third = journal.append(&pool, &event(3)).await.expect("append");
+        sqlx::query("DELETE FROM audit_events")
+            .execute(&pool)
+            .await
+            .expect("delete");
+        writer.drain(false).await.expect("drained");
+        let rows = stored(&pool).await;
+        let expected = [&first, &second, &third];
+        assert_eq!(rows.len(), 3);
+        for (row, record) in rows.iter().zip(expected) {
+            assert_eq!(
+                (row.0, &row.1, &row.2),
+                (record.seq, &record.prev_hash, &record.hash)
+            );
+        }
+        assert!(!journal.has_pending());
     }
 
     #[test]

@@ -181,11 +181,7 @@ async fn run(
     while requests.recv_many(&mut group, MAX_GROUP).await > 0 {
         // Nobody waits for these any more: skip them.
         group.retain(|r: &Request| !r.reply.is_closed());
-        let chain = match &journal {
-            Some(journal) => journal.lock().await,
-            None => ChainLock::none(),
-        };
-        let outcomes = commit_group(&pool, &group, relaxed, chain).await;
+        let outcomes = commit_group(&pool, &group, relaxed, journal.as_ref()).await;
         trace!(jobs = group.len(), "group commit");
         let committed = outcomes.iter().any(Result::is_ok);
         let mut flushed = Vec::new();
@@ -311,14 +307,15 @@ fn not_durable(e: &io::Error) -> StoreError {
 /// Runs the jobs of `group` in one transaction; one outcome per job, in order, known once the
 /// transaction has committed or failed.
 ///
-/// `chain` is the audit journal's lock (see [`super::journal`]): the group first inserts the events
-/// waiting in the journal, and appends its own after them; they become the journal's once the
-/// group commits.
+/// With a `journal` (see [`super::journal`]), the group takes its lock once its transaction has
+/// begun, first inserts the events waiting in the journal, and appends its own after them; they
+/// become the journal's once the group commits. A group of drains alone holds the lock only to
+/// take the waiting events ([`drain_only`]).
 async fn commit_group(
     pool: &SqlitePool,
     group: &[Request],
     relaxed: bool,
-    mut chain: ChainLock,
+    journal: Option<&Arc<Journal>>,
 ) -> Vec<Result<Vec<Applied>>> {
     let outcomes = Vec::with_capacity(group.len());
     if group.is_empty() {
@@ -331,6 +328,14 @@ async fn commit_group(
     let mut tx = match Open::begin(conn, relaxed).await {
         Ok(tx) => tx,
         Err(e) => return failed(outcomes, e, group.len()),
+    };
+    // The journal's lock after the connection (see `journal`).
+    let mut chain = match journal {
+        Some(journal) if group.iter().all(|r| matches!(r.job, Job::Drain { .. })) => {
+            return drain_only(tx, journal, group, outcomes).await;
+        }
+        Some(journal) => journal.lock().await,
+        None => ChainLock::none(),
     };
     for request in group {
         if let Job::Drain { rotate: true } = request.job {
@@ -383,6 +388,38 @@ async fn commit_group(
     match tx.commit().await {
         Ok(()) => {
             chain.committed();
+            outcomes
+        }
+        Err(e) => failed(outcomes, e, group.len()),
+    }
+}
+
+/// A group of drains alone, in the open transaction `tx`: moves the journal's waiting events
+/// into the database without holding the journal's lock meanwhile. The connection is held until
+/// the journal has them back if the transaction fails, so that no other transaction inserts
+/// later events before them.
+async fn drain_only(
+    mut tx: Open,
+    journal: &Journal,
+    group: &[Request],
+    mut outcomes: Vec<Result<Vec<Applied>>>,
+) -> Vec<Result<Vec<Applied>>> {
+    let rotate = group
+        .iter()
+        .any(|r| matches!(r.job, Job::Drain { rotate: true }));
+    let taken = journal.take_pending(rotate).await;
+    let ended = match audit::insert_records(tx.conn(), &taken).await {
+        Ok(()) => tx.commit().await,
+        Err(e) => {
+            tx.rollback().await;
+            Err(e)
+        }
+    };
+    journal.drained(taken, ended.is_ok()).await;
+    drop(tx);
+    match ended {
+        Ok(()) => {
+            outcomes.extend(group.iter().map(|_| Ok(Vec::new())));
             outcomes
         }
         Err(e) => failed(outcomes, e, group.len()),
@@ -893,7 +930,7 @@ impl Open {
         Ok(())
     }
 
-    async fn commit(mut self) -> Result<(), sqlx::Error> {
+    async fn commit(&mut self) -> Result<(), sqlx::Error> {
         match execute(&mut self.conn, "COMMIT").await {
             Ok(()) => {
                 self.ended = true;
