@@ -282,7 +282,7 @@ impl Keyfort {
                 let record = KeystoreObjectRecord {
                     instance_id: instance_id.clone(),
                     keystore_id: keystore_id.to_owned(),
-                    id: new_id()?,
+                    id: crate::service::new_key_id(now)?,
                     blob,
                     attributes,
                     created_at: now,

@@ -25,7 +25,7 @@ use crate::auth::{Action, Caller};
 use crate::error::CoreError;
 use crate::key::{DEFAULT_KEY_RING, Key, KeyQuery, NewKey, validate_aliases, validate_key_ring_id};
 use crate::lifecycle::{KeyState, Transition, Usage};
-use crate::service::{Keyfort, new_id};
+use crate::service::{Keyfort, new_key_id};
 use crate::wrap::Unwrapped;
 
 /// Waiting periods of Key Protect, configurable (`specs/keyprotect-api.md` §7–§8).
@@ -790,7 +790,7 @@ impl Keyfort {
             };
             let versions = self.store().key_versions(instance_id, &key.id).await?;
             let seq = versions.iter().map(|v| v.seq).max().unwrap_or(0) + 1;
-            key.current_version_id = new_id()?;
+            key.current_version_id = new_key_id(now)?;
             key.last_rotated_at = Some(now);
             key.updated_at = now;
             let version = self.seal_version(&key, loaded.current(), &material, seq, now)?;

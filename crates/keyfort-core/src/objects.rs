@@ -27,7 +27,7 @@ use crate::error::CoreError;
 use crate::key::{DEFAULT_KEY_RING, Key, KeyQuery, MAX_NAME_LEN};
 use crate::kms::{key_write_error, row_version};
 use crate::lifecycle::{KeyState, Usage};
-use crate::service::{Keyfort, new_id};
+use crate::service::{Keyfort, new_key_id};
 
 /// Largest secret data, opaque object or certificate accepted.
 pub const MAX_OBJECT_LEN: usize = 64 * 1024;
@@ -489,7 +489,8 @@ impl Keyfort {
         attributes: Map<String, Value>,
         state: KeyState,
     ) -> Result<Key> {
-        let id = new_id()?;
+        let now = self.now_ms();
+        let id = new_key_id(now)?;
         let name = match name {
             Some(n)
                 if !n.is_empty()
@@ -504,9 +505,13 @@ impl Keyfort {
                     rule: "must be 1 to 90 characters without control characters",
                 });
             }
-            None => format!("{}-{}", object_type.as_str().replace('_', "-"), &id[..8]),
+            // The id's last characters: its first ones are its creation time.
+            None => format!(
+                "{}-{}",
+                object_type.as_str().replace('_', "-"),
+                &id[id.len().saturating_sub(8)..]
+            ),
         };
-        let now = self.now_ms();
         Ok(Key {
             instance_id: instance_id.to_owned(),
             id,
@@ -530,7 +535,7 @@ impl Keyfort {
             deleted_at: None,
             deleted_by: None,
             last_rotated_at: None,
-            current_version_id: new_id()?,
+            current_version_id: new_key_id(now)?,
             attributes,
             row_version: 1,
         })
