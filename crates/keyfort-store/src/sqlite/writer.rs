@@ -10,10 +10,10 @@
 //! 3. one `COMMIT`, then every caller gets its answer, never before it is durable.
 //!
 //! A group made only of key creations without aliases and lone audit appends (the common case
-//! under load) first tries to run in one round trip to the connection's thread, without
-//! savepoints: the journal's waiting events, then one INSERT per table. If that fails, the
-//! transaction is rolled back and the group runs again as above, so that each caller gets its
-//! own outcome.
+//! under load) first tries to run as one round trip to the connection's thread, without
+//! savepoints: its begin statements, the journal's waiting events, one INSERT per table, and
+//! `COMMIT`. If that fails, the transaction is rolled back and the group runs again as above, so
+//! that each caller gets its own outcome. A group of drains alone is one round trip too.
 //!
 //! Durability: for a database file, the group's transaction runs with `synchronous=NORMAL` (set
 //! as it begins; every other transaction on the connection begins with its own `FULL`, see
@@ -321,18 +321,14 @@ async fn commit_group(
     if group.is_empty() {
         return outcomes;
     }
-    let conn = match pool.acquire().await {
+    let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
-        Err(e) => return failed(outcomes, e, group.len()),
-    };
-    let mut tx = match Open::begin(conn, relaxed).await {
-        Ok(tx) => tx,
         Err(e) => return failed(outcomes, e, group.len()),
     };
     // The journal's lock after the connection (see `journal`).
     let mut chain = match journal {
         Some(journal) if group.iter().all(|r| matches!(r.job, Job::Drain { .. })) => {
-            return drain_only(tx, journal, group, outcomes).await;
+            return drain_only(conn, relaxed, journal, group, outcomes).await;
         }
         Some(journal) => journal.lock().await,
         None => ChainLock::none(),
@@ -345,10 +341,11 @@ async fn commit_group(
     if let Some(fast) = fast_only(group) {
         let saved = chain.heads().snapshot();
         let (pending, mut heads) = chain.pending_and_heads();
-        match insert_group_at_once(tx.conn(), pending, &fast, &mut heads).await {
+        match commit_group_at_once(&mut conn, relaxed, pending, &fast, &mut heads).await {
             Ok(records) => {
+                chain.committed();
                 let mut records = records.into_iter();
-                let outcomes: Vec<_> = group
+                return group
                     .iter()
                     .map(|request| match Fast::of(&request.job) {
                         Some(fast) => records
@@ -358,25 +355,20 @@ async fn commit_group(
                         None => Ok(Vec::new()),
                     })
                     .collect();
-                return match tx.commit().await {
-                    Ok(()) => {
-                        chain.committed();
-                        outcomes
-                    }
-                    Err(e) => failed(outcomes, e, group.len()),
-                };
             }
-            Err(_) => {
-                // Again job by job, each in its own savepoint, so that each caller gets its own
-                // outcome.
-                chain.heads().restore(saved);
-                tx.rollback().await;
-                if let Err(e) = tx.restart(relaxed).await {
-                    return failed(outcomes, e, group.len());
-                }
+            // Not run, or rolled back: again job by job, each in its own savepoint, so that
+            // each caller gets its own outcome.
+            Err(None | Some(AtOnce::RolledBack(_))) => chain.heads().restore(saved),
+            Err(Some(AtOnce::Broken(e))) => {
+                conn.close_on_drop();
+                return failed(outcomes, e, group.len());
             }
         }
     }
+    let mut tx = match Open::begin(conn, relaxed).await {
+        Ok(tx) => tx,
+        Err(e) => return failed(outcomes, e, group.len()),
+    };
     if let Err(e) = chain.insert_pending(tx.conn()).await {
         tx.rollback().await;
         return failed(outcomes, e, group.len());
@@ -394,12 +386,13 @@ async fn commit_group(
     }
 }
 
-/// A group of drains alone, in the open transaction `tx`: moves the journal's waiting events
-/// into the database without holding the journal's lock meanwhile. The connection is held until
-/// the journal has them back if the transaction fails, so that no other transaction inserts
-/// later events before them.
+/// A group of drains alone: moves the journal's waiting events into the database in one
+/// transaction, without holding the journal's lock meanwhile. The connection is held until the
+/// journal has them back if the transaction fails, so that no other transaction inserts later
+/// events before them.
 async fn drain_only(
-    mut tx: Open,
+    mut conn: PoolConnection<Sqlite>,
+    relaxed: bool,
     journal: &Journal,
     group: &[Request],
     mut outcomes: Vec<Result<Vec<Applied>>>,
@@ -408,22 +401,78 @@ async fn drain_only(
         .iter()
         .any(|r| matches!(r.job, Job::Drain { rotate: true }));
     let taken = journal.take_pending(rotate).await;
-    let ended = match audit::insert_records(tx.conn(), &taken).await {
-        Ok(()) => tx.commit().await,
-        Err(e) => {
-            tx.rollback().await;
-            Err(e)
-        }
-    };
+    let mut ended = Ok(());
+    if !taken.is_empty() {
+        let mut q = QueryBuilder::<Sqlite>::new(begin_sql(relaxed));
+        q.push("; ");
+        push_inserts(&mut q, &taken, &[], &[]);
+        q.push("; COMMIT");
+        ended = in_one_round_trip(&mut conn, q).await;
+    }
     journal.drained(taken, ended.is_ok()).await;
-    drop(tx);
     match ended {
         Ok(()) => {
             outcomes.extend(group.iter().map(|_| Ok(Vec::new())));
             outcomes
         }
-        Err(e) => failed(outcomes, e, group.len()),
+        Err(AtOnce::RolledBack(e)) => failed(outcomes, e, group.len()),
+        Err(AtOnce::Broken(e)) => {
+            conn.close_on_drop();
+            failed(outcomes, e, group.len())
+        }
     }
+}
+
+/// How a transaction sent in one round trip failed; the error is the original one.
+enum AtOnce {
+    /// It was rolled back: nothing of it stays, and the connection can go on.
+    RolledBack(sqlx::Error),
+    /// It may still be open (its `ROLLBACK` failed too): the connection must be closed.
+    Broken(sqlx::Error),
+}
+
+/// Runs `q`, a whole transaction from its begin statements to its `COMMIT`, in one round trip
+/// to the connection's thread. On an error, rolls back whatever ran of it.
+async fn in_one_round_trip(
+    conn: &mut Conn,
+    mut q: QueryBuilder<Sqlite>,
+) -> std::result::Result<(), AtOnce> {
+    let Err(e) = q.build().execute(&mut *conn).await else {
+        return Ok(());
+    };
+    // After a failed `COMMIT` SQLite may have ended the transaction itself; a `ROLLBACK` that
+    // fails leaves that unknown, and the connection is not trusted again.
+    match execute(conn, "ROLLBACK").await {
+        Ok(()) => Err(AtOnce::RolledBack(e)),
+        Err(_) => Err(AtOnce::Broken(e)),
+    }
+}
+
+/// A whole group of fast jobs as one transaction in one round trip, without savepoints: the
+/// begin statements, the journal's waiting events (`pending`), the keys, their versions and the
+/// jobs' events, and `COMMIT`. The chain heads the events need are read first, outside the
+/// transaction: the caller holds the writer connection and the journal's lock, so nothing can
+/// change them. On an error `heads` may have changed; `None` if nothing was sent (the heads
+/// could not be read).
+async fn commit_group_at_once(
+    conn: &mut Conn,
+    relaxed: bool,
+    pending: &[crate::AuditEventRecord],
+    fast: &[Fast<'_>],
+    heads: &mut audit::ChainHeads<'_>,
+) -> std::result::Result<Vec<crate::AuditEventRecord>, Option<AtOnce>> {
+    let (creates, events) = creates_and_events(fast);
+    let records = audit::chain_many(conn, &events, heads)
+        .await
+        .map_err(|_| None)?;
+    let mut q = QueryBuilder::<Sqlite>::new(begin_sql(relaxed));
+    q.push("; ");
+    if push_inserts(&mut q, pending, &creates, &records) == 0 {
+        return Ok(records);
+    }
+    q.push("; COMMIT");
+    in_one_round_trip(conn, q).await.map_err(Some)?;
+    Ok(records)
 }
 
 /// Runs the jobs of `group` in the open transaction `tx`: one outcome per job, to be kept if the
@@ -620,24 +669,6 @@ fn fast_only(group: &[Request]) -> Option<Vec<Fast<'_>>> {
         }
     }
     Some(fast)
-}
-
-/// A whole group of fast jobs in one round trip, without savepoints: the journal's waiting
-/// events (`pending`), then the keys, their versions and the jobs' events. On an error the
-/// transaction must be rolled back (some statements may have run) and `heads` may have changed.
-async fn insert_group_at_once(
-    conn: &mut Conn,
-    pending: &[crate::AuditEventRecord],
-    fast: &[Fast<'_>],
-    heads: &mut audit::ChainHeads<'_>,
-) -> Result<Vec<crate::AuditEventRecord>> {
-    let (creates, events) = creates_and_events(fast);
-    let records = audit::chain_many(conn, &events, heads).await?;
-    let mut q = QueryBuilder::<Sqlite>::new("");
-    if push_inserts(&mut q, pending, &creates, &records) > 0 {
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(records)
 }
 
 /// The key creations of `fast` jobs, and every job's event, in order.
@@ -913,21 +944,6 @@ impl Open {
 
     fn conn(&mut self) -> &mut Conn {
         &mut self.conn
-    }
-
-    /// Begins a new transaction on the same connection after a rollback. Fails if the rollback
-    /// did not end the last one.
-    async fn restart(&mut self, relaxed: bool) -> Result<(), sqlx::Error> {
-        if !self.ended {
-            return Err(sqlx::Error::Io(io::Error::other(
-                "the transaction could not be rolled back",
-            )));
-        }
-        sqlx::raw_sql(begin_sql(relaxed))
-            .execute(&mut *self.conn)
-            .await?;
-        self.ended = false;
-        Ok(())
     }
 
     async fn commit(&mut self) -> Result<(), sqlx::Error> {
