@@ -967,6 +967,48 @@ fn base_cases() -> Vec<Case> {
             KMIP_MANAGERS,
             204,
         ),
+        // An adapter's object is not a Key Protect key: whoever may read or use keys gets 404,
+        // everyone else 401, as for any key.
+        case(
+            "GET",
+            "/api/v2/keys/{object}",
+            None,
+            AdapterObject,
+            READERS,
+            404,
+        ),
+        case(
+            "GET",
+            "/api/v2/keys/{object}/metadata",
+            None,
+            AdapterObject,
+            READERS,
+            404,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{object}/actions/wrap",
+            Some("{}"),
+            AdapterObject,
+            READERS,
+            404,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{object}/actions/disable",
+            None,
+            AdapterObject,
+            MANAGERS,
+            404,
+        ),
+        case(
+            "DELETE",
+            "/api/v2/keys/{object}?force=true",
+            None,
+            AdapterObject,
+            MANAGERS,
+            404,
+        ),
     ]
 }
 
