@@ -2881,6 +2881,20 @@ async fn kmip_adapters_envelopes_reason_codes_objects_and_audit() {
         Err(keyfort_core::CoreError::AlreadyExists { .. })
     ));
     let (client_der, client_pem) = fake_certificate(9);
+    // A KMIP client holds one of the chained roles: not KeyPurge, KmipAdapterManager (whose
+    // KMIP side is the adapters' certificates) or Administrator.
+    for role in [
+        Role::KeyPurge,
+        Role::KmipAdapterManager,
+        Role::Administrator,
+    ] {
+        assert!(matches!(
+            env.core
+                .add_kmip_client(&admin_caller, &client_der, &env.instance, role)
+                .await,
+            Err(keyfort_core::CoreError::InvalidField { field: "role", .. })
+        ));
+    }
     env.core
         .add_kmip_client(&admin_caller, &client_der, &env.instance, Role::Manager)
         .await
