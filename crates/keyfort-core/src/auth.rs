@@ -8,8 +8,8 @@
 //!   token**: a JWT (RFC 7519) signed with the deployment's Ed25519 key (`alg` `EdDSA`, RFC 8037),
 //!   carrying `iat` and `exp`. Every door verifies the same token with [`crate::Keyfort::authenticate`].
 //! - **Roles** are granted per instance or per key ring (Key Protect's Reader, ReaderPlus, Writer,
-//!   Manager, KeyPurge and KmipAdapterManager), or deployment-wide (Administrator). Authorization is decided here, in
-//!   [`Caller::authorize`], never in a door.
+//!   Manager, KeyPurge and KmipAdapterManager), or deployment-wide (Administrator).
+//!   Authorization is decided here, in [`Caller::authorize`], never in a door.
 
 use std::fmt;
 use std::path::Path;

@@ -315,7 +315,8 @@ pub fn core_states_of_kmip(kmip_state: u32) -> Option<Vec<i64>> {
 impl Keyfort {
     // ---- adapters ------------------------------------------------------------------------
 
-    /// Creates an adapter (Manager or KmipAdapterManager). Its CRK must be an active root key of the instance.
+    /// Creates an adapter (Manager or KmipAdapterManager). Its CRK must be an active root key
+    /// of the instance.
     pub async fn create_kmip_adapter(
         &self,
         caller: &Caller,
@@ -411,7 +412,8 @@ impl Keyfort {
         .await
     }
 
-    /// The adapters of the instance (Manager or KmipAdapterManager), optionally only those of one CRK.
+    /// The adapters of the instance (Manager or KmipAdapterManager), optionally only those of
+    /// one CRK.
     pub async fn kmip_adapters(
         &self,
         caller: &Caller,
@@ -485,8 +487,8 @@ impl Keyfort {
         .await
     }
 
-    /// Deletes an adapter and its certificates (Manager or KmipAdapterManager); refused while it has objects that
-    /// are not destroyed.
+    /// Deletes an adapter and its certificates (Manager or KmipAdapterManager); refused while it
+    /// has objects that are not destroyed.
     pub async fn delete_kmip_adapter(
         &self,
         caller: &Caller,
@@ -569,8 +571,8 @@ impl Keyfort {
 
     // ---- certificates --------------------------------------------------------------------
 
-    /// Registers a client certificate (PEM) to an adapter (Manager or KmipAdapterManager): its holder may then
-    /// connect to the KMIP port as a client of the adapter.
+    /// Registers a client certificate (PEM) to an adapter (Manager or KmipAdapterManager): its
+    /// holder may then connect to the KMIP port as a client of the adapter.
     pub async fn add_kmip_certificate(
         &self,
         caller: &Caller,
@@ -727,7 +729,8 @@ impl Keyfort {
         .await
     }
 
-    /// Deletes a certificate (Manager or KmipAdapterManager): its client's next connection is refused.
+    /// Deletes a certificate (Manager or KmipAdapterManager): its client's next connection is
+    /// refused.
     pub async fn delete_kmip_certificate(
         &self,
         caller: &Caller,
@@ -869,9 +872,9 @@ impl Keyfort {
         .await
     }
 
-    /// Destroys an object of an adapter (Manager or KmipAdapterManager): KMIP state Destroyed, its material no longer
-    /// usable. Without `force` only an object that is not active may be destroyed (KMIP
-    /// Destroy); with `force`, an active one too.
+    /// Destroys an object of an adapter (Manager or KmipAdapterManager): KMIP state Destroyed,
+    /// its material no longer usable. Without `force` only an object that is not active may be
+    /// destroyed (KMIP Destroy); with `force`, an active one too.
     pub async fn delete_kmip_object(
         &self,
         caller: &Caller,
