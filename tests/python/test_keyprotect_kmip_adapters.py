@@ -1,7 +1,8 @@
 """IBM's Key Protect SDK (`keyprotect==3.0.1`) manages KMIP adapters on Keyfort, and PyKMIP
 (`PyKMIP==0.11.0`) connects with a certificate registered to one: create an adapter on a root
-key, add a client certificate, create a key over KMIP, see it in `get_kmip_objects`, delete the
-certificate, see the next KMIP connection refused, destroy the object, delete the adapter.
+key, add a client certificate, create a key over KMIP, see it in `get_kmip_objects` (and not
+among the Key Protect keys), delete the certificate, see the next KMIP connection refused, destroy
+the object, delete the adapter; a KmipAdapterManager manages adapters and lists keys, nothing more.
 """
 
 import datetime
@@ -29,6 +30,7 @@ from kmip.core import enums
 from kmip.pie import client as kmip_client
 from kmip.pie import exceptions as kmip_exceptions
 
+from test_keyprotect_sdk import Admin
 from test_kmip_pykmip import write_config
 
 
@@ -140,6 +142,19 @@ def test_kmip_adapter_life_with_the_official_sdk_and_pykmip(trust_dev_ca, tmp_pa
     assert obj["id"] == uid and obj["kmip_object_type"] == 2 and obj["state"] == 1
     assert obj["created_by_kmip_client_cert_id"] == cert["id"]
 
+    # It is not a Key Protect key: not listed, counted, searched or found by id.
+    listed_keys = result(kp.get_keys(bluemix_instance=instance, state=[0, 1, 2, 3, 5], limit=5000))
+    listed_ids = [k["id"] for k in listed_keys["resources"]]
+    assert crk_id in listed_ids and uid not in listed_ids
+    total = kp.get_key_collection_metadata(bluemix_instance=instance, state=[0, 1, 2, 3, 5])
+    assert int(total.get_headers()["Key-Total"]) == len(listed_ids)
+    searched = result(kp.get_keys(bluemix_instance=instance, search="from-adapter-client"))
+    assert uid not in [k["id"] for k in searched.get("resources", [])]
+    for call in (kp.get_key, kp.get_key_metadata):
+        with pytest.raises(ApiException) as e:
+            call(id=uid, bluemix_instance=instance)
+        assert kp_error(e) == (404, "KEY_NOT_FOUND_ERR")
+
     # An adapter with live objects cannot be deleted.
     with pytest.raises(ApiException) as e:
         kp.delete_kmip_adapter(id=adapter["id"], bluemix_instance=instance)
@@ -165,3 +180,65 @@ def test_kmip_adapter_life_with_the_official_sdk_and_pykmip(trust_dev_ca, tmp_pa
     with pytest.raises(ApiException) as e:
         kp.get_kmip_adapter(id=adapter["id"], bluemix_instance=instance)
     assert kp_error(e) == (404, "KMIP_ADAPTER_NOT_FOUND_ERR")
+
+
+def test_kmip_adapter_manager_role_with_the_official_sdk(trust_dev_ca):
+    """Key Protect's KmipAdapterManager: KMIP adapters, their certificates and objects, and the
+    key and key ring listings; no key reads, no wrap, no key creation."""
+    info = trust_dev_ca
+    base = f"https://{info['http_addr']}"
+    instance = info["instance_id"]
+    admin_kp = IbmKeyProtectApiV2(authenticator=IAMAuthenticator(apikey=info["api_key"], url=base))
+    admin_kp.set_service_url(base)
+    key_body = {
+        "metadata": {"collectionType": "application/vnd.ibm.kms.key+json", "collectionTotal": 1},
+        "resources": [{"type": "application/vnd.ibm.kms.key+json", "name": "kam-crk", "extractable": False}],
+    }
+    crk = result(
+        admin_kp.create_key(bluemix_instance=instance, key_create_body=io.BytesIO(json.dumps(key_body).encode()))
+    )
+    crk_id = crk["resources"][0]["id"]
+
+    admin = Admin(info)
+    suffix = uuid.uuid4().hex[:8]
+    api_key = admin.principal_with_key(f"kmip-manager-{suffix}", "KmipAdapterManager")
+    principals = admin.call("GET", "/principals").json()["principals"]
+    shown = [p for p in principals if p["name"] == f"kmip-manager-{suffix}"]
+    assert shown[0]["roles"] == [{"role": "KmipAdapterManager", "instance": instance}]
+    kp = IbmKeyProtectApiV2(authenticator=IAMAuthenticator(apikey=api_key, url=base))
+    kp.set_service_url(base)
+
+    # Adapters: create, list, read, delete.
+    meta = CollectionMetadata(collection_type="application/vnd.ibm.kms.kmip_adapter+json", collection_total=1)
+    created = kp.create_kmip_adapter(
+        bluemix_instance=instance,
+        metadata=meta,
+        resources=[
+            CreateKMIPAdapterObject(
+                profile="native_1.0",
+                name=f"kam-{suffix}",
+                profile_data=KMIPProfileDataBodyKMIPProfileDataNative(crk_id=crk_id),
+            )
+        ],
+    )
+    assert created.get_status_code() == 201
+    adapter_id = result(created)["resources"][0]["id"]
+    listed = result(kp.get_kmip_adapters(bluemix_instance=instance, crk_id=crk_id))
+    assert [a["id"] for a in listed["resources"]] == [adapter_id]
+    assert result(kp.get_kmip_objects(adapter_id=adapter_id, bluemix_instance=instance))["resources"] == []
+
+    # Keys and key rings: listed and counted, never read or used.
+    assert crk_id in [k["id"] for k in result(kp.get_keys(bluemix_instance=instance))["resources"]]
+    assert kp.get_key_collection_metadata(bluemix_instance=instance).get_status_code() == 200
+    assert kp.list_key_rings(bluemix_instance=instance).get_status_code() == 200
+    for call in (
+        lambda: kp.get_key(id=crk_id, bluemix_instance=instance),
+        lambda: kp.get_key_metadata(id=crk_id, bluemix_instance=instance),
+        lambda: kp.wrap_key(id=crk_id, bluemix_instance=instance, key_action_wrap_body=io.BytesIO(b"{}")),
+        lambda: kp.create_key(bluemix_instance=instance, key_create_body=io.BytesIO(json.dumps(key_body).encode())),
+    ):
+        with pytest.raises(ApiException) as e:
+            call()
+        assert kp_error(e) == (401, "UNAUTHORIZED_ERR")
+
+    assert kp.delete_kmip_adapter(id=adapter_id, bluemix_instance=instance).get_status_code() == 204

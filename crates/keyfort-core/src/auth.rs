@@ -8,8 +8,8 @@
 //!   token**: a JWT (RFC 7519) signed with the deployment's Ed25519 key (`alg` `EdDSA`, RFC 8037),
 //!   carrying `iat` and `exp`. Every door verifies the same token with [`crate::Keyfort::authenticate`].
 //! - **Roles** are granted per instance or per key ring (Key Protect's Reader, ReaderPlus, Writer,
-//!   Manager and KeyPurge), or deployment-wide (Administrator). Authorization is decided here, in
-//!   [`Caller::authorize`], never in a door.
+//!   Manager, KeyPurge and KmipAdapterManager), or deployment-wide (Administrator).
+//!   Authorization is decided here, in [`Caller::authorize`], never in a door.
 
 use std::fmt;
 use std::path::Path;
@@ -35,7 +35,7 @@ const CLOCK_SKEW_SECS: i64 = 60;
 const ISSUER: &str = "keyfort";
 
 /// A role, as in Key Protect's IAM service roles (Manager ⊇ Writer ⊇ ReaderPlus ⊇ Reader;
-/// KeyPurge stands alone) plus the deployment-wide Administrator.
+/// KeyPurge and KmipAdapterManager stand alone) plus the deployment-wide Administrator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     Reader,
@@ -43,6 +43,9 @@ pub enum Role {
     Writer,
     Manager,
     KeyPurge,
+    /// Manages KMIP adapters, their client certificates and objects, and may list (not read or
+    /// use) keys and key rings: enough to choose an adapter's root key.
+    KmipAdapterManager,
     /// Deployment administrator: manages instances and principals and holds every service role.
     Administrator,
 }
@@ -56,6 +59,7 @@ impl Role {
             Role::Writer => "Writer",
             Role::Manager => "Manager",
             Role::KeyPurge => "KeyPurge",
+            Role::KmipAdapterManager => "KmipAdapterManager",
             Role::Administrator => "Administrator",
         }
     }
@@ -68,6 +72,7 @@ impl Role {
             Role::Writer,
             Role::Manager,
             Role::KeyPurge,
+            Role::KmipAdapterManager,
             Role::Administrator,
         ]
         .into_iter()
@@ -80,6 +85,10 @@ impl Role {
         match self {
             Role::Administrator => true,
             Role::KeyPurge => action == A::PurgeKey,
+            Role::KmipAdapterManager => matches!(
+                action,
+                A::ListKeys | A::ReadKmipAdapters | A::ManageKmipAdapters
+            ),
             Role::Manager => action != A::PurgeKey && action != A::ManageInstances,
             Role::Writer => matches!(
                 action,
@@ -129,6 +138,12 @@ pub enum Action {
     CreateKeyRing,
     /// Create instances and principals, change unseal configuration.
     ManageInstances,
+    /// List and read KMIP adapters, their client certificates and objects
+    /// (`kms.kmip-management.list`, `.read`).
+    ReadKmipAdapters,
+    /// Create and delete KMIP adapters and client certificates, delete KMIP objects
+    /// (`kms.kmip-management.create`, `.delete`).
+    ManageKmipAdapters,
 }
 
 impl Action {
@@ -146,6 +161,8 @@ impl Action {
             Action::PurgeKey => "purge keys",
             Action::CreateKeyRing => "create key rings",
             Action::ManageInstances => "manage instances",
+            Action::ReadKmipAdapters => "read KMIP adapters",
+            Action::ManageKmipAdapters => "manage KMIP adapters",
         }
     }
 }
@@ -276,6 +293,10 @@ pub struct RequestInfo {
     /// The key ring the request is scoped to (Key Protect's `X-Kms-Key-Ring`): a key outside
     /// it answers as not found.
     pub key_ring: Option<String>,
+    /// The request came over the KMIP protocol. Only there do the objects of KMIP adapters
+    /// exist (for an adapter's client, only its adapter's: `kmip_adapters::in_adapter_scope`);
+    /// to every other caller they are not keys: not listed, counted or found.
+    pub kmip: bool,
 }
 
 impl Caller {
@@ -286,6 +307,7 @@ impl Caller {
                 correlation_id,
                 source,
                 key_ring: None,
+                kmip: false,
             },
             ..self.clone()
         }
@@ -700,6 +722,108 @@ mod tests {
         assert!(!Role::KeyPurge.permits(A::ReadKey));
         assert!(Role::Administrator.permits(A::ManageInstances));
         assert!(!Role::Manager.permits(A::ManageInstances));
+    }
+
+    const ALL_ACTIONS: [Action; 13] = [
+        Action::ReadKey,
+        Action::ListKeys,
+        Action::UseKey,
+        Action::ReadKeyMaterial,
+        Action::CreateKey,
+        Action::RotateKey,
+        Action::ApproveDeletion,
+        Action::ManageKey,
+        Action::PurgeKey,
+        Action::CreateKeyRing,
+        Action::ManageInstances,
+        Action::ReadKmipAdapters,
+        Action::ManageKmipAdapters,
+    ];
+
+    /// Key Protect's KMIP Management table: Manager and KmipAdapterManager only; the
+    /// KmipAdapterManager also lists keys and key rings (and counts keys), and nothing else.
+    #[test]
+    fn kmip_adapter_manager_role() {
+        use Action as A;
+        for action in ALL_ACTIONS {
+            assert_eq!(
+                Role::KmipAdapterManager.permits(action),
+                matches!(
+                    action,
+                    A::ListKeys | A::ReadKmipAdapters | A::ManageKmipAdapters
+                ),
+                "{action:?}"
+            );
+        }
+        for kmip in [A::ReadKmipAdapters, A::ManageKmipAdapters] {
+            for role in [Role::Reader, Role::ReaderPlus, Role::Writer, Role::KeyPurge] {
+                assert!(!role.permits(kmip), "{role:?} {kmip:?}");
+            }
+            assert!(Role::Manager.permits(kmip));
+            assert!(Role::Administrator.permits(kmip));
+        }
+        // Not in the additive chain: a Manager's rights are not implied, nor the reverse.
+        assert!(!Role::KmipAdapterManager.permits(A::ReadKey));
+        assert!(!Role::KmipAdapterManager.permits(A::UseKey));
+        assert!(!Role::KmipAdapterManager.permits(A::PurgeKey));
+        assert_eq!(
+            Role::from_name("kmipadaptermanager"),
+            Some(Role::KmipAdapterManager)
+        );
+        assert_eq!(Role::KmipAdapterManager.name(), "KmipAdapterManager");
+    }
+
+    #[test]
+    fn kmip_adapter_manager_grants_round_trip_and_scope() {
+        let grants = vec![
+            RoleGrant {
+                role: Role::KmipAdapterManager,
+                scope: Scope::Instance("i1".into()),
+            },
+            RoleGrant {
+                role: Role::KmipAdapterManager,
+                scope: Scope::KeyRing {
+                    instance: "i2".into(),
+                    ring: "r".into(),
+                },
+            },
+        ];
+        let encoded = RoleGrant::encode_all(&grants);
+        assert!(
+            encoded.contains(r#""role":"KmipAdapterManager""#),
+            "{encoded}"
+        );
+        assert_eq!(RoleGrant::decode_all(&encoded), Some(grants.clone()));
+        let caller = Caller {
+            principal: Principal {
+                id: "p".into(),
+                instance_id: Some("i1".into()),
+                name: "kam".into(),
+                kind: PrincipalKind::User,
+                roles: grants,
+                disabled: false,
+                created_at: 0,
+            },
+            api_key_id: None,
+            request: RequestInfo::default(),
+        };
+        assert!(
+            caller
+                .authorize(Action::ManageKmipAdapters, "i1", None)
+                .is_ok()
+        );
+        assert!(
+            caller
+                .authorize(Action::ListKeys, "i1", Some("any"))
+                .is_ok()
+        );
+        assert!(matches!(
+            caller.authorize(Action::ReadKey, "i1", None),
+            Err(CoreError::Forbidden { .. })
+        ));
+        assert!(caller.authorize(Action::ListKeys, "i2", Some("r")).is_ok());
+        assert!(!caller.may(Action::ListKeys, "i2", Some("other")));
+        assert!(!caller.may(Action::ReadKmipAdapters, "i3", None));
     }
 
     #[test]

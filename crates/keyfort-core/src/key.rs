@@ -384,6 +384,7 @@ impl KeyQuery {
             sort: self.sort.clone(),
             offset: self.offset,
             limit: self.limit,
+            without_kmip_adapter_objects: false,
         }
     }
 }

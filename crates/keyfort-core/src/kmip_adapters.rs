@@ -315,7 +315,8 @@ pub fn core_states_of_kmip(kmip_state: u32) -> Option<Vec<i64>> {
 impl Keyfort {
     // ---- adapters ------------------------------------------------------------------------
 
-    /// Creates an adapter (Manager). Its CRK must be an active root key of the instance.
+    /// Creates an adapter (Manager or KmipAdapterManager). Its CRK must be an active root key
+    /// of the instance.
     pub async fn create_kmip_adapter(
         &self,
         caller: &Caller,
@@ -324,7 +325,7 @@ impl Keyfort {
     ) -> Result<KmipAdapter> {
         let target = req.name.clone().unwrap_or_default();
         self.audited(caller, instance_id, "kmip_adapter.create", &target, async {
-            caller.authorize(Action::ManageKey, instance_id, None)?;
+            caller.authorize(Action::ManageKmipAdapters, instance_id, None)?;
             self.unsealed_for(caller, instance_id).await?;
             if req.profile != PROFILE_NATIVE {
                 return Err(refused(
@@ -353,8 +354,9 @@ impl Keyfort {
                 rule: "the id of a root key of the instance",
             })?;
             let crk = match self.find_key(instance_id, crk_ref).await {
-                Ok(k) => k,
-                Err(CoreError::KeyNotFound { .. }) => {
+                // Another adapter's object is not a key of the instance.
+                Ok(k) if !is_adapter_object(&k) => k,
+                Ok(_) | Err(CoreError::KeyNotFound { .. }) => {
                     return Err(refused(crk_ref, KmipAdapterRefusal::CrkNotFound));
                 }
                 Err(e) => return Err(e),
@@ -410,7 +412,8 @@ impl Keyfort {
         .await
     }
 
-    /// The adapters of the instance (Reader and up), optionally only those of one CRK.
+    /// The adapters of the instance (Manager or KmipAdapterManager), optionally only those of
+    /// one CRK.
     pub async fn kmip_adapters(
         &self,
         caller: &Caller,
@@ -424,7 +427,7 @@ impl Keyfort {
             "kmip_adapter.list",
             instance_id,
             async {
-                caller.authorize(Action::ListKeys, instance_id, None)?;
+                caller.authorize(Action::ReadKmipAdapters, instance_id, None)?;
                 self.unsealed_for(caller, instance_id).await?;
                 let all: Vec<KmipAdapterRecord> = self
                     .store()
@@ -454,7 +457,7 @@ impl Keyfort {
         .await
     }
 
-    /// One adapter by id or name (Reader and up).
+    /// One adapter by id or name (Manager or KmipAdapterManager).
     pub async fn kmip_adapter(
         &self,
         caller: &Caller,
@@ -468,7 +471,7 @@ impl Keyfort {
             id_or_name,
             async {
                 let adapter = self
-                    .adapter_for(caller, instance_id, id_or_name, Action::ListKeys)
+                    .adapter_for(caller, instance_id, id_or_name, Action::ReadKmipAdapters)
                     .await?;
                 self.audit_read(
                     caller,
@@ -484,8 +487,8 @@ impl Keyfort {
         .await
     }
 
-    /// Deletes an adapter and its certificates (Manager); refused while it has objects that
-    /// are not destroyed.
+    /// Deletes an adapter and its certificates (Manager or KmipAdapterManager); refused while it
+    /// has objects that are not destroyed.
     pub async fn delete_kmip_adapter(
         &self,
         caller: &Caller,
@@ -499,7 +502,7 @@ impl Keyfort {
             id_or_name,
             async {
                 let adapter = self
-                    .adapter_for(caller, instance_id, id_or_name, Action::ManageKey)
+                    .adapter_for(caller, instance_id, id_or_name, Action::ManageKmipAdapters)
                     .await?;
                 let live = KmipObjectFilter {
                     states: KeyState::ALL
@@ -568,8 +571,8 @@ impl Keyfort {
 
     // ---- certificates --------------------------------------------------------------------
 
-    /// Registers a client certificate (PEM) to an adapter (Manager): its holder may then
-    /// connect to the KMIP port as a client of the adapter.
+    /// Registers a client certificate (PEM) to an adapter (Manager or KmipAdapterManager): its
+    /// holder may then connect to the KMIP port as a client of the adapter.
     pub async fn add_kmip_certificate(
         &self,
         caller: &Caller,
@@ -580,7 +583,7 @@ impl Keyfort {
     ) -> Result<KmipCertificate> {
         self.audited(caller, instance_id, "kmip_certificate.create", adapter, async {
             let adapter = self
-                .adapter_for(caller, instance_id, adapter, Action::ManageKey)
+                .adapter_for(caller, instance_id, adapter, Action::ManageKmipAdapters)
                 .await?;
             let der = certificate_der(pem).ok_or(CoreError::InvalidField {
                 field: "certificate",
@@ -647,7 +650,7 @@ impl Keyfort {
         .await
     }
 
-    /// The certificates of an adapter (Reader and up).
+    /// The certificates of an adapter (Manager or KmipAdapterManager).
     pub async fn kmip_certificates(
         &self,
         caller: &Caller,
@@ -662,7 +665,7 @@ impl Keyfort {
             adapter,
             async {
                 let adapter = self
-                    .adapter_for(caller, instance_id, adapter, Action::ListKeys)
+                    .adapter_for(caller, instance_id, adapter, Action::ReadKmipAdapters)
                     .await?;
                 let all = self
                     .store()
@@ -689,7 +692,7 @@ impl Keyfort {
         .await
     }
 
-    /// One certificate of an adapter by id or name (Reader and up).
+    /// One certificate of an adapter by id or name (Manager or KmipAdapterManager).
     pub async fn kmip_certificate(
         &self,
         caller: &Caller,
@@ -704,7 +707,13 @@ impl Keyfort {
             id_or_name,
             async {
                 let (_, cert) = self
-                    .certificate_for(caller, instance_id, adapter, id_or_name, Action::ListKeys)
+                    .certificate_for(
+                        caller,
+                        instance_id,
+                        adapter,
+                        id_or_name,
+                        Action::ReadKmipAdapters,
+                    )
                     .await?;
                 self.audit_read(
                     caller,
@@ -720,7 +729,8 @@ impl Keyfort {
         .await
     }
 
-    /// Deletes a certificate (Manager): its client's next connection is refused.
+    /// Deletes a certificate (Manager or KmipAdapterManager): its client's next connection is
+    /// refused.
     pub async fn delete_kmip_certificate(
         &self,
         caller: &Caller,
@@ -735,7 +745,13 @@ impl Keyfort {
             id_or_name,
             async {
                 let (adapter, cert) = self
-                    .certificate_for(caller, instance_id, adapter, id_or_name, Action::ManageKey)
+                    .certificate_for(
+                        caller,
+                        instance_id,
+                        adapter,
+                        id_or_name,
+                        Action::ManageKmipAdapters,
+                    )
                     .await?;
                 let event = self.audit_event(
                     caller,
@@ -803,7 +819,7 @@ impl Keyfort {
     ) -> Result<Page<KmipObject>> {
         self.audited(caller, instance_id, "kmip_object.list", adapter, async {
             let adapter = self
-                .adapter_for(caller, instance_id, adapter, Action::ListKeys)
+                .adapter_for(caller, instance_id, adapter, Action::ReadKmipAdapters)
                 .await?;
             let filter = KmipObjectFilter {
                 states,
@@ -831,7 +847,7 @@ impl Keyfort {
         .await
     }
 
-    /// One object of an adapter (Reader and up).
+    /// One object of an adapter (Manager or KmipAdapterManager).
     pub async fn kmip_object(
         &self,
         caller: &Caller,
@@ -841,7 +857,7 @@ impl Keyfort {
     ) -> Result<KmipObject> {
         self.audited(caller, instance_id, "kmip_object.read", id, async {
             let object = self
-                .object_for(caller, instance_id, adapter, id, Action::ListKeys)
+                .object_for(caller, instance_id, adapter, id, Action::ReadKmipAdapters)
                 .await?;
             self.audit_read(
                 caller,
@@ -856,9 +872,9 @@ impl Keyfort {
         .await
     }
 
-    /// Destroys an object of an adapter (Manager): KMIP state Destroyed, its material no longer
-    /// usable. Without `force` only an object that is not active may be destroyed (KMIP
-    /// Destroy); with `force`, an active one too.
+    /// Destroys an object of an adapter (Manager or KmipAdapterManager): KMIP state Destroyed,
+    /// its material no longer usable. Without `force` only an object that is not active may be
+    /// destroyed (KMIP Destroy); with `force`, an active one too.
     pub async fn delete_kmip_object(
         &self,
         caller: &Caller,
@@ -869,7 +885,7 @@ impl Keyfort {
     ) -> Result<KmipObject> {
         self.audited(caller, instance_id, "kmip_object.delete", id, async {
             let object = self
-                .object_for(caller, instance_id, adapter, id, Action::ManageKey)
+                .object_for(caller, instance_id, adapter, id, Action::ManageKmipAdapters)
                 .await?;
             let transition = if force {
                 Transition::Delete
@@ -952,6 +968,7 @@ impl Keyfort {
                     correlation_id: None,
                     source,
                     key_ring: None,
+                    kmip: true,
                 },
             }),
             instance_id: cert.instance_id,
@@ -1024,19 +1041,26 @@ impl Keyfort {
     }
 }
 
-/// Whether `caller` may see `key`: an adapter's KMIP client sees only its adapter's objects;
-/// every other caller, every key.
 /// Whether `key` is an adapter's object: its material is wrapped by the adapter's CRK, whose
 /// state is checked on every use, so the material is never kept in the key cache.
 pub(crate) fn is_adapter_object(key: &Key) -> bool {
     Binding::of(key).is_some()
 }
 
+/// Whether `caller` may see `key`: an adapter's KMIP client sees only its adapter's objects;
+/// another KMIP client, every key; every other caller (the Key Protect API, the admin API),
+/// every key but the adapters' objects, which are not Key Protect keys.
 pub(crate) fn in_adapter_scope(caller: &Caller, key: &Key) -> bool {
     match adapter_caller(caller) {
-        None => true,
         Some((adapter_id, _)) => Binding::of(key).is_some_and(|b| b.adapter_id == adapter_id),
+        None if caller.request.kmip => true,
+        None => !is_adapter_object(key),
     }
+}
+
+/// Whether listings for `caller` leave the adapters' objects out (see [`in_adapter_scope`]).
+pub(crate) fn lists_without_adapter_objects(caller: &Caller) -> bool {
+    !caller.request.kmip
 }
 
 /// [`in_adapter_scope`] as a result: a key out of scope is not found.

@@ -102,7 +102,10 @@ impl Keyfort {
                 rule: "must be one DER certificate of at most 64 KiB",
             });
         }
-        if matches!(role, Role::Administrator | Role::KeyPurge) {
+        if matches!(
+            role,
+            Role::Administrator | Role::KeyPurge | Role::KmipAdapterManager
+        ) {
             return Err(CoreError::InvalidField {
                 field: "role",
                 rule: "a KMIP client is a Reader, ReaderPlus, Writer or Manager",
@@ -210,6 +213,7 @@ impl Keyfort {
                     correlation_id: None,
                     source,
                     key_ring: None,
+                    kmip: true,
                 },
             }),
             instance_id: client.instance_id,

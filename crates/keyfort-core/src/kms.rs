@@ -1625,6 +1625,7 @@ impl Keyfort {
                     let key = self.find_key(instance_id, k).await?;
                     caller.authorize(Action::ReadKey, instance_id, Some(&key.key_ring_id))?;
                     check_key_ring(caller, &key)?;
+                    crate::kmip_adapters::check_adapter_scope(caller, &key)?;
                     Some(key.id)
                 }
                 None => {
@@ -2286,6 +2287,7 @@ mod tests {
                     correlation_id: correlation_id.clone(),
                     source: source.clone(),
                     key_ring: None,
+                    kmip: false,
                 },
             };
             let details = json!({"z": [1, "two"], "a": {"b": null}});

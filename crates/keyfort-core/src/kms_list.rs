@@ -2,6 +2,7 @@
 //! keys, the direct lookup of a key named by id or alias, and paging with that key first.
 
 use crate::Result;
+use crate::auth::Caller;
 use crate::key::{Key, KeyQuery, SearchScope};
 use crate::kms::{KmsRefusal, refuse};
 use crate::service::Keyfort;
@@ -17,12 +18,19 @@ impl Keyfort {
     /// up directly (unless negated); a key found that way comes first. A space over
     /// [`MAX_SEARCH_SPACE`] keys is refused, unless the lookup found the key, which is then
     /// the only answer (`incomplete`).
+    ///
+    /// KMIP adapters' objects are not Key Protect keys: for a caller that is not a KMIP client
+    /// they are left out in the store's query, so paging, totals, the search space and the
+    /// lookup count only real keys.
     pub(crate) async fn key_page(
         &self,
+        caller: &Caller,
         instance_id: &str,
         query: &KeyQuery,
     ) -> Result<(Vec<Key>, u64, bool)> {
-        let filter = query.to_filter();
+        let mut filter = query.to_filter();
+        filter.without_kmip_adapter_objects =
+            crate::kmip_adapters::lists_without_adapter_objects(caller);
         let Some(text) = &query.search else {
             let records = self.store().list_keys(instance_id, &filter).await?;
             let total = self.store().count_keys(instance_id, &filter).await?;

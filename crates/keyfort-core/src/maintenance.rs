@@ -47,6 +47,7 @@ fn system_caller() -> Caller {
             correlation_id: Some("maintenance".to_owned()),
             source: None,
             key_ring: None,
+            kmip: false,
         },
     }
 }

@@ -892,7 +892,8 @@ impl Keyfort {
             if let Some(ring) = &query.key_ring_id {
                 validate_key_ring_id(ring)?;
             }
-            let (keys, total, incomplete_search) = self.key_page(instance_id, query).await?;
+            let (keys, total, incomplete_search) =
+                self.key_page(caller, instance_id, query).await?;
             self.audit_read(
                 caller,
                 instance_id,

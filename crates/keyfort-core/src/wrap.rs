@@ -224,6 +224,7 @@ impl Keyfort {
         let key = &entry.key;
         caller.authorize(Action::UseKey, instance_id, Some(&key.key_ring_id))?;
         crate::kms::check_key_ring(caller, key)?;
+        crate::kmip_adapters::check_adapter_scope(caller, key)?;
         if key.extractable {
             return Err(refuse(&key.id, KmsRefusal::RootKeyRequired));
         }

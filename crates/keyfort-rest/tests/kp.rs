@@ -262,18 +262,21 @@ enum Who {
     Writer,
     Manager,
     KeyPurge,
+    /// Key Protect's KmipAdapterManager on the instance.
+    KmipAdapterManager,
     /// A Manager of another instance: no role in this one.
     Stranger,
     /// A service identity with Reader on the instance.
     Service,
 }
 
-const EVERYONE: [Who; 7] = [
+const EVERYONE: [Who; 8] = [
     Who::Reader,
     Who::ReaderPlus,
     Who::Writer,
     Who::Manager,
     Who::KeyPurge,
+    Who::KmipAdapterManager,
     Who::Stranger,
     Who::Service,
 ];
@@ -284,11 +287,22 @@ const READERS: &[Who] = &[
     Who::Manager,
     Who::Service,
 ];
+/// Who may list and count keys and list key rings: the readers and the KmipAdapterManager.
+const LISTERS: &[Who] = &[
+    Who::Reader,
+    Who::ReaderPlus,
+    Who::Writer,
+    Who::Manager,
+    Who::Service,
+    Who::KmipAdapterManager,
+];
 const SERVICES: &[Who] = &[Who::Service];
 const READER_PLUS: &[Who] = &[Who::ReaderPlus, Who::Writer, Who::Manager];
 const WRITERS: &[Who] = &[Who::Writer, Who::Manager];
 const MANAGERS: &[Who] = &[Who::Manager];
 const PURGERS: &[Who] = &[Who::KeyPurge];
+/// Key Protect's KMIP Management actions: Manager and KmipAdapterManager only.
+const KMIP_MANAGERS: &[Who] = &[Who::Manager, Who::KmipAdapterManager];
 
 /// What must exist before a call.
 #[derive(Debug, Clone, Copy)]
@@ -467,8 +481,8 @@ fn cases() -> Vec<Case> {
 fn base_cases() -> Vec<Case> {
     use Setup::*;
     vec![
-        case("HEAD", "/api/v2/keys", None, Nothing, READERS, 200),
-        case("GET", "/api/v2/keys?state=", None, Nothing, READERS, 200),
+        case("HEAD", "/api/v2/keys", None, Nothing, LISTERS, 200),
+        case("GET", "/api/v2/keys?state=", None, Nothing, LISTERS, 200),
         case("POST", "/api/v2/keys", Some(NEW_KEY), Nothing, WRITERS, 201),
         case(
             "POST",
@@ -716,7 +730,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/key_rings?totalCount=true",
             None,
             Nothing,
-            READERS,
+            LISTERS,
             200,
         ),
         case(
@@ -786,7 +800,7 @@ fn base_cases() -> Vec<Case> {
             201,
         ),
         // X-Kms-Key-Ring naming the key's ring.
-        case("GET", "/api/v2/keys", None, Nothing, READERS, 200).with_headers(DEFAULT_RING),
+        case("GET", "/api/v2/keys", None, Nothing, LISTERS, 200).with_headers(DEFAULT_RING),
         case(
             "GET",
             "/api/v2/keys/registrations",
@@ -796,14 +810,14 @@ fn base_cases() -> Vec<Case> {
             200,
         )
         .with_headers(DEFAULT_RING),
-        case("HEAD", "/api/v2/keys", None, Nothing, READERS, 200).with_headers(DEFAULT_RING),
+        case("HEAD", "/api/v2/keys", None, Nothing, LISTERS, 200).with_headers(DEFAULT_RING),
         // Listing with every sort field, filters with operators, and search.
         case(
             "GET",
             "/api/v2/keys?sort=-state,extractable,-imported,creationDate,-lastUpdateDate,lastRotateDate,-deletionDate,expirationDate,id",
             None,
             Nothing,
-            READERS,
+            LISTERS,
             200,
         ),
         case(
@@ -811,7 +825,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/keys?filter=creationDate%3Dgte%3A%222020-01-01T00%3A00%3A00Z%22%20lastRotateDate%3Dnone%20state%3D1%2C2",
             None,
             Nothing,
-            READERS,
+            LISTERS,
             200,
         ),
         case(
@@ -819,7 +833,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/keys?filter=extractable%3Dfalse%20expirationDate%3Dnone",
             None,
             Nothing,
-            READERS,
+            LISTERS,
             200,
         ),
         case(
@@ -827,7 +841,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/keys?search=not%3Aexact%3Aname%3Azz",
             None,
             Nothing,
-            READERS,
+            LISTERS,
             200,
         ),
         // Instance: the allowedIP port; service-to-service event acknowledgement.
@@ -854,7 +868,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters?limit=5&offset=0&totalCount=true",
             None,
             Nothing,
-            READERS,
+            KMIP_MANAGERS,
             200,
         ),
         case(
@@ -862,7 +876,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters?crk_id={key}",
             None,
             SharedRoot,
-            READERS,
+            KMIP_MANAGERS,
             200,
         ),
         case(
@@ -870,7 +884,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters",
             Some(NEW_ADAPTER),
             SharedRoot,
-            MANAGERS,
+            KMIP_MANAGERS,
             201,
         ),
         case(
@@ -878,7 +892,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters/{adapter}",
             None,
             Adapter,
-            READERS,
+            KMIP_MANAGERS,
             200,
         ),
         case(
@@ -886,7 +900,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters/{uniq}",
             None,
             Adapter,
-            READERS,
+            KMIP_MANAGERS,
             200,
         ),
         case(
@@ -894,7 +908,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters/{adapter}",
             None,
             Adapter,
-            MANAGERS,
+            KMIP_MANAGERS,
             204,
         ),
         case(
@@ -902,7 +916,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters/{adapter}/kmip_objects?state=1,2,3,4,5&totalCount=true",
             None,
             AdapterObject,
-            READERS,
+            KMIP_MANAGERS,
             200,
         ),
         case(
@@ -910,7 +924,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters/{adapter}/kmip_objects/{object}",
             None,
             AdapterObject,
-            READERS,
+            KMIP_MANAGERS,
             200,
         ),
         case(
@@ -918,7 +932,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters/{adapter}/kmip_objects/{object}?force=true",
             None,
             AdapterObject,
-            MANAGERS,
+            KMIP_MANAGERS,
             204,
         ),
         case(
@@ -926,7 +940,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters/{adapter}/certificates?totalCount=true",
             None,
             AdapterCert,
-            READERS,
+            KMIP_MANAGERS,
             200,
         ),
         case(
@@ -934,7 +948,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters/{adapter}/certificates",
             Some(NEW_CERT),
             Adapter,
-            MANAGERS,
+            KMIP_MANAGERS,
             201,
         ),
         case(
@@ -942,7 +956,7 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters/{adapter}/certificates/{cert}",
             None,
             AdapterCert,
-            READERS,
+            KMIP_MANAGERS,
             200,
         ),
         case(
@@ -950,8 +964,50 @@ fn base_cases() -> Vec<Case> {
             "/api/v2/kmip_adapters/{adapter}/certificates/{cert}",
             None,
             AdapterCert,
-            MANAGERS,
+            KMIP_MANAGERS,
             204,
+        ),
+        // An adapter's object is not a Key Protect key: whoever may read or use keys gets 404,
+        // everyone else 401, as for any key.
+        case(
+            "GET",
+            "/api/v2/keys/{object}",
+            None,
+            AdapterObject,
+            READERS,
+            404,
+        ),
+        case(
+            "GET",
+            "/api/v2/keys/{object}/metadata",
+            None,
+            AdapterObject,
+            READERS,
+            404,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{object}/actions/wrap",
+            Some("{}"),
+            AdapterObject,
+            READERS,
+            404,
+        ),
+        case(
+            "POST",
+            "/api/v2/keys/{object}/actions/disable",
+            None,
+            AdapterObject,
+            MANAGERS,
+            404,
+        ),
+        case(
+            "DELETE",
+            "/api/v2/keys/{object}?force=true",
+            None,
+            AdapterObject,
+            MANAGERS,
+            404,
         ),
     ]
 }
@@ -1006,6 +1062,10 @@ async fn every_endpoint_against_every_role() {
             Who::Writer => env.token_for("writer", Role::Writer, &env.instance).await,
             Who::Manager => env.token_for("manager", Role::Manager, &env.instance).await,
             Who::KeyPurge => env.token_for("purger", Role::KeyPurge, &env.instance).await,
+            Who::KmipAdapterManager => {
+                env.token_for("kmip-manager", Role::KmipAdapterManager, &env.instance)
+                    .await
+            }
             Who::Stranger => env.token_for("stranger", Role::Manager, &other.id).await,
             Who::Service => {
                 env.token_of_kind(
@@ -2821,6 +2881,20 @@ async fn kmip_adapters_envelopes_reason_codes_objects_and_audit() {
         Err(keyfort_core::CoreError::AlreadyExists { .. })
     ));
     let (client_der, client_pem) = fake_certificate(9);
+    // A KMIP client holds one of the chained roles: not KeyPurge, KmipAdapterManager (whose
+    // KMIP side is the adapters' certificates) or Administrator.
+    for role in [
+        Role::KeyPurge,
+        Role::KmipAdapterManager,
+        Role::Administrator,
+    ] {
+        assert!(matches!(
+            env.core
+                .add_kmip_client(&admin_caller, &client_der, &env.instance, role)
+                .await,
+            Err(keyfort_core::CoreError::InvalidField { field: "role", .. })
+        ));
+    }
     env.core
         .add_kmip_client(&admin_caller, &client_der, &env.instance, Role::Manager)
         .await
@@ -2953,11 +3027,12 @@ async fn kmip_adapters_envelopes_reason_codes_objects_and_audit() {
         None,
     )
     .await;
-    // Another caller re-keying an adapter's object (KMIP Re-key copies the attributes) makes a
-    // key outside the adapter, readable without the CRK.
+    // Another KMIP client re-keying an adapter's object (KMIP Re-key copies the attributes)
+    // makes a key outside the adapter, readable without the CRK.
+    let other_client = env.core.kmip_session(&client_der, None).await.unwrap();
     let rekeyed = env
         .core
-        .rekey_object(&admin_caller, &env.instance, &object, |old| {
+        .rekey_object(&other_client.caller, &env.instance, &object, |old| {
             old.attributes.clone()
         })
         .await
@@ -2965,10 +3040,19 @@ async fn kmip_adapters_envelopes_reason_codes_objects_and_audit() {
     assert!(!rekeyed.attributes.contains_key("kmip_adapter"));
     let (_, rekeyed_material) = env
         .core
-        .object_material(&admin_caller, &env.instance, &rekeyed.id)
+        .object_material(&other_client.caller, &env.instance, &rekeyed.id)
         .await
         .unwrap();
     assert_eq!(rekeyed_material.len(), 32);
+    // Outside the KMIP protocol an adapter's object is not a key; the re-keyed one is.
+    assert!(matches!(
+        env.core.key(&admin_caller, &env.instance, &object).await,
+        Err(keyfort_core::CoreError::KeyNotFound { .. })
+    ));
+    env.core
+        .key(&admin_caller, &env.instance, &rekeyed.id)
+        .await
+        .unwrap();
 
     // An adapter with live objects stays; an active object needs `force`.
     let a = env

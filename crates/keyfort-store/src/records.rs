@@ -102,6 +102,9 @@ pub struct KeyFilter {
     pub offset: u64,
     /// `None` means no limit.
     pub limit: Option<u64>,
+    /// Leave out the objects of KMIP adapters (keys whose attributes carry `kmip_adapter`, see
+    /// [`crate::Store::kmip_objects`]): Key Protect does not count them as keys.
+    pub without_kmip_adapter_objects: bool,
 }
 
 /// How [`KeyFilter::search`] matches.

@@ -66,6 +66,7 @@ macro_rules! store_suite {
             registrations_go_with_their_key,
             kmip_adapters,
             kmip_adapter_objects,
+            listing_without_kmip_adapter_objects,
             instance_policies,
             query_audit_events,
             list_all_api_keys,
@@ -4646,4 +4647,120 @@ pub async fn kmip_adapter_objects(store: Arc<dyn Store>) {
     assert_eq!((ids(&page), total), (vec!["k5"], 1));
     let (page, total) = s.kmip_objects("i1", "zz", &all).await.expect("objects");
     assert_eq!((page.len(), total), (0, 0));
+}
+
+/// `KeyFilter::without_kmip_adapter_objects`: Key Protect's listing, count, search and paging
+/// see only real keys, whatever else the attributes hold.
+pub async fn listing_without_kmip_adapter_objects(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    instance_with_ring(s, "i1", 1).await;
+    let object = |id: &str, at: i64| {
+        let mut k = key("i1", id, &[], at);
+        k.attributes = r#"{"kmip":{"x":1},"kmip_adapter":{"adapter_id":"a1","cert_id":"c","crk_id":"k1","crk_version_id":"k1-v1"}}"#
+            .to_owned();
+        k
+    };
+    // The tag's name deeper in the attributes, not a member of them: a real key.
+    let mut k3 = key("i1", "k3", &["alias-k3"], 30);
+    k3.attributes = r#"{"kmip":{"x-note":{"kmip_adapter":{"adapter_id":"a1"}}}}"#.to_owned();
+    let mut o4 = object("o4", 40);
+    o4.state = 2;
+    for k in [
+        key("i1", "k1", &[], 10),
+        object("o2", 20),
+        k3,
+        o4,
+        key("i1", "k5", &[], 50),
+        object("o6", 60),
+    ] {
+        insert(s, &k).await;
+    }
+    let keys_only = |f: KeyFilter| KeyFilter {
+        without_kmip_adapter_objects: true,
+        ..f
+    };
+    let check = |filter: KeyFilter, want: Vec<&'static str>, total: u64| async move {
+        let listed = s.list_keys("i1", &filter).await.expect("list");
+        assert_eq!(ids(&listed), want, "{filter:?}");
+        assert_eq!(
+            s.count_keys("i1", &filter).await.expect("count"),
+            total,
+            "{filter:?}"
+        );
+    };
+    check(
+        KeyFilter::default(),
+        vec!["k1", "o2", "k3", "o4", "k5", "o6"],
+        6,
+    )
+    .await;
+    check(keys_only(KeyFilter::default()), vec!["k1", "k3", "k5"], 3).await;
+    // Paging counts only real keys.
+    check(
+        keys_only(KeyFilter {
+            offset: 1,
+            limit: Some(1),
+            ..KeyFilter::default()
+        }),
+        vec!["k3"],
+        3,
+    )
+    .await;
+    check(
+        keys_only(KeyFilter {
+            offset: 2,
+            limit: Some(5),
+            ..KeyFilter::default()
+        }),
+        vec!["k5"],
+        3,
+    )
+    .await;
+    // With the other conditions: states, id, search, sort.
+    check(
+        keys_only(KeyFilter {
+            states: vec![2],
+            ..KeyFilter::default()
+        }),
+        vec![],
+        0,
+    )
+    .await;
+    check(
+        keys_only(KeyFilter {
+            id: Some("o2".to_owned()),
+            ..KeyFilter::default()
+        }),
+        vec![],
+        0,
+    )
+    .await;
+    check(
+        keys_only(KeyFilter {
+            search: Some("name-".to_owned()),
+            sort: vec![KeySort {
+                field: KeySortField::Id,
+                descending: true,
+            }],
+            ..KeyFilter::default()
+        }),
+        vec!["k5", "k3", "k1"],
+        3,
+    )
+    .await;
+    check(
+        keys_only(KeyFilter {
+            search: Some("alias-k3".to_owned()),
+            ..KeyFilter::default()
+        }),
+        vec!["k3"],
+        1,
+    )
+    .await;
+    // The adapter's own listing still has its objects.
+    let (page, total) = s
+        .kmip_objects("i1", "a1", &KmipObjectFilter::default())
+        .await
+        .expect("objects");
+    assert_eq!((ids(&page), total), (vec!["o2", "o4", "o6"], 3));
 }

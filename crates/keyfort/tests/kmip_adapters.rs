@@ -3,7 +3,8 @@
 //! on a root key, a client certificate (signed by the dev CA) registered to it over
 //! `/api/v2/kmip_adapters/{id}/certificates`, a KMIP client connecting with that certificate and
 //! creating and reading a key, the key listed in `kmip_objects`, and the client refused once its
-//! certificate is deleted.
+//! certificate is deleted; such a key is not a Key Protect key (`/api/v2/keys` neither lists,
+//! counts nor finds it).
 
 mod common;
 
@@ -86,6 +87,26 @@ impl Kp {
                 status,
                 serde_json::from_str(&text).unwrap_or(Value::String(text)),
             )
+        })
+    }
+
+    /// `HEAD /api/v2/keys`: the status and the `Key-Total` header.
+    fn key_total(&self) -> (u16, Option<u64>) {
+        self.rt.block_on(async {
+            let resp = self
+                .http
+                .head(format!("{}/api/v2/keys", self.base))
+                .bearer_auth(&self.token)
+                .header("Bluemix-Instance", &self.instance)
+                .send()
+                .await
+                .unwrap();
+            let total = resp
+                .headers()
+                .get("key-total")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            (resp.status().as_u16(), total)
         })
     }
 }
@@ -405,4 +426,245 @@ fn adapter_certificate_connects_creates_lists_and_is_revoked() {
         None,
     );
     assert_eq!(code, 204, "{body}");
+}
+
+/// The ids of a Key Protect key collection.
+fn resource_ids(body: &Value) -> Vec<String> {
+    body["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn adapter_objects_are_not_key_protect_keys() {
+    use reqwest::Method;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data, tmp.path(), "kmip-adapter-objects", &[]);
+    let kp = Kp::new(&server);
+
+    // Two real keys: the adapter's root key and a standard key.
+    let mut real = Vec::new();
+    for (name, extractable) in [("crk", false), ("standard", true)] {
+        let (code, body) = kp.call(
+            Method::POST,
+            "/api/v2/keys",
+            Some(&collection(
+                "key",
+                json!({"type": "application/vnd.ibm.kms.key+json", "name": name, "extractable": extractable}),
+            )),
+        );
+        assert_eq!(code, 201, "{body}");
+        real.push(body["resources"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let (code, body) = kp.call(Method::GET, "/api/v2/keys?totalCount=true", None);
+    assert_eq!(code, 200, "{body}");
+    let keys_before = body["metadata"]["totalCount"].as_u64().unwrap();
+    assert!(keys_before >= 2, "{body}");
+    assert_eq!(kp.key_total(), (200, Some(keys_before)));
+
+    // An adapter on the root key, a certificate, and two objects its KMIP client creates (one
+    // activated, one pre-active).
+    let (code, body) = kp.call(
+        Method::POST,
+        "/api/v2/kmip_adapters",
+        Some(&collection(
+            "kmip_adapter",
+            json!({"profile": "native_1.0", "profile_data": {"crk_id": real[0]}, "name": "array"}),
+        )),
+    );
+    assert_eq!(code, 201, "{body}");
+    let adapter = body["resources"][0]["id"].as_str().unwrap().to_owned();
+    let (cert_pem, key_pem) = dev_client_certificate(&data);
+    let (code, body) = kp.call(
+        Method::POST,
+        &format!("/api/v2/kmip_adapters/{adapter}/certificates"),
+        Some(&collection(
+            "kmip_client_certificate",
+            json!({"certificate": cert_pem, "name": "array-node-1"}),
+        )),
+    );
+    assert_eq!(code, 201, "{body}");
+    let kmip = Kmip::new(&server, cert_pem.as_bytes(), key_pem.as_bytes());
+    let create = request(
+        Operation::CREATE,
+        vec![
+            Item::new(Tag::OBJECT_TYPE, V::Enumeration(2)),
+            st(
+                Tag::TEMPLATE_ATTRIBUTE,
+                vec![
+                    attr("Cryptographic Algorithm", V::Enumeration(3)),
+                    attr("Cryptographic Length", V::Integer(256)),
+                    attr("Cryptographic Usage Mask", V::Integer(12)),
+                    // The name of a real key, for the search below.
+                    attr(
+                        "Name",
+                        V::Structure(vec![
+                            Item::new(Tag::NAME_VALUE, V::TextString("standard".to_owned())),
+                            Item::new(Tag::NAME_TYPE, V::Enumeration(1)),
+                        ]),
+                    ),
+                ],
+            ),
+        ],
+    );
+    let mut objects = Vec::new();
+    for _ in 0..2 {
+        let (status, reason, payload) = outcome(&kmip.call(&create));
+        assert_eq!((status, reason), (ResultStatus::SUCCESS.0, None));
+        objects.push(uid_of(&payload));
+    }
+    let activate = request(
+        Operation::ACTIVATE,
+        vec![Item::new(
+            Tag::UNIQUE_IDENTIFIER,
+            V::TextString(objects[0].clone()),
+        )],
+    );
+    let (status, reason, _) = outcome(&kmip.call(&activate));
+    assert_eq!((status, reason), (ResultStatus::SUCCESS.0, None));
+
+    // The adapter lists its objects.
+    let (code, body) = kp.call(
+        Method::GET,
+        &format!("/api/v2/kmip_adapters/{adapter}/kmip_objects?totalCount=true"),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["metadata"]["totalCount"], 2, "{body}");
+    let mut listed = resource_ids(&body);
+    listed.sort();
+    let mut want = objects.clone();
+    want.sort();
+    assert_eq!(listed, want);
+
+    // The Key Protect key listing, its count, its paging and its search do not.
+    let (code, body) = kp.call(
+        Method::GET,
+        "/api/v2/keys?totalCount=true&state=0,1,2,3,5",
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["metadata"]["totalCount"], keys_before, "{body}");
+    let ids = resource_ids(&body);
+    assert_eq!(ids.len() as u64, keys_before);
+    assert!(real.iter().all(|k| ids.contains(k)), "{body}");
+    assert!(objects.iter().all(|o| !ids.contains(o)), "{body}");
+    assert_eq!(kp.key_total(), (200, Some(keys_before)));
+    let mut paged = Vec::new();
+    for offset in 0..keys_before + 1 {
+        let (code, body) = kp.call(
+            Method::GET,
+            &format!("/api/v2/keys?limit=1&offset={offset}&totalCount=true"),
+            None,
+        );
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["metadata"]["totalCount"], keys_before, "{body}");
+        paged.extend(resource_ids(&body));
+    }
+    assert_eq!(paged.len() as u64, keys_before);
+    assert!(objects.iter().all(|o| !paged.contains(o)));
+    for search in [objects[0].clone(), "standard".to_owned()] {
+        let (code, body) = kp.call(
+            Method::GET,
+            &format!("/api/v2/keys?search={search}&totalCount=true"),
+            None,
+        );
+        assert_eq!(code, 200, "{body}");
+        let found = resource_ids(&body);
+        assert!(objects.iter().all(|o| !found.contains(o)), "{body}");
+    }
+
+    // By id, an object answers as an unknown key would, whatever the request.
+    let unknown = "0b9f6a8e-7a4c-4f55-9d2e-1f0c2b3a4d5e";
+    for id in [objects[0].as_str(), objects[1].as_str(), unknown] {
+        for (method, path, body) in [
+            (Method::GET, format!("/api/v2/keys/{id}"), None),
+            (Method::GET, format!("/api/v2/keys/{id}/metadata"), None),
+            (Method::GET, format!("/api/v2/keys/{id}/versions"), None),
+            (Method::GET, format!("/api/v2/keys/{id}/policies"), None),
+            (
+                Method::GET,
+                format!("/api/v2/keys/{id}/registrations"),
+                None,
+            ),
+            (
+                Method::POST,
+                format!("/api/v2/keys/{id}/actions/wrap"),
+                Some(json!({})),
+            ),
+            (
+                Method::POST,
+                format!("/api/v2/keys/{id}/actions/disable"),
+                None,
+            ),
+            (
+                Method::POST,
+                format!("/api/v2/keys/{id}/actions/rotate"),
+                None,
+            ),
+            (
+                Method::POST,
+                format!("/api/v2/keys/{id}/aliases/an-alias"),
+                None,
+            ),
+            (
+                Method::PATCH,
+                format!("/api/v2/keys/{id}"),
+                Some(json!({"keyRingID": "default"})),
+            ),
+            (
+                Method::DELETE,
+                format!("/api/v2/keys/{id}?force=true"),
+                None,
+            ),
+        ] {
+            let (code, answer) = kp.call(method.clone(), &path, body.as_ref());
+            assert_eq!(code, 404, "{method} {path}: {answer}");
+            assert_eq!(
+                answer["resources"][0]["reasons"][0]["code"], "KEY_NOT_FOUND_ERR",
+                "{method} {path}: {answer}"
+            );
+        }
+    }
+    // Nor is it a root key for another adapter.
+    let (code, body) = kp.call(
+        Method::POST,
+        "/api/v2/kmip_adapters",
+        Some(&collection(
+            "kmip_adapter",
+            json!({"profile": "native_1.0", "profile_data": {"crk_id": objects[0]}, "name": "other"}),
+        )),
+    );
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(
+        body["resources"][0]["reasons"][0]["code"], "NATIVE_CRK_ID_NOT_FOUND_ERR",
+        "{body}"
+    );
+
+    // Nothing changed: the adapter's client still reaches its objects, active and usable.
+    for object in &objects {
+        let (status, _, payload) = outcome(&kmip.call(&request(
+            Operation::GET,
+            vec![Item::new(
+                Tag::UNIQUE_IDENTIFIER,
+                V::TextString(object.clone()),
+            )],
+        )));
+        assert_eq!(status, ResultStatus::SUCCESS.0);
+        assert_eq!(key_material(&payload).map(|m| m.len()), Some(32));
+    }
+    let (code, body) = kp.call(
+        Method::GET,
+        &format!(
+            "/api/v2/kmip_adapters/{adapter}/kmip_objects/{}",
+            objects[0]
+        ),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["resources"][0]["state"], 2, "{body}");
 }

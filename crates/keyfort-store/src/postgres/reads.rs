@@ -234,6 +234,13 @@ fn push_filter(q: &mut QueryBuilder<Postgres>, instance_id: &str, filter: &KeyFi
         q.push(" AND k.extractable = ");
         q.push_bind(extractable);
     }
+    if filter.without_kmip_adapter_objects {
+        // As on SQLite: the text test spares parsing the attributes of most keys.
+        q.push(
+            " AND (strpos(k.attributes, '\"kmip_adapter\"') = 0 \
+             OR (k.attributes::jsonb) ->> 'kmip_adapter' IS NULL)",
+        );
+    }
     for c in &filter.dates {
         q.push(" AND ");
         q.push(date_column(c.date));

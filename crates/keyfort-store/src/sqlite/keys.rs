@@ -250,6 +250,14 @@ fn push_filter(q: &mut QueryBuilder<Sqlite>, instance_id: &str, filter: &KeyFilt
         q.push(" AND k.extractable = ");
         q.push_bind(i64::from(extractable));
     }
+    if filter.without_kmip_adapter_objects {
+        // The text test spares parsing the attributes of keys that cannot carry the tag (a JSON
+        // null counts as no tag, as on PostgreSQL).
+        q.push(
+            " AND (instr(k.attributes, '\"kmip_adapter\"') = 0 \
+             OR json_extract(k.attributes, '$.kmip_adapter') IS NULL)",
+        );
+    }
     for c in &filter.dates {
         q.push(" AND ");
         q.push(date_column(c.date));

@@ -36,7 +36,8 @@ enum PrincipalCommand {
         principal: String,
     },
     /// Create a principal with role grants, e.g. --role Manager@<instance> or
-    /// --role Writer@<instance>/<key ring>; a bare --role Administrator is deployment-wide
+    /// --role Writer@<instance>/<key ring>; a bare --role Administrator is deployment-wide.
+    /// Roles: Reader, ReaderPlus, Writer, Manager, KeyPurge, KmipAdapterManager, Administrator
     Create {
         name: String,
         /// A workload rather than a person
@@ -210,6 +211,10 @@ mod tests {
         assert_eq!(
             grant("Writer@i1/ring-a"),
             json!({"role": "Writer", "instance": "i1", "key_ring": "ring-a"})
+        );
+        assert_eq!(
+            grant("KmipAdapterManager@i1"),
+            json!({"role": "KmipAdapterManager", "instance": "i1"})
         );
     }
 }
