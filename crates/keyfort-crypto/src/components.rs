@@ -266,6 +266,12 @@ fn factor_with_crt_exponent(ctx: &BnCtx, n: &Bn, e: &Bn, dp: &Bn) -> Result<Bn> 
 
 /// An RSA public key from its modulus and public exponent.
 pub fn rsa_public_key(n: &[u8], e: &[u8]) -> Result<PublicKey> {
+    let bits = Bn::from_be(n)?.bits();
+    if !(2048..=MAX_RSA_BITS).contains(&bits) {
+        return Err(Error::InvalidKey {
+            what: "RSA modulus must be 2048 to 8192 bits",
+        });
+    }
     let components = lc_rsa::PublicKeyComponents {
         n: strip(n),
         e: strip(e),
