@@ -26,6 +26,11 @@ use crate::{Error, Result};
 /// Largest RSA modulus accepted, in bits (AWS-LC's own limit).
 pub const MAX_RSA_BITS: usize = 8192;
 
+/// Largest modulus whose primes are recovered from exponents, in bits: recovery costs up to one
+/// modular exponentiation per base in [`BASES`], so an inconsistent 8192-bit key would cost
+/// seconds; keys that large must come with their primes.
+pub const MAX_FACTORED_BITS: usize = 4096;
+
 /// Public exponents tried, in order, when a key gives only n and d.
 const COMMON_EXPONENTS: [u64; 3] = [65_537, 3, 17];
 
@@ -103,6 +108,11 @@ pub fn rsa_private_key(c: &RsaPrivateComponents<'_>) -> Result<PrivateKey> {
             }
         }
         (None, None) => {
+            if n.bits() > MAX_FACTORED_BITS {
+                return Err(Error::InvalidKey {
+                    what: "RSA keys over 4096 bits need their primes P and Q",
+                });
+            }
             let p = match (&d, &e, bn(c.dp)?, bn(c.dq)?) {
                 (Some(d), Some(e), _, _) => factor_with_exponents(&ctx, &n, e, d)?,
                 (Some(d), None, _, _) => COMMON_EXPONENTS
@@ -537,6 +547,23 @@ mod tests {
         ] {
             assert!(rsa_private_key(&comps).is_err(), "{comps:?}");
         }
+    }
+
+    #[test]
+    fn large_moduli_need_their_primes() {
+        let n = vec![0xFF; 520];
+        let c = RsaPrivateComponents {
+            n: &n,
+            e: Some(&[1, 0, 1]),
+            d: Some(&[3; 500]),
+            ..Default::default()
+        };
+        assert_eq!(
+            rsa_private_key(&c).err(),
+            Some(Error::InvalidKey {
+                what: "RSA keys over 4096 bits need their primes P and Q"
+            })
+        );
     }
 
     #[test]

@@ -107,11 +107,11 @@ fn read_key_block(
         .child(Tag::KEY_VALUE)?
         .ok_or_else(|| Invalid::missing(Tag::KEY_VALUE))?;
     let material_item = value.require(Tag::KEY_MATERIAL)?;
-    if super::transparent::handles(t, format) {
+    if crate::transparent::handles(t, format) {
         if !format_in_version(format, version) {
             return Err(unsupported_format(format));
         }
-        let key = super::transparent::read(t, format, material_item)?;
+        let key = crate::transparent::read(t, format, material_item)?;
         let same_family = |a: CryptographicAlgorithm| {
             a == key.algorithm
                 || (key.algorithm == CryptographicAlgorithm::EC

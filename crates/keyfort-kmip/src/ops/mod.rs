@@ -9,7 +9,6 @@ mod discover;
 mod get;
 mod lifecycle;
 mod locate;
-mod transparent;
 pub mod undo;
 
 use keyfort_core::{CoreError, Keyfort, KmipSession};

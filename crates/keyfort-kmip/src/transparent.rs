@@ -8,7 +8,6 @@ use keyfort_crypto::components::{self, RsaPrivateComponents};
 use keyfort_crypto::ec::Curve;
 use zeroize::Zeroizing;
 
-use super::core;
 use crate::message::{Invalid, Struct};
 use crate::ttlv::{Item, Tag, Value};
 use crate::{CryptographicAlgorithm, KeyFormatType, ObjectType, RecommendedCurve};
@@ -41,7 +40,7 @@ pub fn handles(t: ObjectType, format: KeyFormatType) -> bool {
 }
 
 fn crypto(e: keyfort_crypto::Error) -> Invalid {
-    core(CoreError::Crypto(e))
+    crate::error::from_core(&CoreError::Crypto(e))
 }
 
 /// A Big Integer component as an unsigned big-endian number (negative values are refused).
@@ -87,8 +86,17 @@ fn curve_bits(c: Curve) -> u32 {
     }
 }
 
-/// Reads the Key Material of a Transparent asymmetric key (`handles(t, format)` holds).
+/// Reads the Key Material of a Transparent asymmetric key of a Register request. Formats that
+/// [`handles`] does not accept for `t` are refused as Invalid Field; a Key Material that is not
+/// a Structure is an Invalid Message; missing components are Missing Data; components that do
+/// not form a key (inconsistent RSA components, a point off the curve, a scalar out of range)
+/// are Invalid Field. Never panics, whatever the item holds.
 pub fn read(t: ObjectType, format: KeyFormatType, material: &Item) -> Result<Transparent, Invalid> {
+    if !handles(t, format) {
+        return Err(Invalid::field(format!(
+            "{format:?} is not a Transparent format of {t:?}"
+        )));
+    }
     let s = Struct::of(material)?;
     match (t, format) {
         (ObjectType::PRIVATE_KEY, KeyFormatType::TRANSPARENT_RSA_PRIVATE_KEY) => {
