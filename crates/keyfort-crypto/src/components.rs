@@ -19,7 +19,7 @@ use aws_lc_rs::signature as lc_sig;
 use zeroize::Zeroizing;
 
 use crate::ec::{Curve, SigningKey};
-use crate::raw::{Bn, BnCtx};
+use crate::raw::{self, Bn, BnCtx};
 use crate::rsa::{PrivateKey, PublicKey};
 use crate::{Error, Result};
 
@@ -359,25 +359,16 @@ pub fn ec_private_key(curve: Curve, d: &[u8]) -> Result<SigningKey> {
     SigningKey::from_pkcs8(curve, pkcs8.as_ref())
 }
 
-/// Checks that `point` is an uncompressed SEC 1 point (`04 ‖ X ‖ Y`) on `curve`, not the point
-/// at infinity.
-pub fn ec_public_point(curve: Curve, point: &[u8]) -> Result<()> {
+/// A public point on `curve` (SEC 1 §2.3.4: uncompressed `04 ‖ X ‖ Y` or compressed
+/// `02/03 ‖ X`), checked to lie on the curve and not be the point at infinity, returned
+/// uncompressed.
+pub fn ec_public_point(curve: Curve, point: &[u8]) -> Result<Vec<u8>> {
     let alg = verification(curve)?;
-    let field_len = match curve {
-        Curve::P256 | Curve::Secp256k1 => 32,
-        Curve::P384 => 48,
-        Curve::P521 => 66,
-    };
-    if point.len() != 1 + 2 * field_len || point.first() != Some(&0x04) {
-        return Err(Error::InvalidKey {
-            what: "EC public key must be an uncompressed point of the curve's size",
-        });
-    }
-    lc_sig::ParsedPublicKey::new(alg, point)
-        .map(|_| ())
-        .map_err(|_| Error::InvalidKey {
-            what: "EC point is not on the curve",
-        })
+    let uncompressed = raw::ec_point_uncompressed(curve.nid(), point)?;
+    lc_sig::ParsedPublicKey::new(alg, &uncompressed).map_err(|_| Error::InvalidKey {
+        what: "EC point is not on the curve",
+    })?;
+    Ok(uncompressed)
 }
 
 #[cfg(test)]
@@ -592,7 +583,17 @@ mod tests {
             assert_eq!(again.public_key(), derived.public_key());
             assert!(ec_private_key(curve, &[0]).is_err());
             assert!(ec_private_key(curve, &vec![0xff; curve.order_len()]).is_err());
-            ec_public_point(curve, key.public_key()).unwrap();
+            assert_eq!(
+                ec_public_point(curve, key.public_key()).unwrap(),
+                key.public_key()
+            );
+            let q = key.public_key();
+            let half = (q.len() - 1) / 2;
+            let mut compressed = vec![2 | (q[q.len() - 1] & 1)];
+            compressed.extend_from_slice(&q[1..=half]);
+            assert_eq!(ec_public_point(curve, &compressed).unwrap(), q);
+            compressed[0] ^= 1;
+            assert_ne!(ec_public_point(curve, &compressed).unwrap(), q);
             let mut off = key.public_key().to_vec();
             let last = off.len() - 1;
             off[last] ^= 1;
@@ -601,5 +602,7 @@ mod tests {
         }
         let p256 = SigningKey::generate(Curve::P256).unwrap();
         assert!(ec_public_point(Curve::P384, p256.public_key()).is_err());
+        assert!(ec_public_point(Curve::P256, &[0]).is_err());
+        assert!(ec_public_point(Curve::P256, &[]).is_err());
     }
 }

@@ -844,3 +844,56 @@ impl BnCtx {
         self.op("BN_rshift", |r| unsafe { ffi::BN_rshift(r, a.0.ptr, n) })
     }
 }
+
+/// A SEC 1 point (uncompressed or compressed) on the curve `nid`, checked to lie on the curve
+/// and not be the point at infinity, in uncompressed form (`04 ‖ X ‖ Y`).
+pub(crate) fn ec_point_uncompressed(nid: c_int, point: &[u8]) -> Result<Vec<u8>> {
+    let invalid = || {
+        // SAFETY: clears the thread's AWS-LC error queue; no pointers involved.
+        unsafe { ffi::ERR_clear_error() };
+        Error::InvalidKey {
+            what: "EC point is not on the curve",
+        }
+    };
+    // SAFETY: creates a new owned EC_KEY for a built-in curve (null for an unknown nid).
+    let key = unsafe { ffi::EC_KEY_new_by_curve_name(nid) };
+    let key = Guard::new(key, ffi::EC_KEY_free, "EC key")?;
+    // SAFETY: `key.ptr` is valid; the (static) group is borrowed from it.
+    let group = unsafe { ffi::EC_KEY_get0_group(key.ptr) };
+    // SAFETY: `group` is the non-null group of a curve-name key.
+    let p = unsafe { ffi::EC_POINT_new(group) };
+    let p = Guard::new(p, ffi::EC_POINT_free, "EC point")?;
+    // SAFETY: `group` and `p.ptr` are valid; `point` is a live slice; a null BN_CTX is allowed.
+    // oct2point refuses encodings of points that are not on the curve.
+    let parsed = unsafe {
+        ffi::EC_POINT_oct2point(group, p.ptr, point.as_ptr(), point.len(), ptr::null_mut()) == 1
+            && ffi::EC_POINT_is_at_infinity(group, p.ptr) == 0
+            && ffi::EC_POINT_is_on_curve(group, p.ptr, ptr::null_mut()) == 1
+    };
+    if !parsed {
+        return Err(invalid());
+    }
+    let form = ffi::point_conversion_form_t::POINT_CONVERSION_UNCOMPRESSED;
+    // SAFETY: a size query (null buffer) on a valid group and point.
+    let len =
+        unsafe { ffi::EC_POINT_point2oct(group, p.ptr, form, ptr::null_mut(), 0, ptr::null_mut()) };
+    if len == 0 {
+        return Err(invalid());
+    }
+    let mut out = vec![0u8; len];
+    // SAFETY: `out` has exactly the size AWS-LC asked for.
+    let written = unsafe {
+        ffi::EC_POINT_point2oct(
+            group,
+            p.ptr,
+            form,
+            out.as_mut_ptr(),
+            out.len(),
+            ptr::null_mut(),
+        )
+    };
+    if written != len {
+        return Err(invalid());
+    }
+    Ok(out)
+}

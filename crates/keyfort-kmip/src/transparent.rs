@@ -144,10 +144,9 @@ pub fn read(t: ObjectType, format: KeyFormatType, material: &Item) -> Result<Tra
         }
         _ => {
             let c = curve(&s)?;
-            let q = s.bytes(Tag::Q_STRING)?;
-            components::ec_public_point(c, q).map_err(crypto)?;
+            let q = components::ec_public_point(c, s.bytes(Tag::Q_STRING)?).map_err(crypto)?;
             Ok(Transparent {
-                material: Zeroizing::new(q.to_vec()),
+                material: Zeroizing::new(q),
                 algorithm: CryptographicAlgorithm::EC,
                 bits: curve_bits(c),
             })

@@ -788,6 +788,18 @@ fn ec(kmip: &Kmip, curve: Curve, kmip_curve: u32, private_format: u32, public_fo
             .is_ok()
         });
     assert!(verified, "the source public key verifies the signature");
+    // A compressed Q String is the same key, kept (and given back) uncompressed.
+    let half = (q.len() - 1) / 2;
+    let mut compressed = vec![2 | (q[q.len() - 1] & 1)];
+    compressed.extend_from_slice(&q[1..=half]);
+    let from_compressed = kmip.register(
+        PUBLIC_KEY,
+        public_format,
+        ec_public_material(kmip_curve, &compressed),
+        2,
+    );
+    assert_eq!(kmip.get_bytes(&from_compressed, RAW), q);
+    kmip.sign_and_verify(&private, &from_compressed, b"compressed point");
 }
 
 fn refusals(kmip: &Kmip, source: &PrivateKey) {
