@@ -157,3 +157,166 @@ pub fn read(t: ObjectType, format: KeyFormatType, material: &Item) -> Result<Tra
 fn rsa_bits(modulus_len: usize) -> u32 {
     u32::try_from(modulus_len * 8).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::ResultReason;
+    use crate::ttlv::BigInt;
+
+    const FIELDS: [Tag; 11] = [
+        Tag::MODULUS,
+        Tag::PUBLIC_EXPONENT,
+        Tag::PRIVATE_EXPONENT,
+        Tag::P,
+        Tag::Q,
+        Tag::PRIME_EXPONENT_P,
+        Tag::PRIME_EXPONENT_Q,
+        Tag::CRT_COEFFICIENT,
+        Tag::D,
+        Tag::Q_STRING,
+        Tag::RECOMMENDED_CURVE,
+    ];
+
+    const FORMATS: [(ObjectType, KeyFormatType); 8] = [
+        (
+            ObjectType::PRIVATE_KEY,
+            KeyFormatType::TRANSPARENT_RSA_PRIVATE_KEY,
+        ),
+        (
+            ObjectType::PUBLIC_KEY,
+            KeyFormatType::TRANSPARENT_RSA_PUBLIC_KEY,
+        ),
+        (
+            ObjectType::PRIVATE_KEY,
+            KeyFormatType::TRANSPARENT_EC_PRIVATE_KEY,
+        ),
+        (
+            ObjectType::PUBLIC_KEY,
+            KeyFormatType::TRANSPARENT_EC_PUBLIC_KEY,
+        ),
+        (
+            ObjectType::PRIVATE_KEY,
+            KeyFormatType::TRANSPARENT_ECDH_PRIVATE_KEY,
+        ),
+        (
+            ObjectType::PUBLIC_KEY,
+            KeyFormatType::TRANSPARENT_ECDSA_PUBLIC_KEY,
+        ),
+        (
+            ObjectType::SYMMETRIC_KEY,
+            KeyFormatType::TRANSPARENT_RSA_PRIVATE_KEY,
+        ),
+        (
+            ObjectType::PUBLIC_KEY,
+            KeyFormatType::TRANSPARENT_RSA_PRIVATE_KEY,
+        ),
+    ];
+
+    fn field(tag: Tag, bytes: Vec<u8>, kind: u8) -> Item {
+        let value = match kind % 4 {
+            0 | 1 => Value::BigInteger(BigInt::from_be_bytes(&bytes)),
+            2 => Value::ByteString(bytes),
+            _ => Value::Enumeration(u32::from(bytes.first().copied().unwrap_or(7)) % 16),
+        };
+        Item::new(tag, value)
+    }
+
+    proptest! {
+        /// Whatever a client puts in the structure, the answer is a key or a typed error.
+        #[test]
+        fn any_structure_answers_without_panicking(
+            fields in proptest::collection::vec(
+                (0..FIELDS.len(), proptest::collection::vec(any::<u8>(), 0..48), any::<u8>()),
+                0..12,
+            ),
+            format in 0..FORMATS.len(),
+        ) {
+            let items = fields
+                .into_iter()
+                .map(|(i, bytes, kind)| field(FIELDS[i], bytes, kind))
+                .collect();
+            let (t, f) = FORMATS[format];
+            let material = Item::new(Tag::KEY_MATERIAL, Value::Structure(items));
+            if let Ok(key) = read(t, f, &material) {
+                prop_assert!(!key.material.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn reasons_of_malformed_components() {
+        let material = |items: Vec<Item>| Item::new(Tag::KEY_MATERIAL, Value::Structure(items));
+        let rsa = (
+            ObjectType::PRIVATE_KEY,
+            KeyFormatType::TRANSPARENT_RSA_PRIVATE_KEY,
+        );
+        let reason =
+            |(t, f): (ObjectType, KeyFormatType), m: &Item| read(t, f, m).err().unwrap().reason;
+        assert_eq!(reason(rsa, &material(vec![])), ResultReason::MISSING_DATA);
+        let n = Item::new(
+            Tag::MODULUS,
+            Value::BigInteger(BigInt::from_be_bytes(&[0, 0xC5])),
+        );
+        assert_eq!(
+            reason(rsa, &material(vec![n.clone()])),
+            ResultReason::MISSING_DATA
+        );
+        let d = Item::new(
+            Tag::PRIVATE_EXPONENT,
+            Value::BigInteger(BigInt::from_be_bytes(&[3])),
+        );
+        assert_eq!(
+            reason(rsa, &material(vec![n, d])),
+            ResultReason::INVALID_FIELD
+        );
+        let negative = Item::new(
+            Tag::MODULUS,
+            Value::BigInteger(BigInt::from_be_bytes(&[0x80])),
+        );
+        assert_eq!(
+            reason(rsa, &material(vec![negative])),
+            ResultReason::INVALID_FIELD
+        );
+        let not_big = Item::new(Tag::MODULUS, Value::ByteString(vec![1]));
+        assert_eq!(
+            reason(rsa, &material(vec![not_big])),
+            ResultReason::INVALID_FIELD
+        );
+        let bytes = Item::new(Tag::KEY_MATERIAL, Value::ByteString(vec![1]));
+        assert_eq!(reason(rsa, &bytes), ResultReason::INVALID_MESSAGE);
+        let symmetric = (
+            ObjectType::SYMMETRIC_KEY,
+            KeyFormatType::TRANSPARENT_RSA_PRIVATE_KEY,
+        );
+        assert_eq!(
+            reason(symmetric, &material(vec![])),
+            ResultReason::INVALID_FIELD
+        );
+        let ec = (
+            ObjectType::PUBLIC_KEY,
+            KeyFormatType::TRANSPARENT_EC_PUBLIC_KEY,
+        );
+        let curve =
+            |c: RecommendedCurve| Item::new(Tag::RECOMMENDED_CURVE, Value::Enumeration(c.0));
+        let q = Item::new(Tag::Q_STRING, Value::ByteString(vec![4; 65]));
+        assert_eq!(
+            reason(
+                ec,
+                &material(vec![curve(RecommendedCurve::P_256), q.clone()])
+            ),
+            ResultReason::INVALID_FIELD
+        );
+        assert_eq!(
+            reason(ec, &material(vec![curve(RecommendedCurve::P_192), q])),
+            ResultReason::INVALID_FIELD
+        );
+        assert_eq!(
+            reason(ec, &material(vec![curve(RecommendedCurve::P_256)])),
+            ResultReason::MISSING_DATA
+        );
+    }
+}
