@@ -113,32 +113,43 @@ pub fn rsa_private_key(c: &RsaPrivateComponents<'_>) -> Result<PrivateKey> {
                     what: "RSA keys over 4096 bits need their primes P and Q",
                 });
             }
-            let p = match (&d, &e, bn(c.dp)?, bn(c.dq)?) {
-                (Some(d), Some(e), _, _) => factor_with_exponents(&ctx, &n, e, d)?,
-                (Some(d), None, _, _) => COMMON_EXPONENTS
-                    .iter()
-                    .find_map(|w| {
-                        let e = Bn::word(*w).ok()?;
-                        factor_with_exponents(&ctx, &n, &e, d).ok()
-                    })
-                    .ok_or(Error::InvalidKey {
-                        what: "RSA key without public exponent or primes",
-                    })?,
-                (None, Some(e), Some(dp), _) => factor_with_crt_exponent(&ctx, &n, e, &dp)?,
-                (None, Some(e), None, Some(dq)) => factor_with_crt_exponent(&ctx, &n, e, &dq)?,
+            let (dp, dq, qinv) = (bn(c.dp)?, bn(c.dq)?, bn(c.qinv)?);
+            // A prime factor, and whether it is the second prime (q) of the key.
+            let (found, is_q) = match (&d, &e, &dp, &dq) {
+                (Some(d), Some(e), _, _) => (factor_with_exponents(&ctx, &n, e, d)?, false),
+                (Some(d), None, _, _) => (
+                    COMMON_EXPONENTS
+                        .iter()
+                        .find_map(|w| {
+                            let e = Bn::word(*w).ok()?;
+                            factor_with_exponents(&ctx, &n, &e, d).ok()
+                        })
+                        .ok_or(Error::InvalidKey {
+                            what: "RSA key without public exponent or primes",
+                        })?,
+                    false,
+                ),
+                (None, Some(e), Some(dp), _) => (factor_with_crt_exponent(&ctx, &n, e, dp)?, false),
+                (None, Some(e), None, Some(dq)) => {
+                    (factor_with_crt_exponent(&ctx, &n, e, dq)?, true)
+                }
                 _ => {
                     return Err(Error::InvalidKey {
                         what: "RSA key needs d, p and q, or a public exponent and dP or dQ",
                     });
                 }
             };
-            let q = cofactor(&ctx, &n, &p)?;
-            // Which factor is "p" matters for the CRT components a client gave.
-            match (bn(c.dp)?, bn(c.qinv)?) {
-                (Some(dp), _) if !matches_mod(&ctx, &d, &dp, &p, &one)? => (q, p),
-                (_, Some(qinv)) if ctx.mod_inverse(&q, &p)?.cmp(&qinv).is_ne() => (q, p),
-                _ => (p, q),
-            }
+            let other = cofactor(&ctx, &n, &found)?;
+            let (p, q) = if is_q { (other, found) } else { (found, other) };
+            // Recovered from (e, d), which factor is "p" is decided by the CRT components the
+            // client gave, if any.
+            let swap = match (&d, &dp, &dq, &qinv) {
+                (Some(d), Some(dp), _, _) => !congruent(&ctx, d, dp, &p)?,
+                (Some(d), None, Some(dq), _) => !congruent(&ctx, d, dq, &q)?,
+                (Some(_), None, None, Some(qinv)) => ctx.mod_inverse(&q, &p)?.cmp(qinv).is_ne(),
+                _ => false,
+            };
+            if swap { (q, p) } else { (p, q) }
         }
     };
     let p1 = ctx.sub(&p, &one)?;
@@ -193,10 +204,9 @@ pub fn rsa_private_key(c: &RsaPrivateComponents<'_>) -> Result<PrivateKey> {
     PrivateKey::from_pkcs8(&pkcs8)
 }
 
-/// Whether a ≡ b (mod m − 1), for optional a.
-fn matches_mod(ctx: &BnCtx, a: &Option<Bn>, b: &Bn, m: &Bn, one: &Bn) -> Result<bool> {
-    let Some(a) = a else { return Ok(true) };
-    let m1 = ctx.sub(m, one)?;
+/// Whether a ≡ b (mod m − 1).
+fn congruent(ctx: &BnCtx, a: &Bn, b: &Bn, m: &Bn) -> Result<bool> {
+    let m1 = ctx.sub(m, &Bn::word(1)?)?;
     Ok(ctx.modulo(a, &m1)?.cmp(&ctx.modulo(b, &m1)?).is_eq())
 }
 
@@ -480,6 +490,29 @@ mod tests {
         };
         let from_crt = rsa_private_key(&crt).unwrap();
         assert_eq!(components(&from_crt.to_pkcs8())[3], c[3]);
+        let dq_only = RsaPrivateComponents {
+            n: &c[0],
+            e: Some(&c[1]),
+            dq: Some(&c[6]),
+            ..Default::default()
+        };
+        let from_dq = rsa_private_key(&dq_only).unwrap();
+        assert_eq!(components(&from_dq.to_pkcs8())[3..5], c[3..5]);
+        for (i, tag) in [(5, "dP"), (6, "dQ")] {
+            let mut with_crt = RsaPrivateComponents {
+                n: &c[0],
+                e: Some(&c[1]),
+                d: Some(&c[2]),
+                ..Default::default()
+            };
+            if i == 5 {
+                with_crt.dp = Some(&c[5]);
+            } else {
+                with_crt.dq = Some(&c[6]);
+            }
+            let key2 = rsa_private_key(&with_crt).unwrap();
+            assert_eq!(components(&key2.to_pkcs8())[3..5], c[3..5], "{tag}");
+        }
         let with_qinv = RsaPrivateComponents {
             n: &c[0],
             e: Some(&c[1]),

@@ -728,6 +728,13 @@ fn rsa(kmip: &Kmip, source: &PrivateKey) {
             Tag::PRIME_EXPONENT_P,
             Tag::PRIME_EXPONENT_Q,
         ][..],
+        &[Tag::MODULUS, Tag::PUBLIC_EXPONENT, Tag::PRIME_EXPONENT_Q][..],
+        &[
+            Tag::MODULUS,
+            Tag::PUBLIC_EXPONENT,
+            Tag::PRIVATE_EXPONENT,
+            Tag::CRT_COEFFICIENT,
+        ][..],
     ] {
         let id = kmip.register(
             PRIVATE_KEY,
