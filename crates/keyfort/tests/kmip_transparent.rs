@@ -490,6 +490,36 @@ fn ec_spki(curve: Curve, point: &[u8]) -> Vec<u8> {
     der(0x30, &[algorithm, der(0x03, &bits)].concat())
 }
 
+/// PKCS #8 (RFC 5208) of an EC key: the curve in the AlgorithmIdentifier, and an RFC 5915
+/// `ECPrivateKey` with the fixed-length scalar and the public point, without parameters.
+fn ec_pkcs8(curve: Curve, d: &[u8], q: &[u8]) -> Vec<u8> {
+    let mut scalar = vec![0u8; curve.order_len() - d.len()];
+    scalar.extend_from_slice(d);
+    let mut point = vec![0];
+    point.extend_from_slice(q);
+    let ec_private_key = der(
+        0x30,
+        &[
+            der(0x02, &[1]),
+            der(0x04, &scalar),
+            der(0xA1, &der(0x03, &point)),
+        ]
+        .concat(),
+    );
+    let algorithm = der(
+        0x30,
+        &[
+            der(0x06, &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01]),
+            curve_oid(curve),
+        ]
+        .concat(),
+    );
+    der(
+        0x30,
+        &[der(0x02, &[0]), algorithm, der(0x04, &ec_private_key)].concat(),
+    )
+}
+
 /// The private scalar of an EC PKCS #8 key (RFC 5915 `privateKey`), unsigned minimal.
 fn ec_scalar(pkcs8: &[u8]) -> Vec<u8> {
     let (_, body, _) = tlv(pkcs8);
@@ -778,6 +808,7 @@ fn ec(kmip: &Kmip, curve: Curve, kmip_curve: u32, private_format: u32, public_fo
     // X.509 of the public key is built here from the point; Raw is the point.
     let pkcs8 = kmip.get_bytes(&private, PKCS_8);
     assert_eq!(pkcs8.as_slice(), source.to_pkcs8().as_slice());
+    assert_eq!(pkcs8, ec_pkcs8(curve, &d, &q));
     assert_eq!(kmip.get_bytes(&public, X_509), ec_spki(curve, &q));
     assert_eq!(kmip.get_bytes(&public, RAW), q);
     let signature = kmip.sign_and_verify(&private, &public, b"ecdsa over KMIP");
