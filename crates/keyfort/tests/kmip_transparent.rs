@@ -1011,6 +1011,24 @@ fn refusals(kmip: &Kmip, source: &PrivateKey) {
     );
     assert_eq!(kmip.fails(Operation::REGISTER, p), invalid_field);
 
+    // A Key Block length that contradicts the key.
+    let p = in_block(
+        kmip.register_payload(
+            PUBLIC_KEY,
+            T_RSA_PUBLIC,
+            V::Structure(vec![
+                big(Tag::MODULUS, &c[0]),
+                big(Tag::PUBLIC_EXPONENT, &c[1]),
+            ]),
+            2,
+        ),
+        vec![
+            en(Tag::CRYPTOGRAPHIC_ALGORITHM, RSA),
+            int(Tag::CRYPTOGRAPHIC_LENGTH, 3072),
+        ],
+    );
+    assert_eq!(kmip.fails(Operation::REGISTER, p), invalid_field);
+
     // The deprecated ECDSA/ECDH formats are KMIP 1.x only.
     if kmip.v2() {
         assert_eq!(
@@ -1053,4 +1071,24 @@ fn register_transparent_keys_in_kmip_1_4_and_2_1() {
         }
         refusals(&kmip, &source);
     }
+    // Transparent EC came with KMIP 1.3: a 1.2 client gets Key Format Type Not Supported.
+    let kmip = Kmip::dev(&server, (1, 2));
+    let ec_key = SigningKey::generate(Curve::P256).unwrap();
+    let p = kmip.register_payload(
+        PUBLIC_KEY,
+        T_EC_PUBLIC,
+        ec_public_material(P_256, ec_key.public_key()),
+        2,
+    );
+    assert_eq!(
+        kmip.fails(Operation::REGISTER, p),
+        ResultReason::KEY_FORMAT_TYPE_NOT_SUPPORTED.0
+    );
+    let id = kmip.register(
+        PUBLIC_KEY,
+        T_ECDSA_PUBLIC,
+        ec_public_material(P_256, ec_key.public_key()),
+        2,
+    );
+    assert_eq!(kmip.get_bytes(&id, RAW), ec_key.public_key());
 }
