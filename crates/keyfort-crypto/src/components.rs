@@ -147,6 +147,8 @@ pub fn rsa_private_key(c: &RsaPrivateComponents<'_>) -> Result<PrivateKey> {
                 (Some(d), Some(dp), _, _) => !congruent(&ctx, d, dp, &p)?,
                 (Some(d), None, Some(dq), _) => !congruent(&ctx, d, dq, &q)?,
                 (Some(_), None, None, Some(qinv)) => ctx.mod_inverse(&q, &p)?.cmp(qinv).is_ne(),
+                // Without a hint, p > q, as key generators order them.
+                (Some(_), None, None, None) => p.cmp(&q).is_lt(),
                 _ => false,
             };
             if swap { (q, p) } else { (p, q) }

@@ -1047,6 +1047,35 @@ fn refusals(kmip: &Kmip, source: &PrivateKey) {
     );
 }
 
+/// Import (KMIP 2.0 §6.1.28) reads objects as Register does: a Transparent RSA private key
+/// under the client's own UUID.
+fn import(kmip: &Kmip, source: &PrivateKey) {
+    let c = rsa_components(&source.to_pkcs8());
+    let id = "6f1b6a53-3b0c-4c53-9a58-2d1f0b9e7c41";
+    let mut payload = vec![uid(id)];
+    payload.extend(kmip.register_payload(
+        PRIVATE_KEY,
+        T_RSA_PRIVATE,
+        rsa_private_material(
+            &c,
+            &[Tag::MODULUS, Tag::PUBLIC_EXPONENT, Tag::PRIVATE_EXPONENT],
+        ),
+        1,
+    ));
+    let p = kmip.ok(Operation::IMPORT, payload);
+    assert_eq!(uid_of(&p), id);
+    let (t, alg, bits) = kmip.get(id, T_RSA_PRIVATE);
+    assert_eq!((alg, bits), (RSA, 2048));
+    assert_eq!(number(&t, Tag::PRIVATE_EXPONENT), c[2]);
+    let mut primes = [number(&t, Tag::P), number(&t, Tag::Q)];
+    primes.sort();
+    let mut want = [c[3].clone(), c[4].clone()];
+    want.sort();
+    assert_eq!(primes, want);
+    // The recovered primes are ordered p > q.
+    assert!(number(&t, Tag::P) > number(&t, Tag::Q));
+}
+
 #[test]
 fn register_transparent_keys_in_kmip_1_4_and_2_1() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1070,6 +1099,9 @@ fn register_transparent_keys_in_kmip_1_4_and_2_1() {
             ec(&kmip, Curve::P384, P_384, T_EC_PRIVATE, T_EC_PUBLIC);
         }
         refusals(&kmip, &source);
+        if kmip.v2() {
+            import(&kmip, &source);
+        }
     }
     // Transparent EC came with KMIP 1.3: a 1.2 client gets Key Format Type Not Supported.
     let kmip = Kmip::dev(&server, (1, 2));
