@@ -94,6 +94,20 @@ pub fn rsa_private_key(c: &RsaPrivateComponents<'_>) -> Result<PrivateKey> {
             what: "RSA modulus must be odd and 2048 to 8192 bits",
         });
     }
+    // Bounds first, so that no component makes the recovery below costly: every private
+    // component is below n, and AWS-LC takes public exponents of at most 33 bits.
+    for x in [c.d, c.p, c.q, c.dp, c.dq, c.qinv].into_iter().flatten() {
+        if Bn::from_be(x)?.bits() > n.bits() {
+            return Err(inconsistent());
+        }
+    }
+    if let Some(e) = c.e
+        && Bn::from_be(e)?.bits() > 33
+    {
+        return Err(Error::InvalidKey {
+            what: "RSA public exponent longer than 33 bits",
+        });
+    }
     let one = Bn::word(1)?;
     let e = bn(c.e)?;
     let d = bn(c.d)?;
@@ -572,6 +586,37 @@ mod tests {
             },
         ] {
             assert!(rsa_private_key(&comps).is_err(), "{comps:?}");
+        }
+    }
+
+    #[test]
+    fn oversized_components_are_refused_before_any_work() {
+        let (_, c) = sample();
+        let long = vec![0x01; 300];
+        for comps in [
+            RsaPrivateComponents {
+                n: &c[0],
+                e: Some(&c[1]),
+                dp: Some(&long),
+                ..Default::default()
+            },
+            RsaPrivateComponents {
+                n: &c[0],
+                e: Some(&c[1]),
+                d: Some(&long),
+                ..Default::default()
+            },
+            RsaPrivateComponents {
+                n: &c[0],
+                e: Some(&[2, 0, 0, 0, 1]),
+                d: Some(&c[2]),
+                ..Default::default()
+            },
+        ] {
+            assert!(matches!(
+                rsa_private_key(&comps),
+                Err(Error::InvalidKey { .. })
+            ));
         }
     }
 
