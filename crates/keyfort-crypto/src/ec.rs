@@ -46,7 +46,7 @@ impl Curve {
         }
     }
 
-    fn nid(self) -> core::ffi::c_int {
+    pub(crate) fn nid(self) -> core::ffi::c_int {
         match self {
             Curve::P256 => raw::nid::P256,
             Curve::P384 => raw::nid::P384,

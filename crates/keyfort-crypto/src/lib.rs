@@ -37,6 +37,7 @@
 #![deny(unsafe_code)]
 
 pub mod aes;
+pub mod components;
 pub mod digest;
 pub mod ec;
 pub mod ed25519;

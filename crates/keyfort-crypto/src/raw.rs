@@ -659,3 +659,241 @@ pub(crate) fn scrypt(
     }
     Ok(())
 }
+
+/// An AWS-LC `BIGNUM`, cleared when dropped (it may hold private key material).
+pub(crate) struct Bn(Guard<ffi::BIGNUM>);
+
+impl Bn {
+    fn new() -> Result<Bn> {
+        // SAFETY: allocates a fresh BIGNUM owned by the guard.
+        Ok(Bn(Guard::new(
+            unsafe { ffi::BN_new() },
+            ffi::BN_clear_free,
+            "BN_new",
+        )?))
+    }
+
+    /// The unsigned big-endian number `bytes`.
+    pub(crate) fn from_be(bytes: &[u8]) -> Result<Bn> {
+        // SAFETY: `bytes` is a live slice passed with its length; the result is owned.
+        let bn = unsafe { ffi::BN_bin2bn(bytes.as_ptr(), bytes.len(), ptr::null_mut()) };
+        Ok(Bn(Guard::new(bn, ffi::BN_clear_free, "BN_bin2bn")?))
+    }
+
+    /// The number `w`.
+    pub(crate) fn word(w: u64) -> Result<Bn> {
+        let bn = Bn::new()?;
+        // SAFETY: `bn` is a valid BIGNUM owned by us.
+        if unsafe { ffi::BN_set_word(bn.0.ptr, w) } != 1 {
+            return Err(Error::Internal {
+                what: "BN_set_word",
+            });
+        }
+        Ok(bn)
+    }
+
+    /// The number as unsigned big-endian bytes without leading zeros (empty for zero).
+    pub(crate) fn to_be(&self) -> Zeroizing<Vec<u8>> {
+        // SAFETY: `self.0.ptr` is a valid BIGNUM.
+        let len = unsafe { ffi::BN_num_bytes(self.0.ptr) } as usize;
+        let mut out = Zeroizing::new(vec![0u8; len]);
+        // SAFETY: `out` has exactly BN_num_bytes bytes, the most BN_bn2bin writes.
+        unsafe { ffi::BN_bn2bin(self.0.ptr, out.as_mut_ptr()) };
+        out
+    }
+
+    /// Whether the number is zero.
+    pub(crate) fn is_zero(&self) -> bool {
+        // SAFETY: `self.0.ptr` is a valid BIGNUM.
+        unsafe { ffi::BN_is_zero(self.0.ptr) == 1 }
+    }
+
+    /// Whether the number is one.
+    pub(crate) fn is_one(&self) -> bool {
+        // SAFETY: `self.0.ptr` is a valid BIGNUM.
+        unsafe { ffi::BN_is_one(self.0.ptr) == 1 }
+    }
+
+    /// Whether the number is odd.
+    pub(crate) fn is_odd(&self) -> bool {
+        // SAFETY: `self.0.ptr` is a valid BIGNUM.
+        unsafe { ffi::BN_is_odd(self.0.ptr) == 1 }
+    }
+
+    /// The number's length in bits.
+    pub(crate) fn bits(&self) -> usize {
+        // SAFETY: `self.0.ptr` is a valid BIGNUM.
+        unsafe { ffi::BN_num_bits(self.0.ptr) as usize }
+    }
+
+    /// How many trailing zero bits the number has (0 for zero).
+    pub(crate) fn low_zero_bits(&self) -> usize {
+        // SAFETY: `self.0.ptr` is a valid BIGNUM.
+        unsafe { ffi::BN_count_low_zero_bits(self.0.ptr) as usize }
+    }
+
+    /// Compares two numbers.
+    pub(crate) fn cmp(&self, other: &Bn) -> core::cmp::Ordering {
+        // SAFETY: both are valid BIGNUMs.
+        unsafe { ffi::BN_cmp(self.0.ptr, other.0.ptr) }.cmp(&0)
+    }
+}
+
+/// Arithmetic on [`Bn`]s with an AWS-LC `BN_CTX`. Every result is a fresh, non-negative number
+/// (a subtraction that would go below zero is an error).
+pub(crate) struct BnCtx(Guard<ffi::BN_CTX>);
+
+impl BnCtx {
+    pub(crate) fn new() -> Result<BnCtx> {
+        // SAFETY: allocates a fresh BN_CTX owned by the guard.
+        Ok(BnCtx(Guard::new(
+            unsafe { ffi::BN_CTX_new() },
+            ffi::BN_CTX_free,
+            "BN_CTX_new",
+        )?))
+    }
+
+    /// Runs one AWS-LC operation writing into a fresh result.
+    fn op(&self, what: &'static str, f: impl FnOnce(*mut ffi::BIGNUM) -> c_int) -> Result<Bn> {
+        let r = Bn::new()?;
+        if f(r.0.ptr) != 1 {
+            // SAFETY: clears the thread's AWS-LC error queue; no pointers involved.
+            unsafe { ffi::ERR_clear_error() };
+            return Err(Error::InvalidKey { what });
+        }
+        Ok(r)
+    }
+
+    /// a − b, refused below zero.
+    pub(crate) fn sub(&self, a: &Bn, b: &Bn) -> Result<Bn> {
+        if a.cmp(b) == core::cmp::Ordering::Less {
+            return Err(Error::InvalidKey {
+                what: "RSA component out of range",
+            });
+        }
+        // SAFETY: `r`, `a` and `b` are valid BIGNUMs; `r` is distinct from both.
+        self.op("BN_sub", |r| unsafe { ffi::BN_sub(r, a.0.ptr, b.0.ptr) })
+    }
+
+    /// a · b.
+    pub(crate) fn mul(&self, a: &Bn, b: &Bn) -> Result<Bn> {
+        // SAFETY: valid BIGNUMs and context; `r` is distinct from the inputs.
+        self.op("BN_mul", |r| unsafe {
+            ffi::BN_mul(r, a.0.ptr, b.0.ptr, self.0.ptr)
+        })
+    }
+
+    /// (⌊a / b⌋, a mod b); b must not be zero.
+    pub(crate) fn div_rem(&self, a: &Bn, b: &Bn) -> Result<(Bn, Bn)> {
+        if b.is_zero() {
+            return Err(Error::InvalidKey {
+                what: "RSA component is zero",
+            });
+        }
+        let rem = Bn::new()?;
+        // SAFETY: valid BIGNUMs and context; quotient and remainder are distinct fresh numbers.
+        let q = self.op("BN_div", |q| unsafe {
+            ffi::BN_div(q, rem.0.ptr, a.0.ptr, b.0.ptr, self.0.ptr)
+        })?;
+        Ok((q, rem))
+    }
+
+    /// a mod m (non-negative); m must not be zero.
+    pub(crate) fn modulo(&self, a: &Bn, m: &Bn) -> Result<Bn> {
+        Ok(self.div_rem(a, m)?.1)
+    }
+
+    /// a^p mod m in constant time; m must be odd and a < m.
+    pub(crate) fn mod_exp(&self, a: &Bn, p: &Bn, m: &Bn) -> Result<Bn> {
+        if !m.is_odd() || a.cmp(m) != core::cmp::Ordering::Less {
+            return Err(Error::InvalidKey {
+                what: "RSA modulus is even",
+            });
+        }
+        // SAFETY: valid BIGNUMs and context; `r` is distinct; a null Montgomery context makes
+        // AWS-LC compute its own.
+        self.op("BN_mod_exp_mont_consttime", |r| unsafe {
+            ffi::BN_mod_exp_mont_consttime(r, a.0.ptr, p.0.ptr, m.0.ptr, self.0.ptr, ptr::null())
+        })
+    }
+
+    /// gcd(a, b).
+    pub(crate) fn gcd(&self, a: &Bn, b: &Bn) -> Result<Bn> {
+        // SAFETY: valid BIGNUMs and context; `r` is distinct.
+        self.op("BN_gcd", |r| unsafe {
+            ffi::BN_gcd(r, a.0.ptr, b.0.ptr, self.0.ptr)
+        })
+    }
+
+    /// a⁻¹ mod m, if it exists.
+    pub(crate) fn mod_inverse(&self, a: &Bn, m: &Bn) -> Result<Bn> {
+        let a = self.modulo(a, m)?;
+        // SAFETY: valid BIGNUMs and context; `r` is distinct; BN_mod_inverse writes into `r`
+        // and returns it, or null when there is no inverse.
+        self.op("no modular inverse", |r| unsafe {
+            c_int::from(!ffi::BN_mod_inverse(r, a.0.ptr, m.0.ptr, self.0.ptr).is_null())
+        })
+    }
+
+    /// a >> n.
+    pub(crate) fn rshift(&self, a: &Bn, n: usize) -> Result<Bn> {
+        let n = c_int::try_from(n).map_err(|_| Error::InvalidKey {
+            what: "RSA component too long",
+        })?;
+        // SAFETY: `r` and `a` are valid, distinct BIGNUMs.
+        self.op("BN_rshift", |r| unsafe { ffi::BN_rshift(r, a.0.ptr, n) })
+    }
+}
+
+/// A SEC 1 point (uncompressed or compressed) on the curve `nid`, checked to lie on the curve
+/// and not be the point at infinity, in uncompressed form (`04 ‖ X ‖ Y`).
+pub(crate) fn ec_point_uncompressed(nid: c_int, point: &[u8]) -> Result<Vec<u8>> {
+    let invalid = || {
+        // SAFETY: clears the thread's AWS-LC error queue; no pointers involved.
+        unsafe { ffi::ERR_clear_error() };
+        Error::InvalidKey {
+            what: "EC point is not on the curve",
+        }
+    };
+    // SAFETY: creates a new owned EC_KEY for a built-in curve (null for an unknown nid).
+    let key = unsafe { ffi::EC_KEY_new_by_curve_name(nid) };
+    let key = Guard::new(key, ffi::EC_KEY_free, "EC key")?;
+    // SAFETY: `key.ptr` is valid; the (static) group is borrowed from it.
+    let group = unsafe { ffi::EC_KEY_get0_group(key.ptr) };
+    // SAFETY: `group` is the non-null group of a curve-name key.
+    let p = unsafe { ffi::EC_POINT_new(group) };
+    let p = Guard::new(p, ffi::EC_POINT_free, "EC point")?;
+    // SAFETY: `group` and `p.ptr` are valid; `point` is a live slice; a null BN_CTX is allowed.
+    // oct2point refuses encodings of points that are not on the curve.
+    let parsed = unsafe {
+        ffi::EC_POINT_oct2point(group, p.ptr, point.as_ptr(), point.len(), ptr::null_mut()) == 1
+            && ffi::EC_POINT_is_at_infinity(group, p.ptr) == 0
+            && ffi::EC_POINT_is_on_curve(group, p.ptr, ptr::null_mut()) == 1
+    };
+    if !parsed {
+        return Err(invalid());
+    }
+    let form = ffi::point_conversion_form_t::POINT_CONVERSION_UNCOMPRESSED;
+    // SAFETY: a size query (null buffer) on a valid group and point.
+    let len =
+        unsafe { ffi::EC_POINT_point2oct(group, p.ptr, form, ptr::null_mut(), 0, ptr::null_mut()) };
+    if len == 0 {
+        return Err(invalid());
+    }
+    let mut out = vec![0u8; len];
+    // SAFETY: `out` has exactly the size AWS-LC asked for.
+    let written = unsafe {
+        ffi::EC_POINT_point2oct(
+            group,
+            p.ptr,
+            form,
+            out.as_mut_ptr(),
+            out.len(),
+            ptr::null_mut(),
+        )
+    };
+    if written != len {
+        return Err(invalid());
+    }
+    Ok(out)
+}

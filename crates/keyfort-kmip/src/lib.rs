@@ -10,6 +10,7 @@
 //! | [`error`] | the one mapping from core errors to Result Reasons |
 //! | [`handler`] | one request message in, one response message out (no I/O) |
 //! | [`server`] | the mutual-TLS listener (tokio + rustls) |
+//! | [`transparent`] | Register's Transparent RSA/EC key formats to the core's stored forms |
 #![forbid(unsafe_code)]
 
 pub mod attributes;
@@ -20,6 +21,7 @@ pub mod handler;
 pub mod message;
 mod ops;
 pub mod server;
+pub mod transparent;
 pub mod ttlv;
 
 pub use generated::*;

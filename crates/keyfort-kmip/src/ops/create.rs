@@ -236,7 +236,7 @@ async fn store(ctx: &mut Ctx<'_>, p: &Struct<'_>, id: Option<String>, replace: b
         )
     })?;
     let attrs = attributes::read_template(p, Tag::TEMPLATE_ATTRIBUTE, Tag::ATTRIBUTES)?;
-    let object = super::get::read_object(p, t)?;
+    let object = super::get::read_object(p, t, ctx.version)?;
     let algorithm = match object.algorithm.or(algorithm(&attrs)?) {
         Some(a) => attributes::algorithm_name(a)
             .ok_or_else(|| Invalid::field(format!("algorithm {a:?} is not supported")))?,

@@ -31,7 +31,11 @@ fn unsupported_format(f: KeyFormatType) -> Invalid {
 }
 
 /// Reads the object of a Register request.
-pub fn read_object(p: &Struct<'_>, t: ObjectType) -> Result<ParsedObject, Invalid> {
+pub fn read_object(
+    p: &Struct<'_>,
+    t: ObjectType,
+    version: ProtocolVersion,
+) -> Result<ParsedObject, Invalid> {
     let raw = |bytes: &[u8]| ParsedObject {
         material: Zeroizing::new(bytes.to_vec()),
         data_type: None,
@@ -71,7 +75,7 @@ pub fn read_object(p: &Struct<'_>, t: ObjectType) -> Result<ParsedObject, Invali
             let block = o
                 .child(Tag::KEY_BLOCK)?
                 .ok_or_else(|| Invalid::missing(Tag::KEY_BLOCK))?;
-            let mut parsed = read_key_block(&block, t)?;
+            let mut parsed = read_key_block(&block, t, version)?;
             if t == ObjectType::SECRET_DATA {
                 parsed.data_type = Some(o.enumeration(Tag::SECRET_DATA_TYPE)?);
             }
@@ -80,7 +84,11 @@ pub fn read_object(p: &Struct<'_>, t: ObjectType) -> Result<ParsedObject, Invali
     }
 }
 
-fn read_key_block(block: &Struct<'_>, t: ObjectType) -> Result<ParsedObject, Invalid> {
+fn read_key_block(
+    block: &Struct<'_>,
+    t: ObjectType,
+    version: ProtocolVersion,
+) -> Result<ParsedObject, Invalid> {
     if block.get(Tag::KEY_WRAPPING_DATA).is_some() {
         return Err(Invalid::new(
             ResultReason::FEATURE_NOT_SUPPORTED,
@@ -99,6 +107,36 @@ fn read_key_block(block: &Struct<'_>, t: ObjectType) -> Result<ParsedObject, Inv
         .child(Tag::KEY_VALUE)?
         .ok_or_else(|| Invalid::missing(Tag::KEY_VALUE))?;
     let material_item = value.require(Tag::KEY_MATERIAL)?;
+    if crate::transparent::handles(t, format) {
+        if !format_in_version(format, version) {
+            return Err(unsupported_format(format));
+        }
+        let key = crate::transparent::read(t, format, material_item)?;
+        let same_family = |a: CryptographicAlgorithm| {
+            a == key.algorithm
+                || (key.algorithm == CryptographicAlgorithm::EC
+                    && matches!(
+                        a,
+                        CryptographicAlgorithm::ECDSA | CryptographicAlgorithm::ECDH
+                    ))
+        };
+        if algorithm.is_some_and(|a| !same_family(a)) {
+            return Err(Invalid::field(
+                "Cryptographic Algorithm does not match the key format",
+            ));
+        }
+        if bits.is_some_and(|b| b != key.bits) {
+            return Err(Invalid::field(
+                "Cryptographic Length does not match the key",
+            ));
+        }
+        return Ok(ParsedObject {
+            material: key.material,
+            data_type: None,
+            algorithm: Some(key.algorithm),
+            bits: Some(key.bits),
+        });
+    }
     let bytes = |item: &Item| match &item.value {
         Value::ByteString(b) => Ok(b.clone()),
         _ => Err(Invalid::field(
