@@ -929,6 +929,14 @@ fn check_material(object_type: ObjectType, algorithm: &str, bits: u32, m: &[u8])
                 .map(|_| ())
                 .map_err(CoreError::from)
         }
+        // A point (SEC 1, compressed or not) on the key's curve; with no known curve, the key is
+        // refused when used.
+        (ObjectType::PublicKey, "EC") => match EcCurve::from_bits(bits) {
+            Some(curve) => keyfort_crypto::components::ec_public_point(curve.crypto(), m)
+                .map(|_| ())
+                .or_else(|_| invalid("must be a point on the key's curve")),
+            None => Ok(()),
+        },
         _ => Ok(()),
     }
 }
@@ -1114,6 +1122,25 @@ fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registered_ec_public_keys_must_be_points_on_their_curve() {
+        let key =
+            keyfort_crypto::ec::SigningKey::generate(keyfort_crypto::ec::Curve::P256).expect("key");
+        let point = key.public_key().to_vec();
+        let check = |m: &[u8], bits| check_material(ObjectType::PublicKey, "EC", bits, m);
+        assert!(check(&point, 256).is_ok());
+        let mut off = point.clone();
+        off[64] ^= 1;
+        assert!(matches!(
+            check(&off, 256),
+            Err(CoreError::InvalidField {
+                field: "key material",
+                ..
+            })
+        ));
+        assert!(check(&point, 384).is_err(), "a P-256 point named as P-384");
+    }
 
     #[test]
     fn object_types_round_trip() {
