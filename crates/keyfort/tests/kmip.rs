@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Server, Value};
+use common::{Server, Value, der};
 use keyfort_kmip::message::Struct;
 use keyfort_kmip::ttlv::{HEADER_LEN, Item, Limits, Tag, Value as V, decode, encode, frame_len};
 use keyfort_kmip::{Operation, ResultReason, ResultStatus};
@@ -1790,20 +1790,6 @@ fn big_integers(value: &V) -> Vec<(Tag, Vec<u8>)> {
             _ => None,
         })
         .collect()
-}
-
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(u8::try_from(len).unwrap());
-    } else if len < 0x100 {
-        out.extend([0x81, u8::try_from(len).unwrap()]);
-    } else {
-        out.extend([0x82, u8::try_from(len >> 8).unwrap(), (len & 0xFF) as u8]);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 #[test]

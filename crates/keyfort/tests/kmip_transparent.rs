@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::Server;
+use common::{Server, der};
 use keyfort_crypto::ec::{Curve, SignatureFormat, SigningKey};
 use keyfort_crypto::rsa::{KeySize, PrivateKey};
 use keyfort_kmip::message::Struct;
@@ -376,20 +376,6 @@ fn number(value: &V, tag: Tag) -> Vec<u8> {
 }
 
 // --- DER built by the test itself, independently of the server's encoders. ---
-
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(u8::try_from(len).unwrap());
-    } else if len < 0x100 {
-        out.extend([0x81, u8::try_from(len).unwrap()]);
-    } else {
-        out.extend([0x82, u8::try_from(len >> 8).unwrap(), (len & 0xFF) as u8]);
-    }
-    out.extend_from_slice(content);
-    out
-}
 
 /// A DER INTEGER of an unsigned number.
 fn der_uint(unsigned: &[u8]) -> Vec<u8> {

@@ -420,3 +420,18 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A DER element: `tag`, its definite length (up to 65535 bytes) and `content`.
+pub fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(u8::try_from(len).unwrap());
+    } else if len < 0x100 {
+        out.extend([0x81, u8::try_from(len).unwrap()]);
+    } else {
+        out.extend([0x82, u8::try_from(len >> 8).unwrap(), (len & 0xFF) as u8]);
+    }
+    out.extend_from_slice(content);
+    out
+}
