@@ -6,115 +6,18 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-
+use common::kmip::{Kmip, en, int, read_message, st, text};
 use common::{Server, Value, der};
 use keyfort_kmip::message::Struct;
-use keyfort_kmip::ttlv::{HEADER_LEN, Item, Limits, Tag, Value as V, decode, encode, frame_len};
+use keyfort_kmip::ttlv::{Item, Tag, Value as V, encode};
 use keyfort_kmip::{Operation, ResultReason, ResultStatus};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsConnector;
 
 /// The dev CA's names (`crates/keyfort/src/tls.rs`).
 const DEV_CA_COMMON_NAME: &str = "Keyfort dev CA";
 const DEV_ORGANIZATION: &str = "Keyfort (development only)";
-
-/// A KMIP client over mutual TLS; `call` opens a new connection per message (as vCenter does).
-struct Kmip {
-    addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    rt: tokio::runtime::Runtime,
-}
-
-fn client_config(ca: &Path, cert_pem: &[u8], key_pem: &[u8]) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .map(Result::unwrap)
-        .collect();
-    let key = PrivateKeyDer::from_pem_slice(key_pem).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap(),
-    )
-}
-
-impl Kmip {
-    fn new(server: &Server, cert_pem: &[u8], key_pem: &[u8]) -> Kmip {
-        let ca = server.dev["ca_cert"].as_str().unwrap();
-        Kmip {
-            addr: server.dev["kmip_addr"].as_str().unwrap().parse().unwrap(),
-            tls: client_config(Path::new(ca), cert_pem, key_pem),
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn dev(server: &Server) -> Kmip {
-        let cert = std::fs::read(server.dev["client_cert"].as_str().unwrap()).unwrap();
-        let key = std::fs::read(server.dev["client_key"].as_str().unwrap()).unwrap();
-        Kmip::new(server, &cert, &key)
-    }
-
-    /// Sends raw bytes on a new connection; the response message, or `None` if the server
-    /// closed the connection (or the handshake failed) without one.
-    fn raw(&self, bytes: &[u8]) -> Option<Item> {
-        self.rt.block_on(async {
-            let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-            let connector = TlsConnector::from(self.tls.clone());
-            let mut tls = connector
-                .connect(ServerName::try_from("localhost").unwrap(), tcp)
-                .await
-                .ok()?;
-            tls.write_all(bytes).await.ok()?;
-            tls.flush().await.ok()?;
-            read_message(&mut tls).await
-        })
-    }
-
-    fn call(&self, message: &Item) -> Item {
-        self.raw(&encode(message)).expect("a response message")
-    }
-}
-
-async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Item> {
-    let mut header = [0u8; HEADER_LEN];
-    s.read_exact(&mut header).await.ok()?;
-    let len = frame_len(&header)?;
-    let mut buf = vec![0u8; len];
-    buf[..HEADER_LEN].copy_from_slice(&header);
-    s.read_exact(&mut buf[HEADER_LEN..]).await.ok()?;
-    Some(decode(&buf, &Limits::default()).unwrap())
-}
-
-fn st(tag: Tag, items: Vec<Item>) -> Item {
-    Item::new(tag, V::Structure(items))
-}
-
-fn text(tag: Tag, s: &str) -> Item {
-    Item::new(tag, V::TextString(s.to_owned()))
-}
-
-fn int(tag: Tag, v: i32) -> Item {
-    Item::new(tag, V::Integer(v))
-}
-
-fn en(tag: Tag, v: u32) -> Item {
-    Item::new(tag, V::Enumeration(v))
-}
 
 fn version(major: i32, minor: i32) -> Item {
     st(

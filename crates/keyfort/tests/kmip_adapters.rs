@@ -8,19 +8,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
+use common::kmip::{Kmip, st};
 use common::{Server, Value};
 use keyfort_kmip::message::Struct;
-use keyfort_kmip::ttlv::{HEADER_LEN, Item, Limits, Tag, Value as V, decode, encode, frame_len};
+use keyfort_kmip::ttlv::{Item, Tag, Value as V};
 use keyfort_kmip::{Operation, ResultReason, ResultStatus};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::TlsConnector;
 
 /// The dev CA's names (`crates/keyfort/src/tls.rs`).
 const DEV_CA_COMMON_NAME: &str = "Keyfort dev CA";
@@ -109,65 +104,6 @@ impl Kp {
             (resp.status().as_u16(), total)
         })
     }
-}
-
-/// A KMIP client over mutual TLS, a new connection per message.
-struct Kmip {
-    addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Kmip {
-    fn new(server: &Server, cert_pem: &[u8], key_pem: &[u8]) -> Kmip {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        let ca = Path::new(server.dev["ca_cert"].as_str().unwrap());
-        for c in CertificateDer::pem_file_iter(ca).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-            .map(Result::unwrap)
-            .collect();
-        let key = PrivateKeyDer::from_pem_slice(key_pem).unwrap();
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap();
-        Kmip {
-            addr: server.dev["kmip_addr"].as_str().unwrap().parse().unwrap(),
-            tls: Arc::new(tls),
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn call(&self, message: &Item) -> Item {
-        self.rt.block_on(async {
-            let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-            let mut tls = TlsConnector::from(self.tls.clone())
-                .connect(ServerName::try_from("localhost").unwrap(), tcp)
-                .await
-                .unwrap();
-            tls.write_all(&encode(message)).await.unwrap();
-            tls.flush().await.unwrap();
-            let mut header = [0u8; HEADER_LEN];
-            tls.read_exact(&mut header).await.unwrap();
-            let len = frame_len(&header).unwrap();
-            let mut buf = vec![0u8; len];
-            buf[..HEADER_LEN].copy_from_slice(&header);
-            tls.read_exact(&mut buf[HEADER_LEN..]).await.unwrap();
-            decode(&buf, &Limits::default()).unwrap()
-        })
-    }
-}
-
-fn st(tag: Tag, items: Vec<Item>) -> Item {
-    Item::new(tag, V::Structure(items))
 }
 
 /// A KMIP 1.4 request with one batch item.

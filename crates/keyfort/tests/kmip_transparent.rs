@@ -8,22 +8,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-
+use common::kmip::{en, int, st, text};
 use common::{Server, der};
 use keyfort_crypto::ec::{Curve, SignatureFormat, SigningKey};
 use keyfort_crypto::rsa::{KeySize, PrivateKey};
 use keyfort_kmip::message::Struct;
-use keyfort_kmip::ttlv::{
-    BigInt, HEADER_LEN, Item, Limits, Tag, Value as V, decode, encode, frame_len,
-};
+use keyfort_kmip::ttlv::{BigInt, Item, Tag, Value as V};
 use keyfort_kmip::{Operation, ResultReason, ResultStatus};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::TlsConnector;
 
 // Key Format Types (KMIP 1.4 §9.1.3.2.3).
 const RAW: u32 = 0x01;
@@ -53,42 +44,16 @@ const P_256: u32 = 7;
 const P_384: u32 = 0x0A;
 const P_521: u32 = 0x0D;
 
+/// The dev client in one protocol version: one operation per message on a new connection.
 struct Kmip {
-    addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    rt: tokio::runtime::Runtime,
+    client: common::kmip::Kmip,
     version: (i32, i32),
 }
 
 impl Kmip {
     fn dev(server: &Server, version: (i32, i32)) -> Kmip {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        let ca = server.dev["ca_cert"].as_str().unwrap();
-        for c in CertificateDer::pem_file_iter(Path::new(ca)).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let cert = std::fs::read(server.dev["client_cert"].as_str().unwrap()).unwrap();
-        let key = std::fs::read(server.dev["client_key"].as_str().unwrap()).unwrap();
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
-            .map(Result::unwrap)
-            .collect();
-        let key = PrivateKeyDer::from_pem_slice(&key).unwrap();
-        let tls = Arc::new(
-            rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_client_auth_cert(chain, key)
-                .unwrap(),
-        );
         Kmip {
-            addr: server.dev["kmip_addr"].as_str().unwrap().parse().unwrap(),
-            tls,
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
+            client: common::kmip::Kmip::dev(server),
             version,
         }
     }
@@ -121,23 +86,7 @@ impl Kmip {
                 ),
             ],
         );
-        let bytes = encode(&message);
-        let resp = self.rt.block_on(async {
-            let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-            let mut tls = TlsConnector::from(self.tls.clone())
-                .connect(ServerName::try_from("localhost").unwrap(), tcp)
-                .await
-                .unwrap();
-            tls.write_all(&bytes).await.unwrap();
-            tls.flush().await.unwrap();
-            let mut header = [0u8; HEADER_LEN];
-            tls.read_exact(&mut header).await.unwrap();
-            let len = frame_len(&header).unwrap();
-            let mut buf = vec![0u8; len];
-            buf[..HEADER_LEN].copy_from_slice(&header);
-            tls.read_exact(&mut buf[HEADER_LEN..]).await.unwrap();
-            decode(&buf, &Limits::default()).unwrap()
-        });
+        let resp = self.client.call(&message);
         let items: Vec<Item> = Struct::of(&resp)
             .unwrap()
             .all(Tag::BATCH_ITEM)
@@ -301,22 +250,6 @@ impl Kmip {
         assert_eq!(verify(b"other data"), 2, "Invalid");
         signature
     }
-}
-
-fn st(tag: Tag, items: Vec<Item>) -> Item {
-    Item::new(tag, V::Structure(items))
-}
-
-fn text(tag: Tag, s: &str) -> Item {
-    Item::new(tag, V::TextString(s.to_owned()))
-}
-
-fn int(tag: Tag, v: i32) -> Item {
-    Item::new(tag, V::Integer(v))
-}
-
-fn en(tag: Tag, v: u32) -> Item {
-    Item::new(tag, V::Enumeration(v))
 }
 
 fn uid(s: &str) -> Item {

@@ -15,6 +15,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 pub use serde_json::{Value, json};
 
+pub mod kmip;
+
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(60);
