@@ -48,6 +48,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "kmip_adapters",
         sql: include_str!("migrations/sqlite/0005_kmip_adapters.sql"),
     },
+    Migration {
+        version: 6,
+        name: "write_path",
+        sql: include_str!("migrations/sqlite/0006_write_path.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order.

@@ -406,7 +406,8 @@ async fn a_version_1_database_is_upgraded_with_its_data() {
             (2, "kyok_audit".to_owned()),
             (3, "kms".to_owned()),
             (4, "keystores".to_owned()),
-            (5, "kmip_adapters".to_owned())
+            (5, "kmip_adapters".to_owned()),
+            (6, "write_path".to_owned())
         ]
     );
     let fks: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_foreign_key_check")
@@ -601,7 +602,7 @@ async fn version_3_schema_is_strict_with_named_constraints_and_indexes() {
             ("ix_audit_events_target".to_owned(),)
         ]
     );
-    // A filter on target or action uses its index.
+    // A filter on target or action uses its index, in seq order (no sort).
     for (filter, index) in [
         ("target", "ix_audit_events_target"),
         ("action", "ix_audit_events_action"),
@@ -617,7 +618,56 @@ async fn version_3_schema_is_strict_with_named_constraints_and_indexes() {
             plan.iter().any(|(_, _, _, detail)| detail.contains(index)),
             "{plan:?}"
         );
+        assert!(
+            !plan
+                .iter()
+                .any(|(_, _, _, detail)| detail.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
     }
+}
+
+/// Version 6: key versions are stored in the order of their primary key (no rowid table beside
+/// it), and the KMIP adapter index holds only adapter objects, yet the adapter's object listing
+/// still uses it.
+#[tokio::test]
+async fn version_6_clustered_key_versions_and_the_partial_adapter_index() {
+    let (dir, store) = file_store().await;
+    drop(store);
+    let mut conn = raw(&db_path(&dir)).await;
+    let sql: String =
+        sqlx::query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'key_versions'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("key_versions")
+            .try_get(0)
+            .expect("sql");
+    assert!(sql.trim_end().ends_with("STRICT, WITHOUT ROWID"), "{sql}");
+    let index: String = sqlx::query(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'ix_keys_kmip_adapter'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("index")
+    .try_get(0)
+    .expect("sql");
+    assert!(
+        index.contains("WHERE json_extract(attributes, '$.kmip_adapter.adapter_id') IS NOT NULL"),
+        "{index}"
+    );
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT k.id FROM keys k WHERE k.instance_id = 'i' \
+         AND json_extract(k.attributes, '$.kmip_adapter.adapter_id') = 'a' \
+         AND json_extract(k.attributes, '$.kmip_adapter.adapter_id') IS NOT NULL",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("plan");
+    assert!(
+        plan.iter()
+            .any(|(_, _, _, detail)| detail.contains("ix_keys_kmip_adapter")),
+        "{plan:?}"
+    );
 }
 
 /// The schema as Keyfort left it at version 2.
@@ -783,10 +833,10 @@ async fn a_version_2_database_is_upgraded_and_audit_columns_backfilled() {
             .expect("schema_migrations");
     assert_eq!(
         versions.last(),
-        Some(&(5, "kmip_adapters".to_owned())),
+        Some(&(6, "write_path".to_owned())),
         "{versions:?}"
     );
-    assert_eq!(versions.len(), 5);
+    assert_eq!(versions.len(), 6);
     let fks: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_foreign_key_check")
         .fetch_one(&mut conn)
         .await

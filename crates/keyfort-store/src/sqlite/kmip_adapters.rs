@@ -8,12 +8,13 @@ use crate::row_read::{self, select_adapters, select_certificates};
 use crate::{KeyRecord, KmipAdapterRecord, KmipCertificateRecord, KmipObjectFilter, Result};
 
 /// `<select> FROM keys k WHERE <the adapter's objects in the filter's states> <tail>`; the
-/// adapter expression is spelled as in the index `ix_keys_kmip_adapter`, to use it.
+/// adapter expression, and the condition of the partial index `ix_keys_kmip_adapter`, are
+/// spelled as in that index, to use it.
 macro_rules! adapter_objects {
     ($select:expr, $tail:literal) => {
         concat!(
             $select,
-            " FROM keys k WHERE k.instance_id = ?1 AND json_extract(k.attributes, '$.kmip_adapter.adapter_id') = ?2 AND (json_array_length(?3) = 0 OR k.state IN (SELECT value FROM json_each(?3))) ",
+            " FROM keys k WHERE k.instance_id = ?1 AND json_extract(k.attributes, '$.kmip_adapter.adapter_id') = ?2 AND json_extract(k.attributes, '$.kmip_adapter.adapter_id') IS NOT NULL AND (json_array_length(?3) = 0 OR k.state IN (SELECT value FROM json_each(?3))) ",
             $tail
         )
     };
