@@ -25,7 +25,7 @@ use keyfort_crypto::pq::{DecapsulationKey, MlDsa, MlDsaSigningKey, MlKem};
 use keyfort_crypto::{ed25519, rsa};
 use zeroize::Zeroizing;
 
-use crate::attrs::{Attrs, take};
+use crate::attrs::{Attrs, MAX_ATTRS, take};
 use crate::ck::{attr, obj, rv};
 use crate::der;
 use crate::error::{Error, Result, ck};
@@ -316,16 +316,25 @@ fn assemble(prefix: &[u8], kind: u8, wkid: &[u8], attrs: &[u8], sealed: &[u8]) -
     out
 }
 
+/// The canonical encoding of a blob's attributes; refused beyond [`MAX_ATTRS`], which
+/// [`Attrs::decode`] would not read back (the defaults of a new key come on top of its template).
+fn encode_attrs(attrs: &Attrs) -> Result<Vec<u8>> {
+    if attrs.0.len() > MAX_ATTRS {
+        return Err(ck(rv::CKR_TEMPLATE_INCONSISTENT, "too many attributes"));
+    }
+    Ok(attrs.encode())
+}
+
 /// Seals a secret key (raw value).
 pub fn seal_secret(s: &Grep11Sealer, attrs: &Attrs, value: &[u8]) -> Result<Vec<u8>> {
-    let a = attrs.encode();
+    let a = encode_attrs(attrs)?;
     let (wkid, sealed) = s.seal(OBJECT_KEY, &header(KIND_SECRET, &a), value)?;
     Ok(assemble(&[], KIND_SECRET, &wkid, &a, &sealed))
 }
 
 /// Seals a private key.
 pub fn seal_private(s: &Grep11Sealer, attrs: &Attrs, key: &Private) -> Result<Vec<u8>> {
-    let a = attrs.encode();
+    let a = encode_attrs(attrs)?;
     let (wkid, sealed) = s.seal(OBJECT_KEY, &header(KIND_PRIVATE, &a), &key.to_bytes()?)?;
     Ok(assemble(&[], KIND_PRIVATE, &wkid, &a, &sealed))
 }
@@ -333,7 +342,7 @@ pub fn seal_private(s: &Grep11Sealer, attrs: &Attrs, key: &Private) -> Result<Ve
 /// Makes a public key blob: SPKI ‖ authenticated trailer.
 pub fn seal_public(s: &Grep11Sealer, attrs: &Attrs, key: &Public) -> Result<Vec<u8>> {
     let spki = key.spki();
-    let a = attrs.encode();
+    let a = encode_attrs(attrs)?;
     let bound = [spki.as_slice(), &header(KIND_PUBLIC, &a)].concat();
     let (wkid, sealed) = s.seal(OBJECT_PUBLIC, &bound, &[])?;
     Ok(assemble(&spki, KIND_PUBLIC, &wkid, &a, &sealed))

@@ -12,12 +12,14 @@ pub mod attrs;
 pub mod blob;
 pub mod ck;
 pub mod coalesce;
-mod der;
+#[doc(hidden)]
+pub mod der;
 pub mod error;
 pub mod keystore;
 pub mod mech;
 mod ops;
-mod service;
+#[doc(hidden)]
+pub mod service;
 pub mod state;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]

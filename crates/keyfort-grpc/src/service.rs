@@ -180,7 +180,7 @@ fn init(s: &Grep11Sealer, op: Op, mech: Option<&proto::Mechanism>, key: &[u8]) -
 }
 
 /// Defaults for a new key's attributes, then the template over them.
-fn key_attrs(template: &Attrs, class: i64, key_type: i64, local: bool) -> Result<Attrs> {
+pub fn key_attrs(template: &Attrs, class: i64, key_type: i64, local: bool) -> Result<Attrs> {
     if let Some(c) = template.int(attr::CLASS)?
         && c as i64 != class
     {
@@ -244,7 +244,7 @@ fn key_attrs(template: &Attrs, class: i64, key_type: i64, local: bool) -> Result
 }
 
 /// Checks the length of a new secret key's value for its type.
-fn secret_len(key_type: i64, template: &Attrs, default: Option<usize>) -> Result<usize> {
+pub fn secret_len(key_type: i64, template: &Attrs, default: Option<usize>) -> Result<usize> {
     let len = match template.int(attr::VALUE_LEN)? {
         Some(l) => usize::try_from(l).unwrap_or(usize::MAX),
         None => default.ok_or(ck(rv::CKR_TEMPLATE_INCOMPLETE, "CKA_VALUE_LEN is required"))?,

@@ -14,12 +14,14 @@
 #![forbid(unsafe_code)]
 
 pub mod attributes;
-mod der;
+#[doc(hidden)]
+pub mod der;
 pub mod error;
 mod generated;
 pub mod handler;
 pub mod message;
-mod ops;
+#[doc(hidden)]
+pub mod ops;
 pub mod server;
 pub mod transparent;
 pub mod ttlv;

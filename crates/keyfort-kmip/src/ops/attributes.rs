@@ -17,7 +17,7 @@ async fn object(ctx: &Ctx<'_>, id: &str) -> Result<Key, Invalid> {
         .map_err(core)
 }
 
-fn multi_valued(name: &str) -> bool {
+pub fn multi_valued(name: &str) -> bool {
     attributes::is_custom(name)
         || matches!(
             name,
@@ -29,7 +29,7 @@ fn multi_valued(name: &str) -> bool {
         )
 }
 
-fn check_settable(name: &str) -> Result<(), Invalid> {
+pub fn check_settable(name: &str) -> Result<(), Invalid> {
     if attributes::READ_ONLY.contains(&name) {
         return Err(Invalid::new(
             ResultReason::ATTRIBUTE_READ_ONLY,
@@ -101,7 +101,7 @@ fn store_err(e: Invalid) -> Invalid {
 }
 
 /// The requested names: 1.x Attribute Names or 2.x Attribute References.
-fn requested_names(p: &Struct<'_>) -> Result<Vec<String>, Invalid> {
+pub fn requested_names(p: &Struct<'_>) -> Result<Vec<String>, Invalid> {
     p.items
         .iter()
         .filter(|i| i.tag == Tag::ATTRIBUTE_NAME || i.tag == Tag::ATTRIBUTE_REFERENCE)
@@ -150,7 +150,7 @@ pub async fn get_attribute_list(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
 }
 
 /// The attribute of a 1.x payload (`Attribute`) or a 2.x one (`tag` holding one tagged item).
-fn payload_attr(p: &Struct<'_>, v2_tag: Tag) -> Result<Option<Attr>, Invalid> {
+pub fn payload_attr(p: &Struct<'_>, v2_tag: Tag) -> Result<Option<Attr>, Invalid> {
     if let Some(a) = p.get(Tag::ATTRIBUTE) {
         return attributes::read_attribute(a).map(Some);
     }

@@ -13,7 +13,7 @@ use crate::ttlv::{Item, Tag, Value};
 use crate::{CryptographicAlgorithm, LinkType, ObjectType, RecommendedCurve, ResultReason};
 
 /// Attributes a create or register request describes rather than stores.
-const DESCRIBES: [&str; 4] = [
+pub const DESCRIBES: [&str; 4] = [
     "Cryptographic Algorithm",
     "Cryptographic Length",
     "Activation Date",
@@ -24,7 +24,7 @@ fn find<'a>(attrs: &'a [Attr], name: &str) -> Option<&'a Value> {
     attrs.iter().find(|a| a.name == name).map(|a| &a.value)
 }
 
-fn algorithm(attrs: &[Attr]) -> Result<Option<CryptographicAlgorithm>, Invalid> {
+pub fn algorithm(attrs: &[Attr]) -> Result<Option<CryptographicAlgorithm>, Invalid> {
     match find(attrs, "Cryptographic Algorithm") {
         None => Ok(None),
         Some(Value::Enumeration(v)) => Ok(Some(CryptographicAlgorithm(*v))),
@@ -34,7 +34,7 @@ fn algorithm(attrs: &[Attr]) -> Result<Option<CryptographicAlgorithm>, Invalid> 
     }
 }
 
-fn length(attrs: &[Attr]) -> Result<Option<u32>, Invalid> {
+pub fn length(attrs: &[Attr]) -> Result<Option<u32>, Invalid> {
     match find(attrs, "Cryptographic Length") {
         None => Ok(None),
         Some(Value::Integer(v)) => u32::try_from(*v)
@@ -56,7 +56,7 @@ fn initial_state(attrs: &[Attr]) -> KeyState {
     }
 }
 
-fn object_type(p: &Struct<'_>) -> Result<ObjectType, Invalid> {
+pub fn object_type(p: &Struct<'_>) -> Result<ObjectType, Invalid> {
     Ok(ObjectType(p.enumeration(Tag::OBJECT_TYPE)?))
 }
 
@@ -191,7 +191,7 @@ pub async fn create_key_pair(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     ])
 }
 
-fn curve(attrs: &[Attr]) -> Result<Option<EcCurve>, Invalid> {
+pub fn curve(attrs: &[Attr]) -> Result<Option<EcCurve>, Invalid> {
     let Some(Value::Structure(items)) = find(attrs, "Cryptographic Domain Parameters") else {
         return Ok(None);
     };

@@ -18,7 +18,7 @@ use crate::{
 
 /// Cryptographic Parameters (KMIP 1.4 §3.6), the fields this server uses.
 #[derive(Debug, Default, Clone, Copy)]
-struct Params {
+pub struct Params {
     mode: Option<BlockCipherMode>,
     padding: Option<PaddingMethod>,
     hash: Option<HashingAlgorithm>,
@@ -31,7 +31,7 @@ fn bad(message: impl Into<String>) -> Invalid {
     Invalid::new(ResultReason::BAD_CRYPTOGRAPHIC_PARAMETERS, message)
 }
 
-fn params(p: &Struct<'_>) -> Result<Params, Invalid> {
+pub fn params(p: &Struct<'_>) -> Result<Params, Invalid> {
     let Some(s) = p.child(Tag::CRYPTOGRAPHIC_PARAMETERS)? else {
         return Ok(Params::default());
     };
@@ -53,7 +53,7 @@ fn params(p: &Struct<'_>) -> Result<Params, Invalid> {
     })
 }
 
-fn single_part(p: &Struct<'_>) -> Result<(), Invalid> {
+pub fn single_part(p: &Struct<'_>) -> Result<(), Invalid> {
     if p.get(Tag::CORRELATION_VALUE).is_some()
         || p.opt_bool(Tag::INIT_INDICATOR)? == Some(true)
         || p.opt_bool(Tag::FINAL_INDICATOR)? == Some(false)
@@ -77,7 +77,7 @@ fn oaep_hash(h: Option<HashingAlgorithm>) -> Result<OaepHash, Invalid> {
 }
 
 /// The cipher for a key and its parameters.
-fn cipher(key_is_rsa: bool, p: &Params) -> Result<Cipher, Invalid> {
+pub fn cipher(key_is_rsa: bool, p: &Params) -> Result<Cipher, Invalid> {
     if key_is_rsa || p.algorithm == Some(CryptographicAlgorithm::RSA) {
         return match p.padding {
             None | Some(PaddingMethod::OAEP) => Ok(Cipher::RsaOaep(oaep_hash(p.hash)?)),
@@ -255,7 +255,7 @@ fn rsa_hash(h: HashingAlgorithm) -> Result<RsaHash, Invalid> {
 
 /// The signature scheme from Digital Signature Algorithm, or Padding Method + Hashing
 /// Algorithm, for an RSA or EC key.
-fn scheme(key: &Key, p: &Params) -> Result<SignatureScheme, Invalid> {
+pub fn scheme(key: &Key, p: &Params) -> Result<SignatureScheme, Invalid> {
     use DigitalSignatureAlgorithm as D;
     let (hash, pss) = match p.signature {
         Some(D::SHA_256_WITH_RSA_ENCRYPTION | D::ECDSA_WITH_SHA256) => {
@@ -347,7 +347,7 @@ pub async fn signature_verify(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     Ok(vec![uid_item(&id), validity(valid)])
 }
 
-fn hmac(key: &Key, p: &Params) -> Result<Hmac, Invalid> {
+pub fn hmac(key: &Key, p: &Params) -> Result<Hmac, Invalid> {
     let alg = p
         .algorithm
         .or_else(|| crate::attributes::algorithm_of(key))

@@ -458,13 +458,20 @@ pub async fn export(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     Ok(out)
 }
 
-/// Wraps a Key Value per a Key Wrapping Specification: the wrapped bytes and the Key Wrapping
-/// Data to return.
-async fn wrap(
-    ctx: &Ctx<'_>,
-    spec: &Struct<'_>,
-    key_value: &Item,
-) -> Result<(Vec<u8>, Item), Invalid> {
+/// A Key Wrapping Specification (KMIP 1.4 §2.1.6), as far as Get serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrappingSpec<'a> {
+    pub method: WrappingMethod,
+    /// The Unique Identifier of the wrapping key.
+    pub key_id: &'a str,
+    pub mode: Option<BlockCipherMode>,
+    /// AES Key Wrap with Padding (RFC 5649) rather than without (RFC 3394).
+    pub padded: bool,
+    pub encoding: EncodingOption,
+}
+
+/// Reads a Key Wrapping Specification: the Encrypt method with an AES key wrap mode only.
+pub fn wrapping_spec<'a>(spec: &Struct<'a>) -> Result<WrappingSpec<'a>, Invalid> {
     let method = WrappingMethod(spec.enumeration(Tag::WRAPPING_METHOD)?);
     if method != WrappingMethod::ENCRYPT {
         return Err(Invalid::new(
@@ -481,7 +488,7 @@ async fn wrap(
     let info = spec
         .child(Tag::ENCRYPTION_KEY_INFORMATION)?
         .ok_or_else(|| Invalid::missing(Tag::ENCRYPTION_KEY_INFORMATION))?;
-    let wrapping_id = info.text(Tag::UNIQUE_IDENTIFIER)?;
+    let key_id = info.text(Tag::UNIQUE_IDENTIFIER)?;
     let mode = match info.child(Tag::CRYPTOGRAPHIC_PARAMETERS)? {
         Some(params) => params
             .opt_enumeration(Tag::BLOCK_CIPHER_MODE)?
@@ -502,6 +509,29 @@ async fn wrap(
         .opt_enumeration(Tag::ENCODING_OPTION)?
         .map(EncodingOption)
         .unwrap_or(EncodingOption::TTLV_ENCODING);
+    Ok(WrappingSpec {
+        method,
+        key_id,
+        mode,
+        padded,
+        encoding,
+    })
+}
+
+/// Wraps a Key Value per a Key Wrapping Specification: the wrapped bytes and the Key Wrapping
+/// Data to return.
+async fn wrap(
+    ctx: &Ctx<'_>,
+    spec: &Struct<'_>,
+    key_value: &Item,
+) -> Result<(Vec<u8>, Item), Invalid> {
+    let WrappingSpec {
+        method,
+        key_id: wrapping_id,
+        mode,
+        padded,
+        encoding,
+    } = wrapping_spec(spec)?;
     let plaintext = Zeroizing::new(match encoding {
         EncodingOption::NO_ENCODING => match &key_value.value {
             Value::Structure(items) => match items.first().map(|i| &i.value) {

@@ -18,7 +18,7 @@ fn name_text(v: &Value) -> Option<&str> {
     }
 }
 
-fn matches(key: &Key, wanted: &[Attr]) -> bool {
+pub fn matches(key: &Key, wanted: &[Attr]) -> bool {
     let have = attributes::all(key);
     wanted.iter().all(|w| {
         have.iter().any(|h| {

@@ -2,13 +2,13 @@
 //! payload, calls one core operation, and returns the response payload's children or an
 //! [`Invalid`] naming the Result Reason. Unsupported operations answer Operation Not Supported.
 
-mod attributes;
-mod create;
-mod crypto;
-mod discover;
-mod get;
+pub mod attributes;
+pub mod create;
+pub mod crypto;
+pub mod discover;
+pub mod get;
 mod lifecycle;
-mod locate;
+pub mod locate;
 pub mod undo;
 
 use keyfort_core::{CoreError, Keyfort, KmipSession};
