@@ -246,9 +246,10 @@ pub fn encode_attrs(attrs: &[Attr], v2: bool) -> Vec<Item> {
     out
 }
 
-/// Whether an attribute name is a custom attribute (`x-` client, `y-` server).
+/// Whether an attribute name is a custom attribute (`x-` client, `y-` server), with a name after
+/// the prefix (KMIP 2.x carries it as a vendor attribute of that name, which may not be empty).
 pub fn is_custom(name: &str) -> bool {
-    name.starts_with("x-") || name.starts_with("y-")
+    name.len() > 2 && (name.starts_with("x-") || name.starts_with("y-"))
 }
 
 /// Whether a name is one this server keeps for clients.
@@ -572,6 +573,15 @@ mod tests {
             Some("Cryptographic Length")
         );
         assert_eq!(name_of(Tag::OBJECT_GROUP).as_deref(), Some("Object Group"));
+    }
+
+    #[test]
+    fn a_custom_name_has_something_after_its_prefix() {
+        assert!(is_custom("x-Vendor") && is_custom("y-k"));
+        for name in ["x-", "y-", "x", "", "Name", "z-a"] {
+            assert!(!is_custom(name), "{name}");
+        }
+        assert!(!is_settable("x-"));
     }
 
     #[test]
