@@ -72,6 +72,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "kmip_adapters",
         sql: include_str!("migrations/postgres/0003_kmip_adapters.sql"),
     },
+    Migration {
+        version: 4,
+        name: "write_path",
+        sql: include_str!("migrations/postgres/0004_write_path.sql"),
+    },
 ];
 
 /// The migrations of `all` still to apply to a database at schema version `current` (0 for a

@@ -240,6 +240,40 @@ async fn next(changes: &mut keyfort_store::postgres::Changes) -> Change {
         .expect("the listener runs")
 }
 
+/// The KMIP adapter index holds only adapter objects, and the adapter's object listing can still
+/// read through it.
+#[tokio::test]
+async fn the_adapter_index_is_partial_and_serves_the_object_listing() {
+    let db = Db::create().await;
+    drop(db.store().await);
+    let mut conn = raw(&db).await;
+    let definition: String =
+        sqlx::query("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_keys_kmip_adapter'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("index")
+            .try_get(0)
+            .expect("text");
+    assert!(definition.contains("WHERE"), "{definition}");
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut conn)
+        .await
+        .expect("set");
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT k.id FROM keys k WHERE k.instance_id = 'i' \
+         AND ((k.attributes::jsonb) #>> '{kmip_adapter,adapter_id}') = 'a' \
+         AND ((k.attributes::jsonb) #>> '{kmip_adapter,adapter_id}') IS NOT NULL",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("plan");
+    assert!(
+        plan.iter()
+            .any(|line| line.contains("ix_keys_kmip_adapter")),
+        "{plan:?}"
+    );
+}
+
 #[tokio::test]
 async fn migrations_run_once_and_a_newer_schema_is_refused() {
     let db = Db::create().await;
@@ -255,7 +289,10 @@ async fn migrations_run_once_and_a_newer_schema_is_refused() {
         .iter()
         .map(|r| r.try_get::<String, _>("name").expect("name"))
         .collect();
-    assert_eq!(names, ["initial", "keystores", "kmip_adapters"]);
+    assert_eq!(
+        names,
+        ["initial", "keystores", "kmip_adapters", "write_path"]
+    );
     sqlx::query("INSERT INTO schema_migrations VALUES (1000, 'future', 0)")
         .execute(&mut conn)
         .await
@@ -270,7 +307,7 @@ async fn migrations_run_once_and_a_newer_schema_is_refused() {
             e,
             StoreError::SchemaTooNew {
                 found: 1000,
-                supported: 3
+                supported: 4
             }
         ),
         "{e:?}"

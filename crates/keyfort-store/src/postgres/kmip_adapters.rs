@@ -7,12 +7,13 @@ use crate::row_read::{self, select_adapters, select_certificates};
 use crate::{KeyRecord, KmipAdapterRecord, KmipCertificateRecord, KmipObjectFilter, Result};
 
 /// `<select> FROM keys k WHERE <the adapter's objects in the filter's states> <tail>`; the
-/// adapter expression is spelled as in the index `ix_keys_kmip_adapter`, to use it.
+/// adapter expression, and the condition of the partial index `ix_keys_kmip_adapter`, are
+/// spelled as in that index, to use it.
 macro_rules! adapter_objects {
     ($select:expr, $tail:literal) => {
         concat!(
             $select,
-            " FROM keys k WHERE k.instance_id = $1 AND ((k.attributes::jsonb) #>> '{kmip_adapter,adapter_id}') = $2 AND (cardinality($3::bigint[]) = 0 OR k.state = ANY($3::bigint[])) ",
+            " FROM keys k WHERE k.instance_id = $1 AND ((k.attributes::jsonb) #>> '{kmip_adapter,adapter_id}') = $2 AND ((k.attributes::jsonb) #>> '{kmip_adapter,adapter_id}') IS NOT NULL AND (cardinality($3::bigint[]) = 0 OR k.state = ANY($3::bigint[])) ",
             $tail
         )
     };
