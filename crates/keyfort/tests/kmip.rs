@@ -1620,13 +1620,93 @@ fn batch_undo_reverts_the_items_before_the_failure() {
         [("x-Stage".to_owned(), V::TextString("during".into()))]
     );
 
-    // An operation that cannot be undone may only come last: otherwise nothing runs.
+    // Activate, Revoke and Destroy are undone: the objects get their states (and dates) back.
     let resp = kmip.call(&request(
         (1, 4),
         undo_header(),
         vec![
             (Operation::ACTIVATE, Some(vec![1]), vec![uid(&existing)]),
             (Operation::GET, Some(vec![2]), vec![uid(missing)]),
+        ],
+    ));
+    let answered = items(&resp);
+    assert_eq!(
+        status(answered[0]),
+        (ResultStatus::OPERATION_UNDONE.0, None)
+    );
+    assert_eq!(status(answered[1]).0, ResultStatus::OPERATION_FAILED.0);
+    assert_eq!(
+        x_attribute(&kmip, &existing, "State"),
+        [("State".to_owned(), V::Enumeration(1))]
+    );
+    assert!(x_attribute(&kmip, &existing, "Activation Date").is_empty());
+    let active = uid_of(&ok_payload(
+        &kmip.call(&v14(Operation::CREATE, create("undo-active"))),
+    ));
+    ok_payload(&kmip.call(&v14(Operation::ACTIVATE, vec![uid(&active)])));
+    let activated = x_attribute(&kmip, &active, "Activation Date");
+    assert_eq!(activated.len(), 1);
+    let resp = kmip.call(&request(
+        (1, 4),
+        undo_header(),
+        vec![
+            (
+                Operation::REVOKE,
+                None,
+                vec![
+                    uid(&active),
+                    st(
+                        Tag::REVOCATION_REASON,
+                        vec![en(Tag::REVOCATION_REASON_CODE, 5)],
+                    ),
+                ],
+            ),
+            (Operation::DESTROY, None, vec![uid(&active)]),
+            (Operation::GET, None, vec![uid(missing)]),
+        ],
+    ));
+    let answered = items(&resp);
+    assert_eq!(status(answered[0]).0, ResultStatus::OPERATION_UNDONE.0);
+    assert_eq!(status(answered[1]).0, ResultStatus::OPERATION_UNDONE.0);
+    assert_eq!(status(answered[2]).0, ResultStatus::OPERATION_FAILED.0);
+    assert_eq!(
+        x_attribute(&kmip, &active, "State"),
+        [("State".to_owned(), V::Enumeration(2))]
+    );
+    assert_eq!(x_attribute(&kmip, &active, "Activation Date"), activated);
+    assert!(x_attribute(&kmip, &active, "Deactivation Date").is_empty());
+    assert!(x_attribute(&kmip, &active, "Destroy Date").is_empty());
+    // Still usable: it encrypts.
+    ok_payload(&kmip.call(&v14(
+        Operation::ENCRYPT,
+        vec![
+            uid(&active),
+            st(
+                Tag::CRYPTOGRAPHIC_PARAMETERS,
+                vec![en(Tag::BLOCK_CIPHER_MODE, 9)],
+            ),
+            Item::new(Tag::DATA, V::ByteString(b"still active".to_vec())),
+        ],
+    )));
+
+    // Import replacing an object cannot be undone: it may only come last, otherwise nothing
+    // runs.
+    let resp = kmip.call(&request(
+        (2, 1),
+        undo_header(),
+        vec![
+            (
+                Operation::IMPORT,
+                None,
+                vec![
+                    uid(&active),
+                    en(Tag::OBJECT_TYPE, 2),
+                    Item::new(Tag::REPLACE_EXISTING, V::Boolean(true)),
+                    st(Tag::ATTRIBUTES, vec![]),
+                    symmetric_object(&[0x33; 32]),
+                ],
+            ),
+            (Operation::GET, None, vec![uid(missing)]),
         ],
     ));
     for item in items(&resp) {
@@ -1639,8 +1719,8 @@ fn batch_undo_reverts_the_items_before_the_failure() {
         );
     }
     assert_eq!(
-        x_attribute(&kmip, &existing, "State"),
-        [("State".to_owned(), V::Enumeration(1))]
+        x_attribute(&kmip, &active, "State"),
+        [("State".to_owned(), V::Enumeration(2))]
     );
     // Query Capabilities (1.4) says Undo and Continue are supported.
     let resp = kmip.call(&v14(Operation::QUERY, vec![en(Tag::QUERY_FUNCTION, 0x0B)]));

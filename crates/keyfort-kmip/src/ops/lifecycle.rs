@@ -3,19 +3,42 @@
 
 use keyfort_core::Transition;
 
+use super::undo::{Lifecycle, Undo};
 use super::{Ctx, OpResult, core, uid_item};
 use crate::attributes;
 use crate::message::{Invalid, Struct};
 use crate::ttlv::Value;
 use crate::{ResultReason, RevocationReasonCode};
 
+/// Moves the object through its lifecycle; in an Undo batch, first reads what the transition
+/// will change, to put it back if the batch is undone.
 async fn transition(ctx: &mut Ctx<'_>, p: &Struct<'_>, t: Transition) -> OpResult {
     let id = ctx.uid(p)?;
+    let before = match ctx.undo {
+        Some(_) => Some(
+            ctx.core
+                .key(ctx.caller(), ctx.instance(), &id)
+                .await
+                .map_err(core)?,
+        ),
+        None => None,
+    };
     let key = ctx
         .core
         .transition_key(ctx.caller(), ctx.instance(), &id, t)
         .await
         .map_err(core)?;
+    if let Some(before) = before {
+        // Each write of an object adds one to its row version: one more than read means no
+        // other change came between.
+        let previous = (before.id == key.id && key.row_version == before.row_version + 1)
+            .then(|| Lifecycle::of(&before));
+        ctx.record(Undo::Transition {
+            id: key.id.clone(),
+            previous,
+            row_version: key.row_version,
+        });
+    }
     ctx.placeholder = Some(key.id.clone());
     Ok(vec![uid_item(&key.id)])
 }

@@ -7,11 +7,14 @@
 //! is unchanged since and was created by this client), and an attribute the batch changed gets
 //! its previous values back (only if the object is unchanged since the batch's edit). Items that
 //! change nothing (Get, Locate, Encrypt, …) have nothing to undo; Re-key is undone as the
-//! creation of its new object and the change of the old one's Link. Operations whose effect
-//! cannot be compensated (Activate, Revoke, Destroy, Import replacing an object) may only be the
-//! last item of an Undo batch: otherwise the batch is refused before any item runs.
+//! creation of its new object and the change of the old one's Link. Activate, Revoke and Destroy
+//! are undone by putting the object's state and lifecycle dates back as they were (Destroy keeps
+//! the sealed material until the object is purged, so nothing is lost); only if the object is
+//! unchanged since the batch's transition, which must itself have followed the state read just
+//! before it. Import replacing an object cannot be compensated: it may only be the last item of
+//! an Undo batch, otherwise the batch is refused before any item runs.
 
-use keyfort_core::CoreError;
+use keyfort_core::{CoreError, Key, KeyState};
 
 use super::{Ctx, core};
 use crate::attributes;
@@ -32,12 +35,49 @@ pub enum Undo {
         previous: Vec<Value>,
         row_version: i64,
     },
+    /// The item moved this object through its lifecycle (Activate, Revoke, Destroy); `previous`
+    /// is its lifecycle right before (`None` if another change came between the read and the
+    /// transition: then it cannot be undone), and `row_version` its version right after.
+    Transition {
+        id: String,
+        previous: Option<Lifecycle>,
+        row_version: i64,
+    },
+}
+
+/// What a lifecycle transition changes on an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifecycle {
+    state: KeyState,
+    activation_at: Option<i64>,
+    deactivated_at: Option<i64>,
+    deleted_at: Option<i64>,
+    deleted_by: Option<String>,
+}
+
+impl Lifecycle {
+    pub fn of(key: &Key) -> Lifecycle {
+        Lifecycle {
+            state: key.state,
+            activation_at: key.activation_at,
+            deactivated_at: key.deactivated_at,
+            deleted_at: key.deleted_at,
+            deleted_by: key.deleted_by.clone(),
+        }
+    }
+
+    fn restore(&self, key: &mut Key) {
+        key.state = self.state;
+        key.activation_at = self.activation_at;
+        key.deactivated_at = self.deactivated_at;
+        key.deleted_at = self.deleted_at;
+        key.deleted_by.clone_from(&self.deleted_by);
+    }
 }
 
 /// Whether an operation's effect can be undone (or it has none).
 pub fn undoable(operation: Operation, payload: &Item) -> bool {
     match operation {
-        Operation::ACTIVATE | Operation::REVOKE | Operation::DESTROY => false,
         Operation::IMPORT => !matches!(
             &payload.value,
             Value::Structure(items) if items.iter().any(|i| i.tag == Tag::REPLACE_EXISTING
@@ -63,7 +103,9 @@ impl Undo {
     /// The object this compensation changes.
     pub fn id(&self) -> &str {
         match self {
-            Undo::Created { id, .. } | Undo::Attribute { id, .. } => id,
+            Undo::Created { id, .. } | Undo::Attribute { id, .. } | Undo::Transition { id, .. } => {
+                id
+            }
         }
     }
 }
@@ -88,6 +130,39 @@ pub async fn apply(
             .await
             .map(|()| None)
             .map_err(core),
+        Undo::Transition {
+            id,
+            previous,
+            row_version,
+        } => {
+            let Some(previous) = previous else {
+                return Err(Invalid::new(
+                    ResultReason::GENERAL_FAILURE,
+                    "the object changed while the batch moved it through its lifecycle",
+                ));
+            };
+            let row_version = expected.unwrap_or(*row_version);
+            ctx.core
+                .update_object(
+                    ctx.caller(),
+                    ctx.instance(),
+                    id,
+                    "key.lifecycle.undo",
+                    |k| {
+                        if k.row_version != row_version {
+                            return Err(CoreError::Conflict {
+                                what: "key",
+                                id: k.id.clone(),
+                            });
+                        }
+                        previous.restore(k);
+                        Ok(())
+                    },
+                )
+                .await
+                .map(|key| Some(key.row_version))
+                .map_err(core)
+        }
         Undo::Attribute {
             id,
             name,
