@@ -354,9 +354,19 @@ impl Keyfort {
         req: NewObject,
     ) -> Result<(Key, keyfort_store::KeyVersionRecord, Zeroizing<Vec<u8>>)> {
         let loaded = self.unsealed(instance_id).await?;
+        let mut bit_length = req.bit_length;
         let material = match req.material {
             Some(m) => {
-                check_material(req.object_type, &req.algorithm, req.bit_length, &m)?;
+                // An EC public key registered without a length naming its curve: the point's
+                // own length names it, if it lies on that curve.
+                if req.object_type == ObjectType::PublicKey
+                    && req.algorithm == "EC"
+                    && EcCurve::from_bits(bit_length).is_none()
+                    && let Some(curve) = curve_of_point(&m)
+                {
+                    bit_length = curve.bits();
+                }
+                check_material(req.object_type, &req.algorithm, bit_length, &m)?;
                 m
             }
             None => {
@@ -375,7 +385,7 @@ impl Keyfort {
             instance_id,
             req.object_type,
             &req.algorithm,
-            req.bit_length,
+            bit_length,
             req.name,
             req.attributes,
             req.initial_state,
@@ -941,6 +951,20 @@ fn check_material(object_type: ObjectType, algorithm: &str, bits: u32, m: &[u8])
     }
 }
 
+/// The supported curve an EC public key (a SEC 1 point, compressed or not) lies on, told by its
+/// length and checked on that curve.
+fn curve_of_point(point: &[u8]) -> Option<EcCurve> {
+    let curve = match point.len() {
+        33 | 65 => EcCurve::P256,
+        49 | 97 => EcCurve::P384,
+        67 | 133 => EcCurve::P521,
+        _ => return None,
+    };
+    keyfort_crypto::components::ec_public_point(curve.crypto(), point)
+        .ok()
+        .map(|_| curve)
+}
+
 /// Generates a key pair: `(algorithm, bits, PKCS #8 private, public)`.
 #[allow(clippy::type_complexity)]
 fn generate_pair(
@@ -1140,6 +1164,26 @@ mod tests {
             })
         ));
         assert!(check(&point, 384).is_err(), "a P-256 point named as P-384");
+    }
+
+    #[test]
+    fn an_ec_point_names_its_curve_by_its_length() {
+        for (curve, ours) in [
+            (keyfort_crypto::ec::Curve::P256, EcCurve::P256),
+            (keyfort_crypto::ec::Curve::P384, EcCurve::P384),
+            (keyfort_crypto::ec::Curve::P521, EcCurve::P521),
+        ] {
+            let key = keyfort_crypto::ec::SigningKey::generate(curve).expect("key");
+            let point = key.public_key().to_vec();
+            assert_eq!(curve_of_point(&point), Some(ours));
+            let mut off = point.clone();
+            if let Some(last) = off.last_mut() {
+                *last ^= 1;
+            }
+            assert_eq!(curve_of_point(&off), None, "not on the curve");
+        }
+        assert_eq!(curve_of_point(&[4; 64]), None);
+        assert_eq!(curve_of_point(&[]), None);
     }
 
     #[test]

@@ -1043,3 +1043,23 @@ fn register_transparent_keys_in_kmip_1_4_and_2_1() {
     );
     assert_eq!(kmip.get_bytes(&id, RAW), ec_key.public_key());
 }
+
+/// An EC public key registered in Raw form (its SEC 1 point) with no Cryptographic Length: the
+/// point's length names its curve once the point is checked on it, so the key can be used.
+#[test]
+fn a_raw_ec_public_key_without_a_length_takes_its_curve_from_its_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-raw-ec", &[]);
+    let kmip = Kmip::dev(&server, (1, 4));
+    for (curve, bits) in [(Curve::P256, 256), (Curve::P384, 384), (Curve::P521, 521)] {
+        let key = SigningKey::generate(curve).unwrap();
+        let p = in_block(
+            kmip.register_payload(PUBLIC_KEY, RAW, V::ByteString(key.public_key().to_vec()), 2),
+            vec![en(Tag::CRYPTOGRAPHIC_ALGORITHM, EC)],
+        );
+        let id = uid_of(&kmip.ok(Operation::REGISTER, p));
+        let (material, algorithm, length) = kmip.get(&id, RAW);
+        assert_eq!(material, V::ByteString(key.public_key().to_vec()));
+        assert_eq!((algorithm, length), (EC, bits));
+    }
+}
