@@ -7,7 +7,8 @@
 //! 3. installs `PyKMIP` into `.venv` if `pykmip-server` is not there, and starts it with TLS 1.2,
 //!    client certificates required, and a SQLite database in the run directory;
 //! 4. runs `keyfort-kmip-bench` against both: Create+Get and Encrypt ops/s at 1 and 16
-//!    connections, with the ratios.
+//!    connections, with the ratios, then times 4 KiB writes flushed with `fdatasync` in the run
+//!    directory and prints the bound that flush puts on one connection's durable Create+Get.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -127,7 +128,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             &field("client_cert"),
             "--key",
             &field("client_key"),
-        ]);
+        ])
+        // Keyfort's data directory is in the run directory: the same file system.
+        .arg("--flush-probe")
+        .arg(&run_dir);
     let mut rest = args.to_vec();
     if let Some(i) = rest.iter().position(|a| a == "--quick") {
         rest.remove(i);
