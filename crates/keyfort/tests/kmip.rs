@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::kmip::{Kmip, en, int, read_message, st, text};
+use common::kmip::{Kmip, RSA_PRIVATE_COMPONENTS, en, int, read_message, st, text};
 use common::{Server, Value, der};
 use keyfort_kmip::message::Struct;
 use keyfort_kmip::ttlv::{Item, Tag, Value as V, encode};
@@ -1826,16 +1826,7 @@ fn transparent_rsa_and_ec_keys_match_the_keys() {
         0x0A,
     );
     let components = big_integers(&transparent);
-    let order = [
-        Tag::MODULUS,
-        Tag::PUBLIC_EXPONENT,
-        Tag::PRIVATE_EXPONENT,
-        Tag::P,
-        Tag::Q,
-        Tag::PRIME_EXPONENT_P,
-        Tag::PRIME_EXPONENT_Q,
-        Tag::CRT_COEFFICIENT,
-    ];
+    let order = RSA_PRIVATE_COMPONENTS;
     assert_eq!(components.len(), 8);
     let mut body = der(0x02, &[0]);
     for tag in order {

@@ -178,6 +178,19 @@ fn key_material(items: &[Item]) -> Option<Vec<u8>> {
 }
 
 /// A client certificate (and its key, PEM) signed by the server's dev CA.
+/// Get of `uid` succeeds with a 32-byte key.
+fn assert_gets_aes_256(kmip: &Kmip, uid: &str) {
+    let (status, _, payload) = outcome(&kmip.call(&request(
+        Operation::GET,
+        vec![Item::new(
+            Tag::UNIQUE_IDENTIFIER,
+            V::TextString(uid.to_owned()),
+        )],
+    )));
+    assert_eq!(status, ResultStatus::SUCCESS.0);
+    assert_eq!(key_material(&payload).map(|m| m.len()), Some(32));
+}
+
 fn dev_client_certificate(data: &Path) -> (String, String) {
     let ca_key_pem = std::fs::read_to_string(data.join("tls/ca-key.pem")).unwrap();
     let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).unwrap();
@@ -268,15 +281,7 @@ fn adapter_certificate_connects_creates_lists_and_is_revoked() {
     let (status, reason, payload) = outcome(&kmip.call(&create));
     assert_eq!((status, reason), (ResultStatus::SUCCESS.0, None));
     let uid = uid_of(&payload);
-    let (status, _, payload) = outcome(&kmip.call(&request(
-        Operation::GET,
-        vec![Item::new(
-            Tag::UNIQUE_IDENTIFIER,
-            V::TextString(uid.clone()),
-        )],
-    )));
-    assert_eq!(status, ResultStatus::SUCCESS.0);
-    assert_eq!(key_material(&payload).map(|m| m.len()), Some(32));
+    assert_gets_aes_256(&kmip, &uid);
 
     // A key of the instance outside the adapter does not exist for its client: neither Get nor
     // the crypto operations (which take keys from the key cache) reach it.
@@ -583,15 +588,7 @@ fn adapter_objects_are_not_key_protect_keys() {
 
     // Nothing changed: the adapter's client still reaches its objects, active and usable.
     for object in &objects {
-        let (status, _, payload) = outcome(&kmip.call(&request(
-            Operation::GET,
-            vec![Item::new(
-                Tag::UNIQUE_IDENTIFIER,
-                V::TextString(object.clone()),
-            )],
-        )));
-        assert_eq!(status, ResultStatus::SUCCESS.0);
-        assert_eq!(key_material(&payload).map(|m| m.len()), Some(32));
+        assert_gets_aes_256(&kmip, object);
     }
     let (code, body) = kp.call(
         Method::GET,

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::kmip::{en, int, st, text};
+use common::kmip::{RSA_PRIVATE_COMPONENTS, en, int, st, text};
 use common::{Server, der};
 use keyfort_crypto::ec::{Curve, SignatureFormat, SigningKey};
 use keyfort_crypto::rsa::{KeySize, PrivateKey};
@@ -460,16 +460,7 @@ fn curve_bits(c: Curve) -> i32 {
 }
 
 fn rsa_private_material(c: &[Vec<u8>], present: &[Tag]) -> V {
-    let tags = [
-        Tag::MODULUS,
-        Tag::PUBLIC_EXPONENT,
-        Tag::PRIVATE_EXPONENT,
-        Tag::P,
-        Tag::Q,
-        Tag::PRIME_EXPONENT_P,
-        Tag::PRIME_EXPONENT_Q,
-        Tag::CRT_COEFFICIENT,
-    ];
+    let tags = RSA_PRIVATE_COMPONENTS;
     // KMIP's order: Modulus, Private Exponent, Public Exponent, P, Q, …
     let order = [0, 2, 1, 3, 4, 5, 6, 7];
     V::Structure(
@@ -480,17 +471,6 @@ fn rsa_private_material(c: &[Vec<u8>], present: &[Tag]) -> V {
             .collect(),
     )
 }
-
-const ALL_RSA: [Tag; 8] = [
-    Tag::MODULUS,
-    Tag::PRIVATE_EXPONENT,
-    Tag::PUBLIC_EXPONENT,
-    Tag::P,
-    Tag::Q,
-    Tag::PRIME_EXPONENT_P,
-    Tag::PRIME_EXPONENT_Q,
-    Tag::CRT_COEFFICIENT,
-];
 
 fn ec_private_material(curve: u32, d: &[u8]) -> V {
     V::Structure(vec![en(Tag::RECOMMENDED_CURVE, curve), big(Tag::D, d)])
@@ -610,7 +590,7 @@ fn rsa(kmip: &Kmip, source: &PrivateKey) {
     let private = kmip.register(
         PRIVATE_KEY,
         T_RSA_PRIVATE,
-        rsa_private_material(&c, &ALL_RSA),
+        rsa_private_material(&c, &RSA_PRIVATE_COMPONENTS),
         1,
     );
     let public = kmip.register(
@@ -622,16 +602,7 @@ fn rsa(kmip: &Kmip, source: &PrivateKey) {
     // Transparent back: the same eight components.
     let (transparent, alg, bits) = kmip.get(&private, T_RSA_PRIVATE);
     assert_eq!((alg, bits), (RSA, 2048));
-    let tags = [
-        Tag::MODULUS,
-        Tag::PUBLIC_EXPONENT,
-        Tag::PRIVATE_EXPONENT,
-        Tag::P,
-        Tag::Q,
-        Tag::PRIME_EXPONENT_P,
-        Tag::PRIME_EXPONENT_Q,
-        Tag::CRT_COEFFICIENT,
-    ];
+    let tags = RSA_PRIVATE_COMPONENTS;
     for (i, tag) in tags.iter().enumerate() {
         assert_eq!(number(&transparent, *tag), c[i], "{tag:?}");
     }
@@ -778,7 +749,7 @@ fn refusals(kmip: &Kmip, source: &PrivateKey) {
         refused(
             PRIVATE_KEY,
             T_RSA_PRIVATE,
-            rsa_private_material(&bad, &ALL_RSA)
+            rsa_private_material(&bad, &RSA_PRIVATE_COMPONENTS)
         ),
         invalid_field
     );
@@ -800,7 +771,7 @@ fn refusals(kmip: &Kmip, source: &PrivateKey) {
         refused(
             PRIVATE_KEY,
             T_RSA_PRIVATE,
-            rsa_private_material(&bad, &ALL_RSA)
+            rsa_private_material(&bad, &RSA_PRIVATE_COMPONENTS)
         ),
         invalid_field
     );

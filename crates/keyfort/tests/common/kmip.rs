@@ -89,6 +89,20 @@ pub async fn read_message<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<
     Some(decode(&buf, &Limits::default()).unwrap())
 }
 
+/// The Transparent RSA Private Key's Big Integers in PKCS #1 order (n, e, d, p, q, dP, dQ,
+/// qInv).
+#[allow(dead_code)]
+pub const RSA_PRIVATE_COMPONENTS: [Tag; 8] = [
+    Tag::MODULUS,
+    Tag::PUBLIC_EXPONENT,
+    Tag::PRIVATE_EXPONENT,
+    Tag::P,
+    Tag::Q,
+    Tag::PRIME_EXPONENT_P,
+    Tag::PRIME_EXPONENT_Q,
+    Tag::CRT_COEFFICIENT,
+];
+
 pub fn st(tag: Tag, items: Vec<Item>) -> Item {
     Item::new(tag, V::Structure(items))
 }
