@@ -838,6 +838,37 @@ mod tests {
         assert!(!journal.has_pending());
     }
 
+    /// A drain moves its events with INSERTs of a few fixed sizes: every size is used here
+    /// (256 + 64 + 16 + 4 + 3 × 1), and the events arrive whole, in chain order.
+    #[tokio::test]
+    async fn a_drain_moves_any_number_of_events_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (pool, path) = database(dir.path()).await;
+        let journal = Arc::new(Journal::open(&path, &pool).await.expect("open"));
+        let writer = writer::Writer::start(pool.clone(), None, Some(journal.clone()));
+        let mut appended = Vec::new();
+        for n in 1..=343 {
+            appended.push(journal.append(&pool, &event(n)).await.expect("append"));
+        }
+        writer.drain(false).await.expect("drained");
+        assert!(!journal.has_pending());
+        let rows = stored(&pool).await;
+        assert_eq!(rows.len(), appended.len());
+        for (row, record) in rows.iter().zip(&appended) {
+            assert_eq!(
+                (row.0, &row.1, &row.2),
+                (record.seq, &record.prev_hash, &record.hash)
+            );
+        }
+        let bodies: Vec<(String,)> = sqlx::query_as("SELECT body FROM audit_events ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .expect("bodies");
+        for (row, record) in bodies.iter().zip(&appended) {
+            assert_eq!(row.0, record.body);
+        }
+    }
+
     #[test]
     fn an_oversized_length_is_refused_before_reading() {
         let mut bytes = u32::MAX.to_le_bytes().to_vec();
