@@ -13,7 +13,8 @@
 //! under load) first tries to run as one round trip to the connection's thread, without
 //! savepoints: its begin statements, the journal's waiting events, one INSERT per table, and
 //! `COMMIT`. If that fails, the transaction is rolled back and the group runs again as above, so
-//! that each caller gets its own outcome. A group of drains alone is one round trip too.
+//! that each caller gets its own outcome. A group of drains alone is one transaction of INSERTs
+//! of a few fixed sizes ([`DRAIN_ROWS`]), each prepared once.
 //!
 //! Durability: for a database file, the group's transaction runs with `synchronous=NORMAL` (set
 //! as it begins; every other transaction on the connection begins with its own `FULL`, see
