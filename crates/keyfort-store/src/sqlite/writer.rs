@@ -13,8 +13,8 @@
 //! under load) first tries to run as one round trip to the connection's thread, without
 //! savepoints: its begin statements, the journal's waiting events, one INSERT per table, and
 //! `COMMIT`. If that fails, the transaction is rolled back and the group runs again as above, so
-//! that each caller gets its own outcome. A group of drains alone is one transaction of INSERTs
-//! of a few fixed sizes ([`DRAIN_ROWS`]), each prepared once.
+//! that each caller gets its own outcome. A group of drains alone is one round trip too, whose
+//! INSERTs have a fixed number of rows ([`audit::push_padded_inserts`]).
 //!
 //! Durability: for a database file, the group's transaction runs with `synchronous=NORMAL` (set
 //! as it begins; every other transaction on the connection begins with its own `FULL`, see
@@ -404,7 +404,11 @@ async fn drain_only(
     let taken = journal.take_pending(rotate).await;
     let mut ended = Ok(());
     if !taken.is_empty() {
-        ended = insert_drained(&mut conn, relaxed, &taken).await;
+        let mut q = QueryBuilder::<Sqlite>::new(begin_sql(relaxed));
+        q.push("; ");
+        audit::push_padded_inserts(&mut q, &taken);
+        q.push("; COMMIT");
+        ended = in_one_round_trip(&mut conn, q).await;
     }
     journal.drained(taken, ended.is_ok()).await;
     match ended {
@@ -417,46 +421,6 @@ async fn drain_only(
             conn.close_on_drop();
             failed(outcomes, e, group.len())
         }
-    }
-}
-
-/// The row counts of the INSERTs a drain moves its events with, largest first. Whatever the
-/// number of events, a drain runs only these few statements, which the connection prepares once
-/// and keeps in its statement cache: an INSERT of as many rows as there are events would be a new
-/// statement each time, prepared and then evicted at a cost that grows with its rows.
-const DRAIN_ROWS: [usize; 5] = [audit::MAX_ROWS_PER_INSERT, 64, 16, 4, 1];
-
-/// Inserts a drain's events in one transaction, as INSERTs of [`DRAIN_ROWS`] rows. A drain
-/// answers no request, so its few round trips to the connection's thread delay nobody.
-async fn insert_drained(
-    conn: &mut Conn,
-    relaxed: bool,
-    events: &[crate::AuditEventRecord],
-) -> std::result::Result<(), AtOnce> {
-    let ran = async {
-        sqlx::raw_sql(begin_sql(relaxed))
-            .execute(&mut *conn)
-            .await?;
-        let mut rest = events;
-        for rows in DRAIN_ROWS {
-            while rest.len() >= rows {
-                let (chunk, tail) = rest.split_at(rows);
-                let mut q = QueryBuilder::<Sqlite>::new("");
-                audit::push_insert(&mut q, chunk);
-                q.build().execute(&mut *conn).await?;
-                rest = tail;
-            }
-        }
-        execute(conn, "COMMIT").await
-    }
-    .await;
-    let Err(e) = ran else {
-        return Ok(());
-    };
-    // As in `in_one_round_trip`; a failed `BEGIN` began nothing, and its `ROLLBACK` fails too.
-    match execute(conn, "ROLLBACK").await {
-        Ok(()) => Err(AtOnce::RolledBack(e)),
-        Err(_) => Err(AtOnce::Broken(e)),
     }
 }
 
