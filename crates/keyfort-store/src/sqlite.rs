@@ -44,6 +44,7 @@ mod keys;
 mod keystores;
 mod kmip_adapters;
 mod migrate;
+mod padded;
 mod principals;
 mod registrations;
 mod rows;

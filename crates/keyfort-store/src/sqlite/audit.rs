@@ -260,37 +260,18 @@ pub(super) fn push_insert(q: &mut QueryBuilder<Sqlite>, records: &[AuditEventRec
     });
 }
 
-/// Rows of the padded INSERTs a drain sends ([`push_padded_inserts`]): the small one for a few
-/// events, else as many of the large one as the events need.
-pub(super) const PADDED_ROWS: [usize; 2] = [16, MAX_ROWS_PER_INSERT];
-
-/// Pushes onto `q` INSERTs of `records` that each have a fixed number of rows, so that their SQL
-/// depends only on how many there are: a statement the connection keeps prepared in its cache,
-/// where an INSERT of exactly `records.len()` rows would be a new statement, prepared then
-/// evicted, at nearly every drain. Unused rows are bound to NULL and left out by the `WHERE`.
-pub(super) fn push_padded_inserts(q: &mut QueryBuilder<Sqlite>, records: &[AuditEventRecord]) {
-    let rows = if records.len() <= PADDED_ROWS[0] {
-        PADDED_ROWS[0]
-    } else {
-        PADDED_ROWS[1]
-    };
-    for (i, chunk) in records.chunks(rows).enumerate() {
-        if i > 0 {
-            q.push("; ");
-        }
-        q.push(
-            "INSERT INTO audit_events (instance_id, seq, at, target, action, outcome, body, \
-             prev_hash, hash) SELECT * FROM (VALUES ",
-        );
-        for row in 0..rows {
-            if row > 0 {
-                q.push(", ");
-            }
-            let r = chunk.get(row);
-            let mut values = q.separated(", ");
-            values.push_unseparated("(");
-            values
-                .push_bind(r.map(|r| r.instance_id.as_str()))
+/// Pushes onto `q` the INSERTs of `records` with few row counts, which the writer connection
+/// keeps prepared (see [`super::padded`]). Returns how many statements were pushed.
+pub(super) fn push_padded_inserts(
+    q: &mut QueryBuilder<Sqlite>,
+    records: &[AuditEventRecord],
+) -> usize {
+    super::padded::push_inserts(
+        q,
+        "audit_events (instance_id, seq, at, target, action, outcome, body, prev_hash, hash)",
+        records,
+        |row, r| {
+            row.push_bind(r.map(|r| r.instance_id.as_str()))
                 .push_bind(r.map(|r| r.seq))
                 .push_bind(r.map(|r| r.at))
                 .push_bind(r.map(|r| r.target.as_str()))
@@ -299,10 +280,8 @@ pub(super) fn push_padded_inserts(q: &mut QueryBuilder<Sqlite>, records: &[Audit
                 .push_bind(r.map(|r| r.body.as_str()))
                 .push_bind(r.map(|r| r.prev_hash.as_slice()))
                 .push_bind(r.map(|r| r.hash.as_slice()));
-            values.push_unseparated(")");
-        }
-        q.push(") WHERE column1 IS NOT NULL");
-    }
+        },
+    )
 }
 
 #[cfg(test)]

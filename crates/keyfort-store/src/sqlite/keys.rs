@@ -103,6 +103,68 @@ pub(super) fn push_insert<'a>(
     push_insert_versions(q, items.iter().map(|(_, v)| *v));
 }
 
+/// Pushes onto `q` the INSERTs of the keys of `items` and of their first versions with few row
+/// counts, which the writer connection keeps prepared (see [`super::padded`]); their aliases are
+/// not written. Returns how many statements were pushed.
+pub(super) fn push_padded_inserts(
+    q: &mut QueryBuilder<Sqlite>,
+    items: &[(&KeyRecord, &KeyVersionRecord)],
+) -> usize {
+    let keys = super::padded::push_inserts(
+        q,
+        "keys (instance_id, id, key_ring_id, name, description, tags, object_type, algorithm, \
+         bit_length, extractable, imported, state, created_at, created_by, updated_at, \
+         activation_at, expires_at, deactivated_at, deleted_at, deleted_by, last_rotated_at, \
+         current_version_id, attributes, row_version)",
+        items,
+        |row, item| {
+            let k = item.map(|(k, _)| *k);
+            row.push_bind(k.map(|k| k.instance_id.as_str()))
+                .push_bind(k.map(|k| k.id.as_str()))
+                .push_bind(k.map(|k| k.key_ring_id.as_str()))
+                .push_bind(k.map(|k| k.name.as_str()))
+                .push_bind(k.and_then(|k| k.description.as_deref()))
+                .push_bind(k.map(|k| json_strings(&k.tags)))
+                .push_bind(k.map(|k| k.object_type.as_str()))
+                .push_bind(k.map(|k| k.algorithm.as_str()))
+                .push_bind(k.map(|k| k.bit_length))
+                .push_bind(k.map(|k| i64::from(k.extractable)))
+                .push_bind(k.map(|k| i64::from(k.imported)))
+                .push_bind(k.map(|k| k.state))
+                .push_bind(k.map(|k| k.created_at))
+                .push_bind(k.map(|k| k.created_by.as_str()))
+                .push_bind(k.map(|k| k.updated_at))
+                .push_bind(k.and_then(|k| k.activation_at))
+                .push_bind(k.and_then(|k| k.expires_at))
+                .push_bind(k.and_then(|k| k.deactivated_at))
+                .push_bind(k.and_then(|k| k.deleted_at))
+                .push_bind(k.and_then(|k| k.deleted_by.as_deref()))
+                .push_bind(k.and_then(|k| k.last_rotated_at))
+                .push_bind(k.map(|k| k.current_version_id.as_str()))
+                .push_bind(k.map(|k| k.attributes.as_str()))
+                .push_bind(k.map(|k| k.row_version));
+        },
+    );
+    if keys > 0 {
+        q.push("; ");
+    }
+    keys + super::padded::push_inserts(
+        q,
+        "key_versions (instance_id, key_id, id, seq, sealed, mk_version, created_at)",
+        items,
+        |row, item| {
+            let v = item.map(|(_, v)| *v);
+            row.push_bind(v.map(|v| v.instance_id.as_str()))
+                .push_bind(v.map(|v| v.key_id.as_str()))
+                .push_bind(v.map(|v| v.id.as_str()))
+                .push_bind(v.map(|v| v.seq))
+                .push_bind(v.map(|v| v.sealed.as_slice()))
+                .push_bind(v.map(|v| v.mk_version))
+                .push_bind(v.map(|v| v.created_at));
+        },
+    )
+}
+
 /// Pushes onto `q` one INSERT of the keys of `items` (at most [`MAX_KEYS_PER_INSERT`]).
 fn push_insert_keys<'a>(
     q: &mut QueryBuilder<Sqlite>,

@@ -406,7 +406,7 @@ async fn drain_only(
     if !taken.is_empty() {
         let mut q = QueryBuilder::<Sqlite>::new(begin_sql(relaxed));
         q.push("; ");
-        audit::push_padded_inserts(&mut q, &taken);
+        push_inserts(&mut q, &taken, &[], &[]);
         q.push("; COMMIT");
         ended = in_one_round_trip(&mut conn, q).await;
     }
@@ -690,8 +690,8 @@ fn creates_and_events<'a>(
 }
 
 /// Pushes onto `q`, separated by `;`, the INSERTs of the `pending` journal events, of the keys
-/// and their first versions (not their aliases), and of the chained `records`, as many of each
-/// as the row limits need. The number of statements pushed.
+/// and their first versions (not their aliases), and of the chained `records`, with few row
+/// counts so that they stay prepared ([`super::padded`]). The number of statements pushed.
 fn push_inserts(
     q: &mut QueryBuilder<Sqlite>,
     pending: &[crate::AuditEventRecord],
@@ -699,23 +699,20 @@ fn push_inserts(
     records: &[crate::AuditEventRecord],
 ) -> usize {
     let mut statements = 0_usize;
-    let mut next = |q: &mut QueryBuilder<Sqlite>| {
+    if !pending.is_empty() {
+        statements += audit::push_padded_inserts(q, pending);
+    }
+    if !creates.is_empty() {
         if statements > 0 {
             q.push("; ");
         }
-        statements += 1;
-    };
-    for chunk in pending.chunks(audit::MAX_ROWS_PER_INSERT) {
-        next(q);
-        audit::push_insert(q, chunk);
+        statements += keys::push_padded_inserts(q, creates);
     }
-    for chunk in creates.chunks(keys::MAX_KEYS_PER_INSERT) {
-        next(q);
-        keys::push_insert(q, chunk);
-    }
-    for chunk in records.chunks(audit::MAX_ROWS_PER_INSERT) {
-        next(q);
-        audit::push_insert(q, chunk);
+    if !records.is_empty() {
+        if statements > 0 {
+            q.push("; ");
+        }
+        statements += audit::push_padded_inserts(q, records);
     }
     statements
 }
