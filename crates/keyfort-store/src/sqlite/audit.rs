@@ -181,11 +181,8 @@ pub(super) async fn append_with_heads(
     })
 }
 
-/// Most events per multi-row INSERT (9 bound values each, far below SQLite's limit).
-pub(super) const MAX_ROWS_PER_INSERT: usize = 256;
-
-/// Appends `events` in order, each to its instance's chain, with one INSERT per
-/// [`MAX_ROWS_PER_INSERT`] events. All or none: on an error nothing is inserted and `heads` is
+/// Appends `events` in order, each to its instance's chain, in one round trip
+/// ([`insert_records`]). All or none: on an error nothing is inserted and `heads` is
 /// as before.
 pub(super) async fn append_many(
     conn: &mut Conn,
@@ -228,36 +225,18 @@ pub(super) async fn chain_many(
     Ok(records)
 }
 
-/// Inserts chained events as they are, with one INSERT per [`MAX_ROWS_PER_INSERT`] events.
+/// Inserts chained events as they are (see [`push_padded_inserts`]).
 pub(super) async fn insert_records(
     conn: &mut Conn,
     records: &[AuditEventRecord],
 ) -> std::result::Result<(), sqlx::Error> {
-    for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new("");
-        push_insert(&mut q, chunk);
-        q.build().execute(&mut *conn).await?;
+    if records.is_empty() {
+        return Ok(());
     }
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    push_padded_inserts(&mut q, records);
+    q.build().execute(&mut *conn).await?;
     Ok(())
-}
-
-/// Pushes onto `q` one INSERT of `records` (at most [`MAX_ROWS_PER_INSERT`]).
-pub(super) fn push_insert(q: &mut QueryBuilder<Sqlite>, records: &[AuditEventRecord]) {
-    q.push(
-        "INSERT INTO audit_events (instance_id, seq, at, target, action, outcome, body, \
-         prev_hash, hash) ",
-    );
-    q.push_values(records, |mut row, r| {
-        row.push_bind(&r.instance_id)
-            .push_bind(r.seq)
-            .push_bind(r.at)
-            .push_bind(&r.target)
-            .push_bind(&r.action)
-            .push_bind(&r.outcome)
-            .push_bind(&r.body)
-            .push_bind(&r.prev_hash)
-            .push_bind(&r.hash);
-    });
 }
 
 /// Pushes onto `q` the INSERTs of `records` with few row counts, which the writer connection

@@ -38,11 +38,8 @@ pub(super) async fn insert_in(
     insert_many_in(conn, &[(key, first_version)]).await
 }
 
-/// Most keys per multi-row INSERT (24 bound values each, far below SQLite's limit of 32766).
-pub(super) const MAX_KEYS_PER_INSERT: usize = 256;
-
-/// Inserts keys with their aliases and first versions, with one round trip per
-/// [`MAX_KEYS_PER_INSERT`] keys (an INSERT per table), then one INSERT per alias. The errors
+/// Inserts keys with their aliases and first versions, in one round trip for the keys and the
+/// versions ([`push_padded_inserts`]), then one INSERT per alias. The errors
 /// name the first key: with several keys, a caller that needs to know which one failed inserts
 /// them one by one. A failed call may have inserted some rows: run it inside a savepoint.
 pub(super) async fn insert_many_in(
@@ -57,30 +54,28 @@ pub(super) async fn insert_many_in(
     let paired = items
         .iter()
         .all(|(k, v)| v.instance_id == k.instance_id && v.key_id == k.id);
-    for chunk in items.chunks(MAX_KEYS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new("");
-        if paired {
-            push_insert(&mut q, chunk);
-        } else {
-            push_insert_keys(&mut q, chunk);
-        }
-        q.build()
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| match violation(&e) {
-                // pk_key_versions (id) or uq_key_versions_seq (seq), named in SQLite's message.
-                Some(Violation::Unique) if e.to_string().contains("key_versions.") => {
-                    already_exists("key version", &first_version.id)
-                }
-                // A taken id fails on pk_keys (checked before the foreign key), so no read is
-                // needed.
-                Some(Violation::Unique) => already_exists("key", &first_key.id),
-                // fk_keys_ring: the ring is the key's only reference (each version's key is the
-                // one just inserted).
-                Some(Violation::ForeignKey) => not_found("key ring", &first_key.key_ring_id),
-                None => e.into(),
-            })?;
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    if paired {
+        push_padded_inserts(&mut q, items);
+    } else {
+        push_padded_keys(&mut q, items);
     }
+    q.build()
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| match violation(&e) {
+            // pk_key_versions (id) or uq_key_versions_seq (seq), named in SQLite's message.
+            Some(Violation::Unique) if e.to_string().contains("key_versions.") => {
+                already_exists("key version", &first_version.id)
+            }
+            // A taken id fails on pk_keys (checked before the foreign key), so no read is
+            // needed.
+            Some(Violation::Unique) => already_exists("key", &first_key.id),
+            // fk_keys_ring: the ring is the key's only reference (each version's key is the
+            // one just inserted).
+            Some(Violation::ForeignKey) => not_found("key ring", &first_key.key_ring_id),
+            None => e.into(),
+        })?;
     if !paired {
         let versions: Vec<&KeyVersionRecord> = items.iter().map(|(_, v)| *v).collect();
         insert_versions(conn, &versions).await?;
@@ -92,25 +87,27 @@ pub(super) async fn insert_many_in(
     Ok(())
 }
 
-/// Pushes onto `q` one INSERT of the keys of `items` and one of their first versions (at most
-/// [`MAX_KEYS_PER_INSERT`]); their aliases are not written.
-pub(super) fn push_insert<'a>(
-    q: &mut QueryBuilder<Sqlite>,
-    items: &'a [(&'a KeyRecord, &'a KeyVersionRecord)],
-) {
-    push_insert_keys(q, items);
-    q.push("; ");
-    push_insert_versions(q, items.iter().map(|(_, v)| *v));
-}
-
-/// Pushes onto `q` the INSERTs of the keys of `items` and of their first versions with few row
-/// counts, which the writer connection keeps prepared (see [`super::padded`]); their aliases are
-/// not written. Returns how many statements were pushed.
+/// Pushes onto `q` the INSERTs of the keys of `items` and of their first versions, with few row
+/// counts so that the writer connection keeps them prepared (see [`super::padded`]); their
+/// aliases are not written. Returns how many statements were pushed.
 pub(super) fn push_padded_inserts(
     q: &mut QueryBuilder<Sqlite>,
     items: &[(&KeyRecord, &KeyVersionRecord)],
 ) -> usize {
-    let keys = super::padded::push_inserts(
+    let keys = push_padded_keys(q, items);
+    if keys > 0 {
+        q.push("; ");
+    }
+    let versions: Vec<&KeyVersionRecord> = items.iter().map(|(_, v)| *v).collect();
+    keys + push_padded_versions(q, &versions)
+}
+
+/// Pushes onto `q` the INSERTs of the keys of `items` (see [`push_padded_inserts`]).
+fn push_padded_keys(
+    q: &mut QueryBuilder<Sqlite>,
+    items: &[(&KeyRecord, &KeyVersionRecord)],
+) -> usize {
+    super::padded::push_inserts(
         q,
         "keys (instance_id, id, key_ring_id, name, description, tags, object_type, algorithm, \
          bit_length, extractable, imported, state, created_at, created_by, updated_at, \
@@ -144,16 +141,17 @@ pub(super) fn push_padded_inserts(
                 .push_bind(k.map(|k| k.attributes.as_str()))
                 .push_bind(k.map(|k| k.row_version));
         },
-    );
-    if keys > 0 {
-        q.push("; ");
-    }
-    keys + super::padded::push_inserts(
+    )
+}
+
+/// Pushes onto `q` the INSERTs of `versions` (see [`push_padded_inserts`]).
+fn push_padded_versions(q: &mut QueryBuilder<Sqlite>, versions: &[&KeyVersionRecord]) -> usize {
+    super::padded::push_inserts(
         q,
         "key_versions (instance_id, key_id, id, seq, sealed, mk_version, created_at)",
-        items,
-        |row, item| {
-            let v = item.map(|(_, v)| *v);
+        versions,
+        |row, v| {
+            let v = v.copied();
             row.push_bind(v.map(|v| v.instance_id.as_str()))
                 .push_bind(v.map(|v| v.key_id.as_str()))
                 .push_bind(v.map(|v| v.id.as_str()))
@@ -163,64 +161,6 @@ pub(super) fn push_padded_inserts(
                 .push_bind(v.map(|v| v.created_at));
         },
     )
-}
-
-/// Pushes onto `q` one INSERT of the keys of `items` (at most [`MAX_KEYS_PER_INSERT`]).
-fn push_insert_keys<'a>(
-    q: &mut QueryBuilder<Sqlite>,
-    items: &'a [(&'a KeyRecord, &'a KeyVersionRecord)],
-) {
-    q.push(
-        "INSERT INTO keys (instance_id, id, key_ring_id, name, description, tags, \
-         object_type, algorithm, bit_length, extractable, imported, state, created_at, \
-         created_by, updated_at, activation_at, expires_at, deactivated_at, deleted_at, \
-         deleted_by, last_rotated_at, current_version_id, attributes, row_version) ",
-    );
-    q.push_values(items, |mut row, (key, _)| {
-        row.push_bind(&key.instance_id)
-            .push_bind(&key.id)
-            .push_bind(&key.key_ring_id)
-            .push_bind(&key.name)
-            .push_bind(&key.description)
-            .push_bind(json_strings(&key.tags))
-            .push_bind(&key.object_type)
-            .push_bind(&key.algorithm)
-            .push_bind(key.bit_length)
-            .push_bind(i64::from(key.extractable))
-            .push_bind(i64::from(key.imported))
-            .push_bind(key.state)
-            .push_bind(key.created_at)
-            .push_bind(&key.created_by)
-            .push_bind(key.updated_at)
-            .push_bind(key.activation_at)
-            .push_bind(key.expires_at)
-            .push_bind(key.deactivated_at)
-            .push_bind(key.deleted_at)
-            .push_bind(&key.deleted_by)
-            .push_bind(key.last_rotated_at)
-            .push_bind(&key.current_version_id)
-            .push_bind(&key.attributes)
-            .push_bind(key.row_version);
-    });
-}
-
-/// Pushes onto `q` one INSERT of `versions` (at most [`MAX_KEYS_PER_INSERT`]).
-fn push_insert_versions<'a>(
-    q: &mut QueryBuilder<Sqlite>,
-    versions: impl IntoIterator<Item = &'a KeyVersionRecord>,
-) {
-    q.push(
-        "INSERT INTO key_versions (instance_id, key_id, id, seq, sealed, mk_version, created_at) ",
-    );
-    q.push_values(versions, |mut row, v| {
-        row.push_bind(&v.instance_id)
-            .push_bind(&v.key_id)
-            .push_bind(&v.id)
-            .push_bind(v.seq)
-            .push_bind(&v.sealed)
-            .push_bind(v.mk_version)
-            .push_bind(v.created_at);
-    });
 }
 
 pub(super) async fn get(
@@ -595,24 +535,22 @@ async fn insert_aliases(conn: &mut Conn, key: &KeyRecord) -> Result<()> {
     Ok(())
 }
 
-/// Inserts versions, [`MAX_KEYS_PER_INSERT`] per statement; errors name the first.
+/// Inserts versions in one round trip ([`push_padded_versions`]); errors name the first.
 async fn insert_versions(conn: &mut Conn, versions: &[&KeyVersionRecord]) -> Result<()> {
     let Some(first) = versions.first() else {
         return Ok(());
     };
-    for chunk in versions.chunks(MAX_KEYS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new("");
-        push_insert_versions(&mut q, chunk.iter().copied());
-        q.build()
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| match violation(&e) {
-                // pk_key_versions (id) or uq_key_versions_seq (seq).
-                Some(Violation::Unique) => already_exists("key version", &first.id),
-                Some(Violation::ForeignKey) => not_found("key", &first.key_id),
-                None => StoreError::from(e),
-            })?;
-    }
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    push_padded_versions(&mut q, versions);
+    q.build()
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| match violation(&e) {
+            // pk_key_versions (id) or uq_key_versions_seq (seq).
+            Some(Violation::Unique) => already_exists("key version", &first.id),
+            Some(Violation::ForeignKey) => not_found("key", &first.key_id),
+            None => StoreError::from(e),
+        })?;
     Ok(())
 }
 

@@ -14,8 +14,9 @@ use std::ops::Range;
 use sqlx::query_builder::Separated;
 use sqlx::{QueryBuilder, Sqlite};
 
-/// Most rows of one padded INSERT.
-pub(super) const MAX_ROWS: usize = 256;
+/// Most rows of one padded INSERT (a key's 24 columns make 6,144 bound values, far below
+/// SQLite's limit of 32,766).
+const MAX_ROWS: usize = 256;
 
 /// The chunks of a padded INSERT of `n` rows: which rows, and how many rows its SQL has.
 fn chunks(n: usize) -> impl Iterator<Item = (Range<usize>, usize)> {
