@@ -32,16 +32,6 @@ const TEMPLATES: [(Tag, Tag); 4] = [
     ),
 ];
 
-const OBJECT_TYPES: [ObjectType; 7] = [
-    ObjectType::CERTIFICATE,
-    ObjectType::SYMMETRIC_KEY,
-    ObjectType::PUBLIC_KEY,
-    ObjectType::PRIVATE_KEY,
-    ObjectType::SECRET_DATA,
-    ObjectType::OPAQUE_OBJECT,
-    ObjectType(0xFFFF),
-];
-
 /// A stored key of `algorithm` with the given KMIP attribute map.
 fn key(algorithm: &str, attributes: serde_json::Map<String, serde_json::Value>) -> Key {
     Key {
@@ -199,7 +189,11 @@ fn payload(item: &Item, version: ProtocolVersion) {
     }
     // Register / Import objects.
     let _ = create::object_type(&p);
-    for t in OBJECT_TYPES {
+    // Every type the server stores, and one it does not.
+    for t in discover::OBJECT_TYPES
+        .into_iter()
+        .chain([ObjectType(0xFFFF)])
+    {
         if let Ok(o) = get::read_object(&p, t, version) {
             if matches!(t, ObjectType::SYMMETRIC_KEY | ObjectType::SECRET_DATA) && o.bits.is_none()
             {

@@ -12,6 +12,16 @@ const V2_ONLY: [crate::Operation; 3] = [
     crate::Operation::EXPORT,
 ];
 
+/// The object types the server stores and Query lists.
+pub const OBJECT_TYPES: [ObjectType; 6] = [
+    ObjectType::CERTIFICATE,
+    ObjectType::SYMMETRIC_KEY,
+    ObjectType::PUBLIC_KEY,
+    ObjectType::PRIVATE_KEY,
+    ObjectType::SECRET_DATA,
+    ObjectType::OPAQUE_OBJECT,
+];
+
 /// The Vendor Identification returned by Query.
 pub const VENDOR: &str = concat!("Keyfort ", env!("CARGO_PKG_VERSION"));
 
@@ -50,16 +60,9 @@ pub fn query(ctx: &Ctx<'_>, p: &Struct<'_>) -> OpResult {
     }
     if functions.contains(&QueryFunction::QUERY_OBJECTS) {
         out.extend(
-            [
-                ObjectType::CERTIFICATE,
-                ObjectType::SYMMETRIC_KEY,
-                ObjectType::PUBLIC_KEY,
-                ObjectType::PRIVATE_KEY,
-                ObjectType::SECRET_DATA,
-                ObjectType::OPAQUE_OBJECT,
-            ]
-            .iter()
-            .map(|t| Item::new(Tag::OBJECT_TYPE, Value::Enumeration(t.0))),
+            OBJECT_TYPES
+                .iter()
+                .map(|t| Item::new(Tag::OBJECT_TYPE, Value::Enumeration(t.0))),
         );
     }
     if functions.contains(&QueryFunction::QUERY_SERVER_INFORMATION) {
