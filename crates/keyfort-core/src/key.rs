@@ -85,6 +85,18 @@ pub struct Key {
 }
 
 impl Key {
+    /// The key's state at `now` (ms): an Active key past its expiration date is Deactivated.
+    /// Key Protect deactivates such a key within the hour; the maintenance pass records the
+    /// change ([`Keyfort::run_maintenance`](crate::Keyfort::run_maintenance)), and until it
+    /// has, every use of the key already sees it deactivated.
+    pub fn state_at(&self, now: i64) -> KeyState {
+        if self.state == KeyState::Active && self.expires_at.is_some_and(|e| e <= now) {
+            KeyState::Deactivated
+        } else {
+            self.state
+        }
+    }
+
     /// Root or standard.
     pub fn kind(&self) -> KeyKind {
         if self.extractable {

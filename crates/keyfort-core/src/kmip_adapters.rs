@@ -998,7 +998,7 @@ impl Keyfort {
             .find(|a| a.id == adapter_id)
             .ok_or_else(|| refused(adapter_id, KmipAdapterRefusal::AdapterNotFound))?;
         let crk = self.find_key(&key.instance_id, &adapter.crk_id).await?;
-        check_crk(&crk, Usage::Protect)?;
+        check_crk(&crk, Usage::Protect, self.now_ms())?;
         let crk_material = self.version_material(&crk, &crk.current_version_id).await?;
         let wrapped = keyfort_crypto::aes::key_wrap_pad(&crk_material, material)?;
         let binding = Binding {
@@ -1024,7 +1024,7 @@ impl Keyfort {
             return Ok(material);
         };
         let crk = self.find_key(&key.instance_id, &binding.crk_id).await?;
-        check_crk(&crk, Usage::Process)?;
+        check_crk(&crk, Usage::Process, self.now_ms())?;
         let loaded = self.unsealed(&key.instance_id).await?;
         let version = self
             .store()
@@ -1073,14 +1073,15 @@ pub(crate) fn check_adapter_scope(caller: &Caller, key: &Key) -> Result<()> {
 }
 
 /// A root key usable as an adapter's CRK for `usage`.
-fn check_crk(crk: &Key, usage: Usage) -> Result<()> {
+fn check_crk(crk: &Key, usage: Usage, now: i64) -> Result<()> {
     if crk.extractable {
         return Err(refuse(&crk.id, KmsRefusal::RootKeyRequired));
     }
-    if !crk.state.permits(usage) {
+    let state = crk.state_at(now);
+    if !state.permits(usage) {
         return Err(CoreError::KeyNotUsable {
             id: crk.id.clone(),
-            state: crk.state,
+            state,
             usage,
         });
     }

@@ -1,5 +1,6 @@
-//! Background work of Key Protect semantics: rotating root keys whose rotation policy is due,
-//! and purging keys deleted longer ago than the retention period. The server runs
+//! Background work of Key Protect semantics: deactivating keys past their expiration date,
+//! rotating root keys whose rotation policy is due, and purging keys deleted longer ago than the
+//! retention period. The server runs
 //! [`Keyfort::run_maintenance`] periodically; each pass is idempotent, so running it twice (or on
 //! two nodes) does no harm beyond a refused duplicate rotation.
 
@@ -12,7 +13,7 @@ use crate::auth::{Caller, Principal, PrincipalKind};
 use crate::error::CoreError;
 use crate::key::Key;
 use crate::kms::key_policies_of;
-use crate::lifecycle::KeyState;
+use crate::lifecycle::{KeyState, Transition};
 use crate::service::{Keyfort, administrator_grant};
 
 /// A Key Protect rotation-policy month.
@@ -25,6 +26,8 @@ const PAGE: u64 = 500;
 /// What one maintenance pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MaintenanceReport {
+    /// Keys deactivated because their expiration date has passed.
+    pub deactivated: Vec<String>,
     pub rotated: Vec<String>,
     pub purged: Vec<String>,
     pub failed: usize,
@@ -52,6 +55,11 @@ fn system_caller() -> Caller {
     }
 }
 
+/// An Active key whose expiration date has passed, not yet recorded as deactivated.
+fn expired(key: &Key, now: i64) -> bool {
+    key.state == KeyState::Active && key.state_at(now) == KeyState::Deactivated
+}
+
 fn due_for_rotation(key: &Key, now: i64) -> bool {
     let Some((policy, _)) = key_policies_of(key).rotation else {
         return false;
@@ -64,8 +72,10 @@ fn due_for_rotation(key: &Key, now: i64) -> bool {
 }
 
 impl Keyfort {
-    /// One pass over every unsealed instance: rotates root keys whose rotation policy is due and
-    /// purges keys deleted more than [`AUTO_PURGE_AFTER`] ago. Sealed instances are skipped.
+    /// One pass over every unsealed instance: deactivates Active keys past their expiration
+    /// date (Key Protect does within the hour; uses already see them deactivated, see
+    /// [`Key::state_at`]), rotates root keys whose rotation policy is due and purges keys
+    /// deleted more than [`AUTO_PURGE_AFTER`] ago. Sealed instances are skipped.
     pub async fn run_maintenance(&self) -> Result<MaintenanceReport> {
         let caller = system_caller();
         let mut report = MaintenanceReport::default();
@@ -96,7 +106,7 @@ impl Keyfort {
                         && key
                             .deleted_at
                             .is_some_and(|d| now - d >= AUTO_PURGE_AFTER.as_millis() as i64);
-                    if purge_due || due_for_rotation(&key, now) {
+                    if purge_due || expired(&key, now) || due_for_rotation(&key, now) {
                         due.push(key);
                     }
                 }
@@ -106,7 +116,26 @@ impl Keyfort {
                 offset += n;
             }
             for key in due {
-                if key.state.is_destroyed() {
+                if expired(&key, now) {
+                    let id = key.id.clone();
+                    let details = serde_json::json!({"automatic": true, "reason": "expired"});
+                    match self
+                        .transition_audited(
+                            &caller,
+                            key,
+                            Transition::Deactivate,
+                            "key.deactivate",
+                            details,
+                        )
+                        .await
+                    {
+                        Ok(_) => report.deactivated.push(id),
+                        Err(e) => {
+                            tracing::warn!(key = id, error = %e, "deactivating an expired key failed");
+                            report.failed += 1;
+                        }
+                    }
+                } else if key.state.is_destroyed() {
                     let event = self.audit_event(
                         &caller,
                         &record.id,

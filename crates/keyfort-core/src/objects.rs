@@ -871,10 +871,11 @@ impl Keyfort {
         caller.authorize(Action::UseKey, instance_id, Some(&key.key_ring_id))?;
         crate::kms::check_key_ring(caller, key)?;
         crate::kmip_adapters::check_adapter_scope(caller, key)?;
-        if !key.state.permits(usage) {
+        let state = key.state_at(self.now_ms());
+        if !state.permits(usage) {
             return Err(CoreError::KeyNotUsable {
                 id: key.id.clone(),
-                state: key.state,
+                state,
                 usage,
             });
         }

@@ -228,10 +228,11 @@ impl Keyfort {
         if key.extractable {
             return Err(refuse(&key.id, KmsRefusal::RootKeyRequired));
         }
-        if !key.state.permits(usage) {
+        let state = key.state_at(self.now_ms());
+        if !state.permits(usage) {
             return Err(CoreError::KeyNotUsable {
                 id: key.id.clone(),
-                state: key.state,
+                state,
                 usage,
             });
         }

@@ -1165,6 +1165,117 @@ async fn maintenance_rotates_due_keys_and_purges_old_deletions() {
     assert_eq!(events[0].actor, "keyfort");
 }
 
+/// A key past its expiration date stops wrapping at once and still unwraps; the next maintenance
+/// pass records it as Deactivated with an audit event, and it cannot be enabled again.
+#[tokio::test]
+async fn an_expired_key_stops_wrapping_and_maintenance_deactivates_it() {
+    use std::sync::atomic::Ordering;
+    const MINUTE: i64 = 60 * 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("keyfort.db"))
+        .await
+        .unwrap();
+    let clock = Arc::new(TestClock(std::sync::atomic::AtomicI64::new(
+        1_700_000_000_000,
+    )));
+    let core = Keyfort::open_with_clock(
+        Arc::new(store),
+        CoreConfig::new(Duration::from_secs(3600), TokenSigner::generate().unwrap()),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let boot = core
+        .dev_bootstrap(DevSetup {
+            master_key_file: dir.path().join("dev.key"),
+            previous_api_key: None,
+        })
+        .await
+        .unwrap();
+    let token = core.exchange_api_key(&boot.api_key).await.unwrap();
+    let admin = core.authenticate(&token.token).await.unwrap();
+    let id = boot.instance_id;
+    let now = clock.0.load(Ordering::SeqCst);
+    let expiring = core
+        .create_key(
+            &admin,
+            &id,
+            NewKey {
+                expires_at: Some(now + 5 * MINUTE),
+                ..named("expiring")
+            },
+        )
+        .await
+        .unwrap();
+    let lasting = core
+        .create_key(&admin, &id, named("lasting"))
+        .await
+        .unwrap();
+    let wrapped = core
+        .wrap_key(&admin, &id, &expiring.id, None, &[])
+        .await
+        .unwrap();
+    assert!(core.run_maintenance().await.unwrap().deactivated.is_empty());
+
+    clock.0.fetch_add(6 * MINUTE, Ordering::SeqCst);
+    // Before any maintenance pass: no more wraps, unwraps still work.
+    assert!(matches!(
+        core.wrap_key(&admin, &id, &expiring.id, None, &[]).await,
+        Err(CoreError::KeyNotUsable {
+            state: KeyState::Deactivated,
+            ..
+        })
+    ));
+    let plain = core
+        .unwrap_key(&admin, &id, &expiring.id, &wrapped.ciphertext, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        plain.plaintext.as_slice(),
+        wrapped.generated_plaintext.as_ref().unwrap().as_slice()
+    );
+    core.wrap_key(&admin, &id, &lasting.id, None, &[])
+        .await
+        .unwrap();
+
+    let report = core.run_maintenance().await.unwrap();
+    assert_eq!(report.deactivated, vec![expiring.id.clone()]);
+    let key = core.key(&admin, &id, &expiring.id).await.unwrap();
+    assert_eq!(key.state, KeyState::Deactivated);
+    assert_eq!(key.deactivated_at, Some(now + 6 * MINUTE));
+    assert_eq!(
+        core.key(&admin, &id, &lasting.id).await.unwrap().state,
+        KeyState::Active
+    );
+    // Recorded once, by the server.
+    assert!(core.run_maintenance().await.unwrap().deactivated.is_empty());
+    let events = core
+        .audit_events(
+            &admin,
+            &id,
+            &keyfort_core::AuditQuery {
+                action: Some("key.deactivate".into()),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor, "keyfort");
+    assert_eq!(events[0].target, expiring.id);
+    // Still unwraps once recorded; enabling it again is refused.
+    core.unwrap_key(&admin, &id, &expiring.id, &wrapped.ciphertext, &[])
+        .await
+        .unwrap();
+    assert!(
+        core.transition_key(&admin, &id, &expiring.id, Transition::Enable)
+            .await
+            .is_err(),
+        "an expired key cannot be enabled"
+    );
+}
+
 fn secret_object(id: Option<&str>, material: &[u8]) -> keyfort_core::objects::NewObject {
     keyfort_core::objects::NewObject {
         object_type: keyfort_core::objects::ObjectType::SecretData,
