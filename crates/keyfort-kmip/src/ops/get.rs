@@ -542,6 +542,12 @@ async fn wrap(
         },
         _ => encode(key_value),
     });
+    let wrapping_key = ctx
+        .core
+        .key(ctx.caller(), ctx.instance(), wrapping_id)
+        .await
+        .map_err(core)?;
+    super::allow_usage(&wrapping_key, crate::CryptographicUsageMask::WRAP_KEY)?;
     let wrapped = ctx
         .core
         .object_wrap(

@@ -74,6 +74,32 @@ pub fn core(e: CoreError) -> Invalid {
     crate::error::from_core(&e)
 }
 
+/// The object's Cryptographic Usage Mask, if it has one.
+pub fn usage_mask(key: &keyfort_core::Key) -> Option<i32> {
+    crate::attributes::stored_values(key, "Cryptographic Usage Mask")
+        .into_iter()
+        .find_map(|v| match v {
+            Value::Integer(m) => Some(m),
+            _ => None,
+        })
+}
+
+/// Refuses a use of `key` its Cryptographic Usage Mask does not allow (KMIP 1.4 §3.19). An
+/// object without a mask (registered without one, or made through another door) is not limited.
+pub fn allow_usage(
+    key: &keyfort_core::Key,
+    wanted: crate::CryptographicUsageMask,
+) -> Result<(), Invalid> {
+    let wanted = i32::try_from(wanted.0).unwrap_or(i32::MAX);
+    match usage_mask(key) {
+        Some(m) if wanted & !m != 0 => Err(Invalid::new(
+            ResultReason::INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK,
+            "the object's usage mask does not allow that use",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn uid_item(id: &str) -> Item {
     Item::new(Tag::UNIQUE_IDENTIFIER, Value::TextString(id.to_owned()))
 }

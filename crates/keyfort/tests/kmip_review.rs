@@ -1,0 +1,372 @@
+#![allow(clippy::unwrap_used)]
+//! The KMIP door's refusals end to end, on the real `keyfort server --dev` binary over mutual
+//! TLS: what a key's Cryptographic Usage Mask, Extractable and Sensitive attributes forbid, what
+//! each client role may not do (every item of a batch included), that a client removed or
+//! demoted while its connection stays open loses its rights on that connection at once, and
+//! that oversized or hostile input gets a KMIP error without effect.
+
+mod common;
+
+use common::Server;
+use common::kmip::{Kmip, en, int, st, text};
+use keyfort_kmip::message::Struct;
+use keyfort_kmip::ttlv::{Item, Tag, Value as V};
+use keyfort_kmip::{Operation, ResultReason, ResultStatus};
+
+// Cryptographic Usage Mask bits (KMIP 1.4 §9.1.3.3.1).
+const SIGN: i32 = 0x01;
+const VERIFY: i32 = 0x02;
+const ENCRYPT: i32 = 0x04;
+const DECRYPT: i32 = 0x08;
+const WRAP_KEY: i32 = 0x10;
+const MAC_GENERATE: i32 = 0x80;
+const MAC_VERIFY: i32 = 0x100;
+
+/// A request message in `version` with one batch item per `(operation, payload)`.
+fn message(version: (i32, i32), items: Vec<(Operation, Vec<Item>)>) -> Item {
+    let mut children = vec![st(
+        Tag::REQUEST_HEADER,
+        vec![
+            st(
+                Tag::PROTOCOL_VERSION,
+                vec![
+                    int(Tag::PROTOCOL_VERSION_MAJOR, version.0),
+                    int(Tag::PROTOCOL_VERSION_MINOR, version.1),
+                ],
+            ),
+            int(Tag::BATCH_COUNT, i32::try_from(items.len()).unwrap()),
+        ],
+    )];
+    for (op, payload) in items {
+        children.push(st(
+            Tag::BATCH_ITEM,
+            vec![en(Tag::OPERATION, op.0), st(Tag::REQUEST_PAYLOAD, payload)],
+        ));
+    }
+    st(Tag::REQUEST_MESSAGE, children)
+}
+
+/// `(status, reason, payload)` of each batch item of a response.
+fn outcomes(resp: &Item) -> Vec<(u32, Option<u32>, Vec<Item>)> {
+    Struct::of(resp)
+        .unwrap()
+        .all(Tag::BATCH_ITEM)
+        .map(|item| {
+            let s = Struct::of(item).unwrap();
+            let payload = match s.get(Tag::RESPONSE_PAYLOAD).map(|p| &p.value) {
+                Some(V::Structure(c)) => c.clone(),
+                _ => Vec::new(),
+            };
+            (
+                s.enumeration(Tag::RESULT_STATUS).unwrap(),
+                s.opt_enumeration(Tag::RESULT_REASON).unwrap(),
+                payload,
+            )
+        })
+        .collect()
+}
+
+/// A client in one protocol version, one message per connection.
+struct Client {
+    kmip: Kmip,
+    version: (i32, i32),
+}
+
+impl Client {
+    fn call(&self, op: Operation, payload: Vec<Item>) -> (u32, Option<u32>, Vec<Item>) {
+        let resp = self.kmip.call(&message(self.version, vec![(op, payload)]));
+        let mut all = outcomes(&resp);
+        assert_eq!(all.len(), 1, "{resp:?}");
+        all.pop().unwrap()
+    }
+
+    fn ok(&self, op: Operation, payload: Vec<Item>) -> Vec<Item> {
+        let (status, reason, payload) = self.call(op, payload);
+        assert_eq!(
+            (status, reason),
+            (ResultStatus::SUCCESS.0, None),
+            "{op:?} in {:?}",
+            self.version
+        );
+        payload
+    }
+
+    fn fails(&self, op: Operation, payload: Vec<Item>) -> u32 {
+        let (status, reason, payload) = self.call(op, payload);
+        assert_eq!(
+            status,
+            ResultStatus::OPERATION_FAILED.0,
+            "{op:?} in {:?} should fail: {payload:?}",
+            self.version
+        );
+        reason.unwrap()
+    }
+
+    /// The template of attributes in this version's encoding; each is (name, value).
+    fn template(&self, attributes: &[(&str, V)]) -> Item {
+        if self.version.0 >= 2 {
+            st(
+                Tag::ATTRIBUTES,
+                attributes
+                    .iter()
+                    .map(|(name, value)| Item::new(tag_of(name), value.clone()))
+                    .collect(),
+            )
+        } else {
+            st(
+                Tag::TEMPLATE_ATTRIBUTE,
+                attributes.iter().map(|(n, v)| attr(n, v.clone())).collect(),
+            )
+        }
+    }
+
+    /// Creates a symmetric key of `algorithm` with `mask` and extra attributes, and activates it.
+    fn key(&self, algorithm: u32, bits: i32, mask: i32, extra: &[(&str, V)]) -> String {
+        let mut attributes = vec![
+            ("Cryptographic Algorithm", V::Enumeration(algorithm)),
+            ("Cryptographic Length", V::Integer(bits)),
+            ("Cryptographic Usage Mask", V::Integer(mask)),
+        ];
+        attributes.extend(extra.iter().cloned());
+        let id = uid_of(&self.ok(
+            Operation::CREATE,
+            vec![en(Tag::OBJECT_TYPE, 2), self.template(&attributes)],
+        ));
+        self.ok(Operation::ACTIVATE, vec![uid(&id)]);
+        id
+    }
+
+    /// An active RSA-2048 key pair; (private, public).
+    fn rsa_pair(&self, private_mask: i32, public_mask: i32) -> (String, String) {
+        let template = |tag: Tag, mask: i32| {
+            let mut t = self.template(&[
+                ("Cryptographic Algorithm", V::Enumeration(4)),
+                ("Cryptographic Length", V::Integer(2048)),
+                ("Cryptographic Usage Mask", V::Integer(mask)),
+            ]);
+            t.tag = tag;
+            t
+        };
+        let (private_tag, public_tag) = if self.version.0 >= 2 {
+            (Tag::PRIVATE_KEY_ATTRIBUTES, Tag::PUBLIC_KEY_ATTRIBUTES)
+        } else {
+            (
+                Tag::PRIVATE_KEY_TEMPLATE_ATTRIBUTE,
+                Tag::PUBLIC_KEY_TEMPLATE_ATTRIBUTE,
+            )
+        };
+        let p = self.ok(
+            Operation::CREATE_KEY_PAIR,
+            vec![
+                template(private_tag, private_mask),
+                template(public_tag, public_mask),
+            ],
+        );
+        let s = Struct {
+            tag: Tag::RESPONSE_PAYLOAD,
+            items: &p,
+        };
+        let private = s
+            .text(Tag::PRIVATE_KEY_UNIQUE_IDENTIFIER)
+            .unwrap()
+            .to_owned();
+        let public = s
+            .text(Tag::PUBLIC_KEY_UNIQUE_IDENTIFIER)
+            .unwrap()
+            .to_owned();
+        self.ok(Operation::ACTIVATE, vec![uid(&private)]);
+        self.ok(Operation::ACTIVATE, vec![uid(&public)]);
+        (private, public)
+    }
+}
+
+fn tag_of(name: &str) -> Tag {
+    match name {
+        "Cryptographic Algorithm" => Tag::CRYPTOGRAPHIC_ALGORITHM,
+        "Cryptographic Length" => Tag::CRYPTOGRAPHIC_LENGTH,
+        "Cryptographic Usage Mask" => Tag::CRYPTOGRAPHIC_USAGE_MASK,
+        "Extractable" => Tag::EXTRACTABLE,
+        "Sensitive" => Tag::SENSITIVE,
+        other => panic!("no tag for {other}"),
+    }
+}
+
+fn attr(name: &str, value: V) -> Item {
+    st(
+        Tag::ATTRIBUTE,
+        vec![
+            text(Tag::ATTRIBUTE_NAME, name),
+            Item::new(Tag::ATTRIBUTE_VALUE, value),
+        ],
+    )
+}
+
+fn uid(s: &str) -> Item {
+    text(Tag::UNIQUE_IDENTIFIER, s)
+}
+
+fn data(bytes: &[u8]) -> Item {
+    Item::new(Tag::DATA, V::ByteString(bytes.to_vec()))
+}
+
+fn uid_of(payload: &[Item]) -> String {
+    payload
+        .iter()
+        .find_map(|i| match &i.value {
+            V::TextString(s) if i.tag == Tag::UNIQUE_IDENTIFIER => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn wrapping_spec(kek: &str) -> Item {
+    st(
+        Tag::KEY_WRAPPING_SPECIFICATION,
+        vec![
+            en(Tag::WRAPPING_METHOD, 1),
+            st(
+                Tag::ENCRYPTION_KEY_INFORMATION,
+                vec![
+                    uid(kek),
+                    st(
+                        Tag::CRYPTOGRAPHIC_PARAMETERS,
+                        vec![en(Tag::BLOCK_CIPHER_MODE, 0x0D)],
+                    ),
+                ],
+            ),
+        ],
+    )
+}
+
+#[test]
+fn the_usage_mask_limits_what_a_key_may_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-mask", &[]);
+    for version in [(1, 4), (2, 1)] {
+        let c = Client {
+            kmip: Kmip::dev(&server),
+            version,
+        };
+        let refused = if version.0 >= 2 {
+            ResultReason::INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK.0
+        } else {
+            ResultReason::INVALID_FIELD.0
+        };
+
+        // An AES key that may only decrypt: Encrypt is refused, Decrypt is not.
+        let decrypt_only = c.key(3, 256, DECRYPT, &[]);
+        let both = c.key(3, 256, ENCRYPT | DECRYPT, &[]);
+        assert_eq!(
+            c.fails(
+                Operation::ENCRYPT,
+                vec![uid(&decrypt_only), data(b"secret")]
+            ),
+            refused
+        );
+        let p = c.ok(Operation::ENCRYPT, vec![uid(&both), data(b"secret")]);
+        let s = Struct {
+            tag: Tag::RESPONSE_PAYLOAD,
+            items: &p,
+        };
+        let ciphertext = s.bytes(Tag::DATA).unwrap().to_vec();
+        let iv = s.bytes(Tag::IV_COUNTER_NONCE).unwrap().to_vec();
+        let mut decrypt = vec![
+            Item::new(Tag::DATA, V::ByteString(ciphertext)),
+            Item::new(Tag::IV_COUNTER_NONCE, V::ByteString(iv)),
+        ];
+        if let Some(tag) = s.opt_bytes(Tag::AUTHENTICATED_ENCRYPTION_TAG).unwrap() {
+            decrypt.push(Item::new(
+                Tag::AUTHENTICATED_ENCRYPTION_TAG,
+                V::ByteString(tag.to_vec()),
+            ));
+        }
+        let with = |id: &str| {
+            let mut p = vec![uid(id)];
+            p.extend(decrypt.iter().cloned());
+            p
+        };
+        c.ok(Operation::DECRYPT, with(&both));
+        // An encrypt-only key does not decrypt.
+        let encrypt_only = c.key(3, 256, ENCRYPT, &[]);
+        assert_eq!(c.fails(Operation::DECRYPT, with(&encrypt_only)), refused);
+
+        // MAC: an HMAC key without MAC Generate, and an AES key (no MAC bits) used as one.
+        let verify_only = c.key(9, 256, MAC_VERIFY, &[]);
+        assert_eq!(
+            c.fails(Operation::MAC, vec![uid(&verify_only), data(b"m")]),
+            refused
+        );
+        assert_eq!(
+            c.fails(
+                Operation::MAC,
+                vec![
+                    uid(&both),
+                    data(b"m"),
+                    st(
+                        Tag::CRYPTOGRAPHIC_PARAMETERS,
+                        vec![en(Tag::CRYPTOGRAPHIC_ALGORITHM, 9)],
+                    ),
+                ],
+            ),
+            refused
+        );
+        let mac_key = c.key(9, 256, MAC_GENERATE, &[]);
+        let p = c.ok(Operation::MAC, vec![uid(&mac_key), data(b"m")]);
+        let mac = Struct {
+            tag: Tag::RESPONSE_PAYLOAD,
+            items: &p,
+        }
+        .bytes(Tag::MAC_DATA)
+        .unwrap()
+        .to_vec();
+        let mac_verify = |id: &str| {
+            vec![
+                uid(id),
+                data(b"m"),
+                Item::new(Tag::MAC_DATA, V::ByteString(mac.clone())),
+            ]
+        };
+        assert_eq!(
+            c.fails(Operation::MAC_VERIFY, mac_verify(&mac_key)),
+            refused
+        );
+
+        // Sign and verify with keys that may, then with a private key that may only decrypt
+        // and a public key that may only encrypt.
+        let (private, public) = c.rsa_pair(SIGN, VERIFY);
+        let p = c.ok(Operation::SIGN, vec![uid(&private), data(b"doc")]);
+        let signature = Struct {
+            tag: Tag::RESPONSE_PAYLOAD,
+            items: &p,
+        }
+        .bytes(Tag::SIGNATURE_DATA)
+        .unwrap()
+        .to_vec();
+        let verify = |id: &str| {
+            vec![
+                uid(id),
+                data(b"doc"),
+                Item::new(Tag::SIGNATURE_DATA, V::ByteString(signature.clone())),
+            ]
+        };
+        c.ok(Operation::SIGNATURE_VERIFY, verify(&public));
+        let (private, public) = c.rsa_pair(DECRYPT, ENCRYPT);
+        assert_eq!(
+            c.fails(Operation::SIGN, vec![uid(&private), data(b"doc")]),
+            refused
+        );
+        assert_eq!(
+            c.fails(Operation::SIGNATURE_VERIFY, verify(&public)),
+            refused
+        );
+
+        // Get wrapped with a key that may not wrap keys; with one that may, it works.
+        let dek = c.key(3, 128, ENCRYPT | DECRYPT, &[]);
+        assert_eq!(
+            c.fails(Operation::GET, vec![uid(&dek), wrapping_spec(&both)]),
+            refused
+        );
+        let kek = c.key(3, 256, WRAP_KEY, &[]);
+        c.ok(Operation::GET, vec![uid(&dek), wrapping_spec(&kek)]);
+    }
+}
