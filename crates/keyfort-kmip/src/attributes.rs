@@ -330,6 +330,14 @@ pub fn stored_values(key: &Key, name: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The value of a stored Boolean attribute (Extractable, Sensitive), if it has one.
+pub fn flag(key: &Key, name: &str) -> Option<bool> {
+    stored_values(key, name).into_iter().find_map(|v| match v {
+        Value::Boolean(b) => Some(b),
+        _ => None,
+    })
+}
+
 /// Replaces one stored attribute's values (an empty list removes it).
 pub fn set_stored(key: &mut Key, name: &str, values: &[Value]) -> Result<(), Invalid> {
     let entry = key

@@ -238,6 +238,30 @@ fn wrapping_spec(kek: &str) -> Item {
     )
 }
 
+/// The Key Material of a Get response, whatever the object type.
+fn material(payload: &[Item]) -> V {
+    let s = Struct {
+        tag: Tag::RESPONSE_PAYLOAD,
+        items: payload,
+    };
+    let object = [Tag::SYMMETRIC_KEY, Tag::PRIVATE_KEY, Tag::PUBLIC_KEY]
+        .into_iter()
+        .find_map(|t| s.child(t).unwrap())
+        .unwrap();
+    let block = object.child(Tag::KEY_BLOCK).unwrap().unwrap();
+    match &block.get(Tag::KEY_VALUE).unwrap().value {
+        V::Structure(_) => block
+            .child(Tag::KEY_VALUE)
+            .unwrap()
+            .unwrap()
+            .get(Tag::KEY_MATERIAL)
+            .unwrap()
+            .value
+            .clone(),
+        wrapped => wrapped.clone(),
+    }
+}
+
 #[test]
 fn the_usage_mask_limits_what_a_key_may_do() {
     let tmp = tempfile::tempdir().unwrap();
@@ -368,5 +392,134 @@ fn the_usage_mask_limits_what_a_key_may_do() {
         );
         let kek = c.key(3, 256, WRAP_KEY, &[]);
         c.ok(Operation::GET, vec![uid(&dek), wrapping_spec(&kek)]);
+    }
+}
+
+#[test]
+fn non_extractable_and_sensitive_keys_do_not_leave_in_the_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-extract", &[]);
+    for version in [(1, 4), (2, 1)] {
+        let c = Client {
+            kmip: Kmip::dev(&server),
+            version,
+        };
+        let kek = c.key(3, 256, WRAP_KEY, &[]);
+
+        // Extractable false: neither in the clear nor wrapped, nor by Export.
+        let kept = c.key(
+            3,
+            256,
+            ENCRYPT | DECRYPT,
+            &[("Extractable", V::Boolean(false))],
+        );
+        assert_eq!(
+            c.fails(Operation::GET, vec![uid(&kept)]),
+            ResultReason::NOT_EXTRACTABLE.0
+        );
+        assert_eq!(
+            c.fails(Operation::GET, vec![uid(&kept), wrapping_spec(&kek)]),
+            ResultReason::NOT_EXTRACTABLE.0
+        );
+        if version.0 >= 2 {
+            assert_eq!(
+                c.fails(Operation::EXPORT, vec![uid(&kept)]),
+                ResultReason::NOT_EXTRACTABLE.0
+            );
+        }
+        // It is still used inside the server.
+        c.ok(Operation::ENCRYPT, vec![uid(&kept), data(b"in place")]);
+        // Extractable goes from true to false only, Sensitive from false to true only.
+        let modify = |id: &str, name: &str, value: bool| {
+            if version.0 >= 2 {
+                c.call(
+                    Operation::SET_ATTRIBUTE,
+                    vec![
+                        uid(id),
+                        st(
+                            Tag::NEW_ATTRIBUTE,
+                            vec![Item::new(tag_of(name), V::Boolean(value))],
+                        ),
+                    ],
+                )
+            } else {
+                c.call(
+                    Operation::MODIFY_ATTRIBUTE,
+                    vec![uid(id), attr(name, V::Boolean(value))],
+                )
+            }
+        };
+        let delete = |id: &str, name: &str| {
+            c.call(
+                Operation::DELETE_ATTRIBUTE,
+                vec![uid(id), text(Tag::ATTRIBUTE_NAME, name)],
+            )
+        };
+        let denied = (
+            ResultStatus::OPERATION_FAILED.0,
+            Some(ResultReason::PERMISSION_DENIED.0),
+        );
+        let (status, reason, _) = modify(&kept, "Extractable", true);
+        assert_eq!((status, reason), denied);
+        if version.0 < 2 {
+            let (status, reason, _) = delete(&kept, "Extractable");
+            assert_eq!((status, reason), denied);
+        }
+        assert_eq!(
+            c.fails(Operation::GET, vec![uid(&kept)]),
+            ResultReason::NOT_EXTRACTABLE.0
+        );
+
+        // Sensitive true: only wrapped.
+        let sensitive = c.key(
+            3,
+            256,
+            ENCRYPT | DECRYPT,
+            &[("Sensitive", V::Boolean(true))],
+        );
+        assert_eq!(
+            c.fails(Operation::GET, vec![uid(&sensitive)]),
+            ResultReason::SENSITIVE.0
+        );
+        if version.0 >= 2 {
+            assert_eq!(
+                c.fails(Operation::EXPORT, vec![uid(&sensitive)]),
+                ResultReason::SENSITIVE.0
+            );
+        }
+        let (status, reason, _) = modify(&sensitive, "Sensitive", false);
+        assert_eq!((status, reason), denied);
+        if version.0 < 2 {
+            let (status, reason, _) = delete(&sensitive, "Sensitive");
+            assert_eq!((status, reason), denied);
+        }
+        assert_eq!(
+            c.fails(Operation::GET, vec![uid(&sensitive)]),
+            ResultReason::SENSITIVE.0
+        );
+        let p = c.ok(Operation::GET, vec![uid(&sensitive), wrapping_spec(&kek)]);
+        assert!(matches!(material(&p), V::ByteString(b) if b.len() > 32));
+
+        // Extractable true and Sensitive false change nothing.
+        let open = c.key(
+            3,
+            256,
+            ENCRYPT,
+            &[
+                ("Extractable", V::Boolean(true)),
+                ("Sensitive", V::Boolean(false)),
+            ],
+        );
+        let p = c.ok(Operation::GET, vec![uid(&open)]);
+        assert!(matches!(material(&p), V::ByteString(b) if b.len() == 32));
+        // And the way to protect a key stays open.
+        let (status, _, _) = modify(&open, "Sensitive", true);
+        assert_eq!(status, ResultStatus::SUCCESS.0);
+        let (status, _, _) = modify(&open, "Extractable", false);
+        assert_eq!(status, ResultStatus::SUCCESS.0);
+        assert_eq!(
+            c.fails(Operation::GET, vec![uid(&open)]),
+            ResultReason::NOT_EXTRACTABLE.0
+        );
     }
 }
