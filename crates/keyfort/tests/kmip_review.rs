@@ -7,11 +7,20 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::Server;
-use common::kmip::{Kmip, en, int, st, text};
+use common::kmip::{Kmip, en, int, read_message, st, text};
 use keyfort_kmip::message::Struct;
-use keyfort_kmip::ttlv::{Item, Tag, Value as V};
+use keyfort_kmip::ttlv::{Item, Tag, Value as V, encode};
 use keyfort_kmip::{Operation, ResultReason, ResultStatus};
+use rustls::pki_types::ServerName;
+use tokio::io::AsyncWriteExt;
+use tokio_rustls::TlsConnector;
+
+/// The dev CA's names (`crates/keyfort/src/tls.rs`).
+const DEV_CA_COMMON_NAME: &str = "Keyfort dev CA";
+const DEV_ORGANIZATION: &str = "Keyfort (development only)";
 
 // Cryptographic Usage Mask bits (KMIP 1.4 §9.1.3.3.1).
 const SIGN: i32 = 0x01;
@@ -260,6 +269,54 @@ fn material(payload: &[Item]) -> V {
             .clone(),
         wrapped => wrapped.clone(),
     }
+}
+
+/// A client certificate signed by the dev CA: (certificate PEM, key PEM, PEM file).
+fn dev_signed_certificate(tmp: &Path, name: &str) -> (String, String, std::path::PathBuf) {
+    let ca_key_pem = std::fs::read_to_string(tmp.join("data/tls/ca-key.pem")).unwrap();
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).unwrap();
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params.distinguished_name = rcgen::DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, DEV_ORGANIZATION);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, DEV_CA_COMMON_NAME);
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, name.to_owned());
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let file = tmp.join(format!("{name}.pem"));
+    std::fs::write(&file, cert.pem()).unwrap();
+    (cert.pem(), key.serialize_pem(), file)
+}
+
+/// A client registered with `role` on the dev instance; (client, fingerprint).
+fn client_with_role(server: &Server, tmp: &Path, name: &str, role: &str) -> (Client, String) {
+    let instance = server.dev["instance_id"].as_str().unwrap().to_owned();
+    let (cert, key, file) = dev_signed_certificate(tmp, name);
+    let added = server.json(&[
+        "kmip",
+        "client",
+        "add",
+        "--cert",
+        file.to_str().unwrap(),
+        "--instance",
+        &instance,
+        "--role",
+        role,
+    ]);
+    assert_eq!(added["role"], role, "{added}");
+    let client = Client {
+        kmip: Kmip::new(server, cert.as_bytes(), key.as_bytes()),
+        version: (1, 4),
+    };
+    (client, added["fingerprint"].as_str().unwrap().to_owned())
 }
 
 #[test]
@@ -522,4 +579,100 @@ fn non_extractable_and_sensitive_keys_do_not_leave_in_the_clear() {
             ResultReason::NOT_EXTRACTABLE.0
         );
     }
+}
+
+/// One TLS connection kept open across requests.
+struct Connection {
+    rt: tokio::runtime::Runtime,
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+}
+
+impl Connection {
+    fn open(kmip: &Kmip) -> Connection {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stream = rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(kmip.addr).await.unwrap();
+            TlsConnector::from(kmip.tls.clone())
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap()
+        });
+        Connection { rt, stream }
+    }
+
+    /// The outcome of one operation, or `None` when the server closed the connection.
+    fn call(&mut self, op: Operation, payload: Vec<Item>) -> Option<(u32, Option<u32>)> {
+        let bytes = encode(&message((1, 4), vec![(op, payload)]));
+        let stream = &mut self.stream;
+        let resp = self.rt.block_on(async {
+            stream.write_all(&bytes).await.ok()?;
+            stream.flush().await.ok()?;
+            read_message(stream).await
+        })?;
+        let (status, reason, _) = outcomes(&resp).pop().unwrap();
+        Some((status, reason))
+    }
+}
+
+fn create_payload() -> Vec<Item> {
+    vec![
+        en(Tag::OBJECT_TYPE, 2),
+        st(
+            Tag::TEMPLATE_ATTRIBUTE,
+            vec![
+                attr("Cryptographic Algorithm", V::Enumeration(3)),
+                attr("Cryptographic Length", V::Integer(128)),
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn a_removed_or_demoted_client_loses_its_rights_on_an_open_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-session", &[]);
+    let instance = server.dev["instance_id"].as_str().unwrap().to_owned();
+    let success = Some((ResultStatus::SUCCESS.0, None));
+
+    // A Writer, removed while its connection is open.
+    let (writer, fingerprint) = client_with_role(&server, tmp.path(), "writer", "Writer");
+    let mut conn = Connection::open(&writer.kmip);
+    assert_eq!(conn.call(Operation::CREATE, create_payload()), success);
+    let out = server.cli(&["kmip", "client", "remove", &fingerprint]);
+    assert!(out.status.success(), "{out:?}");
+    // Within the server's caller cache lifetime (5 s), as for API keys.
+    std::thread::sleep(std::time::Duration::from_millis(5_500));
+    let after = conn.call(Operation::CREATE, create_payload());
+    assert!(
+        after.is_none()
+            || after
+                == Some((
+                    ResultStatus::OPERATION_FAILED.0,
+                    Some(ResultReason::AUTHENTICATION_NOT_SUCCESSFUL.0)
+                )),
+        "{after:?}"
+    );
+
+    // A Writer demoted to Reader while its connection is open.
+    let (writer, _) = client_with_role(&server, tmp.path(), "demoted", "Writer");
+    let mut conn = Connection::open(&writer.kmip);
+    assert_eq!(conn.call(Operation::CREATE, create_payload()), success);
+    let pem = std::fs::read_to_string(tmp.path().join("demoted.pem")).unwrap();
+    let (code, body) = server.api().post(
+        "/api/keyfort/v1/kmip/clients",
+        &serde_json::json!({"certificate": pem, "instance": instance, "role": "Reader"}),
+    );
+    assert_eq!(code, 201, "{body}");
+    std::thread::sleep(std::time::Duration::from_millis(5_500));
+    assert_eq!(
+        conn.call(Operation::CREATE, create_payload()),
+        Some((
+            ResultStatus::OPERATION_FAILED.0,
+            Some(ResultReason::PERMISSION_DENIED.0)
+        ))
+    );
+    assert_eq!(conn.call(Operation::LOCATE, vec![]), success);
 }
