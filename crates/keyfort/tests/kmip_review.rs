@@ -676,3 +676,139 @@ fn a_removed_or_demoted_client_loses_its_rights_on_an_open_connection() {
     );
     assert_eq!(conn.call(Operation::LOCATE, vec![]), success);
 }
+
+#[test]
+fn roles_limit_every_operation_and_every_batch_item() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-roles", &[]);
+    let manager = Client {
+        kmip: Kmip::dev(&server),
+        version: (1, 4),
+    };
+    let (reader, _) = client_with_role(&server, tmp.path(), "reader", "Reader");
+    let (reader_plus, _) = client_with_role(&server, tmp.path(), "readerplus", "ReaderPlus");
+    let (writer, _) = client_with_role(&server, tmp.path(), "writer", "Writer");
+    let denied = ResultReason::PERMISSION_DENIED.0;
+    let active = manager.key(3, 256, ENCRYPT | DECRYPT, &[]);
+    let pre_active = uid_of(&manager.ok(Operation::CREATE, create_payload()));
+    let count = || {
+        manager
+            .ok(Operation::LOCATE, vec![])
+            .iter()
+            .filter(|i| i.tag == Tag::UNIQUE_IDENTIFIER)
+            .count()
+    };
+    let before = count();
+    let revoke = |id: &str| {
+        vec![
+            uid(id),
+            st(
+                Tag::REVOCATION_REASON,
+                vec![en(Tag::REVOCATION_REASON_CODE, 5)],
+            ),
+        ]
+    };
+    let register = vec![
+        en(Tag::OBJECT_TYPE, 7),
+        st(
+            Tag::SECRET_DATA,
+            vec![
+                en(Tag::SECRET_DATA_TYPE, 1),
+                st(
+                    Tag::KEY_BLOCK,
+                    vec![
+                        en(Tag::KEY_FORMAT_TYPE, 2),
+                        st(
+                            Tag::KEY_VALUE,
+                            vec![Item::new(Tag::KEY_MATERIAL, V::ByteString(vec![7; 16]))],
+                        ),
+                    ],
+                ),
+            ],
+        ),
+    ];
+    let x_attr = |id: &str| vec![uid(id), attr("x-owner", V::TextString("me".into()))];
+
+    // Reader and ReaderPlus: none of the changes; Reader does not read material either.
+    for c in [&reader, &reader_plus] {
+        assert_eq!(c.fails(Operation::CREATE, create_payload()), denied);
+        assert_eq!(c.fails(Operation::REGISTER, register.clone()), denied);
+        assert_eq!(c.fails(Operation::ACTIVATE, vec![uid(&pre_active)]), denied);
+        assert_eq!(c.fails(Operation::REVOKE, revoke(&active)), denied);
+        assert_eq!(c.fails(Operation::DESTROY, vec![uid(&pre_active)]), denied);
+        assert_eq!(c.fails(Operation::ADD_ATTRIBUTE, x_attr(&active)), denied);
+        assert_eq!(c.fails(Operation::RE_KEY, vec![uid(&active)]), denied);
+        // Reading and using are theirs.
+        c.ok(Operation::GET_ATTRIBUTES, vec![uid(&active)]);
+        c.ok(Operation::CHECK, vec![uid(&active)]);
+        c.ok(Operation::ENCRYPT, vec![uid(&active), data(b"x")]);
+    }
+    assert_eq!(reader.fails(Operation::GET, vec![uid(&active)]), denied);
+    reader_plus.ok(Operation::GET, vec![uid(&active)]);
+
+    // Writer: creates and re-keys no object it may not link; manages nothing.
+    writer.ok(Operation::CREATE, create_payload());
+    assert_eq!(
+        writer.fails(Operation::ACTIVATE, vec![uid(&pre_active)]),
+        denied
+    );
+    assert_eq!(writer.fails(Operation::REVOKE, revoke(&active)), denied);
+    assert_eq!(
+        writer.fails(Operation::DESTROY, vec![uid(&pre_active)]),
+        denied
+    );
+    assert_eq!(
+        writer.fails(Operation::ADD_ATTRIBUTE, x_attr(&active)),
+        denied
+    );
+    assert_eq!(
+        writer.fails(
+            Operation::MODIFY_ATTRIBUTE,
+            vec![
+                uid(&active),
+                attr("Cryptographic Usage Mask", V::Integer(0x7FFF))
+            ]
+        ),
+        denied
+    );
+    assert_eq!(
+        writer.fails(
+            Operation::DELETE_ATTRIBUTE,
+            vec![
+                uid(&active),
+                text(Tag::ATTRIBUTE_NAME, "Cryptographic Usage Mask")
+            ]
+        ),
+        denied
+    );
+    let created = count();
+    assert_eq!(created, before + 1);
+    // A refused Re-key leaves no new object behind.
+    assert_eq!(writer.fails(Operation::RE_KEY, vec![uid(&active)]), denied);
+    assert_eq!(count(), created);
+
+    // In a batch, every item is checked, not the first only; the ID Placeholder of an item
+    // the client may run gives no right on the next.
+    let resp = reader.kmip.call(&message(
+        (1, 4),
+        vec![
+            (Operation::LOCATE, vec![]),
+            (Operation::CHECK, vec![uid(&pre_active)]),
+            (Operation::ACTIVATE, vec![]),
+            (Operation::DESTROY, vec![]),
+        ],
+    ));
+    let all = outcomes(&resp);
+    assert_eq!(all.len(), 3, "{resp:?}");
+    assert_eq!(all[1].0, ResultStatus::SUCCESS.0);
+    assert_eq!(
+        (all[2].0, all[2].1),
+        (ResultStatus::OPERATION_FAILED.0, Some(denied))
+    );
+    let state = manager.ok(
+        Operation::GET_ATTRIBUTES,
+        vec![uid(&pre_active), text(Tag::ATTRIBUTE_NAME, "State")],
+    );
+    assert!(format!("{state:?}").contains("Enumeration(1)"), "{state:?}");
+    assert_eq!(count(), created);
+}

@@ -310,10 +310,6 @@ pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         })
         .await
         .map_err(core)?;
-    ctx.record(Undo::Created {
-        id: new.id.clone(),
-        row_version: new.row_version,
-    });
     let new_id = new.id.clone();
     let mut previous = Vec::new();
     let old = ctx
@@ -335,8 +331,26 @@ pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
                 })
             },
         )
-        .await
-        .map_err(core)?;
+        .await;
+    let old = match old {
+        Ok(old) => old,
+        Err(e) => {
+            // The old object could not be linked (e.g. a role that may re-key but not change
+            // attributes): the new object goes again, so that the refused Re-key changes nothing.
+            if let Err(undo) = ctx
+                .core
+                .undo_object_creation(ctx.caller(), ctx.instance(), &new.id, new.row_version)
+                .await
+            {
+                tracing::warn!(error = ?undo, id = %new.id, "KMIP Re-key: removing the new object failed");
+            }
+            return Err(core(e));
+        }
+    };
+    ctx.record(Undo::Created {
+        id: new.id.clone(),
+        row_version: new.row_version,
+    });
     ctx.record(Undo::Attribute {
         id: old.id,
         name: "Link".to_owned(),
