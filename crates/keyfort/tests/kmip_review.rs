@@ -812,3 +812,92 @@ fn roles_limit_every_operation_and_every_batch_item() {
     assert!(format!("{state:?}").contains("Enumeration(1)"), "{state:?}");
     assert_eq!(count(), created);
 }
+
+#[test]
+fn the_attributes_of_an_object_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-bounds", &[]);
+    let c = Client {
+        kmip: Kmip::dev(&server),
+        version: (1, 4),
+    };
+    let big = "v".repeat(200 * 1024);
+    let id = uid_of(&c.ok(Operation::CREATE, create_payload()));
+
+    // One large value, or many values, in Create or in Add Attribute: refused, and nothing
+    // is stored.
+    let mut oversized = create_payload();
+    if let V::Structure(t) = &mut oversized[1].value {
+        t.push(attr("x-big", V::TextString(big.clone())));
+    }
+    assert_eq!(
+        c.fails(Operation::CREATE, oversized),
+        ResultReason::INVALID_FIELD.0
+    );
+    let mut many = create_payload();
+    if let V::Structure(t) = &mut many[1].value {
+        t.extend((0..200).map(|i| attr("x-many", V::TextString(format!("{i}")))));
+    }
+    assert_eq!(
+        c.fails(Operation::CREATE, many),
+        ResultReason::INVALID_FIELD.0
+    );
+    let mut added = 0;
+    for _ in 0..20 {
+        let (status, _, _) = c.call(
+            Operation::ADD_ATTRIBUTE,
+            vec![
+                uid(&id),
+                attr("x-big", V::TextString("w".repeat(40 * 1024))),
+            ],
+        );
+        if status != ResultStatus::SUCCESS.0 {
+            break;
+        }
+        added += 1;
+    }
+    assert!(added < 20, "an object took 20 values of 40 KiB");
+    let p = c.ok(Operation::GET_ATTRIBUTES, vec![uid(&id)]);
+    assert!(encode(&st(Tag::RESPONSE_PAYLOAD, p)).len() < 128 * 1024);
+
+    // Hostile framing and values get a KMIP error, not a crash: a 100 KB Unique Identifier,
+    // Locate with Maximum Items 0 and a huge offset, negative numbers.
+    let long = "u".repeat(100 * 1024);
+    assert_eq!(
+        c.fails(Operation::GET, vec![uid(&long)]),
+        ResultReason::ITEM_NOT_FOUND.0
+    );
+    let p = c.ok(Operation::LOCATE, vec![int(Tag::MAXIMUM_ITEMS, 0)]);
+    assert!(!p.iter().any(|i| i.tag == Tag::UNIQUE_IDENTIFIER));
+    let p = c.ok(Operation::LOCATE, vec![int(Tag::OFFSET_ITEMS, i32::MAX)]);
+    assert!(!p.iter().any(|i| i.tag == Tag::UNIQUE_IDENTIFIER));
+    assert_eq!(
+        c.fails(Operation::LOCATE, vec![int(Tag::MAXIMUM_ITEMS, -1)]),
+        ResultReason::INVALID_FIELD.0
+    );
+    assert_eq!(
+        c.fails(
+            Operation::RNG_RETRIEVE,
+            vec![int(Tag::DATA_LENGTH, i32::MIN)]
+        ),
+        ResultReason::INVALID_FIELD.0
+    );
+    assert_eq!(
+        c.fails(
+            Operation::RNG_RETRIEVE,
+            vec![int(Tag::DATA_LENGTH, i32::MAX)]
+        ),
+        ResultReason::INVALID_FIELD.0
+    );
+    // 17 nested Structures, and a Batch Count that does not match: Invalid Message.
+    let mut nested = st(Tag::ATTRIBUTE_VALUE, vec![]);
+    for _ in 0..17 {
+        nested = st(Tag::ATTRIBUTE_VALUE, vec![nested]);
+    }
+    let resp = c
+        .kmip
+        .call(&message((1, 4), vec![(Operation::LOCATE, vec![nested])]));
+    assert_eq!(outcomes(&resp)[0].1, Some(ResultReason::INVALID_MESSAGE.0));
+    // The server still answers.
+    c.ok(Operation::GET_ATTRIBUTES, vec![uid(&id)]);
+}
