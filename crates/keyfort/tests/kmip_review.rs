@@ -901,3 +901,108 @@ fn the_attributes_of_an_object_are_bounded() {
     // The server still answers.
     c.ok(Operation::GET_ATTRIBUTES, vec![uid(&id)]);
 }
+
+#[test]
+fn the_lifecycle_state_limits_use_and_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-states", &[]);
+    let c = Client {
+        kmip: Kmip::dev(&server),
+        version: (1, 4),
+    };
+    let illegal = ResultReason::ILLEGAL_OPERATION.0;
+    let revoke = |id: &str, code: u32| {
+        c.ok(
+            Operation::REVOKE,
+            vec![
+                uid(id),
+                st(
+                    Tag::REVOCATION_REASON,
+                    vec![en(Tag::REVOCATION_REASON_CODE, code)],
+                ),
+            ],
+        );
+    };
+    let mask = ENCRYPT | DECRYPT | MAC_GENERATE;
+    let create = |algorithm: u32| {
+        uid_of(&c.ok(
+            Operation::CREATE,
+            vec![
+                en(Tag::OBJECT_TYPE, 2),
+                c.template(&[
+                    ("Cryptographic Algorithm", V::Enumeration(algorithm)),
+                    ("Cryptographic Length", V::Integer(256)),
+                    ("Cryptographic Usage Mask", V::Integer(mask)),
+                ]),
+            ],
+        ))
+    };
+
+    // Pre-active: no use, but Get (KMIP 1.4 §3.22: the key may be distributed).
+    let pre_active = create(3);
+    assert_eq!(
+        c.fails(Operation::ENCRYPT, vec![uid(&pre_active), data(b"x")]),
+        illegal
+    );
+    c.ok(Operation::GET, vec![uid(&pre_active)]);
+
+    // Active: encrypts. Deactivated (revoked, reason Superseded): decrypts what
+    // it encrypted, encrypts no more, and is never activated again.
+    let key = create(3);
+    c.ok(Operation::ACTIVATE, vec![uid(&key)]);
+    let p = c.ok(Operation::ENCRYPT, vec![uid(&key), data(b"kept")]);
+    let mut decrypt = vec![uid(&key)];
+    decrypt.extend(
+        p.iter()
+            .filter(|i| i.tag != Tag::UNIQUE_IDENTIFIER)
+            .cloned(),
+    );
+    revoke(&key, 5);
+    assert_eq!(
+        c.fails(Operation::ENCRYPT, vec![uid(&key), data(b"x")]),
+        illegal
+    );
+    let p = c.ok(Operation::DECRYPT, decrypt.clone());
+    assert_eq!(
+        Struct {
+            tag: Tag::RESPONSE_PAYLOAD,
+            items: &p
+        }
+        .bytes(Tag::DATA)
+        .unwrap(),
+        b"kept"
+    );
+    assert_eq!(c.fails(Operation::ACTIVATE, vec![uid(&key)]), illegal);
+
+    // Compromised: no encryption, no MAC, no export, no activation.
+    let compromised = create(9);
+    c.ok(Operation::ACTIVATE, vec![uid(&compromised)]);
+    revoke(&compromised, 2);
+    assert_eq!(
+        c.fails(Operation::MAC, vec![uid(&compromised), data(b"x")]),
+        illegal
+    );
+    assert_eq!(c.fails(Operation::GET, vec![uid(&compromised)]), illegal);
+    assert_eq!(
+        c.fails(Operation::ACTIVATE, vec![uid(&compromised)]),
+        illegal
+    );
+
+    // Destroyed: no material at all, in any way.
+    c.ok(Operation::DESTROY, vec![uid(&key)]);
+    assert_eq!(c.fails(Operation::GET, vec![uid(&key)]), illegal);
+    assert_eq!(c.fails(Operation::DECRYPT, decrypt), illegal);
+    let kek = c.key(3, 256, WRAP_KEY, &[]);
+    assert_eq!(
+        c.fails(Operation::GET, vec![uid(&key), wrapping_spec(&kek)]),
+        illegal
+    );
+    assert_eq!(c.fails(Operation::ACTIVATE, vec![uid(&key)]), illegal);
+    // A revoked wrapping key wraps nothing.
+    let dek = c.key(3, 128, ENCRYPT, &[]);
+    revoke(&kek, 5);
+    assert_eq!(
+        c.fails(Operation::GET, vec![uid(&dek), wrapping_spec(&kek)]),
+        illegal
+    );
+}
