@@ -1006,3 +1006,128 @@ fn the_lifecycle_state_limits_use_and_export() {
         illegal
     );
 }
+
+/// The Result Reason and Result Message of a failed single-item response.
+fn refusal(resp: &Item) -> (Option<u32>, String) {
+    let s = Struct::of(resp).unwrap();
+    let item = s.child(Tag::BATCH_ITEM).unwrap().unwrap();
+    assert_eq!(
+        item.enumeration(Tag::RESULT_STATUS).unwrap(),
+        ResultStatus::OPERATION_FAILED.0,
+        "{resp:?}"
+    );
+    (
+        item.opt_enumeration(Tag::RESULT_REASON).unwrap(),
+        item.opt_text(Tag::RESULT_MESSAGE)
+            .unwrap()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[test]
+fn another_instance_s_objects_are_out_of_reach_and_indistinguishable_from_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-isolation", &[]);
+    // A second instance with one custodian, and a Manager client on it.
+    let cust = tmp.path().join("custodian");
+    std::fs::write(tmp.path().join("pass"), "a passphrase\n").unwrap();
+    server.json_anon(&[
+        "custodian",
+        "keygen",
+        "--out",
+        cust.to_str().unwrap(),
+        "--passphrase-file",
+        tmp.path().join("pass").to_str().unwrap(),
+        "--kdf-test-params",
+    ]);
+    let other = server.json(&["instance", "create", "other"]);
+    let other = other["id"].as_str().unwrap().to_owned();
+    server.json(&[
+        "instance",
+        "init",
+        &other,
+        "--custodians",
+        &format!("{}.pub", cust.display()),
+        "--threshold",
+        "1",
+        "--out-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    let (cert, key, file) = dev_signed_certificate(tmp.path(), "other");
+    server.json(&[
+        "kmip",
+        "client",
+        "add",
+        "--cert",
+        file.to_str().unwrap(),
+        "--instance",
+        &other,
+        "--role",
+        "Manager",
+    ]);
+    let b = Client {
+        kmip: Kmip::new(&server, cert.as_bytes(), key.as_bytes()),
+        version: (1, 4),
+    };
+    let theirs = b.key(3, 256, ENCRYPT | DECRYPT | WRAP_KEY, &[]);
+    let their_pre_active = uid_of(&b.ok(Operation::CREATE, create_payload()));
+
+    // The dev client, on the dev instance.
+    let a = Client {
+        kmip: Kmip::dev(&server),
+        version: (1, 4),
+    };
+    let mine = a.key(3, 256, ENCRYPT | DECRYPT | WRAP_KEY, &[]);
+    let nobody = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+    let revoke = st(
+        Tag::REVOCATION_REASON,
+        vec![en(Tag::REVOCATION_REASON_CODE, 2)],
+    );
+    type Payload = fn(&str) -> Vec<Item>;
+    let attempts: Vec<(Operation, Payload)> = vec![
+        (Operation::GET, |id| vec![uid(id)]),
+        (Operation::GET_ATTRIBUTES, |id| vec![uid(id)]),
+        (Operation::GET_ATTRIBUTE_LIST, |id| vec![uid(id)]),
+        (Operation::CHECK, |id| vec![uid(id)]),
+        (Operation::ENCRYPT, |id| vec![uid(id), data(b"x")]),
+        (Operation::ACTIVATE, |id| vec![uid(id)]),
+        (Operation::DESTROY, |id| vec![uid(id)]),
+        (Operation::RE_KEY, |id| vec![uid(id)]),
+        (Operation::ADD_ATTRIBUTE, |id| {
+            vec![uid(id), attr("x-a", V::TextString("b".into()))]
+        }),
+    ];
+    for (op, payload) in attempts {
+        for target in [&theirs, &their_pre_active] {
+            let (reason, msg) =
+                refusal(&a.kmip.call(&message((1, 4), vec![(op, payload(target))])));
+            let (none_reason, none_message) =
+                refusal(&a.kmip.call(&message((1, 4), vec![(op, payload(nobody))])));
+            assert_eq!(reason, Some(ResultReason::ITEM_NOT_FOUND.0), "{op:?}");
+            assert_eq!(reason, none_reason, "{op:?}");
+            assert_eq!(msg.replace(target.as_str(), nobody), none_message, "{op:?}");
+        }
+    }
+    let (reason, _) = refusal(&a.kmip.call(&message(
+        (1, 4),
+        vec![(Operation::REVOKE, vec![uid(&theirs), revoke])],
+    )));
+    assert_eq!(reason, Some(ResultReason::ITEM_NOT_FOUND.0));
+    // Their key wraps nothing of ours.
+    let (reason, _) = refusal(&a.kmip.call(&message(
+        (1, 4),
+        vec![(Operation::GET, vec![uid(&mine), wrapping_spec(&theirs)])],
+    )));
+    assert_eq!(reason, Some(ResultReason::ITEM_NOT_FOUND.0));
+    // Locate does not list them.
+    let listed = a.ok(Operation::LOCATE, vec![]);
+    assert!(!format!("{listed:?}").contains(&theirs));
+    // Nothing changed on their side.
+    let p = b.ok(
+        Operation::GET_ATTRIBUTES,
+        vec![uid(&their_pre_active), text(Tag::ATTRIBUTE_NAME, "State")],
+    );
+    assert!(format!("{p:?}").contains("Enumeration(1)"), "{p:?}");
+    b.ok(Operation::ENCRYPT, vec![uid(&theirs), data(b"still mine")]);
+}
