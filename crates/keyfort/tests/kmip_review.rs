@@ -1131,3 +1131,69 @@ fn another_instance_s_objects_are_out_of_reach_and_indistinguishable_from_none()
     assert!(format!("{p:?}").contains("Enumeration(1)"), "{p:?}");
     b.ok(Operation::ENCRYPT, vec![uid(&theirs), data(b"still mine")]);
 }
+
+#[test]
+fn a_response_too_large_leaves_nothing_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-maxsize", &[]);
+    let c = Client {
+        kmip: Kmip::dev(&server),
+        version: (1, 4),
+    };
+    let count = || {
+        c.ok(Operation::LOCATE, vec![])
+            .iter()
+            .filter(|i| i.tag == Tag::UNIQUE_IDENTIFIER)
+            .count()
+    };
+    let key = c.key(3, 256, ENCRYPT, &[]);
+    let before = count();
+    let with_max = |max: i32, items: Vec<(Operation, Vec<Item>)>| {
+        let mut m = message((1, 4), items);
+        if let V::Structure(children) = &mut m.value
+            && let V::Structure(header) = &mut children[0].value
+        {
+            header.insert(1, int(Tag::MAXIMUM_RESPONSE_SIZE, max));
+        }
+        outcomes(&c.kmip.call(&m))
+    };
+    let too_large = Some(ResultReason::RESPONSE_TOO_LARGE.0);
+
+    // Create, Add Attribute and Revoke in a message whose answer may not exceed 64 bytes:
+    // every item is refused and none of them took effect.
+    let all = with_max(
+        64,
+        vec![
+            (Operation::CREATE, create_payload()),
+            (
+                Operation::ADD_ATTRIBUTE,
+                vec![uid(&key), attr("x-tag", V::TextString("t".into()))],
+            ),
+            (
+                Operation::REVOKE,
+                vec![
+                    uid(&key),
+                    st(
+                        Tag::REVOCATION_REASON,
+                        vec![en(Tag::REVOCATION_REASON_CODE, 5)],
+                    ),
+                ],
+            ),
+        ],
+    );
+    assert_eq!(all.len(), 3);
+    assert!(
+        all.iter()
+            .all(|(s, r, _)| *s == ResultStatus::OPERATION_FAILED.0 && *r == too_large)
+    );
+    assert_eq!(count(), before);
+    let attributes = c.ok(Operation::GET_ATTRIBUTES, vec![uid(&key)]);
+    let shown = format!("{attributes:?}");
+    assert!(!shown.contains("x-tag"), "{shown}");
+    c.ok(Operation::ENCRYPT, vec![uid(&key), data(b"still active")]);
+
+    // A size the answer fits: done.
+    let all = with_max(4096, vec![(Operation::CREATE, create_payload())]);
+    assert_eq!(all[0].0, ResultStatus::SUCCESS.0);
+    assert_eq!(count(), before + 1);
+}
