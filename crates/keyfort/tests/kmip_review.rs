@@ -391,6 +391,12 @@ fn the_usage_mask_limits_what_a_key_may_do() {
             ),
             refused
         );
+        // A mask naming none of the key's possible uses limits nothing: PyKMIP registers with
+        // a mask of 0, and creates HMAC keys with Encrypt | Decrypt.
+        let unmasked = c.key(3, 256, 0, &[]);
+        c.ok(Operation::ENCRYPT, vec![uid(&unmasked), data(b"secret")]);
+        let pykmip_hmac = c.key(9, 256, ENCRYPT | DECRYPT, &[]);
+        c.ok(Operation::MAC, vec![uid(&pykmip_hmac), data(b"m")]);
         let mac_key = c.key(9, 256, MAC_GENERATE, &[]);
         let p = c.ok(Operation::MAC, vec![uid(&mac_key), data(b"m")]);
         let mac = Struct {
