@@ -1231,3 +1231,72 @@ fn a_non_extractable_kmip_key_does_not_leave_through_another_door() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn import_does_not_replace_material_that_never_left_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-replace", &[]);
+    let instance = server.dev["instance_id"].as_str().unwrap().to_owned();
+    let c = Client {
+        kmip: Kmip::dev(&server),
+        version: (2, 1),
+    };
+    // A Key Protect root key and a DEK wrapped with it.
+    let root = server.json(&["key", "create", "--name", "root", "--instance", &instance]);
+    assert_eq!(root["extractable"], false);
+    let root = root["id"].as_str().unwrap().to_owned();
+    let wrapped = server.json(&["key", "wrap", &root, "--instance", &instance]);
+    let ciphertext = wrapped["ciphertext"].as_str().unwrap().to_owned();
+    // A KMIP key created Extractable false.
+    let kept = c.key(
+        3,
+        256,
+        ENCRYPT | DECRYPT,
+        &[("Extractable", V::Boolean(false))],
+    );
+    let replacement = |id: &str| {
+        vec![
+            uid(id),
+            en(Tag::OBJECT_TYPE, 2),
+            Item::new(Tag::REPLACE_EXISTING, V::Boolean(true)),
+            st(Tag::ATTRIBUTES, vec![]),
+            st(
+                Tag::SYMMETRIC_KEY,
+                vec![st(
+                    Tag::KEY_BLOCK,
+                    vec![
+                        en(Tag::KEY_FORMAT_TYPE, 1),
+                        st(
+                            Tag::KEY_VALUE,
+                            vec![Item::new(Tag::KEY_MATERIAL, V::ByteString(vec![0x11; 32]))],
+                        ),
+                        en(Tag::CRYPTOGRAPHIC_ALGORITHM, 3),
+                        int(Tag::CRYPTOGRAPHIC_LENGTH, 256),
+                    ],
+                )],
+            ),
+        ]
+    };
+    for id in [&root, &kept] {
+        assert_eq!(
+            c.fails(Operation::IMPORT, replacement(id)),
+            ResultReason::PERMISSION_DENIED.0,
+            "{id}"
+        );
+    }
+    // The root key is still the same: it unwraps what it wrapped.
+    let unwrapped = server.json(&[
+        "key",
+        "unwrap",
+        &root,
+        "--instance",
+        &instance,
+        "--ciphertext",
+        &ciphertext,
+    ]);
+    assert!(unwrapped["plaintext"].is_string(), "{unwrapped}");
+    c.ok(Operation::ENCRYPT, vec![uid(&kept), data(b"still here")]);
+    // An object whose material may leave is still replaced.
+    let plain = c.key(3, 256, ENCRYPT, &[]);
+    c.ok(Operation::IMPORT, replacement(&plain));
+}

@@ -259,7 +259,10 @@ async fn store(ctx: &mut Ctx<'_>, p: &Struct<'_>, id: Option<String>, replace: b
     };
     let exists = match (&new.id, replace) {
         (Some(id), true) => match ctx.core.key(ctx.caller(), ctx.instance(), id).await {
-            Ok(_) => true,
+            Ok(old) => {
+                check_replaceable(&old)?;
+                true
+            }
             Err(CoreError::KeyNotFound { .. }) => false,
             Err(e) => return Err(core(e)),
         },
@@ -284,6 +287,23 @@ async fn store(ctx: &mut Ctx<'_>, p: &Struct<'_>, id: Option<String>, replace: b
     };
     ctx.placeholder = Some(key.id.clone());
     Ok(vec![uid_item(&key.id)])
+}
+
+/// Replacing purges the object with all its versions: refused when that material exists
+/// nowhere else, i.e. it may not leave the server (a root key, an object made Extractable
+/// false) or older versions of it exist (a rotated key). Such an object is destroyed and purged
+/// through its lifecycle instead.
+fn check_replaceable(old: &keyfort_core::Key) -> Result<(), Invalid> {
+    if !old.extractable
+        || attributes::flag(old, "Extractable") == Some(false)
+        || old.last_rotated_at.is_some()
+    {
+        return Err(Invalid::new(
+            ResultReason::PERMISSION_DENIED,
+            "replacing this object would destroy key material that exists nowhere else",
+        ));
+    }
+    Ok(())
 }
 
 pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
