@@ -455,6 +455,12 @@ fn the_usage_mask_limits_what_a_key_may_do() {
         );
         let kek = c.key(3, 256, WRAP_KEY, &[]);
         c.ok(Operation::GET, vec![uid(&dek), wrapping_spec(&kek)]);
+        // A public key, even one that may wrap keys, is no AES key wrapping key.
+        let (_, public) = c.rsa_pair(SIGN, VERIFY | WRAP_KEY);
+        assert_eq!(
+            c.fails(Operation::GET, vec![uid(&dek), wrapping_spec(&public)]),
+            ResultReason::INVALID_FIELD.0
+        );
     }
 }
 
