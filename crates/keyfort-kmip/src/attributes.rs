@@ -23,6 +23,26 @@ use crate::{CryptographicAlgorithm, LinkType, ObjectType, ResultReason};
 pub const STORE_KEY: &str = "kmip";
 /// Most values one attribute may have, and most attributes an object may have.
 pub const MAX_VALUES: usize = 64;
+/// Largest stored form (JSON) of an object's KMIP attributes, all values together.
+pub const MAX_STORED_LEN: usize = 64 * 1024;
+
+/// Refuses a stored attribute map over [`MAX_VALUES`] attributes or [`MAX_STORED_LEN`] bytes.
+fn check_bounds(map: &Map<String, Json>) -> Result<(), Invalid> {
+    if map.len() > MAX_VALUES
+        || map
+            .values()
+            .any(|v| v.as_array().is_some_and(|a| a.len() > MAX_VALUES))
+    {
+        return Err(Invalid::field("too many attribute values"));
+    }
+    let len = serde_json::to_vec(map).map_or(usize::MAX, |v| v.len());
+    if len > MAX_STORED_LEN {
+        return Err(Invalid::field(format!(
+            "the object's attributes would take {len} bytes, more than {MAX_STORED_LEN}"
+        )));
+    }
+    Ok(())
+}
 
 /// Attributes the server maintains; requests may not set or change them.
 pub const READ_ONLY: [&str; 14] = [
@@ -330,6 +350,14 @@ pub fn stored_values(key: &Key, name: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The value of a stored Boolean attribute (Extractable, Sensitive), if it has one.
+pub fn flag(key: &Key, name: &str) -> Option<bool> {
+    stored_values(key, name).into_iter().find_map(|v| match v {
+        Value::Boolean(b) => Some(b),
+        _ => None,
+    })
+}
+
 /// Replaces one stored attribute's values (an empty list removes it).
 pub fn set_stored(key: &mut Key, name: &str, values: &[Value]) -> Result<(), Invalid> {
     let entry = key
@@ -356,7 +384,7 @@ pub fn set_stored(key: &mut Key, name: &str, values: &[Value]) -> Result<(), Inv
             Json::Array(values.iter().map(value_to_json).collect()),
         );
     }
-    Ok(())
+    check_bounds(map)
 }
 
 /// The initial attribute map of a new object from request attributes (read-only and
@@ -391,6 +419,7 @@ pub fn initial(attrs: &[Attr], describes: &[&str]) -> Result<Map<String, Json>, 
             Json::Array(values.iter().map(value_to_json).collect()),
         );
     }
+    check_bounds(&map)?;
     let mut out = Map::new();
     if !map.is_empty() {
         out.insert(STORE_KEY.to_owned(), Json::Object(map));

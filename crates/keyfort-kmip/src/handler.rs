@@ -74,6 +74,9 @@ async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> 
     let version = message.header.version;
     let continuation = message.header.batch_error_continuation;
     let undo = continuation == BatchErrorContinuationOption::UNDO && message.items.len() > 1;
+    // With a Maximum Response Size the changes are logged too, to be taken back if the answer
+    // turns out too large (the client is told no item was done).
+    let bounded = message.header.maximum_response_size.is_some();
     if undo {
         let last = message.items.len() - 1;
         if let Some(blocker) = message.items[..last]
@@ -98,7 +101,7 @@ async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> 
         session,
         version,
         placeholder: None,
-        undo: undo.then(Vec::new),
+        undo: (undo || bounded).then(Vec::new),
         item: 0,
     };
     let mut items = Vec::with_capacity(message.items.len());
@@ -116,7 +119,7 @@ async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> 
                     continue;
                 }
                 // Stop and Undo: the rest is not run; Undo also reverts what ran before.
-                if let Some(log) = ctx.undo.take() {
+                if undo && let Some(log) = ctx.undo.take() {
                     undo_batch(&ctx, log, &mut items[..n], n).await;
                 }
                 break;
@@ -134,6 +137,10 @@ async fn run(core: &Keyfort, session: &KmipSession, message: RequestMessage) -> 
     let size = encoded.len();
     match message.header.maximum_response_size {
         Some(max) if usize::try_from(max).is_ok_and(|m| size > m) => {
+            // Every item is answered Response Too Large: none keeps its effect.
+            if let Some(log) = ctx.undo.take() {
+                undo_batch(&ctx, log, &mut [], message.items.len()).await;
+            }
             let items = message
                 .items
                 .iter()

@@ -34,6 +34,10 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// How long a started request may take to arrive, and a response to be written.
     pub io_timeout: Duration,
+    /// How long a connection's identity is trusted before the next request looks it up again,
+    /// so that a client removed or given another role loses its rights on connections it keeps
+    /// open (as the core's caller cache does for API keys).
+    pub session_recheck: Duration,
 }
 
 impl Default for ServerSettings {
@@ -44,6 +48,7 @@ impl Default for ServerSettings {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             io_timeout: Duration::from_secs(30),
+            session_recheck: Duration::from_secs(5),
         }
     }
 }
@@ -119,14 +124,8 @@ async fn connection(
         .and_then(|c| c.first())
         .map(|c| c.as_ref().to_vec())
         .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no client certificate"))?;
-    let session = match core.kmip_session(&cert, Some(peer.to_string())).await {
-        Ok(s) => Some(s),
-        Err(CoreError::Unauthenticated(reason)) => {
-            tracing::info!(%peer, %reason, "KMIP client refused");
-            None
-        }
-        Err(e) => return Err(io::Error::other(e)),
-    };
+    let mut session = identify(&core, &cert, peer).await?;
+    let mut identified = tokio::time::Instant::now();
     let mut header = [0u8; HEADER_LEN];
     loop {
         match tokio::time::timeout(settings.idle_timeout, stream.read_exact(&mut header[..1])).await
@@ -152,6 +151,10 @@ async fn connection(
         })
         .await
         .map_err(|_| timed_out("request read"))??;
+        if session.is_some() && identified.elapsed() >= settings.session_recheck {
+            session = identify(&core, &cert, peer).await?;
+            identified = tokio::time::Instant::now();
+        }
         let peer_identity = match &session {
             Some(s) => Peer::Client(s),
             None => Peer::Unregistered,
@@ -168,6 +171,22 @@ async fn connection(
             let _ = stream.shutdown().await;
             return Ok(());
         }
+    }
+}
+
+/// The session of a client certificate; `None` when it is not (or no longer) registered.
+async fn identify(
+    core: &Keyfort,
+    cert: &[u8],
+    peer: SocketAddr,
+) -> io::Result<Option<keyfort_core::KmipSession>> {
+    match core.kmip_session(cert, Some(peer.to_string())).await {
+        Ok(s) => Ok(Some(s)),
+        Err(CoreError::Unauthenticated(reason)) => {
+            tracing::info!(%peer, %reason, "KMIP client refused");
+            Ok(None)
+        }
+        Err(e) => Err(io::Error::other(e)),
     }
 }
 

@@ -65,7 +65,10 @@ async fn edit(
             "key.attributes.update",
             |k| {
                 previous = attributes::stored_values(k, name);
-                match edit(k) {
+                let before = attributes::flag(k, name);
+                match edit(k)
+                    .and_then(|r| one_way(name, before, attributes::flag(k, name)).map(|()| r))
+                {
                     Ok(r) => {
                         result = r;
                         Ok(())
@@ -93,6 +96,24 @@ async fn edit(
             });
             Ok(result)
         }
+    }
+}
+
+/// Extractable only goes from true to false and Sensitive only from false to true (as in
+/// PKCS #11): an object once protected stays protected, whatever is modified or deleted.
+fn one_way(name: &str, before: Option<bool>, after: Option<bool>) -> Result<(), Invalid> {
+    let kept = match name {
+        "Extractable" => before != Some(false) || after == Some(false),
+        "Sensitive" => before != Some(true) || after == Some(true),
+        _ => true,
+    };
+    if kept {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            ResultReason::PERMISSION_DENIED,
+            format!("{name} may not be changed back"),
+        ))
     }
 }
 

@@ -259,7 +259,10 @@ async fn store(ctx: &mut Ctx<'_>, p: &Struct<'_>, id: Option<String>, replace: b
     };
     let exists = match (&new.id, replace) {
         (Some(id), true) => match ctx.core.key(ctx.caller(), ctx.instance(), id).await {
-            Ok(_) => true,
+            Ok(old) => {
+                check_replaceable(&old)?;
+                true
+            }
             Err(CoreError::KeyNotFound { .. }) => false,
             Err(e) => return Err(core(e)),
         },
@@ -286,6 +289,23 @@ async fn store(ctx: &mut Ctx<'_>, p: &Struct<'_>, id: Option<String>, replace: b
     Ok(vec![uid_item(&key.id)])
 }
 
+/// Replacing purges the object with all its versions: refused when that material exists
+/// nowhere else, i.e. it may not leave the server (a root key, an object made Extractable
+/// false) or older versions of it exist (a rotated key). Such an object is destroyed and purged
+/// through its lifecycle instead.
+fn check_replaceable(old: &keyfort_core::Key) -> Result<(), Invalid> {
+    if !old.extractable
+        || attributes::flag(old, "Extractable") == Some(false)
+        || old.last_rotated_at.is_some()
+    {
+        return Err(Invalid::new(
+            ResultReason::PERMISSION_DENIED,
+            "replacing this object would destroy key material that exists nowhere else",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
     let id = ctx.uid(p)?;
     let link = |t: LinkType, id: &str| {
@@ -310,10 +330,6 @@ pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         })
         .await
         .map_err(core)?;
-    ctx.record(Undo::Created {
-        id: new.id.clone(),
-        row_version: new.row_version,
-    });
     let new_id = new.id.clone();
     let mut previous = Vec::new();
     let old = ctx
@@ -335,8 +351,26 @@ pub async fn rekey(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
                 })
             },
         )
-        .await
-        .map_err(core)?;
+        .await;
+    let old = match old {
+        Ok(old) => old,
+        Err(e) => {
+            // The old object could not be linked (e.g. a role that may re-key but not change
+            // attributes): the new object goes again, so that the refused Re-key changes nothing.
+            if let Err(undo) = ctx
+                .core
+                .undo_object_creation(ctx.caller(), ctx.instance(), &new.id, new.row_version)
+                .await
+            {
+                tracing::warn!(error = ?undo, id = %new.id, "KMIP Re-key: removing the new object failed");
+            }
+            return Err(core(e));
+        }
+    };
+    ctx.record(Undo::Created {
+        id: new.id.clone(),
+        row_version: new.row_version,
+    });
     ctx.record(Undo::Attribute {
         id: old.id,
         name: "Link".to_owned(),

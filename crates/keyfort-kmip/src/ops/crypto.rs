@@ -8,12 +8,12 @@ use keyfort_crypto::digest::Algorithm as Digest;
 use keyfort_crypto::hmac::Algorithm as Hmac;
 use keyfort_crypto::rsa::{Hash as RsaHash, OaepHash, SignatureScheme as RsaScheme};
 
-use super::{Ctx, OpResult, core, uid_item};
+use super::{Ctx, OpResult, allow_usage, core, uid_item};
 use crate::message::{Invalid, ProtocolVersion, Struct};
 use crate::ttlv::{Item, Tag, Value};
 use crate::{
-    BlockCipherMode, CryptographicAlgorithm, DigitalSignatureAlgorithm, HashingAlgorithm,
-    PaddingMethod, ResultReason, ValidityIndicator,
+    BlockCipherMode, CryptographicAlgorithm, CryptographicUsageMask as Usage,
+    DigitalSignatureAlgorithm, HashingAlgorithm, PaddingMethod, ResultReason, ValidityIndicator,
 };
 
 /// Cryptographic Parameters (KMIP 1.4 §3.6), the fields this server uses.
@@ -159,7 +159,10 @@ pub async fn encrypt(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
             ctx.caller(),
             ctx.instance(),
             &id,
-            chooser.with(|k: &Key| cipher(k.algorithm == "RSA", &params)),
+            chooser.with(|k: &Key| {
+                allow_usage(k, Usage::ENCRYPT)?;
+                cipher(k.algorithm == "RSA", &params)
+            }),
             iv,
             aad,
             data,
@@ -215,7 +218,10 @@ pub async fn decrypt(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
             ctx.caller(),
             ctx.instance(),
             &id,
-            chooser.with(|k: &Key| cipher(k.algorithm == "RSA", &params)),
+            chooser.with(|k: &Key| {
+                allow_usage(k, Usage::DECRYPT)?;
+                cipher(k.algorithm == "RSA", &params)
+            }),
             iv,
             aad,
             tag,
@@ -305,7 +311,10 @@ pub async fn sign(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
             ctx.caller(),
             ctx.instance(),
             &id,
-            chooser.with(|k: &Key| scheme(k, &params)),
+            chooser.with(|k: &Key| {
+                allow_usage(k, Usage::SIGN)?;
+                scheme(k, &params)
+            }),
             data,
         )
         .await;
@@ -338,7 +347,10 @@ pub async fn signature_verify(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
             ctx.caller(),
             ctx.instance(),
             &id,
-            chooser.with(|k: &Key| scheme(k, &params)),
+            chooser.with(|k: &Key| {
+                allow_usage(k, Usage::VERIFY)?;
+                scheme(k, &params)
+            }),
             data,
             signature,
         )
@@ -372,7 +384,10 @@ pub async fn mac(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
             ctx.caller(),
             ctx.instance(),
             &id,
-            chooser.with(|k: &Key| hmac(k, &params)),
+            chooser.with(|k: &Key| {
+                allow_usage(k, Usage::MAC_GENERATE)?;
+                hmac(k, &params)
+            }),
             data,
         )
         .await;
@@ -396,7 +411,10 @@ pub async fn mac_verify(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
             ctx.caller(),
             ctx.instance(),
             &id,
-            chooser.with(|k: &Key| hmac(k, &params)),
+            chooser.with(|k: &Key| {
+                allow_usage(k, Usage::MAC_VERIFY)?;
+                hmac(k, &params)
+            }),
             data,
             mac,
         )

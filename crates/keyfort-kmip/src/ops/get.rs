@@ -383,6 +383,18 @@ pub async fn get(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         .object_material(ctx.caller(), ctx.instance(), &id)
         .await
         .map_err(core)?;
+    if attributes::flag(&key, "Extractable") == Some(false) {
+        return Err(Invalid::new(
+            ResultReason::NOT_EXTRACTABLE,
+            "the object is not extractable",
+        ));
+    }
+    if wrapping.is_none() && attributes::flag(&key, "Sensitive") == Some(true) {
+        return Err(Invalid::new(
+            ResultReason::SENSITIVE,
+            "a sensitive object is only returned wrapped",
+        ));
+    }
     let t = attributes::object_type(&key);
     let object = match t {
         ObjectType::CERTIFICATE => structure(
@@ -542,6 +554,12 @@ async fn wrap(
         },
         _ => encode(key_value),
     });
+    let wrapping_key = ctx
+        .core
+        .key(ctx.caller(), ctx.instance(), wrapping_id)
+        .await
+        .map_err(core)?;
+    super::allow_usage(&wrapping_key, crate::CryptographicUsageMask::WRAP_KEY)?;
     let wrapped = ctx
         .core
         .object_wrap(

@@ -5,9 +5,7 @@ use keyfort_core::Transition;
 
 use super::undo::{Lifecycle, Undo};
 use super::{Ctx, OpResult, core, uid_item};
-use crate::attributes;
 use crate::message::{Invalid, Struct};
-use crate::ttlv::Value;
 use crate::{ResultReason, RevocationReasonCode};
 
 /// Moves the object through its lifecycle; in an Undo batch, first reads what the transition
@@ -75,21 +73,14 @@ pub async fn check(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         .key(ctx.caller(), ctx.instance(), &id)
         .await
         .map_err(core)?;
-    if let Some(w) = wanted {
-        let mask = attributes::stored_values(&key, "Cryptographic Usage Mask")
-            .into_iter()
-            .find_map(|v| match v {
-                Value::Integer(m) => Some(m),
-                _ => None,
-            });
-        if let Some(m) = mask
-            && w & !m != 0
-        {
-            return Err(Invalid::new(
-                ResultReason::INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK,
-                "the object's usage mask does not allow that use",
-            ));
-        }
+    if let Some(w) = wanted
+        && let Some(m) = super::usage_mask(&key)
+        && w & !m != 0
+    {
+        return Err(Invalid::new(
+            ResultReason::INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK,
+            "the object's usage mask does not allow that use",
+        ));
     }
     ctx.placeholder = Some(key.id.clone());
     Ok(vec![uid_item(&key.id)])

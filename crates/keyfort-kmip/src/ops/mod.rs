@@ -74,6 +74,43 @@ pub fn core(e: CoreError) -> Invalid {
     crate::error::from_core(&e)
 }
 
+/// The uses the object's Cryptographic Usage Mask allows, if it limits them. A mask naming
+/// none of the uses the key's algorithm has counts as no mask: PyKMIP registers objects without
+/// masks with a mask of 0, and creates every key, HMAC keys included, with Encrypt | Decrypt.
+pub fn usage_mask(key: &keyfort_core::Key) -> Option<i32> {
+    let mask = crate::attributes::stored_values(key, "Cryptographic Usage Mask")
+        .into_iter()
+        .find_map(|v| match v {
+            Value::Integer(m) => Some(m),
+            _ => None,
+        })?;
+    let uses = if key.algorithm.starts_with("HMAC-") {
+        i32::try_from(
+            crate::CryptographicUsageMask::MAC_GENERATE.0
+                | crate::CryptographicUsageMask::MAC_VERIFY.0,
+        )
+        .unwrap_or(i32::MAX)
+    } else {
+        -1
+    };
+    (mask & uses != 0).then_some(mask)
+}
+
+/// Refuses a use of `key` its Cryptographic Usage Mask does not allow (KMIP 1.4 §3.19).
+pub fn allow_usage(
+    key: &keyfort_core::Key,
+    wanted: crate::CryptographicUsageMask,
+) -> Result<(), Invalid> {
+    let wanted = i32::try_from(wanted.0).unwrap_or(i32::MAX);
+    match usage_mask(key) {
+        Some(m) if wanted & !m != 0 => Err(Invalid::new(
+            ResultReason::INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK,
+            "the object's usage mask does not allow that use",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn uid_item(id: &str) -> Item {
     Item::new(Tag::UNIQUE_IDENTIFIER, Value::TextString(id.to_owned()))
 }

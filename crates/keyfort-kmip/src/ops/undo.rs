@@ -13,6 +13,10 @@
 //! unchanged since the batch's transition, which must itself have followed the state read just
 //! before it. Import replacing an object cannot be compensated: it may only be the last item of
 //! an Undo batch, otherwise the batch is refused before any item runs.
+//!
+//! The same compensations take back every item of a message whose answer would exceed its
+//! Maximum Response Size, since each item is then answered Response Too Large (an Import that
+//! replaced an object is the one change that stays).
 
 use keyfort_core::{CoreError, Key, KeyState};
 
