@@ -84,7 +84,19 @@ pub struct Key {
     pub row_version: i64,
 }
 
+/// The attribute a door sets (to `true`) on a key whose material must never leave the server in
+/// the clear, such as a KMIP object marked Extractable false or Sensitive true: the requests that
+/// only give material in the clear (Key Protect's and the admin API's) refuse it, or leave it
+/// out of a key's representation.
+pub const NO_CLEAR_EXPORT: &str = "no_clear_export";
+
 impl Key {
+    /// Whether the key's material may leave the server in the clear: an extractable (standard)
+    /// key that no door marked [`NO_CLEAR_EXPORT`].
+    pub fn exports_in_clear(&self) -> bool {
+        self.extractable && self.attributes.get(NO_CLEAR_EXPORT) != Some(&Value::Bool(true))
+    }
+
     /// The key's state at `now` (ms): an Active key past its expiration date is Deactivated.
     /// Key Protect deactivates such a key within the hour; the maintenance pass records the
     /// change ([`Keyfort::run_maintenance`](crate::Keyfort::run_maintenance)), and until it

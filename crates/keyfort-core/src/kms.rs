@@ -613,7 +613,7 @@ impl Keyfort {
             let key = self
                 .key_for(caller, instance_id, id_or_alias, Action::ReadKey)
                 .await?;
-            let payload = if key.extractable && key.state.permits(Usage::Export) {
+            let payload = if key.exports_in_clear() && key.state.permits(Usage::Export) {
                 caller.authorize(Action::ReadKeyMaterial, instance_id, Some(&key.key_ring_id))?;
                 Some(self.current_material(&key).await?)
             } else {

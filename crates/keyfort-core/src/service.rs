@@ -942,9 +942,13 @@ impl Keyfort {
         .await
     }
 
-    /// The material of an extractable key's current version, without authorization or audit.
+    /// The material of an extractable key's current version, to be given in the clear (not for
+    /// a key marked [`crate::key::NO_CLEAR_EXPORT`]), without authorization or audit.
     pub(crate) async fn current_material(&self, key: &Key) -> Result<Zeroizing<Vec<u8>>> {
         check_exportable(key)?;
+        if !key.exports_in_clear() {
+            return Err(CoreError::NotExtractable { id: key.id.clone() });
+        }
         self.version_material(key, &key.current_version_id).await
     }
 

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use keyfort_core::Key;
+use keyfort_core::key::NO_CLEAR_EXPORT;
 use keyfort_core::objects::ObjectType as CoreType;
 use serde_json::{Map, Value as Json, json};
 
@@ -327,7 +328,12 @@ fn json_to_value(j: &Json) -> Option<Value> {
 
 /// The client attributes kept with a key, as `(name, values)`.
 pub fn stored(key: &Key) -> Vec<(String, Vec<Value>)> {
-    let Some(Json::Object(map)) = key.attributes.get(STORE_KEY) else {
+    stored_in(&key.attributes)
+}
+
+/// [`stored`] of a key's attribute map.
+fn stored_in(attributes: &Map<String, Json>) -> Vec<(String, Vec<Value>)> {
+    let Some(Json::Object(map)) = attributes.get(STORE_KEY) else {
         return Vec::new();
     };
     map.iter()
@@ -352,10 +358,33 @@ pub fn stored_values(key: &Key, name: &str) -> Vec<Value> {
 
 /// The value of a stored Boolean attribute (Extractable, Sensitive), if it has one.
 pub fn flag(key: &Key, name: &str) -> Option<bool> {
-    stored_values(key, name).into_iter().find_map(|v| match v {
-        Value::Boolean(b) => Some(b),
-        _ => None,
-    })
+    flag_in(&key.attributes, name)
+}
+
+/// [`flag`] of a key's attribute map.
+fn flag_in(attributes: &Map<String, Json>, name: &str) -> Option<bool> {
+    stored_in(attributes)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, values)| {
+            values.into_iter().find_map(|v| match v {
+                Value::Boolean(b) => Some(b),
+                _ => None,
+            })
+        })
+}
+
+/// Keeps the core's [`NO_CLEAR_EXPORT`] mark of a key's attribute map in step with its stored
+/// Extractable and Sensitive attributes, so that the doors that give material only in the clear
+/// (Key Protect, the admin API) refuse what KMIP Get would not give in the clear either.
+fn mark_clear_export(attributes: &mut Map<String, Json>) {
+    if flag_in(attributes, "Extractable") == Some(false)
+        || flag_in(attributes, "Sensitive") == Some(true)
+    {
+        attributes.insert(NO_CLEAR_EXPORT.to_owned(), Json::Bool(true));
+    } else {
+        attributes.remove(NO_CLEAR_EXPORT);
+    }
 }
 
 /// Replaces one stored attribute's values (an empty list removes it).
@@ -384,7 +413,9 @@ pub fn set_stored(key: &mut Key, name: &str, values: &[Value]) -> Result<(), Inv
             Json::Array(values.iter().map(value_to_json).collect()),
         );
     }
-    check_bounds(map)
+    check_bounds(map)?;
+    mark_clear_export(&mut key.attributes);
+    Ok(())
 }
 
 /// The initial attribute map of a new object from request attributes (read-only and
@@ -424,6 +455,7 @@ pub fn initial(attrs: &[Attr], describes: &[&str]) -> Result<Map<String, Json>, 
     if !map.is_empty() {
         out.insert(STORE_KEY.to_owned(), Json::Object(map));
     }
+    mark_clear_export(&mut out);
     Ok(out)
 }
 

@@ -1211,7 +1211,6 @@ fn a_response_too_large_leaves_nothing_done() {
 }
 
 #[test]
-#[ignore = "needs the core to store KMIP Extractable false as Key::extractable (NewObject has no such field): the Key Protect door still returns the material"]
 fn a_non_extractable_kmip_key_does_not_leave_through_another_door() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), tmp.path(), "kmip-doors", &[]);
@@ -1235,6 +1234,27 @@ fn a_non_extractable_kmip_key_does_not_leave_through_another_door() {
         !out.status.success(),
         "the material left through the Key Protect door: {}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    // Sensitive: KMIP gives it only wrapped, so the doors that only give it in the clear refuse.
+    let sensitive = c.key(
+        3,
+        256,
+        ENCRYPT | DECRYPT,
+        &[("Sensitive", V::Boolean(true))],
+    );
+    let out = server.cli(&["key", "material", &sensitive, "--instance", &instance]);
+    assert!(
+        !out.status.success(),
+        "a sensitive key's material left in the clear: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // An ordinary KMIP key still leaves through both doors.
+    let open = c.key(3, 256, ENCRYPT | DECRYPT, &[]);
+    let out = server.cli(&["key", "material", &open, "--instance", &instance]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
