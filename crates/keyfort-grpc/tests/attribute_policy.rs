@@ -1,0 +1,426 @@
+#![allow(clippy::unwrap_used)]
+//! The PKCS#11 attribute policy of keys, enforced on every operation over the real service:
+//! usage flags in every form of every operation, restrictions the service cannot honour refused
+//! rather than ignored, and blobs and states of one kind refused where another is expected.
+
+mod common;
+
+use common::*;
+use keyfort_grpc::proto;
+
+const CKA_CLASS: u64 = 0x0;
+const CKA_KEY_TYPE: u64 = 0x100;
+const CKA_ENCRYPT: u64 = 0x104;
+const CKA_DECRYPT: u64 = 0x105;
+const CKA_WRAP: u64 = 0x106;
+const CKA_UNWRAP: u64 = 0x107;
+const CKA_SIGN: u64 = 0x108;
+const CKA_VERIFY: u64 = 0x10A;
+const CKA_DERIVE: u64 = 0x10C;
+const CKA_VALUE_LEN: u64 = 0x161;
+const CKA_EC_PARAMS: u64 = 0x180;
+const CKO_SECRET_KEY: i64 = 4;
+const CKK_AES: i64 = 0x1F;
+
+const CKM_AES_KEY_GEN: u64 = 0x1080;
+const CKM_AES_CBC_PAD: u64 = 0x1085;
+const CKM_AES_KEY_WRAP: u64 = 0x2109;
+const CKM_EC_KEY_PAIR_GEN: u64 = 0x1040;
+const CKM_ECDSA_SHA256: u64 = 0x1044;
+const CKM_ECDH1_DERIVE: u64 = 0x1050;
+const CKM_SHA256_HMAC: u64 = 0x251;
+
+const P256: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+
+const CKR_KEY_TYPE_INCONSISTENT: u64 = 0x63;
+const CKR_KEY_FUNCTION_NOT_PERMITTED: u64 = 0x68;
+const CKR_OPERATION_NOT_INITIALIZED: u64 = 0x91;
+const CKR_SAVED_STATE_INVALID: u64 = 0x160;
+const CKR_IBM_BLOB_ERROR: u64 = 0x8001_0004;
+
+async fn aes(c: &mut Client, extra: &[(u64, proto::AttributeValue)]) -> Vec<u8> {
+    let mut t = vec![(CKA_VALUE_LEN, int(32))];
+    t.extend_from_slice(extra);
+    c.generate_key(proto::GenerateKeyRequest {
+        mech: mech(CKM_AES_KEY_GEN),
+        template: template(&t),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .key_bytes
+}
+
+/// A P-256 pair with extra attributes on each side; returns (private, public).
+async fn p256(
+    c: &mut Client,
+    private: &[(u64, proto::AttributeValue)],
+    public: &[(u64, proto::AttributeValue)],
+) -> (Vec<u8>, Vec<u8>) {
+    let mut p = vec![(CKA_EC_PARAMS, b(P256))];
+    p.extend_from_slice(public);
+    let r = c
+        .generate_key_pair(proto::GenerateKeyPairRequest {
+            mech: mech(CKM_EC_KEY_PAIR_GEN),
+            pub_key_template: template(&p),
+            priv_key_template: template(private),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (r.priv_key_bytes, r.pub_key_bytes)
+}
+
+fn cbc() -> Option<proto::Mechanism> {
+    mech_b(CKM_AES_CBC_PAD, &[7; 16])
+}
+
+fn aes_template() -> std::collections::HashMap<u64, proto::AttributeValue> {
+    template(&[
+        (CKA_CLASS, int(CKO_SECRET_KEY)),
+        (CKA_KEY_TYPE, int(CKK_AES)),
+        (CKA_VALUE_LEN, int(32)),
+    ])
+}
+
+/// A key whose usage attribute is false is refused for that use in every form: single-part,
+/// Init (so no state is ever issued), ReencryptSingle on either side, as wrapping, unwrapping and
+/// base key, and for HMAC; the same key with the usage true does the same call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_attributes_are_enforced_in_every_form() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let full = aes(&mut c, &[]).await;
+    let no_enc = aes(&mut c, &[(CKA_ENCRYPT, tf(false))]).await;
+    let no_dec = aes(&mut c, &[(CKA_DECRYPT, tf(false))]).await;
+    let no_wrap = aes(&mut c, &[(CKA_WRAP, tf(false))]).await;
+    let no_unwrap = aes(&mut c, &[(CKA_UNWRAP, tf(false))]).await;
+    let no_sign = aes(&mut c, &[(CKA_SIGN, tf(false))]).await;
+    let no_verify = aes(&mut c, &[(CKA_VERIFY, tf(false))]).await;
+    let ct = c
+        .encrypt_single(proto::EncryptSingleRequest {
+            mech: cbc(),
+            key: kb(&full),
+            plain: b"data".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ciphered;
+
+    // Encrypt: single, Init, old-generation field; Decrypt likewise.
+    let enc_single = |k: &[u8]| proto::EncryptSingleRequest {
+        mech: cbc(),
+        key: kb(k),
+        plain: b"data".to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(
+        ckr(c.encrypt_single(enc_single(&no_enc)).await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    c.encrypt_single(enc_single(&no_dec)).await.unwrap();
+    for (key, old) in [(&no_enc, false), (&no_enc, true)] {
+        let mut req = proto::EncryptInitRequest {
+            mech: cbc(),
+            ..Default::default()
+        };
+        if old {
+            req.key_bytes = key.clone();
+        } else {
+            req.key = kb(key);
+        }
+        assert_eq!(
+            ckr(c.encrypt_init(req).await),
+            CKR_KEY_FUNCTION_NOT_PERMITTED
+        );
+    }
+    let dec_single = |k: &[u8]| proto::DecryptSingleRequest {
+        mech: cbc(),
+        key: kb(k),
+        ciphered: ct.clone(),
+        ..Default::default()
+    };
+    assert_eq!(
+        ckr(c.decrypt_single(dec_single(&no_dec)).await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    assert_eq!(
+        ckr(c
+            .decrypt_init(proto::DecryptInitRequest {
+                mech: cbc(),
+                key_bytes: no_dec.clone(),
+                ..Default::default()
+            })
+            .await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+
+    // ReencryptSingle: DECRYPT of the decrypting key, ENCRYPT of the encrypting key.
+    let re = |dec: &[u8], enc: &[u8]| proto::ReencryptSingleRequest {
+        dec_mech: cbc(),
+        enc_mech: cbc(),
+        ciphered: ct.clone(),
+        dec_key: kb(dec),
+        enc_key: kb(enc),
+    };
+    assert_eq!(
+        ckr(c.reencrypt_single(re(&no_dec, &full)).await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    assert_eq!(
+        ckr(c.reencrypt_single(re(&full, &no_enc)).await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    c.reencrypt_single(re(&full, &full)).await.unwrap();
+
+    // HMAC sign and verify, single and Init.
+    let hmac = mech(CKM_SHA256_HMAC);
+    let sign_single = |k: &[u8]| proto::SignSingleRequest {
+        mech: hmac.clone(),
+        priv_key: kb(k),
+        data: b"m".to_vec(),
+        ..Default::default()
+    };
+    let mac = c
+        .sign_single(sign_single(&no_verify))
+        .await
+        .unwrap()
+        .into_inner()
+        .signature;
+    assert_eq!(
+        ckr(c.sign_single(sign_single(&no_sign)).await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    assert_eq!(
+        ckr(c
+            .sign_init(proto::SignInitRequest {
+                mech: hmac.clone(),
+                priv_key: kb(&no_sign),
+                ..Default::default()
+            })
+            .await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    assert_eq!(
+        ckr(c
+            .verify_single(proto::VerifySingleRequest {
+                mech: hmac.clone(),
+                pub_key: kb(&no_verify),
+                data: b"m".to_vec(),
+                signature: mac.clone(),
+                ..Default::default()
+            })
+            .await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    assert_eq!(
+        ckr(c
+            .verify_init(proto::VerifyInitRequest {
+                mech: hmac.clone(),
+                pub_key_bytes: no_verify.clone(),
+                ..Default::default()
+            })
+            .await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+
+    // Asymmetric: a private key without CKA_SIGN, a public key without CKA_VERIFY.
+    let (priv_ns, pub_nv) =
+        p256(&mut c, &[(CKA_SIGN, tf(false))], &[(CKA_VERIFY, tf(false))]).await;
+    assert_eq!(
+        ckr(c
+            .sign_single(proto::SignSingleRequest {
+                mech: mech(CKM_ECDSA_SHA256),
+                priv_key_bytes: priv_ns.clone(),
+                data: b"m".to_vec(),
+                ..Default::default()
+            })
+            .await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    assert_eq!(
+        ckr(c
+            .verify_single(proto::VerifySingleRequest {
+                mech: mech(CKM_ECDSA_SHA256),
+                pub_key: kb(&pub_nv),
+                data: b"m".to_vec(),
+                signature: vec![1; 64],
+                ..Default::default()
+            })
+            .await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+
+    // Wrap: CKA_WRAP of the wrapping key; unwrap: CKA_UNWRAP of the unwrapping key.
+    let wrap = |key: &[u8], kek: &[u8]| proto::WrapKeyRequest {
+        mech: mech(CKM_AES_KEY_WRAP),
+        key: kb(key),
+        ke_k: kb(kek),
+        ..Default::default()
+    };
+    assert_eq!(
+        ckr(c.wrap_key(wrap(&full, &no_wrap)).await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    let wrapped = c
+        .wrap_key(wrap(&no_wrap, &no_unwrap))
+        .await
+        .unwrap()
+        .into_inner()
+        .wrapped;
+    let unwrap = |wrapped: &[u8], kek: &[u8]| proto::UnwrapKeyRequest {
+        mech: mech(CKM_AES_KEY_WRAP),
+        wrapped: wrapped.to_vec(),
+        ke_k: kb(kek),
+        template: aes_template(),
+        ..Default::default()
+    };
+    assert_eq!(
+        ckr(c.unwrap_key(unwrap(&wrapped, &no_unwrap)).await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    let wrapped = c
+        .wrap_key(wrap(&no_wrap, &full))
+        .await
+        .unwrap()
+        .into_inner()
+        .wrapped;
+    c.unwrap_key(unwrap(&wrapped, &full)).await.unwrap();
+
+    // Derive: CKA_DERIVE of the base key.
+    let (no_derive, _) = p256(&mut c, &[(CKA_DERIVE, tf(false))], &[]).await;
+    let (base, _) = p256(&mut c, &[], &[]).await;
+    let (_, peer) = p256(&mut c, &[], &[]).await;
+    let point = c
+        .get_attribute_value(proto::GetAttributeValueRequest {
+            object: peer,
+            attributes_bytes: [(0x181, vec![])].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .attributes_bytes[&0x181][2..]
+        .to_vec();
+    let derive = |k: &[u8]| proto::DeriveKeyRequest {
+        mech: mech_b(CKM_ECDH1_DERIVE, &point),
+        base_key: kb(k),
+        template: aes_template(),
+        ..Default::default()
+    };
+    assert_eq!(
+        ckr(c.derive_key(derive(&no_derive)).await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+    c.derive_key(derive(&base)).await.unwrap();
+}
+
+/// Blobs and states are refused where another kind is expected: a state as a key, a key as a
+/// state, a public key to sign, a secret key to ECDSA-sign, and a state of one operation to
+/// continue another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_and_state_kinds_do_not_stand_in_for_each_other() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let key = aes(&mut c, &[]).await;
+    let (private, public) = p256(&mut c, &[], &[(CKA_SIGN, tf(true))]).await;
+    let enc_state = c
+        .encrypt_init(proto::EncryptInitRequest {
+            mech: cbc(),
+            key: kb(&key),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .state;
+
+    // A state blob is not a key.
+    assert_eq!(
+        ckr(c
+            .encrypt_single(proto::EncryptSingleRequest {
+                mech: cbc(),
+                key: kb(&enc_state),
+                plain: b"x".to_vec(),
+                ..Default::default()
+            })
+            .await),
+        CKR_IBM_BLOB_ERROR
+    );
+    assert_eq!(
+        ckr(c
+            .get_attribute_value(proto::GetAttributeValueRequest {
+                object: enc_state.clone(),
+                ..Default::default()
+            })
+            .await),
+        CKR_IBM_BLOB_ERROR
+    );
+    // A key blob is not a state.
+    for k in [&key, &private, &public] {
+        assert_eq!(
+            ckr(c
+                .encrypt_update(proto::EncryptUpdateRequest {
+                    state: k.clone(),
+                    plain: vec![0; 16],
+                })
+                .await),
+            CKR_SAVED_STATE_INVALID
+        );
+    }
+    // An Encrypt state does not decrypt, sign or digest.
+    assert_eq!(
+        ckr(c
+            .decrypt_update(proto::DecryptUpdateRequest {
+                state: enc_state.clone(),
+                ciphered: vec![0; 16],
+            })
+            .await),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(
+        ckr(c
+            .sign_final(proto::SignFinalRequest {
+                state: enc_state.clone(),
+            })
+            .await),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(
+        ckr(c
+            .digest_final(proto::DigestFinalRequest {
+                state: enc_state.clone(),
+            })
+            .await),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    // A public key (even one marked CKA_SIGN) does not sign; a secret key does not ECDSA-sign;
+    // a private key does not verify.
+    for k in [&public, &key] {
+        assert_eq!(
+            ckr(c
+                .sign_single(proto::SignSingleRequest {
+                    mech: mech(CKM_ECDSA_SHA256),
+                    priv_key: kb(k),
+                    data: b"m".to_vec(),
+                    ..Default::default()
+                })
+                .await),
+            CKR_KEY_TYPE_INCONSISTENT
+        );
+    }
+    assert_eq!(
+        ckr(c
+            .verify_single(proto::VerifySingleRequest {
+                mech: mech(CKM_ECDSA_SHA256),
+                pub_key: kb(&private),
+                data: b"m".to_vec(),
+                signature: vec![1; 64],
+                ..Default::default()
+            })
+            .await),
+        CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+}
