@@ -160,6 +160,7 @@ pub mod attr {
     pub const LABEL: u64 = 0x3;
     pub const VALUE: u64 = 0x11;
     pub const CHECK_VALUE: u64 = 0x90;
+    pub const TRUSTED: u64 = 0x86;
     pub const KEY_TYPE: u64 = 0x100;
     pub const ID: u64 = 0x102;
     pub const SENSITIVE: u64 = 0x103;
@@ -182,6 +183,7 @@ pub mod attr {
     pub const MODIFIABLE: u64 = 0x170;
     pub const EC_PARAMS: u64 = 0x180;
     pub const EC_POINT: u64 = 0x181;
+    pub const WRAP_WITH_TRUSTED: u64 = 0x210;
     pub const PARAMETER_SET: u64 = 0x61D;
     pub const ENCAPSULATE: u64 = 0x633;
     pub const DECAPSULATE: u64 = 0x634;

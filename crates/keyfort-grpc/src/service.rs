@@ -197,6 +197,11 @@ pub fn key_attrs(template: &Attrs, class: i64, key_type: i64, local: bool) -> Re
             "CKA_KEY_TYPE does not fit the mechanism",
         ));
     }
+    // PKCS#11 lets only the security officer mark a key trusted; no caller here is one.
+    if template.flag(attr::TRUSTED, false)? {
+        return Err(ck(rv::CKR_ATTRIBUTE_READ_ONLY, "CKA_TRUSTED cannot be set"));
+    }
+    template.bool(attr::WRAP_WITH_TRUSTED)?;
     let mut a = Attrs::default();
     let usages: &[u64] = match class {
         obj::CKO_SECRET_KEY => &[
@@ -531,6 +536,16 @@ fn wrap(s: &Grep11Sealer, req: &proto::WrapKeyRequest) -> Result<proto::WrapKeyR
     };
     if !matches!(key.material, Material::Public(..)) && !key.attrs.flag(attr::EXTRACTABLE, false)? {
         return Err(ck(rv::CKR_KEY_UNEXTRACTABLE, "the key is not extractable"));
+    }
+    // Only a trusted key may wrap it, and the service has none (a CKA_TRUSTED in a blob was
+    // claimed by its maker, not granted).
+    if !matches!(key.material, Material::Public(..))
+        && key.attrs.flag(attr::WRAP_WITH_TRUSTED, false)?
+    {
+        return Err(ck(
+            rv::CKR_KEY_NOT_WRAPPABLE,
+            "the key may only be wrapped by a trusted key",
+        ));
     }
     let wrapped = ops::encrypt_raw(&kek, &mech, &content).map_err(|e| match e {
         Error::Ck {

@@ -9,6 +9,7 @@ use common::*;
 use keyfort_grpc::proto;
 
 const CKA_CLASS: u64 = 0x0;
+const CKA_TRUSTED: u64 = 0x86;
 const CKA_KEY_TYPE: u64 = 0x100;
 const CKA_ENCRYPT: u64 = 0x104;
 const CKA_DECRYPT: u64 = 0x105;
@@ -19,6 +20,7 @@ const CKA_VERIFY: u64 = 0x10A;
 const CKA_DERIVE: u64 = 0x10C;
 const CKA_VALUE_LEN: u64 = 0x161;
 const CKA_EC_PARAMS: u64 = 0x180;
+const CKA_WRAP_WITH_TRUSTED: u64 = 0x210;
 const CKO_SECRET_KEY: i64 = 4;
 const CKK_AES: i64 = 0x1F;
 
@@ -29,11 +31,15 @@ const CKM_EC_KEY_PAIR_GEN: u64 = 0x1040;
 const CKM_ECDSA_SHA256: u64 = 0x1044;
 const CKM_ECDH1_DERIVE: u64 = 0x1050;
 const CKM_SHA256_HMAC: u64 = 0x251;
+const CKM_IBM_TRANSPORTKEY: u64 = 0x8002_0005;
 
 const P256: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 
+const CKR_ATTRIBUTE_READ_ONLY: u64 = 0x10;
+const CKR_ATTRIBUTE_TYPE_INVALID: u64 = 0x12;
 const CKR_KEY_TYPE_INCONSISTENT: u64 = 0x63;
 const CKR_KEY_FUNCTION_NOT_PERMITTED: u64 = 0x68;
+const CKR_KEY_NOT_WRAPPABLE: u64 = 0x69;
 const CKR_OPERATION_NOT_INITIALIZED: u64 = 0x91;
 const CKR_SAVED_STATE_INVALID: u64 = 0x160;
 const CKR_IBM_BLOB_ERROR: u64 = 0x8001_0004;
@@ -49,6 +55,15 @@ async fn aes(c: &mut Client, extra: &[(u64, proto::AttributeValue)]) -> Vec<u8> 
     .unwrap()
     .into_inner()
     .key_bytes
+}
+
+fn gen_aes(extra: &[(u64, proto::AttributeValue)]) -> proto::GenerateKeyRequest {
+    let mut t = vec![(CKA_VALUE_LEN, int(32))];
+    t.extend_from_slice(extra);
+    proto::GenerateKeyRequest {
+        mech: mech(CKM_AES_KEY_GEN),
+        template: template(&t),
+    }
 }
 
 /// A P-256 pair with extra attributes on each side; returns (private, public).
@@ -422,5 +437,106 @@ async fn blob_and_state_kinds_do_not_stand_in_for_each_other() {
             })
             .await),
         CKR_KEY_FUNCTION_NOT_PERMITTED
+    );
+}
+
+/// A key marked CKA_WRAP_WITH_TRUSTED is wrapped only by a trusted key; and no caller may mark
+/// a key trusted (PKCS#11 reserves that to the security officer), so such a key is never
+/// wrapped. Without the mark, the same wrap works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_with_trusted_keys_are_only_wrapped_by_trusted_keys() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let kek = aes(&mut c, &[]).await;
+    let guarded = aes(&mut c, &[(CKA_WRAP_WITH_TRUSTED, tf(true))]).await;
+    let plain = aes(&mut c, &[(CKA_WRAP_WITH_TRUSTED, tf(false))]).await;
+    let wrap = |key: &[u8], kek: &[u8], old: bool| {
+        let mut r = proto::WrapKeyRequest {
+            mech: mech(CKM_AES_KEY_WRAP),
+            ..Default::default()
+        };
+        if old {
+            r.key_bytes = key.to_vec();
+            r.ke_k_bytes = kek.to_vec();
+        } else {
+            r.key = kb(key);
+            r.ke_k = kb(kek);
+        }
+        r
+    };
+    for old in [false, true] {
+        assert_eq!(
+            ckr(c.wrap_key(wrap(&guarded, &kek, old)).await),
+            CKR_KEY_NOT_WRAPPABLE
+        );
+    }
+    c.wrap_key(wrap(&plain, &kek, false)).await.unwrap();
+
+    // Not under an imported public key either (CKM_RSA_PKCS / OAEP need no secret).
+    let (_, public) = p256(&mut c, &[], &[]).await;
+    let code = ckr(c.wrap_key(wrap(&guarded, &public, false)).await);
+    assert_eq!(code, CKR_KEY_NOT_WRAPPABLE);
+
+    // CKA_TRUSTED cannot be claimed: not by generation, key pair generation, unwrap, derive
+    // or public key import; false is accepted.
+    assert_eq!(
+        ckr(c.generate_key(gen_aes(&[(CKA_TRUSTED, tf(true))])).await),
+        CKR_ATTRIBUTE_READ_ONLY
+    );
+    c.generate_key(gen_aes(&[(CKA_TRUSTED, tf(false))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ckr(c
+            .generate_key_pair(proto::GenerateKeyPairRequest {
+                mech: mech(CKM_EC_KEY_PAIR_GEN),
+                pub_key_template: template(&[(CKA_EC_PARAMS, b(P256)), (CKA_TRUSTED, tf(true))]),
+                priv_key_template: template(&[]),
+            })
+            .await),
+        CKR_ATTRIBUTE_READ_ONLY
+    );
+    let wrapped = c
+        .wrap_key(wrap(&plain, &kek, false))
+        .await
+        .unwrap()
+        .into_inner()
+        .wrapped;
+    let mut t = aes_template();
+    t.insert(CKA_TRUSTED, tf(true));
+    assert_eq!(
+        ckr(c
+            .unwrap_key(proto::UnwrapKeyRequest {
+                mech: mech(CKM_AES_KEY_WRAP),
+                wrapped,
+                ke_k: kb(&kek),
+                template: t.clone(),
+                ..Default::default()
+            })
+            .await),
+        CKR_ATTRIBUTE_READ_ONLY
+    );
+    let spki_len = 2 + usize::from(public[1]);
+    assert_eq!(
+        ckr(c
+            .unwrap_key(proto::UnwrapKeyRequest {
+                mech: mech(CKM_IBM_TRANSPORTKEY),
+                wrapped: public[..spki_len].to_vec(),
+                ke_k: kb(&kek),
+                template: template(&[(CKA_TRUSTED, tf(true))]),
+                ..Default::default()
+            })
+            .await),
+        CKR_ATTRIBUTE_READ_ONLY
+    );
+    // Nor set afterwards.
+    assert_eq!(
+        ckr(c
+            .set_attribute_value(proto::SetAttributeValueRequest {
+                object: kek.clone(),
+                attributes: template(&[(CKA_TRUSTED, tf(true))]),
+            })
+            .await),
+        CKR_ATTRIBUTE_TYPE_INVALID
     );
 }
