@@ -184,6 +184,10 @@ pub mod attr {
     pub const EC_PARAMS: u64 = 0x180;
     pub const EC_POINT: u64 = 0x181;
     pub const WRAP_WITH_TRUSTED: u64 = 0x210;
+    pub const WRAP_TEMPLATE: u64 = 0x4000_0211;
+    pub const UNWRAP_TEMPLATE: u64 = 0x4000_0212;
+    pub const DERIVE_TEMPLATE: u64 = 0x4000_0213;
+    pub const ALLOWED_MECHANISMS: u64 = 0x4000_0600;
     pub const PARAMETER_SET: u64 = 0x61D;
     pub const ENCAPSULATE: u64 = 0x633;
     pub const DECAPSULATE: u64 = 0x634;

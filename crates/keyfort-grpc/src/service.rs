@@ -202,6 +202,20 @@ pub fn key_attrs(template: &Attrs, class: i64, key_type: i64, local: bool) -> Re
         return Err(ck(rv::CKR_ATTRIBUTE_READ_ONLY, "CKA_TRUSTED cannot be set"));
     }
     template.bool(attr::WRAP_WITH_TRUSTED)?;
+    // Restrictions the service does not enforce are refused, not kept as if they held.
+    for t in [
+        attr::WRAP_TEMPLATE,
+        attr::UNWRAP_TEMPLATE,
+        attr::DERIVE_TEMPLATE,
+        attr::ALLOWED_MECHANISMS,
+    ] {
+        if template.get(t).is_some() {
+            return Err(ck(
+                rv::CKR_ATTRIBUTE_TYPE_INVALID,
+                "wrap, unwrap and derive templates and allowed mechanisms are not supported",
+            ));
+        }
+    }
     let mut a = Attrs::default();
     let usages: &[u64] = match class {
         obj::CKO_SECRET_KEY => &[

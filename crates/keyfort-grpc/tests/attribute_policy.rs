@@ -21,6 +21,10 @@ const CKA_DERIVE: u64 = 0x10C;
 const CKA_VALUE_LEN: u64 = 0x161;
 const CKA_EC_PARAMS: u64 = 0x180;
 const CKA_WRAP_WITH_TRUSTED: u64 = 0x210;
+const CKA_WRAP_TEMPLATE: u64 = 0x4000_0211;
+const CKA_UNWRAP_TEMPLATE: u64 = 0x4000_0212;
+const CKA_DERIVE_TEMPLATE: u64 = 0x4000_0213;
+const CKA_ALLOWED_MECHANISMS: u64 = 0x4000_0600;
 const CKO_SECRET_KEY: i64 = 4;
 const CKK_AES: i64 = 0x1F;
 
@@ -539,4 +543,63 @@ async fn wrap_with_trusted_keys_are_only_wrapped_by_trusted_keys() {
             .await),
         CKR_ATTRIBUTE_TYPE_INVALID
     );
+}
+/// Restrictions the service does not enforce (wrap, unwrap and derive templates, allowed
+/// mechanisms) are refused when a key is made, rather than kept in the blob as if they held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unenforced_restrictions_are_refused_not_ignored() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let kek = aes(&mut c, &[]).await;
+    for t in [
+        CKA_WRAP_TEMPLATE,
+        CKA_UNWRAP_TEMPLATE,
+        CKA_DERIVE_TEMPLATE,
+        CKA_ALLOWED_MECHANISMS,
+    ] {
+        // A CK_MECHANISM_TYPE array or a template: the bytes do not matter, the type does.
+        let v = b(&0x1087u64.to_be_bytes());
+        assert_eq!(
+            ckr(c.generate_key(gen_aes(&[(t, v.clone())])).await),
+            CKR_ATTRIBUTE_TYPE_INVALID,
+            "{t:#x}"
+        );
+        let wrapped = c
+            .wrap_key(proto::WrapKeyRequest {
+                mech: mech(CKM_AES_KEY_WRAP),
+                key: kb(&kek),
+                ke_k: kb(&kek),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .wrapped;
+        let mut ut = aes_template();
+        ut.insert(t, v.clone());
+        assert_eq!(
+            ckr(c
+                .unwrap_key(proto::UnwrapKeyRequest {
+                    mech: mech(CKM_AES_KEY_WRAP),
+                    wrapped,
+                    ke_k: kb(&kek),
+                    template: ut,
+                    ..Default::default()
+                })
+                .await),
+            CKR_ATTRIBUTE_TYPE_INVALID,
+            "{t:#x}"
+        );
+        assert_eq!(
+            ckr(c
+                .generate_key_pair(proto::GenerateKeyPairRequest {
+                    mech: mech(CKM_EC_KEY_PAIR_GEN),
+                    pub_key_template: template(&[(CKA_EC_PARAMS, b(P256))]),
+                    priv_key_template: template(&[(t, v)]),
+                })
+                .await),
+            CKR_ATTRIBUTE_TYPE_INVALID,
+            "{t:#x}"
+        );
+    }
 }
