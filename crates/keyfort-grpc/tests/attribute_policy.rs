@@ -20,6 +20,9 @@ const CKA_VERIFY: u64 = 0x10A;
 const CKA_DERIVE: u64 = 0x10C;
 const CKA_VALUE_LEN: u64 = 0x161;
 const CKA_EC_PARAMS: u64 = 0x180;
+const CKA_EC_POINT: u64 = 0x181;
+const CKA_MODULUS_BITS: u64 = 0x121;
+const CKA_PUBLIC_EXPONENT: u64 = 0x122;
 const CKA_WRAP_WITH_TRUSTED: u64 = 0x210;
 const CKA_WRAP_TEMPLATE: u64 = 0x4000_0211;
 const CKA_UNWRAP_TEMPLATE: u64 = 0x4000_0212;
@@ -27,9 +30,14 @@ const CKA_DERIVE_TEMPLATE: u64 = 0x4000_0213;
 const CKA_ALLOWED_MECHANISMS: u64 = 0x4000_0600;
 const CKO_SECRET_KEY: i64 = 4;
 const CKK_AES: i64 = 0x1F;
+const CKK_GENERIC_SECRET: i64 = 0x10;
 
 const CKM_AES_KEY_GEN: u64 = 0x1080;
 const CKM_AES_CBC_PAD: u64 = 0x1085;
+const CKM_AES_CTR: u64 = 0x1086;
+const CKM_AES_GCM: u64 = 0x1087;
+const CKM_GENERIC_SECRET_KEY_GEN: u64 = 0x350;
+const CKM_RSA_PKCS_KEY_PAIR_GEN: u64 = 0x0;
 const CKM_AES_KEY_WRAP: u64 = 0x2109;
 const CKM_EC_KEY_PAIR_GEN: u64 = 0x1040;
 const CKM_ECDSA_SHA256: u64 = 0x1044;
@@ -38,9 +46,15 @@ const CKM_SHA256_HMAC: u64 = 0x251;
 const CKM_IBM_TRANSPORTKEY: u64 = 0x8002_0005;
 
 const P256: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+const P384: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22];
 
 const CKR_ATTRIBUTE_READ_ONLY: u64 = 0x10;
 const CKR_ATTRIBUTE_TYPE_INVALID: u64 = 0x12;
+const CKR_ARGUMENTS_BAD: u64 = 0x07;
+const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
+const CKR_KEY_SIZE_RANGE: u64 = 0x62;
+const CKR_MECHANISM_PARAM_INVALID: u64 = 0x71;
+const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
 const CKR_KEY_TYPE_INCONSISTENT: u64 = 0x63;
 const CKR_KEY_FUNCTION_NOT_PERMITTED: u64 = 0x68;
 const CKR_KEY_NOT_WRAPPABLE: u64 = 0x69;
@@ -600,6 +614,222 @@ async fn unenforced_restrictions_are_refused_not_ignored() {
                 .await),
             CKR_ATTRIBUTE_TYPE_INVALID,
             "{t:#x}"
+        );
+    }
+}
+
+fn key_gen(m: u64, t: &[(u64, proto::AttributeValue)]) -> proto::GenerateKeyRequest {
+    proto::GenerateKeyRequest {
+        mech: mech(m),
+        template: template(t),
+    }
+}
+
+fn rsa_gen(bits: i64, exponent: Option<i64>) -> proto::GenerateKeyPairRequest {
+    let mut t = vec![(CKA_MODULUS_BITS, int(bits))];
+    if let Some(e) = exponent {
+        t.push((CKA_PUBLIC_EXPONENT, int(e)));
+    }
+    proto::GenerateKeyPairRequest {
+        mech: mech(CKM_RSA_PKCS_KEY_PAIR_GEN),
+        pub_key_template: template(&t),
+        priv_key_template: template(&[]),
+    }
+}
+
+/// Mechanism parameters and key sizes out of range are refused with the PKCS#11 code for each,
+/// before any key is made or any data processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_parameters_and_sizes_are_refused() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let key = aes(&mut c, &[]).await;
+
+    // Symmetric IVs and counter blocks of the wrong length.
+    for (m, p) in [
+        (CKM_AES_GCM, vec![]),
+        (CKM_AES_GCM, vec![1; 13]),
+        (CKM_AES_GCM, vec![1; 4096]),
+        (CKM_AES_CBC_PAD, vec![]),
+        (CKM_AES_CBC_PAD, vec![1; 15]),
+        (CKM_AES_CTR, vec![1; 17]),
+        (CKM_AES_CTR, vec![]),
+    ] {
+        let r = c
+            .encrypt_single(proto::EncryptSingleRequest {
+                mech: mech_b(m, &p),
+                key: kb(&key),
+                plain: vec![0; 32],
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(ckr(r), CKR_MECHANISM_PARAM_INVALID, "{m:#x} {}", p.len());
+        let r = c
+            .encrypt_init(proto::EncryptInitRequest {
+                mech: mech_b(m, &p),
+                key: kb(&key),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(ckr(r), CKR_MECHANISM_PARAM_INVALID, "{m:#x} {}", p.len());
+    }
+
+    // Secret key sizes.
+    for (m, len) in [
+        (CKM_AES_KEY_GEN, 7),
+        (CKM_AES_KEY_GEN, 0),
+        (CKM_AES_KEY_GEN, i64::MAX),
+        (CKM_GENERIC_SECRET_KEY_GEN, 0),
+        (CKM_GENERIC_SECRET_KEY_GEN, 100_000),
+    ] {
+        assert_eq!(
+            ckr(c
+                .generate_key(key_gen(m, &[(CKA_VALUE_LEN, int(len))]))
+                .await),
+            CKR_KEY_SIZE_RANGE,
+            "{m:#x} {len}"
+        );
+    }
+    assert_eq!(
+        ckr(c
+            .generate_key(key_gen(CKM_AES_KEY_GEN, &[(CKA_VALUE_LEN, int(-16))]))
+            .await),
+        CKR_ATTRIBUTE_VALUE_INVALID
+    );
+
+    // RSA sizes and exponents; unknown curves.
+    for bits in [0, 512, 1024, 100_000, i64::MAX] {
+        assert_eq!(
+            ckr(c.generate_key_pair(rsa_gen(bits, None)).await),
+            CKR_KEY_SIZE_RANGE,
+            "{bits}"
+        );
+    }
+    assert_eq!(
+        ckr(c.generate_key_pair(rsa_gen(2048, Some(3))).await),
+        CKR_TEMPLATE_INCONSISTENT
+    );
+    assert_eq!(
+        ckr(c
+            .generate_key_pair(proto::GenerateKeyPairRequest {
+                mech: mech(CKM_EC_KEY_PAIR_GEN),
+                pub_key_template: template(&[(CKA_EC_PARAMS, b(&[0x06, 0x03, 1, 2, 3]))]),
+                priv_key_template: template(&[]),
+            })
+            .await),
+        CKR_ATTRIBUTE_VALUE_INVALID
+    );
+
+    // RSA padding parameters: OAEP with another MGF1 hash, PSS with a long or no salt.
+    let (rsa_priv, rsa_pub) = {
+        let r = c
+            .generate_key_pair(rsa_gen(2048, Some(65537)))
+            .await
+            .unwrap()
+            .into_inner();
+        (r.priv_key_bytes, r.pub_key_bytes)
+    };
+    assert_eq!(
+        ckr(c
+            .encrypt_single(proto::EncryptSingleRequest {
+                mech: oaep(0x250, 1),
+                key: kb(&rsa_pub),
+                plain: b"x".to_vec(),
+                ..Default::default()
+            })
+            .await),
+        CKR_MECHANISM_PARAM_INVALID
+    );
+    for salt in [0, 33, 1000, u64::MAX] {
+        let r = c
+            .sign_single(proto::SignSingleRequest {
+                mech: pss(0x43, 0x250, 2, salt),
+                priv_key: kb(&rsa_priv),
+                data: b"m".to_vec(),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(ckr(r), CKR_MECHANISM_PARAM_INVALID, "salt {salt}");
+    }
+
+    // ECDH: the point at infinity, a point off the curve, a point of another curve, nothing;
+    // derived lengths of zero, beyond the shared secret, and huge.
+    let (base, _) = p256(&mut c, &[], &[]).await;
+    let p384_point = {
+        let r = c
+            .generate_key_pair(proto::GenerateKeyPairRequest {
+                mech: mech(CKM_EC_KEY_PAIR_GEN),
+                pub_key_template: template(&[(CKA_EC_PARAMS, b(P384))]),
+                priv_key_template: template(&[]),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        c.get_attribute_value(proto::GetAttributeValueRequest {
+            object: r.pub_key_bytes,
+            attributes_bytes: [(CKA_EC_POINT, vec![])].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .attributes_bytes[&CKA_EC_POINT][2..]
+            .to_vec()
+    };
+    let mut off_curve = vec![4u8];
+    off_curve.extend_from_slice(&[1; 64]);
+    let derive = |point: &[u8], t: std::collections::HashMap<u64, proto::AttributeValue>| {
+        proto::DeriveKeyRequest {
+            mech: mech_b(CKM_ECDH1_DERIVE, point),
+            base_key: kb(&base),
+            template: t,
+            ..Default::default()
+        }
+    };
+    for point in [vec![0u8], off_curve.clone(), p384_point, vec![]] {
+        assert_eq!(
+            ckr(c.derive_key(derive(&point, aes_template())).await),
+            CKR_MECHANISM_PARAM_INVALID,
+            "{point:02x?}"
+        );
+    }
+    let (_, peer) = p256(&mut c, &[], &[]).await;
+    let point = c
+        .get_attribute_value(proto::GetAttributeValueRequest {
+            object: peer,
+            attributes_bytes: [(CKA_EC_POINT, vec![])].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .attributes_bytes[&CKA_EC_POINT][2..]
+        .to_vec();
+    for (kt, len) in [
+        (CKK_AES, 0),
+        (CKK_GENERIC_SECRET, 64),
+        (CKK_GENERIC_SECRET, 100_000),
+    ] {
+        let t = template(&[
+            (CKA_CLASS, int(CKO_SECRET_KEY)),
+            (CKA_KEY_TYPE, int(kt)),
+            (CKA_VALUE_LEN, int(len)),
+        ]);
+        assert_eq!(
+            ckr(c.derive_key(derive(&point, t)).await),
+            CKR_KEY_SIZE_RANGE,
+            "{kt:#x} {len}"
+        );
+    }
+    c.derive_key(derive(&point, aes_template())).await.unwrap();
+
+    // Random: nothing, or more than one call may return.
+    for len in [0, 1024 * 1024 + 1, u64::MAX] {
+        assert_eq!(
+            ckr(c
+                .generate_random(proto::GenerateRandomRequest { len })
+                .await),
+            CKR_ARGUMENTS_BAD
         );
     }
 }
