@@ -61,6 +61,7 @@ const CKR_KEY_NOT_WRAPPABLE: u64 = 0x69;
 const CKR_OPERATION_NOT_INITIALIZED: u64 = 0x91;
 const CKR_SAVED_STATE_INVALID: u64 = 0x160;
 const CKR_IBM_BLOB_ERROR: u64 = 0x8001_0004;
+const CKR_IBM_WKID_MISMATCH: u64 = 0x8001_0001;
 
 async fn aes(c: &mut Client, extra: &[(u64, proto::AttributeValue)]) -> Vec<u8> {
     let mut t = vec![(CKA_VALUE_LEN, int(32))];
@@ -428,6 +429,37 @@ async fn blob_and_state_kinds_do_not_stand_in_for_each_other() {
             })
             .await),
         CKR_OPERATION_NOT_INITIALIZED
+    );
+    // A state of another instance (another master key) is refused, as its keys are.
+    let other = Server::start().await;
+    let mut o = other.client().await;
+    let foreign_key = aes(&mut o, &[]).await;
+    let foreign = o
+        .encrypt_init(proto::EncryptInitRequest {
+            mech: cbc(),
+            key: kb(&foreign_key),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .state;
+    assert_eq!(
+        ckr(c
+            .encrypt_update(proto::EncryptUpdateRequest {
+                state: foreign,
+                plain: vec![0; 16],
+            })
+            .await),
+        CKR_IBM_WKID_MISMATCH
+    );
+    assert_eq!(
+        ckr(o
+            .encrypt_final(proto::EncryptFinalRequest {
+                state: enc_state.clone(),
+            })
+            .await),
+        CKR_IBM_WKID_MISMATCH
     );
     // A public key (even one marked CKA_SIGN) does not sign; a secret key does not ECDSA-sign;
     // a private key does not verify.
