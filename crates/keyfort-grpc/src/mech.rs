@@ -17,8 +17,10 @@ pub enum Mech {
         iv: [u8; 16],
         pad: bool,
     },
+    /// `counter` is the whole counter block; only its low `bits` (1 to 128) count.
     AesCtr {
         counter: [u8; 16],
+        bits: u32,
     },
     AesGcm {
         iv: Vec<u8>,
@@ -96,16 +98,27 @@ impl Mech {
                 pad: p.mechanism == m::AES_CBC_PAD,
             },
             m::AES_CTR => {
-                // CK_AES_CTR_PARAMS: the counter block, optionally after a ulCounterBits word.
-                let cb = match pb.len() {
-                    16 => pb,
-                    24 => &pb[8..],
+                // CK_AES_CTR_PARAMS: the counter block, optionally after a ulCounterBits word
+                // (a CK_ULONG, in either byte order).
+                let (bits, cb) = match pb.len() {
+                    16 => (128, pb),
+                    24 => {
+                        let word: [u8; 8] = pb[..8]
+                            .try_into()
+                            .map_err(|_| bad_param("AES-CTR counter bits"))?;
+                        let bits = [u64::from_be_bytes(word), u64::from_le_bytes(word)]
+                            .into_iter()
+                            .find(|b| (1..=128).contains(b))
+                            .ok_or(bad_param("AES-CTR counter bits must be 1 to 128"))?;
+                        (bits as u32, &pb[8..])
+                    }
                     _ => return Err(bad_param("AES-CTR needs a 16-byte counter block")),
                 };
                 Mech::AesCtr {
                     counter: cb
                         .try_into()
                         .map_err(|_| bad_param("AES-CTR counter block"))?,
+                    bits,
                 }
             }
             m::AES_GCM => {
@@ -180,6 +193,17 @@ impl Mech {
             _ => return Err(ck(rv::CKR_MECHANISM_INVALID, "mechanism not supported")),
         })
     }
+}
+
+/// How many counter values an AES-CTR counter block has left before its low `bits` would wrap
+/// into the nonce above them (the current value included; saturates at `u128::MAX`).
+pub fn ctr_room(counter: &[u8; 16], bits: u32) -> u128 {
+    let mask = if bits >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    };
+    (mask - (u128::from_be_bytes(*counter) & mask)).saturating_add(1)
 }
 
 const ED: u64 = flag::ENCRYPT | flag::DECRYPT;

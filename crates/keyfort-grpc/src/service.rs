@@ -111,8 +111,10 @@ fn finish(s: &Grep11Sealer, st: &State, signature: &[u8]) -> Result<Vec<u8>> {
 
 /// EncryptUpdate / DecryptUpdate: the block modes (ECB, CBC, CBC-PAD, CTR) process every whole
 /// block they can and carry the chaining value (next IV or counter block) and the remaining
-/// bytes in the state; CBC-PAD decryption keeps its last block for DecryptFinal. GCM (and RSA)
-/// buffer their input until the final call.
+/// bytes in the state; CBC-PAD decryption keeps its last block for DecryptFinal, and CTR keeps
+/// the block that would take its counter's last value (so that only the final call may, and
+/// the counter never wraps into the nonce). GCM (and RSA) buffer their input until the final
+/// call.
 fn update_crypt(s: &Grep11Sealer, st: &mut State, input: &[u8]) -> Result<Vec<u8>> {
     const BLOCK: usize = 16;
     st.push(input)?;
@@ -120,7 +122,21 @@ fn update_crypt(s: &Grep11Sealer, st: &mut State, input: &[u8]) -> Result<Vec<u8
     let encrypt = st.op == Op::Encrypt;
     let len = st.data.len();
     let n = match mech {
-        Mech::AesEcb | Mech::AesCtr { .. } | Mech::AesCbc { pad: false, .. } => len / BLOCK * BLOCK,
+        Mech::AesCtr { counter, bits } => {
+            let blocks = (len / BLOCK) as u128;
+            let room = mech::ctr_room(&counter, bits);
+            if blocks > room {
+                let code = if encrypt {
+                    rv::CKR_DATA_LEN_RANGE
+                } else {
+                    rv::CKR_ENCRYPTED_DATA_LEN_RANGE
+                };
+                return Err(ck(code, "the data would wrap the AES-CTR counter"));
+            }
+            // At most `room` blocks here, so `room - 1` leaves the last one for later.
+            (blocks.min(room - 1) as usize) * BLOCK
+        }
+        Mech::AesEcb | Mech::AesCbc { pad: false, .. } => len / BLOCK * BLOCK,
         Mech::AesCbc { pad: true, .. } if encrypt => len / BLOCK * BLOCK,
         Mech::AesCbc { pad: true, .. } => len.saturating_sub(1) / BLOCK * BLOCK,
         _ => return Ok(Vec::new()),
@@ -132,10 +148,19 @@ fn update_crypt(s: &Grep11Sealer, st: &mut State, input: &[u8]) -> Result<Vec<u8
     let head = Zeroizing::new(st.data[..n].to_vec());
     let (block_mech, next) = match mech {
         Mech::AesCbc { iv, .. } => (Mech::AesCbc { iv, pad: false }, None),
-        Mech::AesCtr { counter } => {
-            let blocks = u128::try_from(n / BLOCK).unwrap_or(u128::MAX);
+        Mech::AesCtr { counter, .. } => {
+            // Within the counter bits: fewer blocks than the counter has values left.
+            let blocks = (n / BLOCK) as u128;
             let next = u128::from_be_bytes(counter).wrapping_add(blocks);
-            (mech.clone(), Some(next.to_be_bytes().to_vec()))
+            // The ulCounterBits word, if the client gave one, stays in front.
+            let word = match &st.mech.parameter {
+                Some(Parameter::ParameterB(p)) if p.len() == 24 => p[..8].to_vec(),
+                _ => Vec::new(),
+            };
+            (
+                mech.clone(),
+                Some([word, next.to_be_bytes().to_vec()].concat()),
+            )
         }
         other => (other, None),
     };

@@ -53,6 +53,8 @@ const CKR_ATTRIBUTE_TYPE_INVALID: u64 = 0x12;
 const CKR_ARGUMENTS_BAD: u64 = 0x07;
 const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
 const CKR_KEY_SIZE_RANGE: u64 = 0x62;
+const CKR_DATA_LEN_RANGE: u64 = 0x21;
+const CKR_ENCRYPTED_DATA_LEN_RANGE: u64 = 0x41;
 const CKR_MECHANISM_PARAM_INVALID: u64 = 0x71;
 const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
 const CKR_KEY_TYPE_INCONSISTENT: u64 = 0x63;
@@ -862,6 +864,175 @@ async fn out_of_range_parameters_and_sizes_are_refused() {
                 .generate_random(proto::GenerateRandomRequest { len })
                 .await),
             CKR_ARGUMENTS_BAD
+        );
+    }
+}
+
+/// AES-CTR with `CK_AES_CTR_PARAMS` (ulCounterBits ‖ cb): the counter is the low ulCounterBits
+/// of the block and must not wrap into the nonce above it, or the keystream of another nonce
+/// is reused. Data that would wrap it is refused (single-part and multi-part), and counter
+/// widths of 0 or beyond 128 bits are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctr_counter_does_not_wrap_into_the_nonce() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let key = aes(&mut c, &[]).await;
+    let nonce = [9u8; 12];
+    let mut last = nonce.to_vec();
+    last.extend_from_slice(&[0xFF; 4]);
+    // CK_AES_CTR_PARAMS with a 32-bit counter at its last value, in either byte order of the
+    // CK_ULONG.
+    let params = |bits: [u8; 8]| [bits.as_slice(), &last].concat();
+    let enc = |p: Vec<u8>, n: usize| proto::EncryptSingleRequest {
+        mech: mech_b(CKM_AES_CTR, &p),
+        key: kb(&key),
+        plain: vec![0; n],
+        ..Default::default()
+    };
+    for bits in [32u64.to_be_bytes(), 32u64.to_le_bytes()] {
+        // One block fits: the counter's last value.
+        let one = c
+            .encrypt_single(enc(params(bits), 16))
+            .await
+            .unwrap()
+            .into_inner()
+            .ciphered;
+        assert_eq!(one.len(), 16);
+        // A second block would use nonce + 1 ‖ 0, another message's first keystream block.
+        assert_eq!(
+            ckr(c.encrypt_single(enc(params(bits), 17)).await),
+            CKR_DATA_LEN_RANGE
+        );
+        assert_eq!(
+            ckr(c
+                .decrypt_single(proto::DecryptSingleRequest {
+                    mech: mech_b(CKM_AES_CTR, &params(bits)),
+                    key: kb(&key),
+                    ciphered: vec![0; 32],
+                    ..Default::default()
+                })
+                .await),
+            CKR_ENCRYPTED_DATA_LEN_RANGE
+        );
+        // Multi-part: the blocks of the updates and the final count together.
+        let st = c
+            .encrypt_init(proto::EncryptInitRequest {
+                mech: mech_b(CKM_AES_CTR, &params(bits)),
+                key: kb(&key),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .state;
+        let u = c
+            .encrypt_update(proto::EncryptUpdateRequest {
+                state: st,
+                plain: vec![0; 8],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(u.ciphered.is_empty());
+        let u = c
+            .encrypt_update(proto::EncryptUpdateRequest {
+                state: u.state,
+                plain: vec![0; 8],
+            })
+            .await;
+        // The 16 buffered bytes would take the counter's last value: kept for the final call,
+        // which gives them that value, or refuses if more data came.
+        let st = u.unwrap().into_inner();
+        assert!(st.ciphered.is_empty());
+        let fin = c
+            .encrypt_final(proto::EncryptFinalRequest {
+                state: st.state.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ciphered;
+        assert_eq!(fin, one);
+        assert_eq!(
+            ckr(c
+                .encrypt(proto::EncryptRequest {
+                    state: st.state.clone(),
+                    plain: vec![0; 1],
+                })
+                .await),
+            CKR_DATA_LEN_RANGE
+        );
+        assert_eq!(
+            ckr(c
+                .encrypt_update(proto::EncryptUpdateRequest {
+                    state: st.state,
+                    plain: vec![0; 16],
+                })
+                .await),
+            CKR_DATA_LEN_RANGE
+        );
+        // Updates well inside the counter carry it on as the single-part form does.
+        let mut first = nonce.to_vec();
+        first.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFC]);
+        let p = [bits.as_slice(), &first].concat();
+        let whole = c
+            .encrypt_single(proto::EncryptSingleRequest {
+                mech: mech_b(CKM_AES_CTR, &p),
+                key: kb(&key),
+                plain: vec![0; 64],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ciphered;
+        let st = c
+            .encrypt_init(proto::EncryptInitRequest {
+                mech: mech_b(CKM_AES_CTR, &p),
+                key: kb(&key),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .state;
+        let u = c
+            .encrypt_update(proto::EncryptUpdateRequest {
+                state: st,
+                plain: vec![0; 40],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(u.ciphered, whole[..32]);
+        let u2 = c
+            .encrypt_update(proto::EncryptUpdateRequest {
+                state: u.state,
+                plain: vec![0; 24],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(u2.ciphered, whole[32..48]);
+        let fin = c
+            .encrypt_final(proto::EncryptFinalRequest { state: u2.state })
+            .await
+            .unwrap()
+            .into_inner()
+            .ciphered;
+        assert_eq!(fin, whole[48..]);
+    }
+    // The full 128-bit counter does not wrap either.
+    assert_eq!(
+        ckr(c.encrypt_single(enc(vec![0xFF; 16], 17)).await),
+        CKR_DATA_LEN_RANGE
+    );
+    c.encrypt_single(enc(vec![0xFF; 16], 16)).await.unwrap();
+    for bits in [0u64, 129, 1 << 40] {
+        assert_eq!(
+            ckr(c.encrypt_single(enc(params(bits.to_be_bytes()), 16)).await),
+            CKR_MECHANISM_PARAM_INVALID,
+            "{bits}"
         );
     }
 }
