@@ -1036,3 +1036,182 @@ async fn ctr_counter_does_not_wrap_into_the_nonce() {
         );
     }
 }
+
+async fn attrs_of(c: &mut Client, key: &[u8]) -> std::collections::HashMap<u64, Vec<u8>> {
+    c.get_attribute_value(proto::GetAttributeValueRequest {
+        object: key.to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .attributes_bytes
+}
+
+/// SetAttributeValue: a sensitive key never becomes non-sensitive, a non-extractable key never
+/// extractable, CKA_ALWAYS_SENSITIVE / CKA_NEVER_EXTRACTABLE / CKA_LOCAL and the attributes fixed
+/// at creation never change, and a non-modifiable key changes nothing; the history attributes
+/// follow the key's past, not the template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_attributes_stay_fixed() {
+    const CKA_LABEL: u64 = 0x3;
+    const CKA_VALUE: u64 = 0x11;
+    const CKA_SENSITIVE: u64 = 0x103;
+    const CKA_EXTRACTABLE: u64 = 0x162;
+    const CKA_LOCAL: u64 = 0x163;
+    const CKA_NEVER_EXTRACTABLE: u64 = 0x164;
+    const CKA_ALWAYS_SENSITIVE: u64 = 0x165;
+    const CKA_KEY_GEN_MECHANISM: u64 = 0x166;
+    const CKA_MODIFIABLE: u64 = 0x170;
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let set = |key: &[u8], t: &[(u64, proto::AttributeValue)]| proto::SetAttributeValueRequest {
+        object: key.to_vec(),
+        attributes: template(t),
+    };
+
+    // Generated sensitive and non-extractable; a template claiming otherwise about the past is
+    // overruled.
+    let locked = aes(
+        &mut c,
+        &[
+            (CKA_EXTRACTABLE, tf(false)),
+            (CKA_ALWAYS_SENSITIVE, tf(false)),
+            (CKA_LOCAL, tf(false)),
+        ],
+    )
+    .await;
+    let a = attrs_of(&mut c, &locked).await;
+    assert_eq!(a[&CKA_NEVER_EXTRACTABLE], [1]);
+    assert_eq!(a[&CKA_ALWAYS_SENSITIVE], [1]);
+    assert_eq!(a[&CKA_LOCAL], [1]);
+    for (t, v) in [
+        (CKA_SENSITIVE, tf(false)),
+        (CKA_EXTRACTABLE, tf(true)),
+        (CKA_EXTRACTABLE, int(1)),
+        (CKA_EXTRACTABLE, b(&[1])),
+        (CKA_NEVER_EXTRACTABLE, tf(false)),
+        (CKA_ALWAYS_SENSITIVE, tf(false)),
+        (CKA_LOCAL, tf(false)),
+        (CKA_CLASS, int(2)),
+        (CKA_KEY_TYPE, int(0x10)),
+        (CKA_VALUE_LEN, int(16)),
+        (CKA_VALUE, b(&[0; 32])),
+        (CKA_EC_PARAMS, b(P256)),
+        (CKA_MODULUS_BITS, int(2048)),
+    ] {
+        assert_eq!(
+            ckr(c.set_attribute_value(set(&locked, &[(t, v.clone())])).await),
+            CKR_ATTRIBUTE_READ_ONLY,
+            "{t:#x} {v:?}"
+        );
+    }
+    assert_eq!(
+        ckr(c
+            .set_attribute_value(set(&locked, &[(CKA_KEY_GEN_MECHANISM, int(0x350))]))
+            .await),
+        CKR_ATTRIBUTE_TYPE_INVALID
+    );
+    // Setting them to what they are already is no way around either rule.
+    let same = c
+        .set_attribute_value(set(
+            &locked,
+            &[(CKA_SENSITIVE, tf(true)), (CKA_EXTRACTABLE, tf(false))],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .object;
+    let a = attrs_of(&mut c, &same).await;
+    assert_eq!(a[&CKA_NEVER_EXTRACTABLE], [1]);
+    assert_eq!(a[&CKA_ALWAYS_SENSITIVE], [1]);
+
+    // Extractable and non-sensitive at first: locking it later does not rewrite its history.
+    let open = aes(&mut c, &[(CKA_SENSITIVE, tf(false))]).await;
+    let later = c
+        .set_attribute_value(set(
+            &open,
+            &[(CKA_SENSITIVE, tf(true)), (CKA_EXTRACTABLE, tf(false))],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .object;
+    let a = attrs_of(&mut c, &later).await;
+    assert_eq!(a[&CKA_SENSITIVE], [1]);
+    assert_eq!(a[&CKA_EXTRACTABLE], [0]);
+    assert_eq!(a[&CKA_NEVER_EXTRACTABLE], [0]);
+    assert_eq!(a[&CKA_ALWAYS_SENSITIVE], [0]);
+    for (t, v) in [(CKA_SENSITIVE, tf(false)), (CKA_EXTRACTABLE, tf(true))] {
+        assert_eq!(
+            ckr(c.set_attribute_value(set(&later, &[(t, v)])).await),
+            CKR_ATTRIBUTE_READ_ONLY
+        );
+    }
+    // And a non-extractable key stays unwrappable.
+    assert_eq!(
+        ckr(c
+            .wrap_key(proto::WrapKeyRequest {
+                mech: mech(CKM_AES_KEY_WRAP),
+                key: kb(&later),
+                ke_k: kb(&open),
+                ..Default::default()
+            })
+            .await),
+        0x6A
+    );
+
+    // Unwrapped keys were never local, never always-sensitive, never never-extractable, even
+    // when the template asks.
+    let kek = aes(&mut c, &[]).await;
+    let wrapped = c
+        .wrap_key(proto::WrapKeyRequest {
+            mech: mech(CKM_AES_KEY_WRAP),
+            key: kb(&open),
+            ke_k: kb(&kek),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .wrapped;
+    let mut t = aes_template();
+    for (k, v) in [
+        (CKA_EXTRACTABLE, tf(false)),
+        (CKA_NEVER_EXTRACTABLE, tf(true)),
+        (CKA_ALWAYS_SENSITIVE, tf(true)),
+        (CKA_LOCAL, tf(true)),
+    ] {
+        t.insert(k, v);
+    }
+    let un = c
+        .unwrap_key(proto::UnwrapKeyRequest {
+            mech: mech(CKM_AES_KEY_WRAP),
+            wrapped,
+            ke_k: kb(&kek),
+            template: t,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .unwrapped_bytes;
+    let a = attrs_of(&mut c, &un).await;
+    assert_eq!(a[&CKA_EXTRACTABLE], [0]);
+    assert_eq!(a[&CKA_NEVER_EXTRACTABLE], [0]);
+    assert_eq!(a[&CKA_ALWAYS_SENSITIVE], [0]);
+    assert_eq!(a[&CKA_LOCAL], [0]);
+
+    // Not modifiable: nothing changes, not even the label, and it cannot be made modifiable.
+    let frozen = aes(&mut c, &[(CKA_MODIFIABLE, tf(false))]).await;
+    for (t, v) in [
+        (CKA_LABEL, b(b"x")),
+        (CKA_ENCRYPT, tf(false)),
+        (CKA_MODIFIABLE, tf(true)),
+    ] {
+        assert_eq!(
+            ckr(c.set_attribute_value(set(&frozen, &[(t, v)])).await),
+            CKR_ATTRIBUTE_READ_ONLY
+        );
+    }
+}
