@@ -599,6 +599,38 @@ fn wrap(s: &Grep11Sealer, req: &proto::WrapKeyRequest) -> Result<proto::WrapKeyR
     Ok(proto::WrapKeyResponse { wrapped })
 }
 
+/// An imported public key, refused unless its value is a key of its type: an EC point on its
+/// curve (not the point at infinity; a compressed point comes back uncompressed; secp256k1:
+/// uncompressed, of its length), an Ed25519 or
+/// ML-DSA key of its length, an ML-KEM key that encapsulates. RSA keys were checked by parsing.
+fn checked_public(public: Public) -> Result<Public> {
+    let bad = || {
+        ck(
+            rv::CKR_WRAPPED_KEY_INVALID,
+            "the public key is not a valid key of its type",
+        )
+    };
+    Ok(match public {
+        // keyfort-crypto checks no secp256k1 point: its shape, at least (verification fails
+        // for a point off the curve).
+        Public::Ec(Curve::Secp256k1, point) if point.len() != 65 || point[0] != 4 => {
+            return Err(bad());
+        }
+        Public::Ec(Curve::Secp256k1, point) => Public::Ec(Curve::Secp256k1, point),
+        Public::Ec(curve, point) => Public::Ec(
+            curve,
+            keyfort_crypto::components::ec_public_point(curve, &point).map_err(|_| bad())?,
+        ),
+        Public::Ed25519(k) if k.len() != ed25519::PUBLIC_KEY_LEN => return Err(bad()),
+        Public::MlDsa(set, k) if k.len() != set.public_key_len() => return Err(bad()),
+        Public::MlKem(set, k) => {
+            pq::encapsulate(set, &k).map_err(|_| bad())?;
+            Public::MlKem(set, k)
+        }
+        other => other,
+    })
+}
+
 fn unwrap(s: &Grep11Sealer, req: &proto::UnwrapKeyRequest) -> Result<proto::UnwrapKeyResponse> {
     let mechanism = req
         .mech
@@ -607,7 +639,7 @@ fn unwrap(s: &Grep11Sealer, req: &proto::UnwrapKeyRequest) -> Result<proto::Unwr
     let template = Attrs::from_proto(&req.template)?;
     if mechanism.mechanism == m::IBM_TRANSPORTKEY {
         // Public key import: the "wrapped" bytes are a plain SPKI.
-        let public = Public::from_spki(&req.wrapped)?;
+        let public = checked_public(Public::from_spki(&req.wrapped)?)?;
         let type_attrs = public.type_attrs();
         let key_type = match type_attrs.first() {
             Some((_, Attr::Int(t))) => *t,

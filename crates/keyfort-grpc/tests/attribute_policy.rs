@@ -47,6 +47,7 @@ const CKM_IBM_TRANSPORTKEY: u64 = 0x8002_0005;
 
 const P256: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 const P384: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22];
+const SECP256K1: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x0A];
 
 const CKR_ATTRIBUTE_READ_ONLY: u64 = 0x10;
 const CKR_ATTRIBUTE_TYPE_INVALID: u64 = 0x12;
@@ -62,6 +63,7 @@ const CKR_KEY_FUNCTION_NOT_PERMITTED: u64 = 0x68;
 const CKR_KEY_NOT_WRAPPABLE: u64 = 0x69;
 const CKR_OPERATION_NOT_INITIALIZED: u64 = 0x91;
 const CKR_SAVED_STATE_INVALID: u64 = 0x160;
+const CKR_WRAPPED_KEY_INVALID: u64 = 0x110;
 const CKR_IBM_BLOB_ERROR: u64 = 0x8001_0004;
 const CKR_IBM_WKID_MISMATCH: u64 = 0x8001_0001;
 
@@ -1213,5 +1215,109 @@ async fn fixed_attributes_stay_fixed() {
             ckr(c.set_attribute_value(set(&frozen, &[(t, v)])).await),
             CKR_ATTRIBUTE_READ_ONLY
         );
+    }
+}
+
+/// Public key import (`CKM_IBM_TRANSPORTKEY`) refuses a SubjectPublicKeyInfo whose key is not a
+/// key of its type: an EC point off the curve or at infinity, an Ed25519 or ML-DSA key of the
+/// wrong length. A valid one still imports and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_public_keys_are_checked() {
+    const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
+    const ED25519: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
+    const ML_DSA_65: &[u8] = &[
+        0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x12,
+    ];
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let n = content.len();
+        if n < 0x80 {
+            out.push(n as u8);
+        } else {
+            out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    fn spki(alg: &[u8], key: &[u8]) -> Vec<u8> {
+        let bits = [&[0u8][..], key].concat();
+        tlv(0x30, &[tlv(0x30, alg), tlv(0x03, &bits)].concat())
+    }
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let kek = aes(&mut c, &[]).await;
+    let import = |spki: Vec<u8>| proto::UnwrapKeyRequest {
+        mech: mech(CKM_IBM_TRANSPORTKEY),
+        wrapped: spki,
+        ke_k: kb(&kek),
+        ..Default::default()
+    };
+    let p256_alg = [EC_PUBLIC_KEY, P256].concat();
+    let mut off_curve = vec![4u8];
+    off_curve.extend_from_slice(&[1; 64]);
+    for (what, s) in [
+        ("off the curve", spki(&p256_alg, &off_curve)),
+        ("infinity", spki(&p256_alg, &[0])),
+        ("short point", spki(&p256_alg, &[4, 1, 2])),
+        ("Ed25519 of 31 bytes", spki(ED25519, &[7; 31])),
+        (
+            "Ed25519 of 31 bytes, GREP11 shape",
+            spki(&[EC_PUBLIC_KEY, ED25519].concat(), &[7; 31]),
+        ),
+        ("ML-DSA-65 of 100 bytes", spki(ML_DSA_65, &[7; 100])),
+        (
+            "secp256k1 short point",
+            spki(&[EC_PUBLIC_KEY, SECP256K1].concat(), &[4; 33]),
+        ),
+    ] {
+        assert_eq!(
+            ckr(c.unwrap_key(import(s)).await),
+            CKR_WRAPPED_KEY_INVALID,
+            "{what}"
+        );
+    }
+
+    // Real keys import and verify what their private keys signed.
+    for curve in [P256, SECP256K1] {
+        let (private, public) = {
+            let r = c
+                .generate_key_pair(proto::GenerateKeyPairRequest {
+                    mech: mech(CKM_EC_KEY_PAIR_GEN),
+                    pub_key_template: template(&[(CKA_EC_PARAMS, b(curve))]),
+                    priv_key_template: template(&[]),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (r.priv_key_bytes, r.pub_key_bytes)
+        };
+        let spki_len = 2 + usize::from(public[1]);
+        let imported = c
+            .unwrap_key(import(public[..spki_len].to_vec()))
+            .await
+            .unwrap()
+            .into_inner()
+            .unwrapped_bytes;
+        assert_eq!(imported[..spki_len], public[..spki_len]);
+        let sig = c
+            .sign_single(proto::SignSingleRequest {
+                mech: mech(CKM_ECDSA_SHA256),
+                priv_key: kb(&private),
+                data: b"m".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .signature;
+        c.verify_single(proto::VerifySingleRequest {
+            mech: mech(CKM_ECDSA_SHA256),
+            pub_key: kb(&imported),
+            data: b"m".to_vec(),
+            signature: sig,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     }
 }
