@@ -174,6 +174,12 @@ pub mod attr {
     pub const MODULUS: u64 = 0x120;
     pub const MODULUS_BITS: u64 = 0x121;
     pub const PUBLIC_EXPONENT: u64 = 0x122;
+    pub const PRIVATE_EXPONENT: u64 = 0x123;
+    pub const PRIME_1: u64 = 0x124;
+    pub const PRIME_2: u64 = 0x125;
+    pub const EXPONENT_1: u64 = 0x126;
+    pub const EXPONENT_2: u64 = 0x127;
+    pub const COEFFICIENT: u64 = 0x128;
     pub const VALUE_LEN: u64 = 0x161;
     pub const EXTRACTABLE: u64 = 0x162;
     pub const LOCAL: u64 = 0x163;

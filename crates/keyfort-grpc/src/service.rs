@@ -266,12 +266,21 @@ pub fn key_attrs(template: &Attrs, class: i64, key_type: i64, local: bool) -> Re
     for (k, v) in &template.0 {
         a.set(*k, v.clone());
     }
+    // What the service decides, and what describes the key's value: never the template's.
     for k in [
         attr::LOCAL,
         attr::NEVER_EXTRACTABLE,
         attr::ALWAYS_SENSITIVE,
         attr::VALUE,
         attr::CHECK_VALUE,
+        attr::MODULUS,
+        attr::PRIVATE_EXPONENT,
+        attr::PRIME_1,
+        attr::PRIME_2,
+        attr::EXPONENT_1,
+        attr::EXPONENT_2,
+        attr::COEFFICIENT,
+        attr::EC_POINT,
     ] {
         a.0.remove(&k);
     }

@@ -1321,3 +1321,111 @@ async fn imported_public_keys_are_checked() {
         .unwrap();
     }
 }
+
+/// Attributes that describe a key's value (the RSA modulus and private components, the EC
+/// point) come from the key, never from a template: a template's values for them are not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_value_attributes_are_not_taken_from_templates() {
+    const CKA_MODULUS: u64 = 0x120;
+    const CKA_PRIVATE_EXPONENT: u64 = 0x123;
+    const CKA_PRIME_1: u64 = 0x124;
+    const CKA_COEFFICIENT: u64 = 0x128;
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let r = c
+        .generate_key_pair(proto::GenerateKeyPairRequest {
+            mech: mech(CKM_RSA_PKCS_KEY_PAIR_GEN),
+            pub_key_template: template(&[
+                (CKA_MODULUS_BITS, int(2048)),
+                (CKA_MODULUS, b(&[0xAB; 256])),
+                (CKA_EC_POINT, b(&[4, 1, 2])),
+            ]),
+            priv_key_template: template(&[
+                (CKA_PRIVATE_EXPONENT, b(&[1])),
+                (CKA_PRIME_1, b(&[3])),
+                (CKA_COEFFICIENT, b(&[5])),
+                (CKA_MODULUS, b(&[0xAB; 256])),
+            ]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for (blob, spoofed) in [
+        (&r.pub_key_bytes, &[CKA_MODULUS, CKA_EC_POINT][..]),
+        (
+            &r.priv_key_bytes,
+            &[
+                CKA_PRIVATE_EXPONENT,
+                CKA_PRIME_1,
+                CKA_COEFFICIENT,
+                CKA_MODULUS,
+            ][..],
+        ),
+    ] {
+        let all = c
+            .get_attribute_value(proto::GetAttributeValueRequest {
+                object: blob.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .attributes_bytes;
+        for t in spoofed {
+            assert!(!all.contains_key(t), "{t:#x} kept from the template");
+        }
+    }
+    // Nor through unwrap (a secret key) or public key import.
+    let kek = aes(&mut c, &[]).await;
+    let wrapped = c
+        .wrap_key(proto::WrapKeyRequest {
+            mech: mech(CKM_AES_KEY_WRAP),
+            key: kb(&kek),
+            ke_k: kb(&kek),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .wrapped;
+    let mut t = aes_template();
+    t.insert(CKA_MODULUS, b(&[0xAB; 16]));
+    let un = c
+        .unwrap_key(proto::UnwrapKeyRequest {
+            mech: mech(CKM_AES_KEY_WRAP),
+            wrapped,
+            ke_k: kb(&kek),
+            template: t,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .unwrapped_bytes;
+    let spki_len = 4 + usize::from(r.pub_key_bytes[2]) * 256 + usize::from(r.pub_key_bytes[3]);
+    let imported = c
+        .unwrap_key(proto::UnwrapKeyRequest {
+            mech: mech(CKM_IBM_TRANSPORTKEY),
+            wrapped: r.pub_key_bytes[..spki_len].to_vec(),
+            ke_k: kb(&kek),
+            template: template(&[(CKA_MODULUS, b(&[0xAB; 256])), (CKA_EC_POINT, b(&[4]))]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .unwrapped_bytes;
+    for blob in [un, imported] {
+        let all = c
+            .get_attribute_value(proto::GetAttributeValueRequest {
+                object: blob,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .attributes_bytes;
+        assert!(!all.contains_key(&CKA_MODULUS));
+        assert!(!all.contains_key(&CKA_EC_POINT));
+    }
+}
