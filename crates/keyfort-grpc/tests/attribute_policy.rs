@@ -1,7 +1,10 @@
 #![allow(clippy::unwrap_used)]
 //! The PKCS#11 attribute policy of keys, enforced on every operation over the real service:
-//! usage flags in every form of every operation, restrictions the service cannot honour refused
-//! rather than ignored, and blobs and states of one kind refused where another is expected.
+//! usage flags in every form of every operation, CKA_WRAP_WITH_TRUSTED, restrictions the service
+//! cannot honour refused rather than ignored, attributes fixed at creation, key-value attributes
+//! never taken from templates; blobs and states of one kind refused where another is expected;
+//! mechanism parameters and key sizes out of range (AES-CTR counter bits among them); imported
+//! public keys checked.
 
 mod common;
 
