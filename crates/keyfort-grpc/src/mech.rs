@@ -17,8 +17,13 @@ pub enum Mech {
         iv: [u8; 16],
         pad: bool,
     },
-    /// `counter` is the whole counter block; only its low `bits` (1 to 128) count.
+    /// A 128-bit counter: the whole block.
     AesCtr {
+        counter: [u8; 16],
+    },
+    /// A counter of the block's low `bits` (1 to 127, `CK_AES_CTR_PARAMS.ulCounterBits`); the
+    /// bits above it are a nonce that the counter must not wrap into.
+    AesCtrBits {
         counter: [u8; 16],
         bits: u32,
     },
@@ -114,11 +119,13 @@ impl Mech {
                     }
                     _ => return Err(bad_param("AES-CTR needs a 16-byte counter block")),
                 };
-                Mech::AesCtr {
-                    counter: cb
-                        .try_into()
-                        .map_err(|_| bad_param("AES-CTR counter block"))?,
-                    bits,
+                let counter = cb
+                    .try_into()
+                    .map_err(|_| bad_param("AES-CTR counter block"))?;
+                if bits == 128 {
+                    Mech::AesCtr { counter }
+                } else {
+                    Mech::AesCtrBits { counter, bits }
                 }
             }
             m::AES_GCM => {
@@ -192,6 +199,17 @@ impl Mech {
             m::SHA512_HMAC => Mech::Hmac(hmac::Algorithm::Sha512),
             _ => return Err(ck(rv::CKR_MECHANISM_INVALID, "mechanism not supported")),
         })
+    }
+}
+
+impl Mech {
+    /// The counter block and counter width of AES-CTR.
+    pub fn counter(&self) -> Option<([u8; 16], u32)> {
+        match self {
+            Mech::AesCtr { counter } => Some((*counter, 128)),
+            Mech::AesCtrBits { counter, bits } => Some((*counter, *bits)),
+            _ => None,
+        }
     }
 }
 

@@ -122,7 +122,8 @@ fn update_crypt(s: &Grep11Sealer, st: &mut State, input: &[u8]) -> Result<Vec<u8
     let encrypt = st.op == Op::Encrypt;
     let len = st.data.len();
     let n = match mech {
-        Mech::AesCtr { counter, bits } => {
+        Mech::AesCtr { .. } | Mech::AesCtrBits { .. } => {
+            let (counter, bits) = mech.counter().unwrap_or_default();
             let blocks = (len / BLOCK) as u128;
             let room = mech::ctr_room(&counter, bits);
             if blocks > room {
@@ -148,7 +149,7 @@ fn update_crypt(s: &Grep11Sealer, st: &mut State, input: &[u8]) -> Result<Vec<u8
     let head = Zeroizing::new(st.data[..n].to_vec());
     let (block_mech, next) = match mech {
         Mech::AesCbc { iv, .. } => (Mech::AesCbc { iv, pad: false }, None),
-        Mech::AesCtr { counter, .. } => {
+        Mech::AesCtr { counter } | Mech::AesCtrBits { counter, .. } => {
             // Within the counter bits: fewer blocks than the counter has values left.
             let blocks = (n / BLOCK) as u128;
             let next = u128::from_be_bytes(counter).wrapping_add(blocks);
