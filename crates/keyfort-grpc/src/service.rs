@@ -288,6 +288,10 @@ pub fn key_attrs(template: &Attrs, class: i64, key_type: i64, local: bool) -> Re
     a.set(attr::CLASS, Attr::Int(class));
     a.set(attr::KEY_TYPE, Attr::Int(key_type));
     a.set(attr::LOCAL, Attr::Bool(local));
+    if !local {
+        // Only a key generated here has a generation mechanism (set by the caller of this).
+        a.0.remove(&attr::KEY_GEN_MECHANISM);
+    }
     if class != obj::CKO_PUBLIC_KEY {
         let extractable = a.flag(attr::EXTRACTABLE, true)?;
         let sensitive = a.flag(attr::SENSITIVE, true)?;

@@ -1186,6 +1186,7 @@ async fn fixed_attributes_stay_fixed() {
         (CKA_NEVER_EXTRACTABLE, tf(true)),
         (CKA_ALWAYS_SENSITIVE, tf(true)),
         (CKA_LOCAL, tf(true)),
+        (CKA_KEY_GEN_MECHANISM, int(CKM_AES_KEY_GEN as i64)),
     ] {
         t.insert(k, v);
     }
@@ -1202,6 +1203,10 @@ async fn fixed_attributes_stay_fixed() {
         .into_inner()
         .unwrapped_bytes;
     let a = attrs_of(&mut c, &un).await;
+    assert!(
+        !a.contains_key(&CKA_KEY_GEN_MECHANISM),
+        "not generated here"
+    );
     assert_eq!(a[&CKA_EXTRACTABLE], [0]);
     assert_eq!(a[&CKA_NEVER_EXTRACTABLE], [0]);
     assert_eq!(a[&CKA_ALWAYS_SENSITIVE], [0]);
