@@ -289,8 +289,10 @@ pub fn key_attrs(template: &Attrs, class: i64, key_type: i64, local: bool) -> Re
     a.set(attr::KEY_TYPE, Attr::Int(key_type));
     a.set(attr::LOCAL, Attr::Bool(local));
     if !local {
-        // Only a key generated here has a generation mechanism (set by the caller of this).
+        // Only a key generated here has a generation mechanism (set by the caller of this), and
+        // only there was a template's public exponent checked against the key.
         a.0.remove(&attr::KEY_GEN_MECHANISM);
+        a.0.remove(&attr::PUBLIC_EXPONENT);
     }
     if class != obj::CKO_PUBLIC_KEY {
         let extractable = a.flag(attr::EXTRACTABLE, true)?;

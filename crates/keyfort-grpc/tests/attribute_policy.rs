@@ -1331,7 +1331,8 @@ async fn imported_public_keys_are_checked() {
 }
 
 /// Attributes that describe a key's value (the RSA modulus and private components, the EC
-/// point) come from the key, never from a template: a template's values for them are not kept.
+/// point; the public exponent of a key not generated here) come from the key, never from a
+/// template: a template's values for them are not kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_value_attributes_are_not_taken_from_templates() {
     const CKA_MODULUS: u64 = 0x120;
@@ -1416,7 +1417,11 @@ async fn key_value_attributes_are_not_taken_from_templates() {
             mech: mech(CKM_IBM_TRANSPORTKEY),
             wrapped: r.pub_key_bytes[..spki_len].to_vec(),
             ke_k: kb(&kek),
-            template: template(&[(CKA_MODULUS, b(&[0xAB; 256])), (CKA_EC_POINT, b(&[4]))]),
+            template: template(&[
+                (CKA_MODULUS, b(&[0xAB; 256])),
+                (CKA_EC_POINT, b(&[4])),
+                (CKA_PUBLIC_EXPONENT, int(3)),
+            ]),
             ..Default::default()
         })
         .await
@@ -1435,5 +1440,6 @@ async fn key_value_attributes_are_not_taken_from_templates() {
             .attributes_bytes;
         assert!(!all.contains_key(&CKA_MODULUS));
         assert!(!all.contains_key(&CKA_EC_POINT));
+        assert!(!all.contains_key(&CKA_PUBLIC_EXPONENT));
     }
 }
