@@ -160,6 +160,7 @@ pub mod attr {
     pub const LABEL: u64 = 0x3;
     pub const VALUE: u64 = 0x11;
     pub const CHECK_VALUE: u64 = 0x90;
+    pub const TRUSTED: u64 = 0x86;
     pub const KEY_TYPE: u64 = 0x100;
     pub const ID: u64 = 0x102;
     pub const SENSITIVE: u64 = 0x103;
@@ -173,6 +174,12 @@ pub mod attr {
     pub const MODULUS: u64 = 0x120;
     pub const MODULUS_BITS: u64 = 0x121;
     pub const PUBLIC_EXPONENT: u64 = 0x122;
+    pub const PRIVATE_EXPONENT: u64 = 0x123;
+    pub const PRIME_1: u64 = 0x124;
+    pub const PRIME_2: u64 = 0x125;
+    pub const EXPONENT_1: u64 = 0x126;
+    pub const EXPONENT_2: u64 = 0x127;
+    pub const COEFFICIENT: u64 = 0x128;
     pub const VALUE_LEN: u64 = 0x161;
     pub const EXTRACTABLE: u64 = 0x162;
     pub const LOCAL: u64 = 0x163;
@@ -182,6 +189,11 @@ pub mod attr {
     pub const MODIFIABLE: u64 = 0x170;
     pub const EC_PARAMS: u64 = 0x180;
     pub const EC_POINT: u64 = 0x181;
+    pub const WRAP_WITH_TRUSTED: u64 = 0x210;
+    pub const WRAP_TEMPLATE: u64 = 0x4000_0211;
+    pub const UNWRAP_TEMPLATE: u64 = 0x4000_0212;
+    pub const DERIVE_TEMPLATE: u64 = 0x4000_0213;
+    pub const ALLOWED_MECHANISMS: u64 = 0x4000_0600;
     pub const PARAMETER_SET: u64 = 0x61D;
     pub const ENCAPSULATE: u64 = 0x633;
     pub const DECAPSULATE: u64 = 0x634;

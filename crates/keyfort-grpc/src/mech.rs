@@ -17,8 +17,15 @@ pub enum Mech {
         iv: [u8; 16],
         pad: bool,
     },
+    /// A 128-bit counter: the whole block.
     AesCtr {
         counter: [u8; 16],
+    },
+    /// A counter of the block's low `bits` (1 to 127, `CK_AES_CTR_PARAMS.ulCounterBits`); the
+    /// bits above it are a nonce that the counter must not wrap into.
+    AesCtrBits {
+        counter: [u8; 16],
+        bits: u32,
     },
     AesGcm {
         iv: Vec<u8>,
@@ -96,16 +103,29 @@ impl Mech {
                 pad: p.mechanism == m::AES_CBC_PAD,
             },
             m::AES_CTR => {
-                // CK_AES_CTR_PARAMS: the counter block, optionally after a ulCounterBits word.
-                let cb = match pb.len() {
-                    16 => pb,
-                    24 => &pb[8..],
+                // CK_AES_CTR_PARAMS: the counter block, optionally after a ulCounterBits word
+                // (a CK_ULONG, in either byte order).
+                let (bits, cb) = match pb.len() {
+                    16 => (128, pb),
+                    24 => {
+                        let word: [u8; 8] = pb[..8]
+                            .try_into()
+                            .map_err(|_| bad_param("AES-CTR counter bits"))?;
+                        let bits = [u64::from_be_bytes(word), u64::from_le_bytes(word)]
+                            .into_iter()
+                            .find(|b| (1..=128).contains(b))
+                            .ok_or(bad_param("AES-CTR counter bits must be 1 to 128"))?;
+                        (bits as u32, &pb[8..])
+                    }
                     _ => return Err(bad_param("AES-CTR needs a 16-byte counter block")),
                 };
-                Mech::AesCtr {
-                    counter: cb
-                        .try_into()
-                        .map_err(|_| bad_param("AES-CTR counter block"))?,
+                let counter = cb
+                    .try_into()
+                    .map_err(|_| bad_param("AES-CTR counter block"))?;
+                if bits == 128 {
+                    Mech::AesCtr { counter }
+                } else {
+                    Mech::AesCtrBits { counter, bits }
                 }
             }
             m::AES_GCM => {
@@ -180,6 +200,28 @@ impl Mech {
             _ => return Err(ck(rv::CKR_MECHANISM_INVALID, "mechanism not supported")),
         })
     }
+}
+
+impl Mech {
+    /// The counter block and counter width of AES-CTR.
+    pub fn counter(&self) -> Option<([u8; 16], u32)> {
+        match self {
+            Mech::AesCtr { counter } => Some((*counter, 128)),
+            Mech::AesCtrBits { counter, bits } => Some((*counter, *bits)),
+            _ => None,
+        }
+    }
+}
+
+/// How many counter values an AES-CTR counter block has left before its low `bits` would wrap
+/// into the nonce above them (the current value included; saturates at `u128::MAX`).
+pub fn ctr_room(counter: &[u8; 16], bits: u32) -> u128 {
+    let mask = if bits >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    };
+    (mask - (u128::from_be_bytes(*counter) & mask)).saturating_add(1)
 }
 
 const ED: u64 = flag::ENCRYPT | flag::DECRYPT;

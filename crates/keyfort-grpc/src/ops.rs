@@ -44,7 +44,10 @@ pub fn encrypt_raw(key: &Key, m: &Mech, data: &[u8]) -> Result<Vec<u8>> {
             aes::cbc_encrypt(aes_key(key)?, iv, data)?
         }
         Mech::AesCbc { iv, pad: true } => aes::cbc_pad_encrypt(aes_key(key)?, iv, data)?,
-        Mech::AesCtr { counter } => aes::ctr_apply(aes_key(key)?, counter, data)?.to_vec(),
+        Mech::AesCtr { .. } | Mech::AesCtrBits { .. } => {
+            let counter = ctr_fits(m, data, rv::CKR_DATA_LEN_RANGE)?;
+            aes::ctr_apply(aes_key(key)?, &counter, data)?.to_vec()
+        }
         Mech::AesGcm { iv } => aes::gcm_encrypt(aes_key(key)?, iv, &[], data)?,
         Mech::AesKeyWrap { pad: false } => aes::key_wrap(aes_key(key)?, data)?,
         Mech::AesKeyWrap { pad: true } => aes::key_wrap_pad(aes_key(key)?, data)?,
@@ -87,7 +90,10 @@ pub fn decrypt_raw(key: &Key, m: &Mech, data: &[u8]) -> Result<Zeroizing<Vec<u8>
             block_multiple(data).map_err(|_| bad_len())?;
             aes::cbc_pad_decrypt(aes_key(key)?, iv, data)?
         }
-        Mech::AesCtr { counter } => aes::ctr_apply(aes_key(key)?, counter, data)?,
+        Mech::AesCtr { .. } | Mech::AesCtrBits { .. } => {
+            let counter = ctr_fits(m, data, rv::CKR_ENCRYPTED_DATA_LEN_RANGE)?;
+            aes::ctr_apply(aes_key(key)?, &counter, data)?
+        }
         Mech::AesGcm { iv } => aes::gcm_decrypt(aes_key(key)?, iv, &[], data)?,
         Mech::AesKeyWrap { pad: false } => aes::key_unwrap(aes_key(key)?, data)?,
         Mech::AesKeyWrap { pad: true } => aes::key_unwrap_pad(aes_key(key)?, data)?,
@@ -111,6 +117,19 @@ pub fn decrypt_raw(key: &Key, m: &Mech, data: &[u8]) -> Result<Zeroizing<Vec<u8>
         }
         _ => return Err(ck(rv::CKR_MECHANISM_INVALID, "not a decryption mechanism")),
     })
+}
+
+/// The counter block of AES-CTR mechanism `m`, refusing data whose keystream would wrap the
+/// counter into the nonce (and so repeat the keystream of another counter block).
+fn ctr_fits(m: &Mech, data: &[u8], code: u64) -> Result<[u8; 16]> {
+    let (counter, bits) = m
+        .counter()
+        .ok_or(ck(rv::CKR_MECHANISM_INVALID, "not AES-CTR"))?;
+    let blocks = data.len().div_ceil(aes::BLOCK_LEN) as u128;
+    if blocks > crate::mech::ctr_room(&counter, bits) {
+        return Err(ck(code, "the data would wrap the AES-CTR counter"));
+    }
+    Ok(counter)
 }
 
 fn block_multiple(data: &[u8]) -> Result<()> {

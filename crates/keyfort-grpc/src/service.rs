@@ -111,8 +111,10 @@ fn finish(s: &Grep11Sealer, st: &State, signature: &[u8]) -> Result<Vec<u8>> {
 
 /// EncryptUpdate / DecryptUpdate: the block modes (ECB, CBC, CBC-PAD, CTR) process every whole
 /// block they can and carry the chaining value (next IV or counter block) and the remaining
-/// bytes in the state; CBC-PAD decryption keeps its last block for DecryptFinal. GCM (and RSA)
-/// buffer their input until the final call.
+/// bytes in the state; CBC-PAD decryption keeps its last block for DecryptFinal, and CTR keeps
+/// the block that would take its counter's last value (so that only the final call may, and
+/// the counter never wraps into the nonce). GCM (and RSA) buffer their input until the final
+/// call.
 fn update_crypt(s: &Grep11Sealer, st: &mut State, input: &[u8]) -> Result<Vec<u8>> {
     const BLOCK: usize = 16;
     st.push(input)?;
@@ -120,7 +122,22 @@ fn update_crypt(s: &Grep11Sealer, st: &mut State, input: &[u8]) -> Result<Vec<u8
     let encrypt = st.op == Op::Encrypt;
     let len = st.data.len();
     let n = match mech {
-        Mech::AesEcb | Mech::AesCtr { .. } | Mech::AesCbc { pad: false, .. } => len / BLOCK * BLOCK,
+        Mech::AesCtr { .. } | Mech::AesCtrBits { .. } => {
+            let (counter, bits) = mech.counter().unwrap_or_default();
+            let blocks = (len / BLOCK) as u128;
+            let room = mech::ctr_room(&counter, bits);
+            if blocks > room {
+                let code = if encrypt {
+                    rv::CKR_DATA_LEN_RANGE
+                } else {
+                    rv::CKR_ENCRYPTED_DATA_LEN_RANGE
+                };
+                return Err(ck(code, "the data would wrap the AES-CTR counter"));
+            }
+            // At most `room` blocks here, so `room - 1` leaves the last one for later.
+            (blocks.min(room - 1) as usize) * BLOCK
+        }
+        Mech::AesEcb | Mech::AesCbc { pad: false, .. } => len / BLOCK * BLOCK,
         Mech::AesCbc { pad: true, .. } if encrypt => len / BLOCK * BLOCK,
         Mech::AesCbc { pad: true, .. } => len.saturating_sub(1) / BLOCK * BLOCK,
         _ => return Ok(Vec::new()),
@@ -132,10 +149,19 @@ fn update_crypt(s: &Grep11Sealer, st: &mut State, input: &[u8]) -> Result<Vec<u8
     let head = Zeroizing::new(st.data[..n].to_vec());
     let (block_mech, next) = match mech {
         Mech::AesCbc { iv, .. } => (Mech::AesCbc { iv, pad: false }, None),
-        Mech::AesCtr { counter } => {
-            let blocks = u128::try_from(n / BLOCK).unwrap_or(u128::MAX);
+        Mech::AesCtr { counter } | Mech::AesCtrBits { counter, .. } => {
+            // Within the counter bits: fewer blocks than the counter has values left.
+            let blocks = (n / BLOCK) as u128;
             let next = u128::from_be_bytes(counter).wrapping_add(blocks);
-            (mech.clone(), Some(next.to_be_bytes().to_vec()))
+            // The ulCounterBits word, if the client gave one, stays in front.
+            let word = match &st.mech.parameter {
+                Some(Parameter::ParameterB(p)) if p.len() == 24 => p[..8].to_vec(),
+                _ => Vec::new(),
+            };
+            (
+                mech.clone(),
+                Some([word, next.to_be_bytes().to_vec()].concat()),
+            )
         }
         other => (other, None),
     };
@@ -197,6 +223,25 @@ pub fn key_attrs(template: &Attrs, class: i64, key_type: i64, local: bool) -> Re
             "CKA_KEY_TYPE does not fit the mechanism",
         ));
     }
+    // PKCS#11 lets only the security officer mark a key trusted; no caller here is one.
+    if template.flag(attr::TRUSTED, false)? {
+        return Err(ck(rv::CKR_ATTRIBUTE_READ_ONLY, "CKA_TRUSTED cannot be set"));
+    }
+    template.bool(attr::WRAP_WITH_TRUSTED)?;
+    // Restrictions the service does not enforce are refused, not kept as if they held.
+    for t in [
+        attr::WRAP_TEMPLATE,
+        attr::UNWRAP_TEMPLATE,
+        attr::DERIVE_TEMPLATE,
+        attr::ALLOWED_MECHANISMS,
+    ] {
+        if template.get(t).is_some() {
+            return Err(ck(
+                rv::CKR_ATTRIBUTE_TYPE_INVALID,
+                "wrap, unwrap and derive templates and allowed mechanisms are not supported",
+            ));
+        }
+    }
     let mut a = Attrs::default();
     let usages: &[u64] = match class {
         obj::CKO_SECRET_KEY => &[
@@ -222,18 +267,33 @@ pub fn key_attrs(template: &Attrs, class: i64, key_type: i64, local: bool) -> Re
     for (k, v) in &template.0 {
         a.set(*k, v.clone());
     }
+    // What the service decides, and what describes the key's value: never the template's.
     for k in [
         attr::LOCAL,
         attr::NEVER_EXTRACTABLE,
         attr::ALWAYS_SENSITIVE,
         attr::VALUE,
         attr::CHECK_VALUE,
+        attr::MODULUS,
+        attr::PRIVATE_EXPONENT,
+        attr::PRIME_1,
+        attr::PRIME_2,
+        attr::EXPONENT_1,
+        attr::EXPONENT_2,
+        attr::COEFFICIENT,
+        attr::EC_POINT,
     ] {
         a.0.remove(&k);
     }
     a.set(attr::CLASS, Attr::Int(class));
     a.set(attr::KEY_TYPE, Attr::Int(key_type));
     a.set(attr::LOCAL, Attr::Bool(local));
+    if !local {
+        // Only a key generated here has a generation mechanism (set by the caller of this), and
+        // only there was a template's public exponent checked against the key.
+        a.0.remove(&attr::KEY_GEN_MECHANISM);
+        a.0.remove(&attr::PUBLIC_EXPONENT);
+    }
     if class != obj::CKO_PUBLIC_KEY {
         let extractable = a.flag(attr::EXTRACTABLE, true)?;
         let sensitive = a.flag(attr::SENSITIVE, true)?;
@@ -532,6 +592,16 @@ fn wrap(s: &Grep11Sealer, req: &proto::WrapKeyRequest) -> Result<proto::WrapKeyR
     if !matches!(key.material, Material::Public(..)) && !key.attrs.flag(attr::EXTRACTABLE, false)? {
         return Err(ck(rv::CKR_KEY_UNEXTRACTABLE, "the key is not extractable"));
     }
+    // Only a trusted key may wrap it, and the service has none (a CKA_TRUSTED in a blob was
+    // claimed by its maker, not granted).
+    if !matches!(key.material, Material::Public(..))
+        && key.attrs.flag(attr::WRAP_WITH_TRUSTED, false)?
+    {
+        return Err(ck(
+            rv::CKR_KEY_NOT_WRAPPABLE,
+            "the key may only be wrapped by a trusted key",
+        ));
+    }
     let wrapped = ops::encrypt_raw(&kek, &mech, &content).map_err(|e| match e {
         Error::Ck {
             rv: rv::CKR_KEY_TYPE_INCONSISTENT,
@@ -545,6 +615,38 @@ fn wrap(s: &Grep11Sealer, req: &proto::WrapKeyRequest) -> Result<proto::WrapKeyR
     Ok(proto::WrapKeyResponse { wrapped })
 }
 
+/// An imported public key, refused unless its value is a key of its type: an EC point on its
+/// curve (not the point at infinity; a compressed point comes back uncompressed; secp256k1:
+/// uncompressed, of its length), an Ed25519 or
+/// ML-DSA key of its length, an ML-KEM key that encapsulates. RSA keys were checked by parsing.
+fn checked_public(public: Public) -> Result<Public> {
+    let bad = || {
+        ck(
+            rv::CKR_WRAPPED_KEY_INVALID,
+            "the public key is not a valid key of its type",
+        )
+    };
+    Ok(match public {
+        // keyfort-crypto checks no secp256k1 point: its shape, at least (verification fails
+        // for a point off the curve).
+        Public::Ec(Curve::Secp256k1, point) if point.len() != 65 || point[0] != 4 => {
+            return Err(bad());
+        }
+        Public::Ec(Curve::Secp256k1, point) => Public::Ec(Curve::Secp256k1, point),
+        Public::Ec(curve, point) => Public::Ec(
+            curve,
+            keyfort_crypto::components::ec_public_point(curve, &point).map_err(|_| bad())?,
+        ),
+        Public::Ed25519(k) if k.len() != ed25519::PUBLIC_KEY_LEN => return Err(bad()),
+        Public::MlDsa(set, k) if k.len() != set.public_key_len() => return Err(bad()),
+        Public::MlKem(set, k) => {
+            pq::encapsulate(set, &k).map_err(|_| bad())?;
+            Public::MlKem(set, k)
+        }
+        other => other,
+    })
+}
+
 fn unwrap(s: &Grep11Sealer, req: &proto::UnwrapKeyRequest) -> Result<proto::UnwrapKeyResponse> {
     let mechanism = req
         .mech
@@ -553,7 +655,7 @@ fn unwrap(s: &Grep11Sealer, req: &proto::UnwrapKeyRequest) -> Result<proto::Unwr
     let template = Attrs::from_proto(&req.template)?;
     if mechanism.mechanism == m::IBM_TRANSPORTKEY {
         // Public key import: the "wrapped" bytes are a plain SPKI.
-        let public = Public::from_spki(&req.wrapped)?;
+        let public = checked_public(Public::from_spki(&req.wrapped)?)?;
         let type_attrs = public.type_attrs();
         let key_type = match type_attrs.first() {
             Some((_, Attr::Int(t))) => *t,
