@@ -1040,3 +1040,60 @@ async fn oversized_and_malformed_input_is_refused_in_key_protect_terms() {
     }
     assert_eq!(key_count(&env).await, before);
 }
+
+/// A create or import by someone who may not create keys is refused as unauthorized before
+/// anything about the instance shows: not its keyCreateImportAccess policy, not whether it has
+/// an import token, not what that token's private key decrypts.
+#[tokio::test]
+#[ignore = "keyfort-core kms_create_key opens the secure import and applies keyCreateImportAccess before it authorizes the caller"]
+async fn who_may_not_create_learns_nothing_of_the_instance() {
+    let env = env_with(quick()).await;
+    let reader = env.token_for("reader", Role::Reader).await;
+    let (_, nobody) = env.principal("nobody", Vec::new()).await;
+    let sealed_without_token = collection(
+        "key",
+        json!({
+            "type": "application/vnd.ibm.kms.key+json", "name": "s", "extractable": false,
+            "payload": STANDARD.encode([1u8; 256]), "encryptionAlgorithm": "RSAES_OAEP_SHA_256",
+            "encryptedNonce": STANDARD.encode([2u8; 28]), "iv": STANDARD.encode([3u8; 12]),
+        }),
+    );
+    for token in [&reader, &nobody] {
+        let a = env
+            .call(
+                token,
+                "POST",
+                "/api/v2/keys",
+                Some(&sealed_without_token),
+                &[],
+            )
+            .await;
+        assert_refused(&a, 401, "UNAUTHORIZED_ERR", "secure import without a token");
+    }
+    // With a token: a payload it cannot decrypt.
+    let mut garbage = sealed_resource(&env, "s", &[0x5a; 32]).await;
+    garbage["resources"][0]["payload"] = json!(STANDARD.encode([1u8; 256]));
+    for token in [&reader, &nobody] {
+        let a = env
+            .call(token, "POST", "/api/v2/keys", Some(&garbage), &[])
+            .await;
+        assert_refused(&a, 401, "UNAUTHORIZED_ERR", "undecryptable payload");
+    }
+    env.set_instance_policy(
+        "keyCreateImportAccess",
+        json!({"enabled": true, "attributes": {"create_root_key": false}}),
+    )
+    .await;
+    for token in [&reader, &nobody] {
+        let a = env
+            .call(
+                token,
+                "POST",
+                "/api/v2/keys",
+                Some(&key_body("r", false)),
+                &[],
+            )
+            .await;
+        assert_refused(&a, 401, "UNAUTHORIZED_ERR", "create under the policy");
+    }
+}
