@@ -1097,3 +1097,38 @@ async fn who_may_not_create_learns_nothing_of_the_instance() {
         assert_refused(&a, 401, "UNAUTHORIZED_ERR", "create under the policy");
     }
 }
+
+/// An approval stands only while its author may still approve: once the approver's role is
+/// removed or the approver is disabled, the delete is refused as not authorized by two people.
+#[tokio::test]
+#[ignore = "keyfort-core delete_key counts a pending approval without checking its author still holds a role that may approve"]
+async fn an_approval_lapses_with_its_authors_access() {
+    let env = env_with(quick()).await;
+    let admin = env.core.authenticate(&env.admin).await.unwrap();
+    let bob = env.token_for("bob", Role::Manager).await;
+    let grant = || {
+        vec![RoleGrant {
+            role: Role::Writer,
+            scope: Scope::Instance(env.instance.clone()),
+        }]
+    };
+    for (name, change) in [("demoted", Some(Vec::new())), ("disabled", None)] {
+        let (alice_id, alice) = env.principal(name, grant()).await;
+        let k = env.dual_auth_key().await;
+        let set = format!("/api/v2/keys/{k}/actions/setKeyForDeletion");
+        assert_eq!(
+            env.call(&alice, "POST", &set, None, &[]).await.status,
+            StatusCode::NO_CONTENT
+        );
+        let disabled = change.is_none().then_some(true);
+        env.core
+            .update_principal(&admin, &alice_id, change, disabled)
+            .await
+            .unwrap();
+        let a = env
+            .call(&bob, "DELETE", &format!("/api/v2/keys/{k}"), None, &[])
+            .await;
+        assert_refused(&a, 409, "AUTHORIZATIONS_NOT_MET", name);
+        assert_eq!(env.state_of(&k).await, 1, "{name}");
+    }
+}
