@@ -1132,3 +1132,103 @@ async fn an_approval_lapses_with_its_authors_access() {
         assert_eq!(env.state_of(&k).await, 1, "{name}");
     }
 }
+
+// ---- the audit trail of refusals ----------------------------------------------------------------
+
+impl Env {
+    async fn denied_count(&self) -> usize {
+        let admin = self.core.authenticate(&self.admin).await.unwrap();
+        self.core
+            .audit_events(
+                &admin,
+                &self.instance,
+                &keyfort_core::AuditQuery {
+                    outcome: Some("denied".to_owned()),
+                    limit: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .len()
+    }
+}
+
+#[tokio::test]
+async fn every_refused_endpoint_writes_a_denied_event() {
+    let env = env_with(quick()).await;
+    let reader = env.token_for("reader", Role::Reader).await;
+    let k = env.key_in(None, false).await;
+    let s = env.key_in(None, true).await;
+    let policy = collection(
+        "policy",
+        json!({"policy_type": "dualAuthDelete", "policy_data": {"enabled": true}}),
+    );
+    let key_policy = collection(
+        "policy",
+        json!({"type": "application/vnd.ibm.kms.policy+json", "rotation": {"enabled": true, "interval_month": 3}}),
+    );
+    let calls: Vec<(&str, String, Option<Value>)> = vec![
+        ("POST", "/api/v2/keys".into(), Some(key_body("x", false))),
+        ("GET", format!("/api/v2/keys/{s}"), None),
+        (
+            "PATCH",
+            format!("/api/v2/keys/{k}"),
+            Some(json!({"keyRingID": "default"})),
+        ),
+        ("DELETE", format!("/api/v2/keys/{k}"), None),
+        ("DELETE", format!("/api/v2/keys/{k}/purge"), None),
+        ("POST", format!("/api/v2/keys/{k}/restore"), None),
+        ("POST", format!("/api/v2/keys/{k}/actions/rotate"), None),
+        ("POST", format!("/api/v2/keys/{k}/actions/disable"), None),
+        (
+            "POST",
+            format!("/api/v2/keys/{k}/actions/setKeyForDeletion"),
+            None,
+        ),
+        ("POST", format!("/api/v2/keys/{k}/actions/sync"), None),
+        ("GET", format!("/api/v2/keys/{k}/policies"), None),
+        (
+            "PUT",
+            format!("/api/v2/keys/{k}/policies"),
+            Some(key_policy),
+        ),
+        ("GET", "/api/v2/instance/policies".into(), None),
+        (
+            "PUT",
+            "/api/v2/instance/policies?policy=dualAuthDelete".into(),
+            Some(policy),
+        ),
+        ("POST", "/api/v2/import_token".into(), Some(json!({}))),
+        ("GET", "/api/v2/import_token".into(), None),
+        ("POST", format!("/api/v2/keys/{k}/aliases/some-alias"), None),
+        (
+            "DELETE",
+            format!("/api/v2/keys/{k}/aliases/some-alias"),
+            None,
+        ),
+        ("POST", "/api/v2/key_rings/ring-x".into(), None),
+        ("DELETE", "/api/v2/key_rings/default".into(), None),
+        (
+            "POST",
+            format!("/api/v2/keys/{k}/registrations/crn:v1:x"),
+            Some(json!({})),
+        ),
+        ("GET", "/api/v2/kmip_adapters".into(), None),
+    ];
+    for (method, uri, body) in calls {
+        let before = env.denied_count().await;
+        let a = env.call(&reader, method, &uri, body.as_ref(), &[]).await;
+        assert!(
+            a.status == StatusCode::UNAUTHORIZED || a.status == StatusCode::FORBIDDEN,
+            "{method} {uri}: {} {}",
+            a.status,
+            a.body
+        );
+        assert_eq!(
+            env.denied_count().await,
+            before + 1,
+            "{method} {uri} left no denied event"
+        );
+    }
+}
