@@ -1232,3 +1232,40 @@ async fn every_refused_endpoint_writes_a_denied_event() {
         );
     }
 }
+
+// ---- moving keys between rings ------------------------------------------------------------------
+
+/// The Go client's `SetKeyRing` sends `{"KeyRingID": …}` (a Go struct without JSON tags), which
+/// Key Protect's case-insensitive decoder takes; the move needs Manager on both rings.
+#[tokio::test]
+async fn patch_takes_the_go_clients_key_ring_field() {
+    let env = env_with(quick()).await;
+    env.admin("POST", "/api/v2/key_rings/r1", None, &[]).await;
+    let k = env.key_in(None, false).await;
+    let writer = env.token_for("writer", Role::Writer).await;
+    let body = json!({"KeyRingID": "r1"});
+    let a = env
+        .call(
+            &writer,
+            "PATCH",
+            &format!("/api/v2/keys/{k}"),
+            Some(&body),
+            &[],
+        )
+        .await;
+    assert_refused(&a, 401, "UNAUTHORIZED_ERR", "writer moves");
+    let a = env
+        .admin("PATCH", &format!("/api/v2/keys/{k}"), Some(&body), &[])
+        .await;
+    assert_eq!(a.body["resources"][0]["keyRingID"], "r1", "{}", a.body);
+    let a = env
+        .call(
+            &env.admin.clone(),
+            "PATCH",
+            &format!("/api/v2/keys/{k}"),
+            Some(&json!({"KeyRingID": 7})),
+            &[],
+        )
+        .await;
+    assert_refused(&a, 400, "INVALID_FIELD_ERR", "not a string");
+}
