@@ -301,9 +301,12 @@ impl Env {
 fn assert_refused(a: &Answer, status: u16, code: &str, what: &str) {
     assert_eq!(a.status.as_u16(), status, "{what}: {}", a.body);
     assert_eq!(a.reason(), code, "{what}: {}", a.body);
-    assert!(a.body.get("resources").is_some(), "{what}: {}", a.body);
-    let text = a.body.to_string();
-    assert!(!text.contains("\"plaintext\""), "{what}: {text}");
+    assert_eq!(
+        a.body["metadata"]["collectionType"], "application/vnd.ibm.kms.error+json",
+        "{what}"
+    );
+    assert!(a.body.get("plaintext").is_none(), "{what}: {}", a.body);
+    assert!(a.body.get("ciphertext").is_none(), "{what}: {}", a.body);
 }
 
 // ---- key-ring scoped grants -------------------------------------------------------------------
@@ -1268,4 +1271,148 @@ async fn patch_takes_the_go_clients_key_ring_field() {
         )
         .await;
     assert_refused(&a, 400, "INVALID_FIELD_ERR", "not a string");
+}
+
+// ---- wrap and unwrap ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unwrap_refuses_every_altered_ciphertext_without_plaintext() {
+    let env = env_with(quick()).await;
+    let reader = env.token_for("reader", Role::Reader).await;
+    let k = env.key_in(None, false).await;
+    let other = env.key_in(None, false).await;
+    let wrap = |key: &str| format!("/api/v2/keys/{key}/actions/wrap");
+    let unwrap = format!("/api/v2/keys/{k}/actions/unwrap");
+    let aad = json!(["tenant-a", "db-7"]);
+    let a = env
+        .call(&reader, "POST", &wrap(&k), Some(&json!({"aad": aad})), &[])
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let ct = a.body["ciphertext"].as_str().unwrap().to_owned();
+    let raw = STANDARD.decode(&ct).unwrap();
+    let of_other = env
+        .call(
+            &reader,
+            "POST",
+            &wrap(&other),
+            Some(&json!({"aad": aad})),
+            &[],
+        )
+        .await
+        .body["ciphertext"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut cases: Vec<(String, Value)> = vec![
+        ("no aad".into(), json!({"ciphertext": ct})),
+        (
+            "other aad".into(),
+            json!({"ciphertext": ct, "aad": ["tenant-b", "db-7"]}),
+        ),
+        (
+            "aad reordered".into(),
+            json!({"ciphertext": ct, "aad": ["db-7", "tenant-a"]}),
+        ),
+        (
+            "aad joined".into(),
+            json!({"ciphertext": ct, "aad": ["tenant-adb-7"]}),
+        ),
+        (
+            "aad extra".into(),
+            json!({"ciphertext": ct, "aad": ["tenant-a", "db-7", ""]}),
+        ),
+        (
+            "other key".into(),
+            json!({"ciphertext": of_other, "aad": aad}),
+        ),
+        ("empty".into(), json!({"ciphertext": "", "aad": aad})),
+    ];
+    for cut in [1, raw.len() / 2, raw.len() - 1] {
+        cases.push((
+            format!("truncated to {cut}"),
+            json!({"ciphertext": STANDARD.encode(&raw[..cut]), "aad": aad}),
+        ));
+    }
+    for i in [0, raw.len() / 2, raw.len() - 1] {
+        let mut m = raw.clone();
+        m[i] ^= 0x01;
+        cases.push((
+            format!("byte {i} flipped"),
+            json!({"ciphertext": STANDARD.encode(&m), "aad": aad}),
+        ));
+    }
+    let mut longer = raw.clone();
+    longer.push(0);
+    cases.push((
+        "one byte added".into(),
+        json!({"ciphertext": STANDARD.encode(&longer), "aad": aad}),
+    ));
+    for (what, body) in cases {
+        let a = env.call(&reader, "POST", &unwrap, Some(&body), &[]).await;
+        assert!(
+            a.status == StatusCode::UNPROCESSABLE_ENTITY || a.status == StatusCode::BAD_REQUEST,
+            "{what}: {} {}",
+            a.status,
+            a.body
+        );
+        let code = a.reason().to_owned();
+        assert!(
+            code == "UNPROCESSABLE_CIPHERTEXT_ERR" || code == "INVALID_FIELD_ERR",
+            "{what}: {}",
+            a.body
+        );
+        assert_refused(&a, a.status.as_u16(), &code, &what);
+    }
+    // The genuine one still unwraps.
+    let a = env
+        .call(
+            &reader,
+            "POST",
+            &unwrap,
+            Some(&json!({"ciphertext": ct, "aad": aad})),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+
+    // A disabled key wraps and unwraps nothing.
+    env.admin(
+        "POST",
+        &format!("/api/v2/keys/{k}/actions/disable"),
+        None,
+        &[],
+    )
+    .await;
+    for (uri, body) in [
+        (unwrap.clone(), json!({"ciphertext": ct, "aad": aad})),
+        (
+            format!("/api/v2/keys/{k}/actions/rewrap"),
+            json!({"ciphertext": ct, "aad": aad}),
+        ),
+        (wrap(&k), json!({})),
+    ] {
+        let a = env.call(&reader, "POST", &uri, Some(&body), &[]).await;
+        assert_refused(&a, 409, "KEY_ACTION_INVALID_STATE_ERR", &uri);
+    }
+}
+
+#[tokio::test]
+async fn wrap_inputs_have_limits() {
+    let env = env_with(quick()).await;
+    let k = env.key_in(None, false).await;
+    let admin = env.admin.clone();
+    let wrap = format!("/api/v2/keys/{k}/actions/wrap");
+    for (what, body) in [
+        ("aad of 256 characters", json!({"aad": ["a".repeat(256)]})),
+        ("aad not strings", json!({"aad": [1, 2]})),
+        ("plaintext not base64", json!({"plaintext": "***"})),
+        (
+            "plaintext of 8 KiB",
+            json!({"plaintext": STANDARD.encode(vec![7u8; 8192])}),
+        ),
+    ] {
+        let a = env.call(&admin, "POST", &wrap, Some(&body), &[]).await;
+        assert_refused(&a, 400, "INVALID_FIELD_ERR", what);
+    }
 }
