@@ -1416,3 +1416,35 @@ async fn wrap_inputs_have_limits() {
         assert_refused(&a, 400, "INVALID_FIELD_ERR", what);
     }
 }
+
+// ---- unknown instances ----------------------------------------------------------------------------
+
+/// An instance that does not exist is, to a caller, one it has no access to: Key Protect's 401
+/// on `/api/v2`, 404 on the native API, never a server error.
+#[tokio::test]
+async fn an_unknown_instance_is_refused_not_a_server_error() {
+    let env = env_with(quick()).await;
+    let admin = env.admin.clone();
+    let writer = env.token_for("writer", Role::Writer).await;
+    for token in [&admin, &writer] {
+        for instance in ["nope", "2291e4ae-a14c-4af9-88f0-27c0cb2739e2"] {
+            for (method, uri) in [
+                ("GET", "/api/v2/keys"),
+                ("HEAD", "/api/v2/keys"),
+                ("POST", "/api/v2/keys"),
+                ("GET", "/api/v2/key_rings"),
+                ("GET", "/api/v2/instance/policies"),
+                ("GET", "/api/v2/instance/allowed_ip_port"),
+            ] {
+                let body = Body::from(key_body("k", false).to_string());
+                let a = env.raw(method, uri, token, instance, body, &[]).await;
+                assert_eq!(
+                    a.status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {uri} {instance}: {}",
+                    a.body
+                );
+            }
+        }
+    }
+}

@@ -290,7 +290,7 @@ impl Kp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
         if check_source {
-            core.check_source(&caller, &instance, peer)
+            crate::auth::check_source(core, &caller, &instance, peer)
                 .await
                 .map_err(|e| KpError::core(&e, Op::REQUEST, &correlation_id))?;
         }
