@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use keyfort_core::{Instance, Key, KeyQuery, KeyState, Keyfort, NewKey, Transition};
+use keyfort_core::{CoreError, Instance, Key, KeyQuery, KeyState, Keyfort, NewKey, Transition};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -386,11 +386,34 @@ async fn key_action(
             });
         }
     };
-    Ok(Json(
-        core.transition_key(&caller, &instance, &key, transition)
-            .await?
-            .into(),
-    ))
+    // Delete, destroy, restore, enable and disable keep Key Protect's rules (dual authorization,
+    // registrations, restore window, waiting periods); the rest are plain transitions.
+    let key = match transition {
+        Transition::Delete => core.delete_key(&caller, &instance, &key, false).await?,
+        Transition::Destroy => {
+            let current = core.key(&caller, &instance, &key).await?;
+            if current.state.apply(Transition::Destroy).is_none() {
+                return Err(CoreError::InvalidTransition {
+                    id: current.id,
+                    state: current.state,
+                    transition,
+                }
+                .into());
+            }
+            core.delete_key(&caller, &instance, &current.id, false)
+                .await?
+        }
+        Transition::Restore => core.restore_key(&caller, &instance, &key, None).await?,
+        Transition::Enable | Transition::Disable => {
+            core.kms_transition(&caller, &instance, &key, transition)
+                .await?
+        }
+        _ => {
+            core.transition_key(&caller, &instance, &key, transition)
+                .await?
+        }
+    };
+    Ok(Json(key.into()))
 }
 
 fn decode_b64(field: &'static str, text: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {

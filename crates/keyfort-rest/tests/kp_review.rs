@@ -1448,3 +1448,95 @@ async fn an_unknown_instance_is_refused_not_a_server_error() {
         }
     }
 }
+
+// ---- the native key API under the same rules --------------------------------------------------
+
+impl Env {
+    /// A call to the native API (`/api/keyfort/v1/instances/{instance}/keys…`) from `peer`.
+    async fn native(
+        &self,
+        token: &str,
+        method: &str,
+        tail: &str,
+        body: Option<&Value>,
+        peer: &str,
+    ) -> Answer {
+        let uri = format!("/api/keyfort/v1/instances/{}/keys{tail}", self.instance);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.map_or_else(Body::empty, |v| Body::from(v.to_string())))
+            .unwrap();
+        let addr: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer { status, body }
+    }
+}
+
+/// Deleting, destroying or restoring through the native key actions keeps Key Protect's rules:
+/// a dual-authorized key needs its second person, a restore its window.
+#[tokio::test]
+async fn native_key_actions_keep_dual_authorization_and_the_restore_window() {
+    let env = env_with(quick()).await;
+    let manager = env.token_for("manager", Role::Manager).await;
+    let k = env.dual_auth_key().await;
+    for action in ["delete", "compromise/../delete"] {
+        let a = env
+            .native(
+                &manager,
+                "POST",
+                &format!("/{k}/actions/{action}"),
+                None,
+                "127.0.0.1",
+            )
+            .await;
+        assert!(!a.status.is_success(), "{action}: {} {}", a.status, a.body);
+    }
+    assert_eq!(env.state_of(&k).await, 1);
+    env.admin(
+        "POST",
+        &format!("/api/v2/keys/{k}/actions/disable"),
+        None,
+        &[],
+    )
+    .await;
+    let a = env
+        .native(
+            &manager,
+            "POST",
+            &format!("/{k}/actions/destroy"),
+            None,
+            "127.0.0.1",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "destroy: {}", a.body);
+    assert_eq!(a.body["error"]["code"], "KEY_REFUSED", "{}", a.body);
+    assert_eq!(env.state_of(&k).await, 2);
+
+    // Past the restore window.
+    let old = env.key_in(None, false).await;
+    env.admin("DELETE", &format!("/api/v2/keys/{old}"), None, &[])
+        .await;
+    env.clock.advance(Duration::from_secs(31 * 24 * 3600));
+    let a = env
+        .native(
+            &manager,
+            "POST",
+            &format!("/{old}/actions/restore"),
+            None,
+            "127.0.0.1",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "restore: {}", a.body);
+    assert_eq!(env.state_of(&old).await, 5);
+}
