@@ -7,7 +7,9 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use keyfort_core::{CoreError, Instance, Key, KeyQuery, KeyState, Keyfort, NewKey, Transition};
+use keyfort_core::{
+    CoreError, Instance, Key, KeyPolicyUpdate, KeyQuery, KeyState, Keyfort, NewKey, Transition,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -260,7 +262,16 @@ async fn create_key(
         expires_at,
         ..NewKey::default()
     };
-    let key = core.create_key(&caller, &instance, request).await?;
+    // The instance's keyCreateImportAccess and key policy defaults apply here too.
+    let key = core
+        .kms_create_key(
+            &caller,
+            &instance,
+            request,
+            KeyPolicyUpdate::default(),
+            None,
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(KeyView::from(key))).into_response())
 }
 

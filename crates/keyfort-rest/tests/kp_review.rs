@@ -1540,3 +1540,57 @@ async fn native_key_actions_keep_dual_authorization_and_the_restore_window() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "restore: {}", a.body);
     assert_eq!(env.state_of(&old).await, 5);
 }
+
+/// Keys made through the native API obey the instance's keyCreateImportAccess policy and get
+/// its dualAuthDelete policy, as those made through Key Protect do.
+#[tokio::test]
+async fn native_key_creation_keeps_the_instance_policies() {
+    let env = env_with(quick()).await;
+    let writer = env.token_for("writer", Role::Writer).await;
+    env.set_instance_policy(
+        "keyCreateImportAccess",
+        json!({"enabled": true, "attributes": {"create_root_key": false, "import_standard_key": false}}),
+    )
+    .await;
+    let before = key_count(&env).await;
+    for body in [
+        json!({"name": "root"}),
+        json!({"name": "std", "extractable": true, "payload": MATERIAL}),
+    ] {
+        let a = env
+            .native(&writer, "POST", "", Some(&body), "127.0.0.1")
+            .await;
+        assert_eq!(a.status, StatusCode::CONFLICT, "{body}: {}", a.body);
+        assert_eq!(a.body["error"]["code"], "KEY_REFUSED", "{}", a.body);
+    }
+    assert_eq!(key_count(&env).await, before);
+
+    env.set_instance_policy("dualAuthDelete", json!({"enabled": true}))
+        .await;
+    let a = env
+        .native(
+            &writer,
+            "POST",
+            "",
+            Some(&json!({"name": "std", "extractable": true})),
+            "127.0.0.1",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let id = a.body["id"].as_str().unwrap();
+    let a = env
+        .call(
+            &env.admin.clone(),
+            "DELETE",
+            &format!("/api/v2/keys/{id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_refused(
+        &a,
+        409,
+        "AUTHORIZATIONS_NOT_MET",
+        "native key under dualAuthDelete",
+    );
+}
