@@ -8,7 +8,8 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyfort_core::{
-    CoreError, Instance, Key, KeyPolicyUpdate, KeyQuery, KeyState, Keyfort, NewKey, Transition,
+    Caller, CoreError, Instance, Key, KeyPolicyUpdate, KeyQuery, KeyState, Keyfort, NewKey,
+    Transition,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -20,6 +21,37 @@ use crate::json::ApiJson;
 
 /// Largest page of keys.
 const MAX_PAGE: u64 = 5000;
+
+/// The peer address of the connection: the socket's, never a header the client writes.
+pub(crate) struct Peer(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|axum::extract::ConnectInfo(a)| a.ip()),
+        ))
+    }
+}
+
+/// The instance's allowedIP policy guards its keys on this API as on Key Protect's: a request
+/// from elsewhere is refused (and audited).
+async fn allowed(
+    core: &Keyfort,
+    caller: &Caller,
+    instance: &str,
+    Peer(peer): Peer,
+) -> Result<(), ApiError> {
+    let caller = caller.for_request(None, peer.map(|p| p.to_string()));
+    Ok(crate::auth::check_source(core, &caller, instance, peer).await?)
+}
 
 pub(crate) fn routes() -> Router<Keyfort> {
     Router::new()
@@ -233,9 +265,11 @@ struct CreateKeyBody {
 async fn create_key(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path(instance): Path<String>,
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> Result<Response, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let payload = match &body.payload {
         Some(b64) => Some(Zeroizing::new(STANDARD.decode(b64.as_bytes()).map_err(
             |_| ApiError::BadRequest {
@@ -296,9 +330,11 @@ struct ListKeysParams {
 async fn list_keys(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path(instance): Path<String>,
     params: Result<Query<ListKeysParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest {
         code: "INVALID_QUERY",
         message: e.body_text(),
@@ -339,16 +375,20 @@ async fn list_keys(
 async fn key(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key)): Path<(String, String)>,
 ) -> Result<Json<KeyView>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     Ok(Json(core.key(&caller, &instance, &key).await?.into()))
 }
 
 async fn key_versions(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let versions: Vec<Value> = core
         .key_versions(&caller, &instance, &key)
         .await?
@@ -368,8 +408,10 @@ async fn key_versions(
 async fn key_material(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let material = core.key_material(&caller, &instance, &key).await?;
     let payload = Zeroizing::new(STANDARD.encode(material.as_slice()));
     Ok(Json(json!({ "payload": payload.as_str() })))
@@ -378,8 +420,10 @@ async fn key_material(
 async fn key_action(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key, action)): Path<(String, String, String)>,
 ) -> Result<Json<KeyView>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let transition = match action.as_str() {
         "activate" => Transition::Activate,
         "reactivate" => Transition::Reactivate,
@@ -451,9 +495,11 @@ struct WrapBody {
 async fn wrap(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key)): Path<(String, String)>,
     ApiJson(body): ApiJson<WrapBody>,
 ) -> Result<Json<Value>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let plaintext = body
         .plaintext
         .as_deref()
@@ -485,9 +531,11 @@ struct UnwrapBody {
 async fn unwrap(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key)): Path<(String, String)>,
     ApiJson(body): ApiJson<UnwrapBody>,
 ) -> Result<Json<Value>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let ciphertext = decode_b64("ciphertext", &body.ciphertext)?;
     let unwrapped = core
         .unwrap_key(&caller, &instance, &key, &ciphertext, &body.aad)

@@ -1594,3 +1594,77 @@ async fn native_key_creation_keeps_the_instance_policies() {
         "native key under dualAuthDelete",
     );
 }
+
+/// The allowedIP policy guards the instance's keys on the native API too.
+#[tokio::test]
+async fn native_key_api_keeps_the_allowed_ip_policy() {
+    let env = env_with(quick()).await;
+    let reader = env.token_for("reader-plus", Role::ReaderPlus).await;
+    let k = env.key_in(None, false).await;
+    let s = env.key_in(None, true).await;
+    let wrapped = env
+        .admin(
+            "POST",
+            &format!("/api/v2/keys/{k}/actions/wrap"),
+            Some(&json!({})),
+            &[],
+        )
+        .await
+        .body["ciphertext"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let unwrap = json!({"ciphertext": wrapped});
+    let empty = json!({});
+    let create = json!({"name": "from-elsewhere"});
+    let calls: Vec<(&str, String, Option<&Value>)> = vec![
+        ("GET", String::new(), None),
+        ("GET", format!("/{k}"), None),
+        ("GET", format!("/{k}/versions"), None),
+        ("GET", format!("/{s}/material"), None),
+        ("POST", format!("/{k}/wrap"), Some(&empty)),
+        ("POST", format!("/{k}/unwrap"), Some(&unwrap)),
+        ("POST", format!("/{k}/actions/disable"), None),
+        ("POST", String::new(), Some(&create)),
+    ];
+    for (method, tail, body) in &calls[..6] {
+        let a = env
+            .native(&reader, method, tail, *body, "198.51.100.9")
+            .await;
+        assert!(
+            a.status.is_success(),
+            "{method} {tail} before the policy: {} {}",
+            a.status,
+            a.body
+        );
+    }
+    env.set_instance_policy(
+        "allowedIP",
+        json!({"enabled": true, "attributes": {"allowed_ip": ["192.0.2.0/24"]}}),
+    )
+    .await;
+    env.clock.advance(Duration::from_secs(2));
+    for (method, tail, body) in &calls {
+        let a = env
+            .native(&reader, method, tail, *body, "198.51.100.9")
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "{method} {tail}: {}",
+            a.body
+        );
+        assert!(a.body.get("plaintext").is_none() && a.body.get("payload").is_none());
+    }
+    // From an allowed address the same calls work.
+    let a = env
+        .native(
+            &reader,
+            "POST",
+            &format!("/{k}/unwrap"),
+            Some(&unwrap),
+            "192.0.2.10",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+}
