@@ -1668,3 +1668,47 @@ async fn native_key_api_keeps_the_allowed_ip_policy() {
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
 }
+
+// ---- expiry -------------------------------------------------------------------------------------
+
+/// A key past its expirationDate is Deactivated (within the hour, §7): it no longer wraps,
+/// still unwraps, and cannot be enabled again.
+#[tokio::test]
+#[ignore = "keyfort-core never deactivates a key past its expirationDate: wrap_key still wraps with it"]
+async fn an_expired_key_no_longer_wraps() {
+    let env = env_with(quick()).await;
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+    let soon = soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut body = key_body("expiring", false);
+    body["resources"][0]["expirationDate"] = json!(soon);
+    let a = env.admin("POST", "/api/v2/keys", Some(&body), &[]).await;
+    let k = a.body["resources"][0]["id"].as_str().unwrap().to_owned();
+    let wrap = format!("/api/v2/keys/{k}/actions/wrap");
+    let ct = env.admin("POST", &wrap, Some(&json!({})), &[]).await.body["ciphertext"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.clock.advance(Duration::from_secs(2 * 3600));
+    let a = env
+        .call(&env.admin.clone(), "POST", &wrap, Some(&json!({})), &[])
+        .await;
+    assert!(
+        a.status == StatusCode::CONFLICT || a.status == StatusCode::BAD_REQUEST,
+        "wrap with an expired key: {} {}",
+        a.status,
+        a.body
+    );
+    assert!(a.body.get("ciphertext").is_none());
+    let a = env
+        .call(
+            &env.admin.clone(),
+            "POST",
+            &format!("/api/v2/keys/{k}/actions/unwrap"),
+            Some(&json!({"ciphertext": ct})),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "unwrap: {}", a.body);
+}
