@@ -36,7 +36,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
             parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|axum::extract::ConnectInfo(a)| a.ip()),
+                // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`.
+                .map(|axum::extract::ConnectInfo(a)| a.ip().to_canonical()),
         ))
     }
 }

@@ -1712,3 +1712,55 @@ async fn an_expired_key_no_longer_wraps() {
         .await;
     assert_eq!(a.status, StatusCode::OK, "unwrap: {}", a.body);
 }
+
+/// On a dual-stack listener an IPv4 client's address arrives as `::ffff:a.b.c.d`: the
+/// allowedIP policy matches it against IPv4 CIDRs all the same, on both doors.
+#[tokio::test]
+async fn allowed_ip_matches_ipv4_clients_of_a_dual_stack_listener() {
+    let env = env_with(quick()).await;
+    let reader = env.token_for("reader", Role::Reader).await;
+    env.set_instance_policy(
+        "allowedIP",
+        json!({"enabled": true, "attributes": {"allowed_ip": ["192.0.2.0/24", "2001:db8::/32"]}}),
+    )
+    .await;
+    env.clock.advance(Duration::from_secs(2));
+    let kp = |peer: &'static str| {
+        let mut request = Request::builder()
+            .method("GET")
+            .uri("/api/v2/keys")
+            .header(header::AUTHORIZATION, format!("Bearer {reader}"))
+            .header("Bluemix-Instance", &env.instance)
+            .body(Body::empty())
+            .unwrap();
+        let addr: std::net::SocketAddr = peer.parse().unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+        let app = env.app.clone();
+        async move { app.oneshot(request).await.unwrap().status() }
+    };
+    for (peer, allowed) in [
+        ("192.0.2.10:4000", true),
+        ("[::ffff:192.0.2.10]:4000", true),
+        ("[2001:db8::7]:4000", true),
+        ("[::ffff:198.51.100.1]:4000", false),
+        ("198.51.100.1:4000", false),
+        ("[::ffff:c000:20a]:4000", true),
+    ] {
+        let status = kp(peer).await;
+        assert_eq!(
+            status == StatusCode::OK,
+            allowed,
+            "/api/v2 from {peer}: {status}"
+        );
+        let host = peer.rsplit_once(':').unwrap().0;
+        let a = env.native(&reader, "GET", "", None, host).await;
+        assert_eq!(
+            a.status == StatusCode::OK,
+            allowed,
+            "native from {peer}: {}",
+            a.status
+        );
+    }
+}
