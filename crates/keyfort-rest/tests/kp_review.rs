@@ -1764,3 +1764,52 @@ async fn allowed_ip_matches_ipv4_clients_of_a_dual_stack_listener() {
         );
     }
 }
+
+/// A role taken away applies at once to the tokens already issued.
+#[tokio::test]
+async fn a_removed_role_stops_working_at_once() {
+    let env = env_with(quick()).await;
+    let admin = env.core.authenticate(&env.admin).await.unwrap();
+    let k = env.key_in(None, false).await;
+    let scope = Scope::Instance(env.instance.clone());
+    let (id, token) = env
+        .principal(
+            "ex-manager",
+            vec![RoleGrant {
+                role: Role::Manager,
+                scope: scope.clone(),
+            }],
+        )
+        .await;
+    let disable = format!("/api/v2/keys/{k}/actions/disable");
+    let enable = format!("/api/v2/keys/{k}/actions/enable");
+    assert_eq!(
+        env.call(&token, "POST", &disable, None, &[]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    env.core
+        .update_principal(
+            &admin,
+            &id,
+            Some(vec![RoleGrant {
+                role: Role::Reader,
+                scope,
+            }]),
+            None,
+        )
+        .await
+        .unwrap();
+    let a = env.call(&token, "POST", &enable, None, &[]).await;
+    assert_refused(&a, 401, "UNAUTHORIZED_ERR", "demoted to Reader");
+    assert_eq!(env.state_of(&k).await, 2);
+    let a = env
+        .call(
+            &token,
+            "GET",
+            &format!("/api/v2/keys/{k}/metadata"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+}
