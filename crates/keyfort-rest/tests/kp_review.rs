@@ -1813,3 +1813,107 @@ async fn a_removed_role_stops_working_at_once() {
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
 }
+
+// ---- caching of secrets -------------------------------------------------------------------------
+
+/// Every answer that can carry a secret (access tokens, API keys, key material, plaintexts)
+/// tells caches not to keep it: `Cache-Control: no-store` (RFC 6749 §5.1 for the token
+/// endpoint; the same for the rest).
+#[tokio::test]
+async fn answers_with_secrets_are_not_cacheable() {
+    let env = env_with(quick()).await;
+    let root = env.key_in(None, false).await;
+    let std_key = env.key_in(None, true).await;
+    let admin_caller = env.core.authenticate(&env.admin).await.unwrap();
+    let (pid, _) = env
+        .principal(
+            "someone",
+            vec![RoleGrant {
+                role: Role::Reader,
+                scope: Scope::Instance(env.instance.clone()),
+            }],
+        )
+        .await;
+    let (_, secret) = env
+        .core
+        .create_api_key(&admin_caller, &pid, "k")
+        .await
+        .unwrap();
+    let native = format!("/api/keyfort/v1/instances/{}/keys", env.instance);
+    let cases: Vec<(&str, String, Option<String>, &str)> = vec![
+        (
+            "POST",
+            "/identity/token".into(),
+            Some(format!(
+                "grant_type=urn%3Aibm%3Aparams%3Aoauth%3Agrant-type%3Aapikey&apikey={}",
+                secret.expose()
+            )),
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            "POST",
+            format!("/api/keyfort/v1/principals/{pid}/api_keys"),
+            Some("{}".into()),
+            "application/json",
+        ),
+        (
+            "GET",
+            format!("/api/v2/keys/{std_key}"),
+            None,
+            "application/json",
+        ),
+        (
+            "POST",
+            format!("/api/v2/keys/{root}/actions/wrap"),
+            Some("{}".into()),
+            "application/json",
+        ),
+        (
+            "GET",
+            format!("{native}/{std_key}/material"),
+            None,
+            "application/json",
+        ),
+        (
+            "POST",
+            format!("{native}/{root}/wrap"),
+            Some("{}".into()),
+            "application/json",
+        ),
+    ];
+    for (method, uri, body, content_type) in cases {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", env.admin))
+            .header("Bluemix-Instance", &env.instance)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.map_or_else(Body::empty, Body::from))
+            .unwrap();
+        request.extensions_mut().insert(axum::extract::ConnectInfo(
+            "127.0.0.1:4000".parse::<std::net::SocketAddr>().unwrap(),
+        ));
+        let response = env.app.clone().oneshot(request).await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{method} {uri}: {}",
+            response.status()
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CACHE_CONTROL)
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{method} {uri}"
+        );
+        assert_eq!(
+            response
+                .headers()
+                .get(header::PRAGMA)
+                .map(|v| v.to_str().unwrap()),
+            Some("no-cache"),
+            "{method} {uri}"
+        );
+    }
+}
