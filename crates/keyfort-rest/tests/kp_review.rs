@@ -1917,3 +1917,41 @@ async fn answers_with_secrets_are_not_cacheable() {
         );
     }
 }
+
+/// A key's dual-authorization policy cannot be switched off (§8), in any form of the policy
+/// request, nor by switching off the instance policy: the one-person delete stays refused.
+#[tokio::test]
+async fn dual_authorization_cannot_be_switched_off() {
+    let env = env_with(quick()).await;
+    let manager = env.token_for("manager", Role::Manager).await;
+    env.set_instance_policy("dualAuthDelete", json!({"enabled": true}))
+        .await;
+    let k = env.key_in(None, false).await;
+    let policy = |resource: Value| collection("policy", resource);
+    let off = json!({"type": "application/vnd.ibm.kms.policy+json", "dualAuthDelete": {"enabled": false}});
+    let both = json!({"type": "application/vnd.ibm.kms.policy+json", "dualAuthDelete": {"enabled": false},
+                      "rotation": {"enabled": true, "interval_month": 3}});
+    for (uri, body) in [
+        (
+            format!("/api/v2/keys/{k}/policies?policy=dualAuthDelete"),
+            policy(off.clone()),
+        ),
+        (format!("/api/v2/keys/{k}/policies"), policy(both)),
+        (format!("/api/v2/keys/{k}/policies"), policy(off)),
+    ] {
+        let a = env.call(&manager, "PUT", &uri, Some(&body), &[]).await;
+        assert_refused(&a, 400, "POLICY_CANNOT_BE_DISABLED_ERR", &uri);
+    }
+    env.set_instance_policy("dualAuthDelete", json!({"enabled": false}))
+        .await;
+    let a = env
+        .call(&manager, "DELETE", &format!("/api/v2/keys/{k}"), None, &[])
+        .await;
+    assert_refused(
+        &a,
+        409,
+        "AUTHORIZATIONS_NOT_MET",
+        "delete after the instance policy is off",
+    );
+    assert_eq!(env.state_of(&k).await, 1);
+}
