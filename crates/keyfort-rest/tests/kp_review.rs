@@ -511,6 +511,46 @@ async fn a_key_ring_grant_reaches_no_key_of_another_ring() {
         a.body
     );
 
+    // The Writer creates in its ring only, and counts what is there.
+    let a = env
+        .call(
+            &writer,
+            "POST",
+            "/api/v2/keys",
+            Some(&key_body("mine", false)),
+            &[("X-Kms-Key-Ring", "r1")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["resources"][0]["keyRingID"], "r1");
+    for ring in [None, Some("r2"), Some("default")] {
+        let extra: Vec<(&str, &str)> = ring.map(|r| ("X-Kms-Key-Ring", r)).into_iter().collect();
+        let a = env
+            .call(
+                &writer,
+                "POST",
+                "/api/v2/keys",
+                Some(&key_body("theirs", false)),
+                &extra,
+            )
+            .await;
+        assert_refused(&a, 401, "UNAUTHORIZED_ERR", "create outside r1");
+    }
+    let mut b = Request::builder()
+        .method("HEAD")
+        .uri("/api/v2/keys")
+        .header(header::AUTHORIZATION, format!("Bearer {writer}"))
+        .header("Bluemix-Instance", &env.instance)
+        .header("X-Kms-Key-Ring", "r1")
+        .body(Body::empty())
+        .unwrap();
+    b.extensions_mut().insert(axum::extract::ConnectInfo(
+        "127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap(),
+    ));
+    let response = env.app.clone().oneshot(b).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["key-total"], "2");
+
     // Each refusal is in the audit trail as denied.
     let outcomes = env.outcomes("key.wrap", &k2).await;
     assert!(outcomes.iter().any(|o| o == "denied"), "{outcomes:?}");
