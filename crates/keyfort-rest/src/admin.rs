@@ -7,7 +7,10 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use keyfort_core::{Instance, Key, KeyQuery, KeyState, Keyfort, NewKey, Transition};
+use keyfort_core::{
+    Caller, CoreError, Instance, Key, KeyPolicyUpdate, KeyQuery, KeyState, Keyfort, NewKey,
+    Transition,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -18,6 +21,38 @@ use crate::json::ApiJson;
 
 /// Largest page of keys.
 const MAX_PAGE: u64 = 5000;
+
+/// The peer address of the connection: the socket's, never a header the client writes.
+pub(crate) struct Peer(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`.
+                .map(|axum::extract::ConnectInfo(a)| a.ip().to_canonical()),
+        ))
+    }
+}
+
+/// The instance's allowedIP policy guards its keys on this API as on Key Protect's: a request
+/// from elsewhere is refused (and audited).
+async fn allowed(
+    core: &Keyfort,
+    caller: &Caller,
+    instance: &str,
+    Peer(peer): Peer,
+) -> Result<(), ApiError> {
+    let caller = caller.for_request(None, peer.map(|p| p.to_string()));
+    Ok(crate::auth::check_source(core, &caller, instance, peer).await?)
+}
 
 pub(crate) fn routes() -> Router<Keyfort> {
     Router::new()
@@ -231,9 +266,11 @@ struct CreateKeyBody {
 async fn create_key(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path(instance): Path<String>,
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> Result<Response, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let payload = match &body.payload {
         Some(b64) => Some(Zeroizing::new(STANDARD.decode(b64.as_bytes()).map_err(
             |_| ApiError::BadRequest {
@@ -260,7 +297,16 @@ async fn create_key(
         expires_at,
         ..NewKey::default()
     };
-    let key = core.create_key(&caller, &instance, request).await?;
+    // The instance's keyCreateImportAccess and key policy defaults apply here too.
+    let key = core
+        .kms_create_key(
+            &caller,
+            &instance,
+            request,
+            KeyPolicyUpdate::default(),
+            None,
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(KeyView::from(key))).into_response())
 }
 
@@ -285,9 +331,11 @@ struct ListKeysParams {
 async fn list_keys(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path(instance): Path<String>,
     params: Result<Query<ListKeysParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest {
         code: "INVALID_QUERY",
         message: e.body_text(),
@@ -328,16 +376,20 @@ async fn list_keys(
 async fn key(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key)): Path<(String, String)>,
 ) -> Result<Json<KeyView>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     Ok(Json(core.key(&caller, &instance, &key).await?.into()))
 }
 
 async fn key_versions(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let versions: Vec<Value> = core
         .key_versions(&caller, &instance, &key)
         .await?
@@ -357,8 +409,10 @@ async fn key_versions(
 async fn key_material(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let material = core.key_material(&caller, &instance, &key).await?;
     let payload = Zeroizing::new(STANDARD.encode(material.as_slice()));
     Ok(Json(json!({ "payload": payload.as_str() })))
@@ -367,8 +421,10 @@ async fn key_material(
 async fn key_action(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key, action)): Path<(String, String, String)>,
 ) -> Result<Json<KeyView>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let transition = match action.as_str() {
         "activate" => Transition::Activate,
         "reactivate" => Transition::Reactivate,
@@ -386,11 +442,34 @@ async fn key_action(
             });
         }
     };
-    Ok(Json(
-        core.transition_key(&caller, &instance, &key, transition)
-            .await?
-            .into(),
-    ))
+    // Delete, destroy, restore, enable and disable keep Key Protect's rules (dual authorization,
+    // registrations, restore window, waiting periods); the rest are plain transitions.
+    let key = match transition {
+        Transition::Delete => core.delete_key(&caller, &instance, &key, false).await?,
+        Transition::Destroy => {
+            let current = core.key(&caller, &instance, &key).await?;
+            if current.state.apply(Transition::Destroy).is_none() {
+                return Err(CoreError::InvalidTransition {
+                    id: current.id,
+                    state: current.state,
+                    transition,
+                }
+                .into());
+            }
+            core.delete_key(&caller, &instance, &current.id, false)
+                .await?
+        }
+        Transition::Restore => core.restore_key(&caller, &instance, &key, None).await?,
+        Transition::Enable | Transition::Disable => {
+            core.kms_transition(&caller, &instance, &key, transition)
+                .await?
+        }
+        _ => {
+            core.transition_key(&caller, &instance, &key, transition)
+                .await?
+        }
+    };
+    Ok(Json(key.into()))
 }
 
 fn decode_b64(field: &'static str, text: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
@@ -417,9 +496,11 @@ struct WrapBody {
 async fn wrap(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key)): Path<(String, String)>,
     ApiJson(body): ApiJson<WrapBody>,
 ) -> Result<Json<Value>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let plaintext = body
         .plaintext
         .as_deref()
@@ -451,9 +532,11 @@ struct UnwrapBody {
 async fn unwrap(
     State(core): State<Keyfort>,
     Authenticated(caller): Authenticated,
+    peer: Peer,
     Path((instance, key)): Path<(String, String)>,
     ApiJson(body): ApiJson<UnwrapBody>,
 ) -> Result<Json<Value>, ApiError> {
+    allowed(&core, &caller, &instance, peer).await?;
     let ciphertext = decode_b64("ciphertext", &body.ciphertext)?;
     let unwrapped = core
         .unwrap_key(&caller, &instance, &key, &ciphertext, &body.aad)

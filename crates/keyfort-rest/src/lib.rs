@@ -41,6 +41,16 @@ pub fn router(core: Keyfort) -> Router {
                 .merge(kmip_clients::routes()),
         )
         .nest("/api/v2", kp::routes())
+        .layer(axum::middleware::map_response(no_store))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(core)
+}
+
+/// Answers may carry tokens, API keys or key material: no cache keeps them (RFC 6749 §5.1).
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
 }

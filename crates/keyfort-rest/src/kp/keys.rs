@@ -779,8 +779,22 @@ pub(crate) async fn patch(
             op,
         ));
     };
-    let ring = match body.get("keyRingID").and_then(Value::as_str) {
-        Some(r) => r.to_owned(),
+    // Key Protect decodes field names case-insensitively; the Go client sends `KeyRingID`.
+    let top = body.as_object().and_then(|o| {
+        o.iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("keyRingID"))
+            .map(|(_, v)| v.as_str())
+    });
+    let ring = match top {
+        Some(Some(r)) => r.to_owned(),
+        Some(None) => {
+            return Err(field_error(
+                &kp,
+                op,
+                "keyRingID",
+                "the key ring to move the key to",
+            ));
+        }
         None => envelope::resources_of(body, &kp, op)?
             .first()
             .and_then(|r| text(r, "keyRingID"))

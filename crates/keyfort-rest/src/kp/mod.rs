@@ -268,10 +268,12 @@ impl Kp {
             Some(p) if p.contains("return=minimal") => Prefer::Minimal,
             _ => Prefer::Unset,
         };
-        let source = parts
+        // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`.
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
+            .map(|ConnectInfo(addr)| addr.ip().to_canonical());
+        let source = peer.map(|ip| ip.to_string());
         let query = Params::parse(parts.uri.query()).map_err(|()| {
             KpError::new(
                 StatusCode::BAD_REQUEST,
@@ -285,12 +287,8 @@ impl Kp {
         let caller = caller
             .for_request(Some(correlation_id.clone()), source)
             .in_key_ring(key_ring.clone());
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
         if check_source {
-            core.check_source(&caller, &instance, peer)
+            crate::auth::check_source(core, &caller, &instance, peer)
                 .await
                 .map_err(|e| KpError::core(&e, Op::REQUEST, &correlation_id))?;
         }
