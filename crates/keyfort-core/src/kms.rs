@@ -543,11 +543,17 @@ impl Keyfort {
     ) -> Result<Key> {
         let target = req.name.clone();
         self.audited(caller, instance_id, "key.create", &target, async {
+            // Who may not create keys in the ring learns nothing more of the instance: not its
+            // policies, not whether it has an import token.
+            self.instance_record(instance_id).await?;
+            let ring = req.key_ring_id.as_deref().unwrap_or(DEFAULT_KEY_RING);
+            caller.authorize(Action::CreateKey, instance_id, Some(ring))?;
+            let sealed = secure_import.is_some();
             if let Some(import) = secure_import {
                 req.payload = Some(self.open_secure_import(caller, instance_id, import).await?);
             }
             let policies = self.enforced_policies(instance_id).await?;
-            self.check_create_access(&policies, &req)?;
+            self.check_create_access(&policies, &req, sealed)?;
             let mut attributes = req.attributes.clone();
             let stamp = json!({"by": caller.principal.name, "at": self.now_ms()});
             let mut key_policies = Map::new();
@@ -576,7 +582,9 @@ impl Keyfort {
         .await
     }
 
-    fn check_create_access(&self, policies: &PolicyMap, req: &NewKey) -> Result<()> {
+    /// The instance's keyCreateImportAccess policy for `req`; `sealed` when its material came
+    /// sealed to the import token (which `enforce_token` requires of every import).
+    fn check_create_access(&self, policies: &PolicyMap, req: &NewKey, sealed: bool) -> Result<()> {
         let Some(p) = policies
             .get(&InstancePolicyType::KeyCreateImportAccess)
             .filter(|p| p.enabled)
@@ -596,7 +604,7 @@ impl Keyfort {
             (true, false) => flag("import_root_key", true),
             (true, true) => flag("import_standard_key", true),
         };
-        if !allowed {
+        if !allowed || (imported && !sealed && flag("enforce_token", false)) {
             return Err(refuse(&req.name, KmsRefusal::CreateImportAccess));
         }
         Ok(())
@@ -929,24 +937,7 @@ impl Keyfort {
             if key.state.is_destroyed() {
                 return Err(refuse(&key.id, KmsRefusal::KeyDeleted));
             }
-            let registrations = self.store().registrations(instance_id, Some(&key.id)).await?;
-            if registrations.iter().any(|r| r.prevent_key_deletion) {
-                return Err(refuse(&key.id, KmsRefusal::PreventKeyDeletion));
-            }
-            if !registrations.is_empty() && !force {
-                return Err(refuse(&key.id, KmsRefusal::ProtectedResource));
-            }
-            if dual_auth_enabled(&key) {
-                let now = self.now_ms();
-                let approved = key.attributes.get("dual_auth_pending").is_some_and(|p| {
-                    p.get("by").and_then(Value::as_str) != Some(caller.principal.id.as_str())
-                        && p.get("expires_at").and_then(Value::as_i64).is_some_and(|e| e > now)
-                });
-                if !approved {
-                    return Err(refuse(&key.id, KmsRefusal::AuthorizationsNotMet));
-                }
-                key.attributes.remove("dual_auth_pending");
-            }
+            let registrations = self.check_deletion(caller, instance_id, &mut key, force).await?;
             let mut writes = Vec::new();
             if force {
                 for r in &registrations {
@@ -974,6 +965,70 @@ impl Keyfort {
             Ok(key)
         })
         .await
+    }
+
+    /// Key Protect's conditions for deleting `key`, whichever door asks: no registration that
+    /// prevents deletion, no registration at all unless `force`, and with a dual-authorization
+    /// policy, an approval that still stands ([`Self::deletion_approved`]), which the deletion
+    /// uses up. Returns the key's registrations.
+    pub(crate) async fn check_deletion(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        key: &mut Key,
+        force: bool,
+    ) -> Result<Vec<keyfort_store::RegistrationRecord>> {
+        let registrations = self
+            .store()
+            .registrations(instance_id, Some(&key.id))
+            .await?;
+        if registrations.iter().any(|r| r.prevent_key_deletion) {
+            return Err(refuse(&key.id, KmsRefusal::PreventKeyDeletion));
+        }
+        if !registrations.is_empty() && !force {
+            return Err(refuse(&key.id, KmsRefusal::ProtectedResource));
+        }
+        if dual_auth_enabled(key) {
+            if !self.deletion_approved(caller, instance_id, key).await? {
+                return Err(refuse(&key.id, KmsRefusal::AuthorizationsNotMet));
+            }
+            key.attributes.remove("dual_auth_pending");
+        }
+        Ok(registrations)
+    }
+
+    /// Whether `key`'s pending deletion approval stands for `caller`: given by another
+    /// principal, not expired, and by someone who is still enabled and still allowed to
+    /// approve deletions of this key (an approval lapses with its author's access).
+    async fn deletion_approved(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        key: &Key,
+    ) -> Result<bool> {
+        let now = self.now_ms();
+        let Some(pending) = key.attributes.get("dual_auth_pending") else {
+            return Ok(false);
+        };
+        let Some(by) = pending.get("by").and_then(Value::as_str) else {
+            return Ok(false);
+        };
+        let current = pending
+            .get("expires_at")
+            .and_then(Value::as_i64)
+            .is_some_and(|e| e > now);
+        if by == caller.principal.id || !current {
+            return Ok(false);
+        }
+        let Some(record) = self.store().principal(by).await? else {
+            return Ok(false);
+        };
+        let approver = Caller {
+            principal: crate::service::principal_from_record(&record)?,
+            api_key_id: None,
+            request: crate::auth::RequestInfo::default(),
+        };
+        Ok(approver.may(Action::ApproveDeletion, instance_id, Some(&key.key_ring_id)))
     }
 
     /// Restores a deleted key within the restore window (Manager).
@@ -1177,7 +1232,15 @@ impl Keyfort {
 
     /// The instance's policies, read from the store now.
     async fn instance_policy_map(&self, instance_id: &str) -> Result<PolicyMap> {
-        let text = self.store().instance_policies(instance_id).await?;
+        let text = match self.store().instance_policies(instance_id).await {
+            Ok(text) => text,
+            Err(keyfort_store::StoreError::NotFound { .. }) => {
+                return Err(CoreError::InstanceNotFound {
+                    id: instance_id.to_owned(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let v: Value = serde_json::from_str(&text).unwrap_or(json!({}));
         let mut out = std::collections::HashMap::new();
         if let Some(obj) = v.as_object() {

@@ -962,9 +962,16 @@ impl Keyfort {
     ) -> Result<Key> {
         let action = format!("key.{transition}");
         self.audited(caller, instance_id, &action, id_or_alias, async {
-            let key = self
+            let mut key = self
                 .key_for(caller, instance_id, id_or_alias, Action::ManageKey)
                 .await?;
+            // Deleting or destroying (KMIP Destroy) keeps Key Protect's rules, without `force`.
+            if matches!(transition, Transition::Delete | Transition::Destroy)
+                && !key.state.is_destroyed()
+            {
+                self.check_deletion(caller, instance_id, &mut key, false)
+                    .await?;
+            }
             self.transition_audited(caller, key, transition, &action, serde_json::json!({}))
                 .await
         })

@@ -51,7 +51,7 @@ async fn allowed(
     Peer(peer): Peer,
 ) -> Result<(), ApiError> {
     let caller = caller.for_request(None, peer.map(|p| p.to_string()));
-    Ok(crate::auth::check_source(core, &caller, instance, peer).await?)
+    Ok(core.check_source(&caller, instance, peer).await?)
 }
 
 pub(crate) fn routes() -> Router<Keyfort> {

@@ -33,21 +33,3 @@ pub(crate) fn bearer_token(parts: &Parts) -> Option<&str> {
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
 }
-
-/// The instance's allowedIP policy applied to a request from `peer` (the socket's address):
-/// refused (and audited by the core) from elsewhere. An instance that does not exist is
-/// reported as such, not as a failure to read its policies.
-pub(crate) async fn check_source(
-    core: &Keyfort,
-    caller: &Caller,
-    instance: &str,
-    peer: Option<std::net::IpAddr>,
-) -> Result<(), CoreError> {
-    match core.check_source(caller, instance, peer).await {
-        Err(e @ CoreError::Store(_)) => {
-            core.instance(caller, instance).await?;
-            Err(e)
-        }
-        other => other,
-    }
-}

@@ -677,7 +677,6 @@ async fn each_create_import_flag_is_enforced() {
 /// `enforce_token: true` means key material comes in only sealed to the import token: a
 /// plain-text import is refused, a secure import goes through.
 #[tokio::test]
-#[ignore = "keyfort-core check_create_access ignores enforce_token: plain imports are accepted"]
 async fn enforce_token_refuses_plain_imports() {
     let env = env_with(quick()).await;
     let writer = env.token_for("writer", Role::Writer).await;
@@ -1088,7 +1087,6 @@ async fn oversized_and_malformed_input_is_refused_in_key_protect_terms() {
 /// anything about the instance shows: not its keyCreateImportAccess policy, not whether it has
 /// an import token, not what that token's private key decrypts.
 #[tokio::test]
-#[ignore = "keyfort-core kms_create_key opens the secure import and applies keyCreateImportAccess before it authorizes the caller"]
 async fn who_may_not_create_learns_nothing_of_the_instance() {
     let env = env_with(quick()).await;
     let reader = env.token_for("reader", Role::Reader).await;
@@ -1144,7 +1142,6 @@ async fn who_may_not_create_learns_nothing_of_the_instance() {
 /// An approval stands only while its author may still approve: once the approver's role is
 /// removed or the approver is disabled, the delete is refused as not authorized by two people.
 #[tokio::test]
-#[ignore = "keyfort-core delete_key counts a pending approval without checking its author still holds a role that may approve"]
 async fn an_approval_lapses_with_its_authors_access() {
     let env = env_with(quick()).await;
     let admin = env.core.authenticate(&env.admin).await.unwrap();
@@ -1714,7 +1711,6 @@ async fn native_key_api_keeps_the_allowed_ip_policy() {
 /// A key past its expirationDate is Deactivated (within the hour, §7): it no longer wraps,
 /// still unwraps, and cannot be enabled again.
 #[tokio::test]
-#[ignore = "keyfort-core never deactivates a key past its expirationDate: wrap_key still wraps with it"]
 async fn an_expired_key_no_longer_wraps() {
     let env = env_with(quick()).await;
     let soon = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);

@@ -119,7 +119,6 @@ fn kmip_request(op: Operation, payload: Vec<Item>) -> Item {
 /// A key whose Key Protect dual-authorization policy is on cannot be deleted by one person
 /// through the KMIP door either (Revoke, then Destroy).
 #[test]
-#[ignore = "keyfort-kmip Destroy calls keyfort-core transition_key, which skips dual authorization"]
 fn kmip_destroy_keeps_dual_authorization() {
     let work = tempfile::tempdir().unwrap();
     let (server, kp) = start(work.path(), "kp-review-kmip");

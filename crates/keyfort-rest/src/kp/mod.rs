@@ -288,7 +288,7 @@ impl Kp {
             .for_request(Some(correlation_id.clone()), source)
             .in_key_ring(key_ring.clone());
         if check_source {
-            crate::auth::check_source(core, &caller, &instance, peer)
+            core.check_source(&caller, &instance, peer)
                 .await
                 .map_err(|e| KpError::core(&e, Op::REQUEST, &correlation_id))?;
         }
