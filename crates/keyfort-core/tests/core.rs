@@ -1055,36 +1055,40 @@ impl keyfort_core::Clock for TestClock {
     }
 }
 
-#[tokio::test]
-async fn maintenance_rotates_due_keys_and_purges_old_deletions() {
-    use keyfort_core::{KeyPolicyUpdate, RotationPolicy};
-    use std::sync::atomic::Ordering;
-    const DAY: i64 = 24 * 3600 * 1000;
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("keyfort.db"))
-        .await
-        .unwrap();
+/// A core on a new SQLite database in `dir` with a clock the test moves (starting at
+/// 1 700 000 000 000 ms), its dev instance bootstrapped: the core, the clock, the administrator
+/// and the instance id.
+async fn dev_core_with_clock(dir: &Path) -> (Keyfort, Arc<TestClock>, Arc<Caller>, String) {
+    let store = SqliteStore::open(&dir.join("keyfort.db")).await.unwrap();
     let clock = Arc::new(TestClock(std::sync::atomic::AtomicI64::new(
         1_700_000_000_000,
     )));
-    let signer = TokenSigner::generate().unwrap();
     let core = Keyfort::open_with_clock(
         Arc::new(store),
-        CoreConfig::new(Duration::from_secs(3600), signer),
+        CoreConfig::new(Duration::from_secs(3600), TokenSigner::generate().unwrap()),
         clock.clone(),
     )
     .await
     .unwrap();
     let boot = core
         .dev_bootstrap(DevSetup {
-            master_key_file: dir.path().join("dev.key"),
+            master_key_file: dir.join("dev.key"),
             previous_api_key: None,
         })
         .await
         .unwrap();
     let token = core.exchange_api_key(&boot.api_key).await.unwrap();
     let admin = core.authenticate(&token.token).await.unwrap();
-    let id = boot.instance_id;
+    (core, clock, admin, boot.instance_id)
+}
+
+#[tokio::test]
+async fn maintenance_rotates_due_keys_and_purges_old_deletions() {
+    use keyfort_core::{KeyPolicyUpdate, RotationPolicy};
+    use std::sync::atomic::Ordering;
+    const DAY: i64 = 24 * 3600 * 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let (core, clock, admin, id) = dev_core_with_clock(dir.path()).await;
 
     let rotating = core
         .create_key(&admin, &id, named("monthly"))
@@ -1172,29 +1176,7 @@ async fn an_expired_key_stops_wrapping_and_maintenance_deactivates_it() {
     use std::sync::atomic::Ordering;
     const MINUTE: i64 = 60 * 1000;
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("keyfort.db"))
-        .await
-        .unwrap();
-    let clock = Arc::new(TestClock(std::sync::atomic::AtomicI64::new(
-        1_700_000_000_000,
-    )));
-    let core = Keyfort::open_with_clock(
-        Arc::new(store),
-        CoreConfig::new(Duration::from_secs(3600), TokenSigner::generate().unwrap()),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    let boot = core
-        .dev_bootstrap(DevSetup {
-            master_key_file: dir.path().join("dev.key"),
-            previous_api_key: None,
-        })
-        .await
-        .unwrap();
-    let token = core.exchange_api_key(&boot.api_key).await.unwrap();
-    let admin = core.authenticate(&token.token).await.unwrap();
-    let id = boot.instance_id;
+    let (core, clock, admin, id) = dev_core_with_clock(dir.path()).await;
     let now = clock.0.load(Ordering::SeqCst);
     let expiring = core
         .create_key(
