@@ -166,8 +166,10 @@ impl Keyfort {
         instance_id: &str,
         query: &AuditQuery,
     ) -> Result<Vec<AuditEvent>> {
-        self.instance_record(instance_id).await?;
+        // Authorized first: to anyone else, an instance that exists and one that does not
+        // answer alike.
         authorize_audit(caller, instance_id)?;
+        self.instance_record(instance_id).await?;
         if query.limit == 0 || query.limit > MAX_AUDIT_PAGE {
             return Err(CoreError::InvalidField {
                 field: "limit",
@@ -196,8 +198,10 @@ impl Keyfort {
         caller: &Caller,
         instance_id: &str,
     ) -> Result<AuditVerification> {
-        self.instance_record(instance_id).await?;
+        // Authorized first: to anyone else, an instance that exists and one that does not
+        // answer alike.
         authorize_audit(caller, instance_id)?;
+        self.instance_record(instance_id).await?;
         let mut prev = vec![0u8; 32];
         let mut expected_seq = 1i64;
         let mut events = 0u64;

@@ -1055,6 +1055,33 @@ impl keyfort_core::Clock for TestClock {
     }
 }
 
+/// Someone who may not read an instance's audit trail cannot tell whether the instance exists.
+#[tokio::test]
+async fn the_audit_trail_does_not_tell_strangers_which_instances_exist() {
+    let env = env().await;
+    let writer = env.caller_with("audit-stranger", Role::Writer).await;
+    let query = keyfort_core::AuditQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    for instance in [env.instance.as_str(), "no-such-instance"] {
+        assert!(
+            matches!(
+                env.core.audit_events(&writer, instance, &query).await,
+                Err(CoreError::Forbidden { .. })
+            ),
+            "{instance}"
+        );
+    }
+    // An administrator is told.
+    assert!(matches!(
+        env.core
+            .audit_events(&env.admin, "no-such-instance", &query)
+            .await,
+        Err(CoreError::InstanceNotFound { .. })
+    ));
+}
+
 /// A core on a new SQLite database in `dir` with a clock the test moves (starting at
 /// 1 700 000 000 000 ms), its dev instance bootstrapped: the core, the clock, the administrator
 /// and the instance id.
