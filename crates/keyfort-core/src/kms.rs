@@ -544,8 +544,8 @@ impl Keyfort {
         let target = req.name.clone();
         self.audited(caller, instance_id, "key.create", &target, async {
             // Who may not create keys in the ring learns nothing more of the instance: not its
-            // policies, not whether it has an import token.
-            self.instance_record(instance_id).await?;
+            // policies, not whether it has an import token. (An unknown instance is refused by
+            // the policy lookup next.)
             let ring = req.key_ring_id.as_deref().unwrap_or(DEFAULT_KEY_RING);
             caller.authorize(Action::CreateKey, instance_id, Some(ring))?;
             let sealed = secure_import.is_some();
