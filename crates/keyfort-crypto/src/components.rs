@@ -340,9 +340,7 @@ fn verification(curve: Curve) -> Result<&'static lc_sig::EcdsaVerificationAlgori
         Curve::P256 => Ok(&lc_sig::ECDSA_P256_SHA256_ASN1),
         Curve::P384 => Ok(&lc_sig::ECDSA_P384_SHA384_ASN1),
         Curve::P521 => Ok(&lc_sig::ECDSA_P521_SHA512_ASN1),
-        Curve::Secp256k1 => Err(Error::Unsupported {
-            what: "secp256k1 keys from components",
-        }),
+        Curve::Secp256k1 => Ok(&lc_sig::ECDSA_P256K1_SHA256_ASN1),
     }
 }
 
@@ -680,7 +678,19 @@ mod tests {
             assert!(ec_public_point(curve, &off).is_err());
             assert!(ec_public_point(curve, &off[..off.len() - 1]).is_err());
         }
+        // secp256k1 points are checked the same way (its private keys do not come from
+        // components).
+        let k1 = SigningKey::generate(Curve::Secp256k1).unwrap();
+        let q = k1.public_key();
+        assert_eq!(ec_public_point(Curve::Secp256k1, q).unwrap(), q);
+        let mut compressed = vec![2 | (q[64] & 1)];
+        compressed.extend_from_slice(&q[1..=32]);
+        assert_eq!(ec_public_point(Curve::Secp256k1, &compressed).unwrap(), q);
+        let mut off = q.to_vec();
+        off[64] ^= 1;
+        assert!(ec_public_point(Curve::Secp256k1, &off).is_err());
         let p256 = SigningKey::generate(Curve::P256).unwrap();
+        assert!(ec_public_point(Curve::Secp256k1, p256.public_key()).is_err());
         assert!(ec_public_point(Curve::P384, p256.public_key()).is_err());
         assert!(ec_public_point(Curve::P256, &[0]).is_err());
         assert!(ec_public_point(Curve::P256, &[]).is_err());

@@ -616,8 +616,7 @@ fn wrap(s: &Grep11Sealer, req: &proto::WrapKeyRequest) -> Result<proto::WrapKeyR
 }
 
 /// An imported public key, refused unless its value is a key of its type: an EC point on its
-/// curve (not the point at infinity; a compressed point comes back uncompressed; secp256k1:
-/// uncompressed, of its length), an Ed25519 or
+/// curve (not the point at infinity; a compressed point comes back uncompressed), an Ed25519 or
 /// ML-DSA key of its length, an ML-KEM key that encapsulates. RSA keys were checked by parsing.
 fn checked_public(public: Public) -> Result<Public> {
     let bad = || {
@@ -627,12 +626,6 @@ fn checked_public(public: Public) -> Result<Public> {
         )
     };
     Ok(match public {
-        // keyfort-crypto checks no secp256k1 point: its shape, at least (verification fails
-        // for a point off the curve).
-        Public::Ec(Curve::Secp256k1, point) if point.len() != 65 || point[0] != 4 => {
-            return Err(bad());
-        }
-        Public::Ec(Curve::Secp256k1, point) => Public::Ec(Curve::Secp256k1, point),
         Public::Ec(curve, point) => Public::Ec(
             curve,
             keyfort_crypto::components::ec_public_point(curve, &point).map_err(|_| bad())?,

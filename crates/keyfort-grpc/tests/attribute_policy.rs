@@ -1277,6 +1277,10 @@ async fn imported_public_keys_are_checked() {
             "secp256k1 short point",
             spki(&[EC_PUBLIC_KEY, SECP256K1].concat(), &[4; 33]),
         ),
+        (
+            "secp256k1 off the curve",
+            spki(&[EC_PUBLIC_KEY, SECP256K1].concat(), &off_curve),
+        ),
     ] {
         assert_eq!(
             ckr(c.unwrap_key(import(s)).await),
