@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::attrs::{Attr, Attrs};
 use crate::blob::{self, Material, Private, Public};
-use crate::ck::{attr, mech as m, obj, rv};
+use crate::ck::{attr, flag, mech as m, obj, rv};
 use crate::der;
 use crate::error::{Error, Result, ck};
 use crate::mech::{self, Mech};
@@ -202,6 +202,20 @@ fn init(s: &Grep11Sealer, op: Op, mech: Option<&proto::Mechanism>, key: &[u8]) -
         ));
     }
     let mech = mech.cloned().unwrap_or_default();
+    // Refused at Init, as GetMechanismInfo describes it, not only at the last call.
+    let needed = match op {
+        Op::Encrypt => flag::ENCRYPT,
+        Op::Decrypt => flag::DECRYPT,
+        Op::Sign => flag::SIGN,
+        Op::Verify => flag::VERIFY,
+        Op::Digest => flag::DIGEST,
+    };
+    if mech::info(mech.mechanism)?.flags & needed == 0 {
+        return Err(ck(
+            rv::CKR_MECHANISM_INVALID,
+            "the mechanism does not serve this operation",
+        ));
+    }
     seal_state(s, &State::new(op, mech, key.to_vec()))
 }
 

@@ -59,6 +59,7 @@ const CKR_ATTRIBUTE_VALUE_INVALID: u64 = 0x13;
 const CKR_KEY_SIZE_RANGE: u64 = 0x62;
 const CKR_DATA_LEN_RANGE: u64 = 0x21;
 const CKR_ENCRYPTED_DATA_LEN_RANGE: u64 = 0x41;
+const CKR_MECHANISM_INVALID: u64 = 0x70;
 const CKR_MECHANISM_PARAM_INVALID: u64 = 0x71;
 const CKR_TEMPLATE_INCONSISTENT: u64 = 0xD1;
 const CKR_KEY_TYPE_INCONSISTENT: u64 = 0x63;
@@ -1446,4 +1447,69 @@ async fn key_value_attributes_are_not_taken_from_templates() {
         assert!(!all.contains_key(&CKA_EC_POINT));
         assert!(!all.contains_key(&CKA_PUBLIC_EXPONENT));
     }
+}
+
+/// An Init with a mechanism that does not serve its operation (as GetMechanismInfo says) is
+/// refused at once, not at the final call.
+#[tokio::test]
+async fn init_refuses_a_mechanism_of_another_operation() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let key = aes(&mut c, &[]).await;
+    let (private, public) = p256(&mut c, &[], &[(CKA_SIGN, tf(true))]).await;
+    assert_eq!(
+        ckr(c
+            .encrypt_init(proto::EncryptInitRequest {
+                mech: mech(CKM_SHA256_HMAC),
+                key: kb(&key),
+                ..Default::default()
+            })
+            .await),
+        CKR_MECHANISM_INVALID
+    );
+    assert_eq!(
+        ckr(c
+            .decrypt_init(proto::DecryptInitRequest {
+                mech: mech(CKM_AES_KEY_WRAP),
+                key: kb(&key),
+                ..Default::default()
+            })
+            .await),
+        CKR_MECHANISM_INVALID
+    );
+    assert_eq!(
+        ckr(c
+            .sign_init(proto::SignInitRequest {
+                mech: cbc(),
+                priv_key: kb(&key),
+                ..Default::default()
+            })
+            .await),
+        CKR_MECHANISM_INVALID
+    );
+    assert_eq!(
+        ckr(c
+            .verify_init(proto::VerifyInitRequest {
+                mech: mech(CKM_ECDH1_DERIVE),
+                pub_key: kb(&public),
+                ..Default::default()
+            })
+            .await),
+        CKR_MECHANISM_INVALID
+    );
+    // The right mechanisms still start.
+    c.sign_init(proto::SignInitRequest {
+        mech: mech(CKM_ECDSA_SHA256),
+        priv_key: kb(&private),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.encrypt_init(proto::EncryptInitRequest {
+        mech: cbc(),
+        key: kb(&key),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 }
