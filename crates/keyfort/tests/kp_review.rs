@@ -58,6 +58,12 @@ impl Client {
 /// The dev server, a KP client of its dev instance as its administrator.
 fn start(work: &std::path::Path, tag: &str) -> (Server, Client) {
     let server = Server::start(&work.join("data"), work, tag, &[]);
+    let client = admin_client(&server);
+    (server, client)
+}
+
+/// A KP client of `server`'s dev instance, with the administrator's access token.
+fn admin_client(server: &Server) -> Client {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -80,14 +86,13 @@ fn start(work: &std::path::Path, tag: &str) -> (Server, Client) {
             .await
             .unwrap()
     });
-    let client = Client {
+    Client {
         runtime,
         http,
         base: server.addr(),
         token: token["access_token"].as_str().unwrap().to_owned(),
         instance: server.dev["instance_id"].as_str().unwrap().to_owned(),
-    };
-    (server, client)
+    }
 }
 
 /// A KMIP 1.4 request of one operation.
@@ -163,36 +168,8 @@ fn allowed_ip_trusts_the_socket_not_forwarding_headers() {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(&work.path().join("data"), work.path(), "kp-review", &[]);
     let api = server.api();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let pem = std::fs::read(server.dev["ca_cert"].as_str().unwrap()).unwrap();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
-        .build()
-        .unwrap();
-    let instance = server.dev["instance_id"].as_str().unwrap().to_owned();
-    let token: Value = runtime.block_on(async {
-        http.post(format!("{}/identity/token", server.addr()))
-            .form(&[
-                ("grant_type", "urn:ibm:params:oauth:grant-type:apikey"),
-                ("apikey", server.dev["api_key"].as_str().unwrap()),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
-    let client = Client {
-        runtime,
-        http,
-        base: server.addr(),
-        token: token["access_token"].as_str().unwrap().to_owned(),
-        instance: instance.clone(),
-    };
+    let client = admin_client(&server);
+    let instance = client.instance.clone();
     let kp = |method: Method, path: &str, body: Option<&Value>, headers: &[(&str, &str)]| {
         client.kp(method, path, body, headers)
     };
