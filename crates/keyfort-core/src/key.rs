@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::Result;
 use crate::error::CoreError;
-use crate::lifecycle::KeyState;
+use crate::lifecycle::{KeyState, Usage};
 
 /// The key ring every instance has and keys go to by default.
 pub const DEFAULT_KEY_RING: &str = "default";
@@ -106,6 +106,20 @@ impl Key {
             KeyState::Deactivated
         } else {
             self.state
+        }
+    }
+
+    /// Refuses `usage` unless the key's state at `now` ([`Self::state_at`]) permits it.
+    pub(crate) fn require_usage(&self, usage: Usage, now: i64) -> Result<()> {
+        let state = self.state_at(now);
+        if state.permits(usage) {
+            Ok(())
+        } else {
+            Err(CoreError::KeyNotUsable {
+                id: self.id.clone(),
+                state,
+                usage,
+            })
         }
     }
 

@@ -1077,14 +1077,7 @@ fn check_crk(crk: &Key, usage: Usage, now: i64) -> Result<()> {
     if crk.extractable {
         return Err(refuse(&crk.id, KmsRefusal::RootKeyRequired));
     }
-    let state = crk.state_at(now);
-    if !state.permits(usage) {
-        return Err(CoreError::KeyNotUsable {
-            id: crk.id.clone(),
-            state,
-            usage,
-        });
-    }
+    crk.require_usage(usage, now)?;
     Ok(())
 }
 

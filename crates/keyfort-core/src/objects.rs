@@ -871,14 +871,7 @@ impl Keyfort {
         caller.authorize(Action::UseKey, instance_id, Some(&key.key_ring_id))?;
         crate::kms::check_key_ring(caller, key)?;
         crate::kmip_adapters::check_adapter_scope(caller, key)?;
-        let state = key.state_at(self.now_ms());
-        if !state.permits(usage) {
-            return Err(CoreError::KeyNotUsable {
-                id: key.id.clone(),
-                state,
-                usage,
-            });
-        }
+        key.require_usage(usage, self.now_ms())?;
         let material = self
             .cached_material(&entry, &key.current_version_id)
             .await?;

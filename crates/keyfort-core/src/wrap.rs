@@ -228,14 +228,7 @@ impl Keyfort {
         if key.extractable {
             return Err(refuse(&key.id, KmsRefusal::RootKeyRequired));
         }
-        let state = key.state_at(self.now_ms());
-        if !state.permits(usage) {
-            return Err(CoreError::KeyNotUsable {
-                id: key.id.clone(),
-                state,
-                usage,
-            });
-        }
+        key.require_usage(usage, self.now_ms())?;
         Ok(entry)
     }
 
