@@ -328,12 +328,7 @@ fn json_to_value(j: &Json) -> Option<Value> {
 
 /// The client attributes kept with a key, as `(name, values)`.
 pub fn stored(key: &Key) -> Vec<(String, Vec<Value>)> {
-    stored_in(&key.attributes)
-}
-
-/// [`stored`] of a key's attribute map.
-fn stored_in(attributes: &Map<String, Json>) -> Vec<(String, Vec<Value>)> {
-    let Some(Json::Object(map)) = attributes.get(STORE_KEY) else {
+    let Some(Json::Object(map)) = key.attributes.get(STORE_KEY) else {
         return Vec::new();
     };
     map.iter()
@@ -349,10 +344,17 @@ fn stored_in(attributes: &Map<String, Json>) -> Vec<(String, Vec<Value>)> {
 
 /// Values of one stored attribute.
 pub fn stored_values(key: &Key, name: &str) -> Vec<Value> {
-    stored(key)
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v)
+    values_in(&key.attributes, name)
+}
+
+/// [`stored_values`] of a key's attribute map: only that attribute's values are decoded.
+fn values_in(attributes: &Map<String, Json>, name: &str) -> Vec<Value> {
+    let Some(Json::Object(map)) = attributes.get(STORE_KEY) else {
+        return Vec::new();
+    };
+    map.get(name)
+        .and_then(Json::as_array)
+        .map(|a| a.iter().filter_map(json_to_value).collect())
         .unwrap_or_default()
 }
 
@@ -363,14 +365,11 @@ pub fn flag(key: &Key, name: &str) -> Option<bool> {
 
 /// [`flag`] of a key's attribute map.
 fn flag_in(attributes: &Map<String, Json>, name: &str) -> Option<bool> {
-    stored_in(attributes)
+    values_in(attributes, name)
         .into_iter()
-        .find(|(n, _)| n == name)
-        .and_then(|(_, values)| {
-            values.into_iter().find_map(|v| match v {
-                Value::Boolean(b) => Some(b),
-                _ => None,
-            })
+        .find_map(|v| match v {
+            Value::Boolean(b) => Some(b),
+            _ => None,
         })
 }
 
