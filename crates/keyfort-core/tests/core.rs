@@ -114,6 +114,67 @@ async fn raw_db(path: &Path) -> sqlx::SqliteConnection {
         .unwrap()
 }
 
+/// The stored event of `instance`'s chain with sequence number `seq`, as its block holds it.
+async fn stored_event(
+    db: &mut sqlx::SqliteConnection,
+    instance: &str,
+    seq: i64,
+) -> serde_json::Value {
+    let mut found = None;
+    edit_event(db, instance, seq, |event| {
+        found = Some(event.clone());
+        Some(event)
+    })
+    .await;
+    found.unwrap()
+}
+
+/// Rewrites, behind the store's back, the stored event of `instance`'s chain with sequence
+/// number `seq` (an element of its block's JSON array): `edit` returns its new object, or `None`
+/// to remove it.
+async fn edit_event(
+    db: &mut sqlx::SqliteConnection,
+    instance: &str,
+    seq: i64,
+    edit: impl FnOnce(serde_json::Value) -> Option<serde_json::Value>,
+) {
+    let blocks: Vec<(i64, String)> =
+        sqlx::query_as("SELECT rowid, events FROM audit_blocks WHERE instance_id = ?1")
+            .bind(instance)
+            .fetch_all(&mut *db)
+            .await
+            .unwrap();
+    for (rowid, events) in blocks {
+        let mut events: Vec<serde_json::Value> = serde_json::from_str(&events).unwrap();
+        let Some(i) = events.iter().position(|e| e["seq"] == seq) else {
+            continue;
+        };
+        if let Some(event) = edit(events.remove(i)) {
+            events.insert(i, event);
+        }
+        sqlx::query("UPDATE audit_blocks SET events = ?1 WHERE rowid = ?2")
+            .bind(serde_json::to_string(&events).unwrap())
+            .bind(rowid)
+            .execute(&mut *db)
+            .await
+            .unwrap();
+        return;
+    }
+    panic!("no stored event {seq}");
+}
+
+/// Swaps the contents of the stored events `a` and `b`, each keeping its sequence number.
+async fn swap_events(db: &mut sqlx::SqliteConnection, instance: &str, a: i64, b: i64) {
+    let (event_a, event_b) = (
+        stored_event(db, instance, a).await,
+        stored_event(db, instance, b).await,
+    );
+    for (seq, mut content) in [(a, event_b), (b, event_a)] {
+        content["seq"] = seq.into();
+        edit_event(db, instance, seq, |_| Some(content)).await;
+    }
+}
+
 #[tokio::test]
 async fn imported_material_round_trips_and_never_reaches_the_files() {
     let env = env().await;
@@ -893,11 +954,14 @@ async fn audit_chain_verifies_and_detects_changed_removed_and_reordered_events()
     assert!(n >= 5);
     // Changed: edit the body of event 2.
     let mut db = raw_db(&env.db_path()).await;
-    sqlx::query("UPDATE audit_events SET body = replace(body, 'admin', 'eve') WHERE instance_id = ?1 AND seq = 2")
-        .bind(&env.instance)
-        .execute(&mut db)
-        .await
-        .unwrap();
+    let replace_in_body = |from: &'static str, to: &'static str| {
+        move |mut event: serde_json::Value| {
+            let body = event["body"].as_str().unwrap().replace(from, to);
+            event["body"] = body.into();
+            Some(event)
+        }
+    };
+    edit_event(&mut db, &env.instance, 2, replace_in_body("admin", "eve")).await;
     let v = env
         .core
         .verify_audit(&env.admin, &env.instance)
@@ -905,11 +969,7 @@ async fn audit_chain_verifies_and_detects_changed_removed_and_reordered_events()
         .unwrap();
     assert_eq!(v.problem, Some((2, AuditProblem::ChangedEvent)));
     // Restore, then reorder: swap the contents of events 3 and 4.
-    sqlx::query("UPDATE audit_events SET body = replace(body, 'eve', 'admin') WHERE instance_id = ?1 AND seq = 2")
-        .bind(&env.instance)
-        .execute(&mut db)
-        .await
-        .unwrap();
+    edit_event(&mut db, &env.instance, 2, replace_in_body("eve", "admin")).await;
     assert_eq!(
         env.core
             .verify_audit(&env.admin, &env.instance)
@@ -918,22 +978,7 @@ async fn audit_chain_verifies_and_detects_changed_removed_and_reordered_events()
             .problem,
         None
     );
-    // Swap through a free sequence number (seq must stay positive).
-    sqlx::query("UPDATE audit_events SET seq = 1000003 WHERE instance_id = ?1 AND seq = 3")
-        .bind(&env.instance)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_events SET seq = 3 WHERE instance_id = ?1 AND seq = 4")
-        .bind(&env.instance)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_events SET seq = 4 WHERE instance_id = ?1 AND seq = 1000003")
-        .bind(&env.instance)
-        .execute(&mut db)
-        .await
-        .unwrap();
+    swap_events(&mut db, &env.instance, 3, 4).await;
     let v = env
         .core
         .verify_audit(&env.admin, &env.instance)
@@ -941,21 +986,7 @@ async fn audit_chain_verifies_and_detects_changed_removed_and_reordered_events()
         .unwrap();
     assert_eq!(v.problem, Some((3, AuditProblem::BrokenLink)));
     // Removed: put the order back, then delete event 4.
-    sqlx::query("UPDATE audit_events SET seq = 1000003 WHERE instance_id = ?1 AND seq = 3")
-        .bind(&env.instance)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_events SET seq = 3 WHERE instance_id = ?1 AND seq = 4")
-        .bind(&env.instance)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_events SET seq = 4 WHERE instance_id = ?1 AND seq = 1000003")
-        .bind(&env.instance)
-        .execute(&mut db)
-        .await
-        .unwrap();
+    swap_events(&mut db, &env.instance, 3, 4).await;
     assert_eq!(
         env.core
             .verify_audit(&env.admin, &env.instance)
@@ -964,11 +995,7 @@ async fn audit_chain_verifies_and_detects_changed_removed_and_reordered_events()
             .problem,
         None
     );
-    sqlx::query("DELETE FROM audit_events WHERE instance_id = ?1 AND seq = 4")
-        .bind(&env.instance)
-        .execute(&mut db)
-        .await
-        .unwrap();
+    edit_event(&mut db, &env.instance, 4, |_| None).await;
     db.close().await.unwrap();
     let v = env
         .core

@@ -11,6 +11,10 @@ pub(crate) const HASH_LEN: usize = 32;
 /// Read with a typed pass that skips every other member without building it (this runs for
 /// every event appended).
 pub(crate) fn body_fields(body: &str) -> [String; 3] {
+    // serde would also read a struct from an array (`["k1", "wrap"]`).
+    if !body.trim_start().starts_with('{') {
+        return Default::default();
+    }
     match serde_json::from_str::<Fields<'_>>(body) {
         Ok(f) => [f.target, f.action, f.outcome].map(|s| s.0.into_owned()),
         Err(_) => Default::default(),

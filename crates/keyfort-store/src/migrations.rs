@@ -53,6 +53,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "write_path",
         sql: include_str!("migrations/sqlite/0006_write_path.sql"),
     },
+    Migration {
+        version: 7,
+        name: "audit_blocks",
+        sql: include_str!("migrations/sqlite/0007_audit_blocks.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order.

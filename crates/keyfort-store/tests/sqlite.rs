@@ -268,6 +268,26 @@ async fn opening_in_a_missing_directory_names_the_path() {
     assert!(!path.exists());
 }
 
+/// Asserts that `table`'s definition ends with `tail` (its table options) and names each of
+/// `constraints`.
+async fn assert_table(conn: &mut SqliteConnection, table: &str, tail: &str, constraints: &[&str]) {
+    let sql: String =
+        sqlx::query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?")
+            .bind(table)
+            .fetch_one(conn)
+            .await
+            .expect(table)
+            .try_get(0)
+            .expect("sql");
+    assert!(sql.trim_end().ends_with(tail), "{sql}");
+    for name in constraints {
+        assert!(
+            sql.contains(&format!("CONSTRAINT {name} ")),
+            "{name} in {sql}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn constraints_are_named() {
     let (dir, store) = file_store().await;
@@ -407,7 +427,8 @@ async fn a_version_1_database_is_upgraded_with_its_data() {
             (3, "kms".to_owned()),
             (4, "keystores".to_owned()),
             (5, "kmip_adapters".to_owned()),
-            (6, "write_path".to_owned())
+            (6, "write_path".to_owned()),
+            (7, "audit_blocks".to_owned())
         ]
     );
     let fks: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_foreign_key_check")
@@ -442,31 +463,8 @@ async fn version_2_tables_are_strict_with_named_constraints() {
             &["pk_instance_secrets", "fk_instance_secrets_instance"][..],
         ),
         ("command_nonces", &["pk_command_nonces"][..]),
-        (
-            "audit_events",
-            &[
-                "pk_audit_events",
-                "ck_audit_events_seq",
-                "ck_audit_events_prev_hash",
-                "ck_audit_events_hash",
-            ][..],
-        ),
     ] {
-        let sql: String =
-            sqlx::query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?")
-                .bind(table)
-                .fetch_one(&mut conn)
-                .await
-                .expect(table)
-                .try_get(0)
-                .expect("sql");
-        assert!(sql.trim_end().ends_with("STRICT"), "{sql}");
-        for name in names {
-            assert!(
-                sql.contains(&format!("CONSTRAINT {name} ")),
-                "{name} in {sql}"
-            );
-        }
+        assert_table(&mut conn, table, "STRICT", names).await;
     }
     let indexes: Vec<(String,)> = sqlx::query_as(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name IN \
@@ -482,16 +480,6 @@ async fn version_2_tables_are_strict_with_named_constraints() {
             ("ix_key_versions_mk".to_owned(),)
         ]
     );
-
-    // The chain's invariants hold even against raw SQL.
-    for bad in [
-        "INSERT INTO audit_events VALUES ('i', 1, 0, '{}', x'00', zeroblob(32))",
-        "INSERT INTO audit_events VALUES ('i', 1, 0, '{}', zeroblob(32), zeroblob(31))",
-        "INSERT INTO audit_events VALUES ('i', 0, 0, '{}', zeroblob(32), zeroblob(32))",
-        "INSERT INTO audit_events VALUES ('i', 1, 'zero', '{}', zeroblob(32), zeroblob(32))",
-    ] {
-        assert!(sqlx::query(bad).execute(&mut conn).await.is_err(), "{bad}");
-    }
 }
 
 #[tokio::test]
@@ -556,7 +544,7 @@ async fn corrupted_registrations_are_reported() {
 }
 
 #[tokio::test]
-async fn version_3_schema_is_strict_with_named_constraints_and_indexes() {
+async fn version_3_schema_is_strict_with_named_constraints() {
     let (dir, store) = file_store().await;
     drop(store);
     let mut conn = raw(&db_path(&dir)).await;
@@ -569,61 +557,54 @@ async fn version_3_schema_is_strict_with_named_constraints_and_indexes() {
                 "ck_registrations_prevent_key_deletion",
             ][..],
         ),
-        ("audit_events", &["pk_audit_events"][..]),
         ("instances", &["pk_instances"][..]),
     ] {
-        let sql: String =
-            sqlx::query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?")
-                .bind(table)
-                .fetch_one(&mut conn)
-                .await
-                .expect(table)
-                .try_get(0)
-                .expect("sql");
-        assert!(sql.trim_end().ends_with("STRICT"), "{sql}");
-        for name in names {
-            assert!(
-                sql.contains(&format!("CONSTRAINT {name} ")),
-                "{name} in {sql}"
-            );
-        }
+        assert_table(&mut conn, table, "STRICT", names).await;
     }
-    let indexes: Vec<(String,)> = sqlx::query_as(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'ix_audit_events_%' \
-         ORDER BY name",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("indexes");
-    assert_eq!(
-        indexes,
-        [
-            ("ix_audit_events_action".to_owned(),),
-            ("ix_audit_events_target".to_owned(),)
-        ]
-    );
-    // A filter on target or action uses its index, in seq order (no sort).
-    for (filter, index) in [
-        ("target", "ix_audit_events_target"),
-        ("action", "ix_audit_events_action"),
+}
+
+/// Version 7: audit events are stored in blocks, and the chain's invariants hold even against
+/// raw SQL: a block continues its chain, without a gap, a fork or an overlap.
+#[tokio::test]
+async fn version_7_audit_blocks_continue_their_chains() {
+    let (dir, store) = file_store().await;
+    drop(store);
+    let mut conn = raw(&db_path(&dir)).await;
+    for (table, names, tail) in [
+        (
+            "audit_blocks",
+            &[
+                "pk_audit_blocks",
+                "ck_audit_blocks_seq",
+                "ck_audit_blocks_at",
+                "ck_audit_blocks_hash",
+            ][..],
+            "STRICT",
+        ),
+        ("audit_terms", &["pk_audit_terms"][..], "WITHOUT ROWID"),
     ] {
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN SELECT * FROM audit_events \
-             WHERE instance_id = 'i' AND seq > 0 AND {filter} = 'x' ORDER BY seq LIMIT 10"
-        )))
-        .fetch_all(&mut conn)
-        .await
-        .expect("plan");
-        assert!(
-            plan.iter().any(|(_, _, _, detail)| detail.contains(index)),
-            "{plan:?}"
-        );
-        assert!(
-            !plan
-                .iter()
-                .any(|(_, _, _, detail)| detail.contains("TEMP B-TREE")),
-            "{plan:?}"
-        );
+        assert_table(&mut conn, table, tail, names).await;
+    }
+    let block = |first: i64, last: i64, at: &str, hash: &str| {
+        format!("INSERT INTO audit_blocks VALUES ('i', {first}, {last}, {at}, {hash}, '[]')")
+    };
+    for (sql, ok) in [
+        (block(1, 1, "0, 0", "x'00'"), false),
+        (block(0, 0, "0, 0", "zeroblob(32)"), false),
+        (block(1, 1, "'zero', 0", "zeroblob(32)"), false),
+        (block(1, 1, "5, 4", "zeroblob(32)"), false),
+        (block(2, 2, "0, 0", "zeroblob(32)"), false),
+        (block(1, 3, "0, 0", "zeroblob(32)"), true),
+        (block(3, 4, "0, 0", "zeroblob(32)"), false),
+        (block(1, 1, "0, 0", "zeroblob(32)"), false),
+        (block(5, 5, "0, 0", "zeroblob(32)"), false),
+        (block(5, 4, "0, 0", "zeroblob(32)"), false),
+        (block(4, 6, "0, 0", "zeroblob(32)"), true),
+    ] {
+        let result = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut conn)
+            .await;
+        assert_eq!(result.is_ok(), ok, "{sql}: {result:?}");
     }
 }
 
@@ -833,10 +814,10 @@ async fn a_version_2_database_is_upgraded_and_audit_columns_backfilled() {
             .expect("schema_migrations");
     assert_eq!(
         versions.last(),
-        Some(&(6, "write_path".to_owned())),
+        Some(&(7, "audit_blocks".to_owned())),
         "{versions:?}"
     );
-    assert_eq!(versions.len(), 6);
+    assert_eq!(versions.len(), 7);
     let fks: i64 = sqlx::query("SELECT COUNT(*) FROM pragma_foreign_key_check")
         .fetch_one(&mut conn)
         .await

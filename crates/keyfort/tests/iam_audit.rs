@@ -121,7 +121,7 @@ fn iam_lifecycle_and_audit_verification() {
     runtime.block_on(async {
         use sqlx::{ConnectOptions as _, Connection as _};
         let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(&db).connect().await.unwrap();
-        sqlx::query("UPDATE audit_events SET body = replace(body, 'denied', 'success') WHERE instance_id = ?1 AND outcome = 'denied'")
+        sqlx::query("UPDATE audit_blocks SET events = replace(events, 'denied', 'success') WHERE instance_id = ?1 AND events LIKE '%denied%'")
             .bind(&instance)
             .execute(&mut conn)
             .await

@@ -2,19 +2,22 @@
 //!
 //! An append reads the instance's last event and inserts the next one inside one write
 //! transaction (`BEGIN IMMEDIATE`, on the single writer connection), so two appends can never
-//! read the same last event: the chain neither forks nor skips a `seq`. The primary key
-//! `(instance_id, seq)` would refuse a fork anyway. Appends go through the group-commit writer
-//! ([`super::writer`]), like [`crate::Store::apply`]: an append inside a batch and a standalone
-//! one are the same code on the same connection.
+//! read the same last event: the chain neither forks nor skips a `seq`. The schema refuses a
+//! block that does not continue its chain anyway (`tr_audit_blocks_continue`). Appends go
+//! through the group-commit writer ([`super::writer`]), like [`crate::Store::apply`]: an append
+//! inside a batch and a standalone one are the same code on the same connection.
 //!
-//! `target`, `action` and `outcome` are copies of the body's string fields of the same names,
-//! extracted here on append (migration 3 backfilled older rows with the same rule in SQL).
+//! The events a transaction appends to one chain are stored as blocks ([`block`]); `target`,
+//! `action` and `outcome` are read from each event's body, on append for the block's terms and
+//! on reading for the records.
+
+mod block;
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{QueryBuilder, Row as _, Sqlite};
 
-use super::rows::{self, HASH_LEN};
+use super::rows::HASH_LEN;
 use super::{Conn, SqliteStore};
 use crate::chain::{body_fields, chain_hash};
 use crate::{AuditEventInput, AuditEventRecord, AuditFilter, Result, StoreError};
@@ -22,73 +25,131 @@ use crate::{AuditEventInput, AuditEventRecord, AuditFilter, Result, StoreError};
 /// The most events one [`query`] returns, whatever its filter's `limit`.
 pub(super) const MAX_QUERY_LIMIT: u64 = 10_000;
 
-/// `SELECT <every column> FROM audit_events <tail>`, as one literal.
-macro_rules! select_events {
-    ($tail:literal) => {
+/// The most blocks one page of a scan reads ([`scan`]).
+const MAX_PAGE_BLOCKS: i64 = 32;
+
+/// `SELECT first_seq, events` of the blocks of instance `?1` from the one holding `seq ?2 + 1`
+/// on, past a cursor `?3`, with events after `?2`, overlapping `[?4, ?5)` in time, `?6` at a
+/// time, in chain order; `$from` and `$cond` name the blocks' source and an extra condition.
+macro_rules! select_blocks {
+    ($from:literal, $cond:literal) => {
         concat!(
-            "SELECT instance_id, seq, at, target, action, outcome, body, prev_hash, hash ",
-            "FROM audit_events ",
-            $tail
+            "SELECT b.first_seq, b.events FROM ",
+            $from,
+            " WHERE b.instance_id = ?1 ",
+            $cond,
+            " AND b.first_seq >= max(?3, coalesce((SELECT max(first_seq) FROM audit_blocks ",
+            "WHERE instance_id = ?1 AND first_seq <= ?2 + 1), 0)) ",
+            "AND b.last_seq > ?2 AND (?4 IS NULL OR b.last_at >= ?4) ",
+            "AND (?5 IS NULL OR b.first_at < ?5) ",
+            "ORDER BY b.first_seq LIMIT ?6"
         )
     };
 }
 
+/// [`select_blocks`] of every block.
+const SELECT_ALL: &str = select_blocks!("audit_blocks b", "");
+/// [`select_blocks`] of the blocks with term `?7`.
+const SELECT_BY_TERM: &str = select_blocks!(
+    "audit_terms t JOIN audit_blocks b \
+     ON b.instance_id = t.instance_id AND b.first_seq = t.first_seq",
+    "AND t.instance_id = ?1 AND t.term = ?7"
+);
+
+/// [`crate::Store::audit_events`]: the events after `after_seq`, in chain order.
 pub(super) async fn events(
     store: &SqliteStore,
     instance_id: &str,
     after_seq: i64,
     limit: u64,
 ) -> Result<Vec<AuditEventRecord>> {
-    let all = sqlx::query(select_events!(
-        "WHERE instance_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-    ))
-    .bind(instance_id)
-    .bind(after_seq)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(&store.reader)
-    .await?;
-    all.iter().map(rows::audit_event).collect()
+    let filter = AuditFilter {
+        after_seq,
+        limit,
+        ..AuditFilter::default()
+    };
+    scan(store, instance_id, &filter).await
 }
 
-/// [`crate::Store::query_audit_events`]. The `WHERE` clause names only the filter's set fields,
-/// so that SQLite can pick `ix_audit_events_target` / `ix_audit_events_action` (a
-/// `? IS NULL OR column = ?` form would hide them from the planner). Every value is bound; the
-/// SQL text is made of literals only.
+/// [`crate::Store::query_audit_events`]. A filter on target or action reads only the blocks
+/// that hold one (`audit_terms`); the rest of the filter is applied to their events.
 pub(super) async fn query(
     store: &SqliteStore,
     instance_id: &str,
     filter: &AuditFilter,
 ) -> Result<Vec<AuditEventRecord>> {
-    let limit = filter.limit.min(MAX_QUERY_LIMIT);
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let mut q = QueryBuilder::<Sqlite>::new(select_events!("WHERE instance_id = "));
-    q.push_bind(instance_id)
-        .push(" AND seq > ")
-        .push_bind(filter.after_seq);
-    if let Some(from) = filter.from {
-        q.push(" AND at >= ").push_bind(from);
-    }
-    if let Some(until) = filter.until {
-        q.push(" AND at < ").push_bind(until);
-    }
-    for (value, condition) in [
-        (&filter.target, " AND target = "),
-        (&filter.action, " AND action = "),
-        (&filter.outcome, " AND outcome = "),
-    ] {
-        if let Some(value) = value {
-            q.push(condition).push_bind(value.as_str());
-        }
-    }
-    // At most MAX_QUERY_LIMIT: fits.
-    q.push(" ORDER BY seq LIMIT ")
-        .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-    let all = q.build().fetch_all(&store.reader).await?;
-    all.iter().map(rows::audit_event).collect()
+    let filter = AuditFilter {
+        limit: filter.limit.min(MAX_QUERY_LIMIT),
+        ..filter.clone()
+    };
+    scan(store, instance_id, &filter).await
 }
 
+/// The events of `instance_id` that `filter` keeps, in chain order, reading blocks a page at a
+/// time until the limit is reached.
+async fn scan(
+    store: &SqliteStore,
+    instance_id: &str,
+    filter: &AuditFilter,
+) -> Result<Vec<AuditEventRecord>> {
+    let limit = usize::try_from(filter.limit).unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    // The most selective indexed term: the target, else the action. Blocks have no term for an
+    // empty field, so a filter on one reads every block.
+    let term = match (filter.target.as_deref(), filter.action.as_deref()) {
+        (Some(target), _) if !target.is_empty() => Some(format!("target:{target}")),
+        (_, Some(action)) if !action.is_empty() => Some(format!("action:{action}")),
+        _ => None,
+    };
+    let keep = |e: &AuditEventRecord| {
+        e.seq > filter.after_seq
+            && filter.from.is_none_or(|from| e.at >= from)
+            && filter.until.is_none_or(|until| e.at < until)
+            && filter.target.as_ref().is_none_or(|t| e.target == *t)
+            && filter.action.as_ref().is_none_or(|a| e.action == *a)
+            && filter.outcome.as_ref().is_none_or(|o| e.outcome == *o)
+    };
+    let mut cursor = i64::MIN;
+    let mut page = 2;
+    loop {
+        let mut q = sqlx::query(if term.is_some() {
+            SELECT_BY_TERM
+        } else {
+            SELECT_ALL
+        })
+        .bind(instance_id)
+        .bind(filter.after_seq)
+        .bind(cursor)
+        .bind(filter.from)
+        .bind(filter.until)
+        .bind(page);
+        if let Some(term) = &term {
+            q = q.bind(term.as_str());
+        }
+        let rows = q.fetch_all(&store.reader).await?;
+        let fetched = rows.len();
+        for row in rows {
+            let first_seq: i64 = row.try_get(0)?;
+            let events: String = row.try_get(1)?;
+            cursor = first_seq.saturating_add(1);
+            for e in block::decode(instance_id, first_seq, &events)? {
+                if keep(&e) {
+                    out.push(e);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        if i64::try_from(fetched).unwrap_or(i64::MAX) < page {
+            return Ok(out);
+        }
+        page = (page * 2).min(MAX_PAGE_BLOCKS);
+    }
+}
 /// A chain's last `(seq, hash)`.
 pub(super) type Head = (i64, Vec<u8>);
 
@@ -130,16 +191,25 @@ pub(super) async fn head_in<'c, E>(executor: E, instance_id: &str) -> Result<Hea
 where
     E: sqlx::Executor<'c, Database = Sqlite>,
 {
-    let last = sqlx::query(select_events!(
-        "WHERE instance_id = ? ORDER BY seq DESC LIMIT 1"
-    ))
+    let last = sqlx::query(
+        "SELECT last_seq, last_hash FROM audit_blocks WHERE instance_id = ? \
+         ORDER BY first_seq DESC LIMIT 1",
+    )
     .bind(instance_id)
     .fetch_optional(executor)
     .await?;
-    Ok(match last.as_ref().map(rows::audit_event).transpose()? {
-        Some(last) => (last.seq, last.hash),
-        None => (0, vec![0; HASH_LEN]),
-    })
+    let Some(row) = last else {
+        return Ok((0, vec![0; HASH_LEN]));
+    };
+    let (seq, hash): (i64, Vec<u8>) = (row.try_get(0)?, row.try_get(1)?);
+    if hash.len() != HASH_LEN {
+        return Err(StoreError::Corrupt {
+            table: "audit_blocks",
+            id: format!("{instance_id}/{seq}"),
+            detail: format!("column last_hash: {} bytes, not {HASH_LEN}", hash.len()),
+        });
+    }
+    Ok((seq, hash))
 }
 
 /// The event that follows `head` in its chain.
@@ -225,7 +295,7 @@ pub(super) async fn chain_many(
     Ok(records)
 }
 
-/// Inserts chained events as they are (see [`push_padded_inserts`]).
+/// Inserts chained events as they are (see [`push_inserts`]).
 pub(super) async fn insert_records(
     conn: &mut Conn,
     records: &[AuditEventRecord],
@@ -234,39 +304,56 @@ pub(super) async fn insert_records(
         return Ok(());
     }
     let mut q = QueryBuilder::<Sqlite>::new("");
-    push_padded_inserts(&mut q, records);
+    push_inserts(&mut q, records);
     q.build().execute(&mut *conn).await?;
     Ok(())
 }
 
-/// Pushes onto `q` the INSERTs of `records` with few row counts, which the writer connection
-/// keeps prepared (see [`super::padded`]). Returns how many statements were pushed.
-pub(super) fn push_padded_inserts(
-    q: &mut QueryBuilder<Sqlite>,
-    records: &[AuditEventRecord],
-) -> usize {
-    super::padded::push_inserts(
-        q,
-        "audit_events (instance_id, seq, at, target, action, outcome, body, prev_hash, hash)",
-        records,
-        |row, r| {
-            row.push_bind(r.map(|r| r.instance_id.as_str()))
-                .push_bind(r.map(|r| r.seq))
-                .push_bind(r.map(|r| r.at))
-                .push_bind(r.map(|r| r.target.as_str()))
-                .push_bind(r.map(|r| r.action.as_str()))
-                .push_bind(r.map(|r| r.outcome.as_str()))
-                .push_bind(r.map(|r| r.body.as_str()))
-                .push_bind(r.map(|r| r.prev_hash.as_slice()))
-                .push_bind(r.map(|r| r.hash.as_slice()));
-        },
-    )
+/// Pushes onto `q` the INSERTs of `records`, chained in order, as blocks ([`block`]) with few
+/// row counts, which the writer connection keeps prepared (see [`super::padded`]). Returns how
+/// many statements were pushed.
+pub(super) fn push_inserts(q: &mut QueryBuilder<Sqlite>, records: &[AuditEventRecord]) -> usize {
+    block::push_inserts(q, &block::blocks(records))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use keyfort_crypto::digest::sha256;
+
+    /// Both scans read the blocks in chain order through primary keys, without sorting.
+    #[tokio::test]
+    async fn scans_use_the_primary_keys() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SqliteStore::open(&dir.path().join("a.db"))
+            .await
+            .expect("open");
+        for (sql, index) in [
+            (SELECT_ALL, "sqlite_autoindex_audit_blocks_1"),
+            (SELECT_BY_TERM, "PRIMARY KEY"),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind("i")
+                    .bind(0_i64)
+                    .bind(0_i64)
+                    .bind(None::<i64>)
+                    .bind(None::<i64>)
+                    .bind(2_i64)
+                    .bind("target:k")
+                    .fetch_all(&store.reader)
+                    .await
+                    .expect("plan");
+            let details: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
+            assert!(details.iter().any(|d| d.contains(index)), "{details:?}");
+            assert!(!details.iter().any(|d| d.contains("SCAN")), "{details:?}");
+            assert!(
+                !details.iter().any(|d| d.contains("TEMP B-TREE")),
+                "{details:?}"
+            );
+        }
+        store.close().await;
+    }
 
     #[test]
     fn chain_hash_layout() {
@@ -293,7 +380,14 @@ mod tests {
             s(&["", "", ""])
         );
         assert_eq!(body_fields(r#"{"action":"a"}"#), s(&["", "a", ""]));
-        for not_an_object in ["", "event 1", "[1]", r#""target""#, "{"] {
+        for not_an_object in [
+            "",
+            "event 1",
+            "[1]",
+            r#"["k1","wrap","success"]"#,
+            r#""target""#,
+            "{",
+        ] {
             assert_eq!(body_fields(not_an_object), s(&["", "", ""]));
         }
     }

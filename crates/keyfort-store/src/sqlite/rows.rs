@@ -11,8 +11,8 @@ use sqlx::{Decode, Row, Sqlite, Type};
 pub(super) use crate::chain::HASH_LEN;
 pub(super) use crate::shared::{already_exists, json_strings, not_found};
 use crate::{
-    ApiKeyRecord, AuditEventRecord, InstanceRecord, InstanceSecretRecord, KeyRecord, KeyRingRecord,
-    KeyVersionRecord, PrincipalRecord, RegistrationRecord, Result, StoreError,
+    ApiKeyRecord, InstanceRecord, InstanceSecretRecord, KeyRecord, KeyRingRecord, KeyVersionRecord,
+    PrincipalRecord, RegistrationRecord, Result, StoreError,
 };
 
 /// A constraint violation reported by the database, from its error code (never its message).
@@ -91,15 +91,6 @@ impl<'r> Cells<'r> {
         let v = self.get::<i64>(column)?;
         if v < min {
             return Err(self.corrupt(column, format_args!("{v} is below {min}")));
-        }
-        Ok(v)
-    }
-
-    /// A byte string of exactly `len` bytes.
-    fn bytes(&self, column: &'static str, len: usize) -> Result<Vec<u8>> {
-        let v = self.get::<Vec<u8>>(column)?;
-        if v.len() != len {
-            return Err(self.corrupt(column, format_args!("{} bytes, not {len}", v.len())));
         }
         Ok(v)
     }
@@ -228,24 +219,6 @@ pub(super) fn instance_secret(row: &SqliteRow) -> Result<InstanceSecretRecord> {
         sealed: c.get("sealed")?,
         mk_version: c.at_least("mk_version", 0)?,
         created_at: c.get("created_at")?,
-    })
-}
-
-pub(super) fn audit_event(row: &SqliteRow) -> Result<AuditEventRecord> {
-    let seq = row
-        .try_get::<i64, _>("seq")
-        .map_or_else(|_| "<unreadable>".to_owned(), |s| s.to_string());
-    let c = Cells::keyed(row, "audit_events", &seq);
-    Ok(AuditEventRecord {
-        instance_id: c.get("instance_id")?,
-        seq: c.at_least("seq", 1)?,
-        at: c.get("at")?,
-        target: c.get("target")?,
-        action: c.get("action")?,
-        outcome: c.get("outcome")?,
-        body: c.get("body")?,
-        prev_hash: c.bytes("prev_hash", HASH_LEN)?,
-        hash: c.bytes("hash", HASH_LEN)?,
     })
 }
 

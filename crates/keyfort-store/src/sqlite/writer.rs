@@ -14,7 +14,7 @@
 //! savepoints: its begin statements, the journal's waiting events, one INSERT per table, and
 //! `COMMIT`. If that fails, the transaction is rolled back and the group runs again as above, so
 //! that each caller gets its own outcome. A group of drains alone is one round trip too, whose
-//! INSERTs have a fixed number of rows ([`audit::push_padded_inserts`]).
+//! INSERTs have a fixed number of rows ([`audit::push_inserts`]).
 //!
 //! Durability: for a database file, the group's transaction runs with `synchronous=NORMAL` (set
 //! as it begins; every other transaction on the connection begins with its own `FULL`, see
@@ -700,7 +700,7 @@ fn push_inserts(
 ) -> usize {
     let mut statements = 0_usize;
     if !pending.is_empty() {
-        statements += audit::push_padded_inserts(q, pending);
+        statements += audit::push_inserts(q, pending);
     }
     if !creates.is_empty() {
         if statements > 0 {
@@ -712,7 +712,7 @@ fn push_inserts(
         if statements > 0 {
             q.push("; ");
         }
-        statements += audit::push_padded_inserts(q, records);
+        statements += audit::push_inserts(q, records);
     }
     statements
 }
