@@ -398,3 +398,15 @@ pub struct AuditFilter {
     /// At most this many (1 to 10 000).
     pub limit: u64,
 }
+
+impl AuditFilter {
+    /// Whether `event` passes every condition of the filter but its limit.
+    pub fn keeps(&self, event: &AuditEventRecord) -> bool {
+        event.seq > self.after_seq
+            && self.from.is_none_or(|from| event.at >= from)
+            && self.until.is_none_or(|until| event.at < until)
+            && self.target.as_ref().is_none_or(|t| event.target == *t)
+            && self.action.as_ref().is_none_or(|a| event.action == *a)
+            && self.outcome.as_ref().is_none_or(|o| event.outcome == *o)
+    }
+}

@@ -935,3 +935,101 @@ async fn keystore_searches_need_the_attribute_index() {
     let e = fails(store.keystore_object("inst-a", "ks", "o1").await);
     assert_corrupt(e, "keystore_objects", "o1", "attributes");
 }
+
+/// Events drained from the journal in large blocks (several per drain, of many events each,
+/// several instances interleaved) come back from every query exactly as a plain filter over all
+/// of them would: filters on the term index, within a block, across blocks, with an `after_seq`
+/// or a limit that falls inside a block, and page boundaries of the scan.
+#[tokio::test]
+async fn queries_over_large_blocks_match_a_plain_filter() {
+    let (dir, store) = file_store().await;
+    let s = &*store;
+    let targets = ["k0", "k1", "k2", "k3", "k4", "k5", "k6"];
+    let actions = ["wrap", "unwrap", "rewrap"];
+    let outcomes = ["success", "denied", "failure", "success"];
+    // 1,700 events of inst-a in three drains (one of 1,000), and inst-b's between them.
+    let mut n: usize = 0;
+    for drain in [1_000_usize, 400, 300] {
+        for _ in 0..drain {
+            let body = suite::event_body(targets[n * 5 % 7], actions[n / 3 % 3], outcomes[n % 4]);
+            let at = i64::try_from(n).expect("n") * 10;
+            s.append_audit_event(&suite::audit("inst-a", at, &body))
+                .await
+                .expect("append a");
+            if n.is_multiple_of(50) {
+                s.append_audit_event(&suite::audit("inst-b", at, &body))
+                    .await
+                    .expect("append b");
+            }
+            n += 1;
+        }
+        // A read drains the journal first.
+        s.audit_events("inst-a", i64::MAX, 1).await.expect("drain");
+    }
+    let all = s.audit_events("inst-a", 0, 100_000).await.expect("all");
+    assert_eq!(all.len(), n);
+    assert_chain("inst-a", &all);
+    assert_eq!(
+        s.audit_events("inst-b", 0, 100_000).await.expect("b").len(),
+        n.div_ceil(50)
+    );
+    let largest: i64 = sqlx::query_scalar("SELECT max(last_seq - first_seq + 1) FROM audit_blocks")
+        .fetch_one(&mut raw(&db_path(&dir)).await)
+        .await
+        .expect("blocks");
+    assert!(largest > 100, "the blocks hold many events: {largest}");
+
+    let text = |v: &str| Some(v.to_owned());
+    let mut filters = Vec::new();
+    for after_seq in [0, 1, 255, 256, 257, 700, 1_699, 1_700] {
+        for limit in [1, 3, 300, 10_000] {
+            filters.push(AuditFilter {
+                after_seq,
+                limit,
+                ..AuditFilter::default()
+            });
+            filters.push(AuditFilter {
+                after_seq,
+                limit,
+                target: text("k3"),
+                ..AuditFilter::default()
+            });
+            filters.push(AuditFilter {
+                after_seq,
+                limit,
+                action: text("rewrap"),
+                outcome: text("denied"),
+                ..AuditFilter::default()
+            });
+            filters.push(AuditFilter {
+                after_seq,
+                limit,
+                target: text("k6"),
+                action: text("unwrap"),
+                from: Some(2_000),
+                until: Some(14_000),
+                ..AuditFilter::default()
+            });
+            filters.push(AuditFilter {
+                after_seq,
+                limit,
+                target: text("nobody"),
+                ..AuditFilter::default()
+            });
+        }
+    }
+    for filter in &filters {
+        let limit = usize::try_from(filter.limit).expect("limit");
+        let expected: Vec<&keyfort_store::AuditEventRecord> =
+            all.iter().filter(|e| filter.keeps(e)).take(limit).collect();
+        let got = s.query_audit_events("inst-a", filter).await.expect("query");
+        assert_eq!(got.iter().collect::<Vec<_>>(), expected, "{filter:?}");
+        if filter.target.is_none() && filter.action.is_none() && filter.outcome.is_none() {
+            let page = s
+                .audit_events("inst-a", filter.after_seq, filter.limit)
+                .await
+                .expect("page");
+            assert_eq!(page.iter().collect::<Vec<_>>(), expected, "{filter:?}");
+        }
+    }
+}

@@ -104,14 +104,6 @@ async fn scan(
         (_, Some(action)) if !action.is_empty() => Some(format!("action:{action}")),
         _ => None,
     };
-    let keep = |e: &AuditEventRecord| {
-        e.seq > filter.after_seq
-            && filter.from.is_none_or(|from| e.at >= from)
-            && filter.until.is_none_or(|until| e.at < until)
-            && filter.target.as_ref().is_none_or(|t| e.target == *t)
-            && filter.action.as_ref().is_none_or(|a| e.action == *a)
-            && filter.outcome.as_ref().is_none_or(|o| e.outcome == *o)
-    };
     let mut cursor = i64::MIN;
     let mut page = 2;
     loop {
@@ -136,7 +128,7 @@ async fn scan(
             let events: String = row.try_get(1)?;
             cursor = first_seq.saturating_add(1);
             for e in block::decode(instance_id, first_seq, &events)? {
-                if keep(&e) {
+                if filter.keeps(&e) {
                     out.push(e);
                     if out.len() == limit {
                         return Ok(out);
