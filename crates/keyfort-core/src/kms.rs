@@ -557,10 +557,8 @@ impl Keyfort {
             let mut attributes = req.attributes.clone();
             let stamp = json!({"by": caller.principal.name, "at": self.now_ms()});
             let mut key_policies = Map::new();
-            let dual = policy_overrides.dual_auth_delete.or_else(|| {
-                policies.get(&InstancePolicyType::DualAuthDelete).map(|p| p.enabled)
-            });
-            if dual == Some(true) {
+            let dual = policy_overrides.dual_auth_delete.unwrap_or_else(|| instance_dual_auth(&policies));
+            if dual {
                 key_policies.insert("dualAuthDelete".into(), json!({"enabled": true, "stamp": stamp}));
             }
             let rotation = policy_overrides.rotation.or_else(|| {
@@ -1216,7 +1214,7 @@ impl Keyfort {
 
     /// The instance's policies as requests are checked against them: read from the store at
     /// most once a second per instance, and at once after a change made through this node.
-    async fn enforced_policies(&self, instance_id: &str) -> Result<Arc<PolicyMap>> {
+    pub(crate) async fn enforced_policies(&self, instance_id: &str) -> Result<Arc<PolicyMap>> {
         let now = self.now_ms();
         let cached = lock_map(&self.inner.policies)
             .get(instance_id)
@@ -2228,6 +2226,14 @@ pub(crate) fn check_key_ring(caller: &Caller, key: &Key) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether the instance's dualAuthDelete policy is on: every key created meanwhile takes it as
+/// its own, whatever door creates it.
+pub(crate) fn instance_dual_auth(policies: &PolicyMap) -> bool {
+    policies
+        .get(&InstancePolicyType::DualAuthDelete)
+        .is_some_and(|p| p.enabled)
 }
 
 fn dual_auth_enabled(key: &Key) -> bool {

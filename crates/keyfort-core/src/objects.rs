@@ -400,6 +400,8 @@ impl Keyfort {
             key.id = id;
         }
         let bound = self.bind_to_adapter(caller, &mut key, &material).await?;
+        self.inherit_dual_auth(caller, instance_id, &mut [&mut key])
+            .await?;
         let version = self.seal_version(&key, loaded.current(), &bound, 1, key.created_at)?;
         Ok((key, version, material))
     }
@@ -453,6 +455,12 @@ impl Keyfort {
             let public_der = self
                 .bind_to_adapter(caller, &mut public_key, &public_der)
                 .await?;
+            self.inherit_dual_auth(
+                caller,
+                instance_id,
+                &mut [&mut private_key, &mut public_key],
+            )
+            .await?;
             let now = private_key.created_at;
             let private_version =
                 self.seal_version(&private_key, loaded.current(), &private_der, 1, now)?;
@@ -484,6 +492,32 @@ impl Keyfort {
             Ok((private_key, public_key))
         })
         .await
+    }
+
+    /// Gives new objects the instance's dualAuthDelete policy while it is on, as Key Protect
+    /// gives it to every key created meanwhile: an object made over KMIP is a key of the
+    /// instance, and no single client may delete it either. Not a Key Protect KMIP adapter's
+    /// objects, which live under their adapter's root key and are not the instance's keys.
+    async fn inherit_dual_auth(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        keys: &mut [&mut Key],
+    ) -> Result<()> {
+        let policies = self.enforced_policies(instance_id).await?;
+        if !crate::kms::instance_dual_auth(&policies) {
+            return Ok(());
+        }
+        let stamp = json!({"by": caller.principal.name, "at": self.now_ms()});
+        for key in keys {
+            if !crate::kmip_adapters::is_adapter_object(key) {
+                key.attributes.insert(
+                    "policies".into(),
+                    json!({"dualAuthDelete": {"enabled": true, "stamp": stamp}}),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Builds a new object's record (not stored).

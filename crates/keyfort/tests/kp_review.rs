@@ -143,23 +143,121 @@ fn kmip_destroy_keeps_dual_authorization() {
     let (status, answer) = kp.kp(Method::DELETE, &format!("/keys/{id}"), None, &[]);
     assert_eq!(status, 409, "{answer}");
 
-    let kmip = Kmip::dev(&server);
-    let uid = text(Tag::UNIQUE_IDENTIFIER, &id);
-    let reason = st(
-        Tag::REVOCATION_REASON,
-        vec![en(Tag::REVOCATION_REASON_CODE, 5)],
-    );
-    kmip.call(&kmip_request(Operation::REVOKE, vec![uid.clone(), reason]));
-    kmip.call(&kmip_request(Operation::DESTROY, vec![uid]));
+    revoke_and_destroy(&Kmip::dev(&server), &id);
     let (status, answer) = kp.kp(Method::GET, &format!("/keys/{id}/metadata"), None, &[]);
     assert_eq!(status, 200, "{answer}");
     assert_ne!(answer["resources"][0]["state"], 5, "{answer}");
 }
 
+/// While the instance's dualAuthDelete policy is on, a key created over KMIP takes it, as one
+/// created through Key Protect does: Key Protect shows the policy, and one KMIP client cannot
+/// destroy the key.
+#[test]
+fn a_kmip_created_key_takes_the_instance_dual_authorization_policy() {
+    let work = tempfile::tempdir().unwrap();
+    let (server, kp) = start(work.path(), "kp-review-kmip-dual");
+    let policy = instance_policy("dualAuthDelete", json!({"enabled": true}));
+    let (status, answer) = kp.kp(
+        Method::PUT,
+        "/instance/policies?policy=dualAuthDelete",
+        Some(&policy),
+        &[],
+    );
+    assert_eq!(status, 204, "{answer}");
+    // The server's policy cache lives at most a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    let kmip = Kmip::dev(&server);
+    let created = kmip.call(&kmip_request(
+        Operation::CREATE,
+        vec![
+            en(Tag::OBJECT_TYPE, 2),
+            st(
+                Tag::TEMPLATE_ATTRIBUTE,
+                vec![
+                    kmip_attribute("Cryptographic Algorithm", en(Tag::ATTRIBUTE_VALUE, 3)),
+                    kmip_attribute("Cryptographic Length", int(Tag::ATTRIBUTE_VALUE, 256)),
+                ],
+            ),
+        ],
+    ));
+    let id = find_text(&created, Tag::UNIQUE_IDENTIFIER).expect("a created object's id");
+    let (status, answer) = kp.kp(Method::GET, &format!("/keys/{id}/policies"), None, &[]);
+    assert_eq!(status, 200, "{answer}");
+    let dual = answer["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p.get("dualAuthDelete").is_some())
+        .unwrap_or_else(|| panic!("no dualAuthDelete policy: {answer}"));
+    assert_eq!(dual["dualAuthDelete"]["enabled"], true, "{answer}");
+
+    let destroyed = revoke_and_destroy(&kmip, &id);
+    assert_ne!(
+        find_enum(&destroyed, Tag::RESULT_STATUS),
+        Some(0),
+        "one client destroyed it: {destroyed:?}"
+    );
+    let (status, answer) = kp.kp(Method::GET, &format!("/keys/{id}/metadata"), None, &[]);
+    assert_eq!(status, 200, "{answer}");
+    assert_ne!(answer["resources"][0]["state"], 5, "{answer}");
+}
+
+/// Revokes object `id` over KMIP (reason: cessation of operation), then destroys it; the
+/// Destroy's response.
+fn revoke_and_destroy(kmip: &Kmip, id: &str) -> Item {
+    let uid = text(Tag::UNIQUE_IDENTIFIER, id);
+    let reason = st(
+        Tag::REVOCATION_REASON,
+        vec![en(Tag::REVOCATION_REASON_CODE, 5)],
+    );
+    kmip.call(&kmip_request(Operation::REVOKE, vec![uid.clone(), reason]));
+    kmip.call(&kmip_request(Operation::DESTROY, vec![uid]))
+}
+
+/// A KMIP 1.x template attribute `name` = `value` (an item tagged Attribute Value).
+fn kmip_attribute(name: &str, value: Item) -> Item {
+    st(Tag::ATTRIBUTE, vec![text(Tag::ATTRIBUTE_NAME, name), value])
+}
+
+/// The first text item tagged `tag` anywhere in `item`.
+fn find_text(item: &Item, tag: Tag) -> Option<String> {
+    find(item, tag).and_then(|i| match &i.value {
+        keyfort_kmip::ttlv::Value::TextString(s) => Some(s.clone()),
+        _ => None,
+    })
+}
+
+/// The first enumeration item tagged `tag` anywhere in `item`.
+fn find_enum(item: &Item, tag: Tag) -> Option<u32> {
+    find(item, tag).and_then(|i| match &i.value {
+        keyfort_kmip::ttlv::Value::Enumeration(v) => Some(*v),
+        _ => None,
+    })
+}
+
+fn find(item: &Item, tag: Tag) -> Option<&Item> {
+    if item.tag == tag {
+        return Some(item);
+    }
+    match &item.value {
+        keyfort_kmip::ttlv::Value::Structure(items) => items.iter().find_map(|i| find(i, tag)),
+        _ => None,
+    }
+}
+
 fn allowed_ip(cidrs: &[&str]) -> Value {
+    instance_policy(
+        "allowedIP",
+        json!({"enabled": true, "attributes": {"allowed_ip": cidrs}}),
+    )
+}
+
+/// The body of `PUT /instance/policies?policy=<policy_type>`.
+fn instance_policy(policy_type: &str, data: Value) -> Value {
     json!({
         "metadata": {"collectionType": "application/vnd.ibm.kms.policy+json", "collectionTotal": 1},
-        "resources": [{"policy_type": "allowedIP", "policy_data": {"enabled": true, "attributes": {"allowed_ip": cidrs}}}],
+        "resources": [{"policy_type": policy_type, "policy_data": data}],
     })
 }
 
