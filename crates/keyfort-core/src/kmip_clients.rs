@@ -183,13 +183,31 @@ impl Keyfort {
         Ok(())
     }
 
-    /// The caller a verified client certificate (DER) stands for, with its instance; refused
-    /// as unauthenticated when the certificate is not registered or its client was removed.
+    /// The caller a verified client certificate (DER) stands for, with its instance, connected
+    /// from `peer`; refused as unauthenticated when the certificate is not registered or its
+    /// client was removed, and as forbidden (audited) when the instance's allowedIP policy
+    /// does not allow `peer`, as on every other door.
     pub async fn kmip_session(
         &self,
         cert_der: &[u8],
-        source: Option<String>,
+        peer: Option<std::net::SocketAddr>,
     ) -> Result<KmipSession> {
+        let session = self.client_session(cert_der, peer).await?;
+        self.check_source(
+            &session.caller,
+            &session.instance_id,
+            peer.map(|p| p.ip().to_canonical()),
+        )
+        .await?;
+        Ok(session)
+    }
+
+    async fn client_session(
+        &self,
+        cert_der: &[u8],
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<KmipSession> {
+        let source = peer.map(|p| p.to_string());
         if let Some(session) = self.adapter_session(cert_der, source.clone()).await? {
             return Ok(session);
         }

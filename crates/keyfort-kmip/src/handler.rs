@@ -14,7 +14,8 @@ use crate::ttlv::{Limits, decode, encode};
 use crate::{BatchErrorContinuationOption, ResultReason, ResultStatus};
 
 /// The identity a connection was opened with: a registered client, or a certificate that
-/// verified but is not registered (every request is then refused).
+/// verified but is not registered, or not allowed from its address (every request is then
+/// refused).
 pub enum Peer<'a> {
     Client(&'a KmipSession),
     Unregistered,
@@ -59,7 +60,7 @@ pub async fn handle(core: &Keyfort, peer: Peer<'_>, request: &[u8], limits: &Lim
                     message.header.version,
                     Invalid::new(
                         ResultReason::AUTHENTICATION_NOT_SUCCESSFUL,
-                        "the client certificate is not registered",
+                        "the client certificate is not registered, or not allowed from this address",
                     ),
                 ),
                 Peer::Client(session) => return run(core, session, message).await,

@@ -180,10 +180,14 @@ async fn identify(
     cert: &[u8],
     peer: SocketAddr,
 ) -> io::Result<Option<keyfort_core::KmipSession>> {
-    match core.kmip_session(cert, Some(peer.to_string())).await {
+    match core.kmip_session(cert, Some(peer)).await {
         Ok(s) => Ok(Some(s)),
         Err(CoreError::Unauthenticated(reason)) => {
             tracing::info!(%peer, %reason, "KMIP client refused");
+            Ok(None)
+        }
+        Err(CoreError::Forbidden { .. }) => {
+            tracing::info!(%peer, "KMIP client refused: the instance's allowedIP policy does not allow its address");
             Ok(None)
         }
         Err(e) => Err(io::Error::other(e)),

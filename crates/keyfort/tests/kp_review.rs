@@ -168,19 +168,7 @@ fn a_kmip_created_key_takes_the_instance_dual_authorization_policy() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
 
     let kmip = Kmip::dev(&server);
-    let created = kmip.call(&kmip_request(
-        Operation::CREATE,
-        vec![
-            en(Tag::OBJECT_TYPE, 2),
-            st(
-                Tag::TEMPLATE_ATTRIBUTE,
-                vec![
-                    kmip_attribute("Cryptographic Algorithm", en(Tag::ATTRIBUTE_VALUE, 3)),
-                    kmip_attribute("Cryptographic Length", int(Tag::ATTRIBUTE_VALUE, 256)),
-                ],
-            ),
-        ],
-    ));
+    let created = create_aes(&kmip);
     let id = find_text(&created, Tag::UNIQUE_IDENTIFIER).expect("a created object's id");
     let (status, answer) = kp.kp(Method::GET, &format!("/keys/{id}/policies"), None, &[]);
     assert_eq!(status, 200, "{answer}");
@@ -215,9 +203,66 @@ fn revoke_and_destroy(kmip: &Kmip, id: &str) -> Item {
     kmip.call(&kmip_request(Operation::DESTROY, vec![uid]))
 }
 
-/// A KMIP 1.x template attribute `name` = `value` (an item tagged Attribute Value).
-fn kmip_attribute(name: &str, value: Item) -> Item {
-    st(Tag::ATTRIBUTE, vec![text(Tag::ATTRIBUTE_NAME, name), value])
+/// The instance's allowedIP policy holds on the KMIP door too, as on Key Protect's: a client
+/// connecting from an address outside it is refused, one inside it is served.
+#[test]
+fn the_allowed_ip_policy_holds_on_the_kmip_door() {
+    let work = tempfile::tempdir().unwrap();
+    let (server, kp) = start(work.path(), "kp-review-kmip-ip");
+    let allow = |cidrs: &[&str]| {
+        let (status, answer) = kp.kp(
+            Method::PUT,
+            "/instance/policies?policy=allowedIP",
+            Some(&allowed_ip(cidrs)),
+            &[],
+        );
+        assert_eq!(status, 204, "{answer}");
+        // The server's policy cache lives at most a second.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    };
+    let kmip = Kmip::dev(&server);
+    // 127.0.0.0/31 holds this client (127.0.0.1).
+    allow(&["127.0.0.0/31"]);
+    let created = create_aes(&kmip);
+    assert_eq!(
+        find_enum(&created, Tag::RESULT_STATUS),
+        Some(keyfort_kmip::ResultStatus::SUCCESS.0),
+        "{created:?}"
+    );
+    // 127.0.0.2/31 does not. (Key Protect refuses this client from now on too.)
+    allow(&["127.0.0.2/31"]);
+    let refused = create_aes(&kmip);
+    assert_eq!(
+        (
+            find_enum(&refused, Tag::RESULT_STATUS),
+            find_enum(&refused, Tag::RESULT_REASON)
+        ),
+        (
+            Some(keyfort_kmip::ResultStatus::OPERATION_FAILED.0),
+            Some(keyfort_kmip::ResultReason::AUTHENTICATION_NOT_SUCCESSFUL.0)
+        ),
+        "{refused:?}"
+    );
+    assert!(find_text(&refused, Tag::UNIQUE_IDENTIFIER).is_none());
+}
+
+/// KMIP 1.4 Create of an AES-256 key; the response message.
+fn create_aes(kmip: &Kmip) -> Item {
+    let attribute =
+        |name: &str, value: Item| st(Tag::ATTRIBUTE, vec![text(Tag::ATTRIBUTE_NAME, name), value]);
+    kmip.call(&kmip_request(
+        Operation::CREATE,
+        vec![
+            en(Tag::OBJECT_TYPE, 2),
+            st(
+                Tag::TEMPLATE_ATTRIBUTE,
+                vec![
+                    attribute("Cryptographic Algorithm", en(Tag::ATTRIBUTE_VALUE, 3)),
+                    attribute("Cryptographic Length", int(Tag::ATTRIBUTE_VALUE, 256)),
+                ],
+            ),
+        ],
+    ))
 }
 
 /// The first text item tagged `tag` anywhere in `item`.
