@@ -174,7 +174,8 @@ impl Keyfort {
         self.inner.store.as_ref()
     }
 
-    pub(crate) fn now_ms(&self) -> i64 {
+    /// The time now, in Unix milliseconds, by the core's clock.
+    pub fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
     }
 

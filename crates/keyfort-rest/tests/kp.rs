@@ -49,12 +49,16 @@ fn quick_timings() -> KmsTimings {
 }
 
 async fn env_with(clock: Arc<dyn Clock>) -> Env {
+    env_with_timings(clock, quick_timings()).await
+}
+
+async fn env_with_timings(clock: Arc<dyn Clock>, timings: KmsTimings) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("keyfort.db"))
         .await
         .unwrap();
     let mut config = CoreConfig::new(Duration::from_secs(600), TokenSigner::generate().unwrap());
-    config.kms_timings = quick_timings();
+    config.kms_timings = timings;
     let core = Keyfort::open_with_clock(Arc::new(store), config, clock)
         .await
         .unwrap();
@@ -1491,6 +1495,46 @@ async fn tokens_that_are_missing_foreign_garbage_or_expired_are_refused() {
         .kp(&env.admin.clone(), "GET", "/api/v2/keys", None)
         .await;
     assert_envelope(&a, 401, "UNAUTHORIZED_ERR");
+}
+
+/// The key view's date flags follow the server's clock, as the rules they describe do.
+#[tokio::test]
+async fn the_key_view_tells_time_by_the_server_clock() {
+    let clock = Arc::new(TestClock(AtomicI64::new(SystemClock.now_ms())));
+    let env = env_with_timings(
+        clock.clone(),
+        KmsTimings {
+            restore_window: Duration::from_secs(60),
+            ..quick_timings()
+        },
+    )
+    .await;
+    let id = env.new_key(false, false).await;
+    env.admin("DELETE", &format!("/api/v2/keys/{id}"), None)
+        .await;
+    let view = |a: Answer| {
+        let k = &a.body["resources"][0];
+        (k["restoreAllowed"].clone(), k["purgeAllowed"].clone())
+    };
+    let a = env
+        .admin("GET", &format!("/api/v2/keys/{id}/metadata"), None)
+        .await;
+    assert_eq!(view(a), (json!(true), json!(true)));
+    clock.0.fetch_add(120_000, Ordering::SeqCst);
+    let a = env
+        .admin("GET", &format!("/api/v2/keys/{id}/metadata"), None)
+        .await;
+    assert_eq!(view(a), (json!(false), json!(true)));
+    // And the rule itself agrees.
+    let a = env
+        .kp(
+            &env.admin.clone(),
+            "POST",
+            &format!("/api/v2/keys/{id}/restore"),
+            None,
+        )
+        .await;
+    assert_envelope(&a, 400, "KEY_RESTORE_EXPIRED");
 }
 
 // ---- listing, counting, paging, the deprecated form ------------------------------------------

@@ -24,8 +24,18 @@ const DEFAULT_PAGE: u64 = 200;
 
 /// The waiting periods used to derive `restoreAllowed`, `purgeAllowedFrom`, … The core does not
 /// expose the configured ones yet, so Key Protect's defaults are shown.
-pub(crate) fn timings(core: &Keyfort) -> KmsTimings {
-    core.kms_timings()
+/// What the key view's date flags are computed against: the core's waiting periods, and the
+/// time now by the core's clock.
+pub(crate) struct KeyView {
+    timings: KmsTimings,
+    now: i64,
+}
+
+pub(crate) fn key_view(core: &Keyfort) -> KeyView {
+    KeyView {
+        timings: core.kms_timings(),
+        now: core.now_ms(),
+    }
 }
 
 /// Unix milliseconds as RFC 3339 UTC.
@@ -39,11 +49,6 @@ pub(crate) fn date(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    i64::try_from(now).unwrap_or(i64::MAX)
-}
-
 fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -54,7 +59,8 @@ pub(crate) fn crn(instance: &str, key_id: &str) -> String {
 }
 
 /// The Key Protect key resource (§4); `payload` only for standard keys where the spec says.
-pub(crate) fn key_resource(key: &Key, timings: &KmsTimings, payload: Option<&[u8]>) -> Value {
+pub(crate) fn key_resource(key: &Key, view: &KeyView, payload: Option<&[u8]>) -> Value {
+    let (timings, now) = (&view.timings, view.now);
     let mut r = Map::new();
     let mut put = |k: &str, v: Value| {
         r.insert(k.to_owned(), v);
@@ -100,7 +106,7 @@ pub(crate) fn key_resource(key: &Key, timings: &KmsTimings, payload: Option<&[u8
     let dual = policies.dual_auth_delete.as_ref().is_some_and(|(e, _)| *e);
     let mut dual_block = json!({"enabled": dual});
     if dual {
-        let pending = pending_deletion(key).filter(|(_, exp)| *exp > now_ms());
+        let pending = pending_deletion(key).filter(|(_, exp)| *exp > now);
         dual_block["keySetForDeletion"] = json!(pending.is_some());
         if let Some((_, exp)) = pending {
             dual_block["authExpiration"] = json!(date(exp));
@@ -116,7 +122,6 @@ pub(crate) fn key_resource(key: &Key, timings: &KmsTimings, payload: Option<&[u8
     let deleted = key.state.is_destroyed();
     put("deleted", json!(deleted));
     if let Some(d) = key.deleted_at.filter(|_| deleted) {
-        let now = now_ms();
         let restore_until = d.saturating_add(ms(timings.restore_window));
         let purge_from = d.saturating_add(ms(timings.purge_after));
         put("deletionDate", json!(date(d)));
@@ -144,7 +149,7 @@ pub(crate) fn key_resource(key: &Key, timings: &KmsTimings, payload: Option<&[u8
 
 /// One key in a collection.
 fn one_key(core: &Keyfort, key: &Key, payload: Option<&[u8]>) -> Value {
-    collection(KEY, vec![key_resource(key, &timings(core), payload)])
+    collection(KEY, vec![key_resource(key, &key_view(core), payload)])
 }
 
 // ---- create ---------------------------------------------------------------------------------
@@ -704,11 +709,11 @@ pub(crate) async fn list(State(core): State<Keyfort>, kp: Kp) -> Result<Response
         .list_keys(&kp.caller, &kp.instance, &query)
         .await
         .map_err(kp.err(Op::KEY_LIST))?;
-    let t = timings(&core);
+    let view = key_view(&core);
     let resources: Vec<Value> = listing
         .keys
         .iter()
-        .map(|k| key_resource(k, &t, None))
+        .map(|k| key_resource(k, &view, None))
         .collect();
     let mut body = collection(KEY, resources);
     if kp.query.bool(&kp, "totalCount")? == Some(true) {
