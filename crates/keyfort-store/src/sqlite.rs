@@ -208,6 +208,15 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
+    /// The audit journal's writer turn ([`journal::Journal::writer_turn`]), for a direct write
+    /// transaction that appends events; taken before the writer connection.
+    async fn writer_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.journal {
+            Some(journal) => Some(journal.writer_turn().await),
+            None => None,
+        }
+    }
+
     /// The audit journal's lock, for a write transaction that appends events (see
     /// [`journal::ChainLock`]); taken once the transaction has begun: the writer connection
     /// first, then this lock.

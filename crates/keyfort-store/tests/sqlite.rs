@@ -1033,3 +1033,34 @@ async fn queries_over_large_blocks_match_a_plain_filter() {
         }
     }
 }
+
+/// Two stores of one process on one database share its audit journal but each has its own
+/// writer connection. One store's drain of the journal and the other's direct write with an
+/// event (an instance update) run concurrently, again and again: every write succeeds and the
+/// chain has no gap (the schema would refuse one).
+#[tokio::test]
+async fn two_stores_of_one_database_keep_one_chain() {
+    let (dir, a) = file_store().await;
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path(&dir)).await.expect("open b"));
+    instance_with_ring(&*a, "inst-a", 1).await;
+    let mut record = a.instance("inst-a").await.expect("get").expect("there");
+    for n in 0..100_i64 {
+        a.append_audit_event(&suite::audit("inst-a", n, r#"{"action":"read"}"#))
+            .await
+            .expect("read event");
+        let (drained, updated) = tokio::join!(b.audit_events("inst-a", i64::MAX, 1), async {
+            record.updated_at = n;
+            a.update_instance_with(
+                &record,
+                None,
+                Some(&suite::audit("inst-a", n, r#"{"action":"update"}"#)),
+            )
+            .await
+        });
+        drained.expect("drain through b");
+        record.row_version = updated.expect("update through a");
+    }
+    let events = a.audit_events("inst-a", 0, 1_000).await.expect("events");
+    assert_eq!(events.len(), 200, "100 reads and 100 updates");
+    assert_chain("inst-a", &events);
+}

@@ -71,7 +71,11 @@ pub(super) async fn update_with(
     secret: Option<&InstanceSecretRecord>,
     audit: Option<&AuditEventInput>,
 ) -> Result<i64> {
-    // The writer connection before the journal's lock (see `journal`).
+    // The writer turn, the writer connection, then the journal's lock (see `journal`).
+    let _turn = match audit {
+        Some(_) => store.writer_turn().await,
+        None => None,
+    };
     let mut tx = store.begin().await?;
     let mut chain = match audit {
         Some(_) => store.chain_lock().await,
@@ -95,6 +99,7 @@ pub(super) async fn zeroize(
     i: &InstanceRecord,
     audit: &AuditEventInput,
 ) -> Result<i64> {
+    let _turn = store.writer_turn().await;
     let mut tx = store.begin().await?;
     let mut chain = store.chain_lock().await;
     chain.insert_pending(&mut tx).await?;

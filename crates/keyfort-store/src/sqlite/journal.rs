@@ -29,9 +29,11 @@
 //!   appending while it runs.
 //!
 //! If a transaction fails, the journal's events it took go back to its queue, in order, for the
-//! next. Each of these transactions takes the writer connection (a pool of one) before the
-//! lock, so none can insert events while another still holds earlier ones, and a drain can give
-//! its events back without waiting for a transaction that waits for it.
+//! next. Each of these transactions takes the journal's writer turn ([`Journal::writer_turn`])
+//! and then the writer connection before the lock, so none can insert events while another
+//! still holds earlier ones, and a drain can give its events back without waiting for a
+//! transaction that waits for it. The turn matters when several stores of one process use the
+//! database: they share its journal, but each has a writer connection of its own.
 //!
 //! # Files
 //!
@@ -90,6 +92,8 @@ pub(super) struct Journal {
     nudge: Notify,
     /// Held open for its lock, until the journal is dropped or closed.
     lock: std::sync::Mutex<Option<File>>,
+    /// See [`Journal::writer_turn`].
+    turn: Mutex<()>,
 }
 
 /// What the journal's lock protects.
@@ -181,6 +185,7 @@ impl Journal {
                 closed: false,
             })),
             waiting: AtomicUsize::new(0),
+            turn: Mutex::new(()),
             nudge: Notify::new(),
             lock: std::sync::Mutex::new(Some(lock)),
         })
@@ -246,6 +251,16 @@ impl Journal {
     /// Whether events wait to be moved into the database.
     pub(super) fn has_pending(&self) -> bool {
         self.waiting.load(Ordering::Acquire) > 0
+    }
+
+    /// The turn of one write transaction that inserts events (a group, a drain, or a direct
+    /// write with an event), among every store of this process on the database: taken before
+    /// the writer connection, held until the transaction has ended. Each store has its own
+    /// writer connection; without the turn, one store's transaction could insert events after
+    /// those that another store's drain has taken and not yet committed, leaving its chain a
+    /// gap that the schema refuses.
+    pub(super) async fn writer_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
     }
 
     /// Takes the lock for a write transaction that appends events; see [`ChainLock`].

@@ -322,11 +322,15 @@ async fn commit_group(
     if group.is_empty() {
         return outcomes;
     }
+    // The journal's writer turn, the connection, then the journal's lock (see `journal`).
+    let _turn = match journal {
+        Some(journal) => Some(journal.writer_turn().await),
+        None => None,
+    };
     let mut conn = match pool.acquire().await {
         Ok(conn) => conn,
         Err(e) => return failed(outcomes, e, group.len()),
     };
-    // The journal's lock after the connection (see `journal`).
     let mut chain = match journal {
         Some(journal) if group.iter().all(|r| matches!(r.job, Job::Drain { .. })) => {
             return drain_only(conn, relaxed, journal, group, outcomes).await;
