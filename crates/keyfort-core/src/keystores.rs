@@ -508,19 +508,8 @@ impl Keyfort {
                 id: id.to_owned(),
                 row_version,
             };
-            match self.keystore_write(id, write, event).await {
-                // No such object: in no such keystore, the keystore is what is missing, as a
-                // read or an update of it answers.
-                Err(CoreError::KeystoreRefused {
-                    reason: KeystoreRefusal::ObjectNotFound,
-                    ..
-                }) => Err(self
-                    .object_record(&instance_id, keystore_id, id)
-                    .await
-                    .err()
-                    .unwrap_or_else(|| refuse(id, KeystoreRefusal::ObjectNotFound))),
-                other => other.map(|_| ()),
-            }
+            self.keystore_write(id, write, event).await?;
+            Ok(())
         })
         .await
     }

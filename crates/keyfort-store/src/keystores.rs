@@ -74,8 +74,9 @@ pub enum KeystoreWrite {
     /// equals `object.row_version` ([`StoreError::Conflict`] otherwise,
     /// [`StoreError::NotFound`] if absent); applied as the new row version.
     UpdateObject(KeystoreObjectRecord),
-    /// Deletes an object and its attribute rows; [`StoreError::NotFound`] if absent,
-    /// [`StoreError::Conflict`] if `row_version` is given and is not the stored one.
+    /// Deletes an object and its attribute rows; [`StoreError::NotFound`] if absent
+    /// (`"keystore"` when the keystore is absent too), [`StoreError::Conflict`] if
+    /// `row_version` is given and is not the stored one.
     DeleteObject {
         instance_id: String,
         keystore_id: String,

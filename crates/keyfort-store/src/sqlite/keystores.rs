@@ -226,7 +226,7 @@ async fn delete_object_in(
     .fetch_optional(&mut *conn)
     .await?;
     match (stored, row_version) {
-        (None, _) => return Err(not_found("keystore object", id)),
+        (None, _) => return Err(missing_object(conn, instance_id, keystore_id, id).await),
         (Some(v), Some(expected)) if v != expected => {
             return Err(stale("keystore object", id, true, expected));
         }
@@ -373,4 +373,25 @@ pub(super) async fn find(
     q.push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
     let rows = q.build().fetch_all(&store.reader).await?;
     rows.iter().map(row_read::keystore_object).collect()
+}
+
+/// The [`StoreError::NotFound`] of an object that is not there: of its keystore, when that is
+/// not there either.
+async fn missing_object(
+    conn: &mut Conn,
+    instance_id: &str,
+    keystore_id: &str,
+    id: &str,
+) -> StoreError {
+    let keystore: std::result::Result<Option<i64>, sqlx::Error> =
+        sqlx::query_scalar("SELECT 1 FROM keystores WHERE instance_id = ? AND id = ?")
+            .bind(instance_id)
+            .bind(keystore_id)
+            .fetch_optional(&mut *conn)
+            .await;
+    match keystore {
+        Ok(Some(_)) => not_found("keystore object", id),
+        Ok(None) => not_found("keystore", keystore_id),
+        Err(e) => e.into(),
+    }
 }
