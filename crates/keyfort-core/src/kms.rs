@@ -583,29 +583,11 @@ impl Keyfort {
     /// The instance's keyCreateImportAccess policy for `req`; `sealed` when its material came
     /// sealed to the import token (which `enforce_token` requires of every import).
     fn check_create_access(&self, policies: &PolicyMap, req: &NewKey, sealed: bool) -> Result<()> {
-        let Some(p) = policies
-            .get(&InstancePolicyType::KeyCreateImportAccess)
-            .filter(|p| p.enabled)
-        else {
-            return Ok(());
-        };
-        let flag = |name: &str, default: bool| {
-            p.attributes
-                .get(name)
-                .and_then(Value::as_bool)
-                .unwrap_or(default)
-        };
-        let imported = req.payload.is_some();
-        let allowed = match (imported, req.extractable) {
-            (false, false) => flag("create_root_key", true),
-            (false, true) => flag("create_standard_key", true),
-            (true, false) => flag("import_root_key", true),
-            (true, true) => flag("import_standard_key", true),
-        };
-        if !allowed || (imported && !sealed && flag("enforce_token", false)) {
-            return Err(refuse(&req.name, KmsRefusal::CreateImportAccess));
+        if create_import_allowed(policies, req.payload.is_some(), req.extractable, sealed) {
+            Ok(())
+        } else {
+            Err(refuse(&req.name, KmsRefusal::CreateImportAccess))
         }
-        Ok(())
     }
 
     /// A key's metadata and, for standard keys, its material (Key Protect GET /keys/{id}).
@@ -2230,6 +2212,36 @@ pub(crate) fn check_key_ring(caller: &Caller, key: &Key) -> Result<()> {
 
 /// Whether the instance's dualAuthDelete policy is on: every key created meanwhile takes it as
 /// its own, whatever door creates it.
+/// Whether the instance's keyCreateImportAccess policy (if on) lets a key be made: generated
+/// or `imported` with the caller's material, `extractable` (a standard key) or not (a root key);
+/// an import with `enforce_token` on must have come `sealed` to the instance's import token.
+pub(crate) fn create_import_allowed(
+    policies: &PolicyMap,
+    imported: bool,
+    extractable: bool,
+    sealed: bool,
+) -> bool {
+    let Some(p) = policies
+        .get(&InstancePolicyType::KeyCreateImportAccess)
+        .filter(|p| p.enabled)
+    else {
+        return true;
+    };
+    let flag = |name: &str, default: bool| {
+        p.attributes
+            .get(name)
+            .and_then(Value::as_bool)
+            .unwrap_or(default)
+    };
+    let allowed = match (imported, extractable) {
+        (false, false) => flag("create_root_key", true),
+        (false, true) => flag("create_standard_key", true),
+        (true, false) => flag("import_root_key", true),
+        (true, true) => flag("import_standard_key", true),
+    };
+    allowed && !(imported && !sealed && flag("enforce_token", false))
+}
+
 pub(crate) fn instance_dual_auth(policies: &PolicyMap) -> bool {
     policies
         .get(&InstancePolicyType::DualAuthDelete)

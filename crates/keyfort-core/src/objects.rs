@@ -25,7 +25,7 @@ use crate::Result;
 use crate::auth::{Action, Caller};
 use crate::error::CoreError;
 use crate::key::{DEFAULT_KEY_RING, Key, KeyQuery, MAX_NAME_LEN};
-use crate::kms::{key_write_error, row_version};
+use crate::kms::{KmsRefusal, key_write_error, refuse, row_version};
 use crate::lifecycle::{KeyState, Usage};
 use crate::service::{Keyfort, new_key_id};
 
@@ -355,6 +355,7 @@ impl Keyfort {
     ) -> Result<(Key, keyfort_store::KeyVersionRecord, Zeroizing<Vec<u8>>)> {
         let loaded = self.unsealed(instance_id).await?;
         let mut bit_length = req.bit_length;
+        let registered = req.material.is_some();
         let material = match req.material {
             Some(m) => {
                 // An EC public key registered without a length naming its curve: the point's
@@ -400,7 +401,7 @@ impl Keyfort {
             key.id = id;
         }
         let bound = self.bind_to_adapter(caller, &mut key, &material).await?;
-        self.inherit_dual_auth(caller, instance_id, &mut [&mut key])
+        self.apply_instance_policies(caller, instance_id, &mut [&mut key], registered)
             .await?;
         let version = self.seal_version(&key, loaded.current(), &bound, 1, key.created_at)?;
         Ok((key, version, material))
@@ -455,10 +456,11 @@ impl Keyfort {
             let public_der = self
                 .bind_to_adapter(caller, &mut public_key, &public_der)
                 .await?;
-            self.inherit_dual_auth(
+            self.apply_instance_policies(
                 caller,
                 instance_id,
                 &mut [&mut private_key, &mut public_key],
+                false,
             )
             .await?;
             let now = private_key.created_at;
@@ -494,23 +496,40 @@ impl Keyfort {
         .await
     }
 
-    /// Gives new objects the instance's dualAuthDelete policy while it is on, as Key Protect
-    /// gives it to every key created meanwhile: an object made over KMIP is a key of the
-    /// instance, and no single client may delete it either. Not a Key Protect KMIP adapter's
-    /// objects, which live under their adapter's root key and are not the instance's keys.
-    async fn inherit_dual_auth(
+    /// Holds new objects to the instance's policies, as Key Protect holds the keys created
+    /// through it: an object made over KMIP is a key of the instance (a standard key: its
+    /// material may be read).
+    ///
+    /// - keyCreateImportAccess: generating one needs `create_standard_key`, registering one
+    ///   (`registered`, the caller's material) `import_standard_key`, and no registration passes
+    ///   `enforce_token`, since its material never comes sealed to an import token;
+    /// - dualAuthDelete, while on, is given to each, and no single client may delete it either.
+    ///
+    /// Not a Key Protect KMIP adapter's objects, which live under their adapter's root key and
+    /// are not the instance's keys.
+    async fn apply_instance_policies(
         &self,
         caller: &Caller,
         instance_id: &str,
         keys: &mut [&mut Key],
+        registered: bool,
     ) -> Result<()> {
         let policies = self.enforced_policies(instance_id).await?;
-        if !crate::kms::instance_dual_auth(&policies) {
-            return Ok(());
-        }
+        let dual_auth = crate::kms::instance_dual_auth(&policies);
         let stamp = json!({"by": caller.principal.name, "at": self.now_ms()});
         for key in keys {
-            if !crate::kmip_adapters::is_adapter_object(key) {
+            if crate::kmip_adapters::is_adapter_object(key) {
+                continue;
+            }
+            if !crate::kms::create_import_allowed(&policies, registered, key.extractable, false) {
+                let name = if key.name.is_empty() {
+                    "new object"
+                } else {
+                    &key.name
+                };
+                return Err(refuse(name, KmsRefusal::CreateImportAccess));
+            }
+            if dual_auth {
                 key.attributes.insert(
                     "policies".into(),
                     json!({"dualAuthDelete": {"enabled": true, "stamp": stamp}}),

@@ -28,6 +28,11 @@ pub fn from_core(e: &CoreError) -> Invalid {
         E::NotExtractable { .. } => (ResultReason::NOT_EXTRACTABLE, e.to_string()),
         E::AlreadyExists { .. } => (ResultReason::OBJECT_ALREADY_EXISTS, e.to_string()),
         E::Conflict { .. } => (ResultReason::GENERAL_FAILURE, e.to_string()),
+        // An instance policy, not the object's state, refuses it.
+        E::KeyRefused {
+            reason: keyfort_core::kms::KmsRefusal::CreateImportAccess,
+            ..
+        } => (ResultReason::PERMISSION_DENIED, e.to_string()),
         E::KeyRefused { .. } => (ResultReason::ILLEGAL_OPERATION, e.to_string()),
         E::Crypto(c) => match c {
             keyfort_crypto::Error::DecryptFailed | keyfort_crypto::Error::VerifyFailed => {

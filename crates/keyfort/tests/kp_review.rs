@@ -191,6 +191,139 @@ fn a_kmip_created_key_takes_the_instance_dual_authorization_policy() {
     assert_ne!(answer["resources"][0]["state"], 5, "{answer}");
 }
 
+/// The instance's keyCreateImportAccess policy holds on the KMIP door: an object made there is
+/// a standard key of the instance, so generating one needs `create_standard_key`, registering
+/// one `import_standard_key`, and no registration passes `enforce_token`. A refusal is
+/// Permission Denied, stores nothing, and is audited.
+#[test]
+fn the_create_import_policy_holds_on_the_kmip_door() {
+    let work = tempfile::tempdir().unwrap();
+    let (server, kp) = start(work.path(), "kp-review-kmip-create-import");
+    let kmip = Kmip::dev(&server);
+    let set = |attributes: Value| {
+        let policy = instance_policy(
+            "keyCreateImportAccess",
+            json!({"enabled": true, "attributes": attributes}),
+        );
+        let (status, answer) = kp.kp(
+            Method::PUT,
+            "/instance/policies?policy=keyCreateImportAccess",
+            Some(&policy),
+            &[],
+        );
+        assert_eq!(status, 204, "{answer}");
+        // The server's policy cache lives at most a second.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    };
+    let count = || {
+        let found = kmip.call(&kmip_request(Operation::LOCATE, vec![]));
+        let mut ids = 0;
+        count_tagged(&found, Tag::UNIQUE_IDENTIFIER, &mut ids);
+        ids
+    };
+    let register = || {
+        kmip.call(&kmip_request(
+            Operation::REGISTER,
+            vec![
+                en(Tag::OBJECT_TYPE, 7),
+                st(
+                    Tag::SECRET_DATA,
+                    vec![
+                        en(Tag::SECRET_DATA_TYPE, 1),
+                        st(
+                            Tag::KEY_BLOCK,
+                            vec![
+                                en(Tag::KEY_FORMAT_TYPE, 2),
+                                st(
+                                    Tag::KEY_VALUE,
+                                    vec![Item::new(
+                                        Tag::KEY_MATERIAL,
+                                        keyfort_kmip::ttlv::Value::ByteString(vec![7; 16]),
+                                    )],
+                                ),
+                            ],
+                        ),
+                    ],
+                ),
+            ],
+        ))
+    };
+    let outcome = |answer: &Item| {
+        (
+            find_enum(answer, Tag::RESULT_STATUS),
+            find_enum(answer, Tag::RESULT_REASON),
+        )
+    };
+    let success = (Some(keyfort_kmip::ResultStatus::SUCCESS.0), None);
+    let denied = (
+        Some(keyfort_kmip::ResultStatus::OPERATION_FAILED.0),
+        Some(keyfort_kmip::ResultReason::PERMISSION_DENIED.0),
+    );
+
+    // Root keys alone may be created: KMIP objects are standard keys, so Create is refused.
+    set(json!({"create_root_key": true, "create_standard_key": false}));
+    let before = count();
+    let refused = create_aes(&kmip);
+    assert_eq!(outcome(&refused), denied, "{refused:?}");
+    assert!(find_text(&refused, Tag::UNIQUE_IDENTIFIER).is_none());
+    assert_eq!(count(), before, "a refused creation stored an object");
+    let registered = register();
+    assert_eq!(outcome(&registered), success, "{registered:?}");
+
+    // Standard keys may be created but not imported: Register is refused, Create is served
+    // whatever the root key flags say.
+    set(
+        json!({"create_root_key": false, "create_standard_key": true, "import_standard_key": false}),
+    );
+    let before = count();
+    let refused = register();
+    assert_eq!(outcome(&refused), denied, "{refused:?}");
+    assert_eq!(count(), before, "a refused registration stored an object");
+    let created = create_aes(&kmip);
+    assert_eq!(outcome(&created), success, "{created:?}");
+
+    // Every import must come sealed to an import token: KMIP material never does.
+    set(json!({"enforce_token": true}));
+    let refused = register();
+    assert_eq!(outcome(&refused), denied, "{refused:?}");
+    let created = create_aes(&kmip);
+    assert_eq!(outcome(&created), success, "{created:?}");
+
+    // Each refusal is audited as a failure, with the policy as its reason (as Key Protect's).
+    let (status, events) = server.api().call(
+        Method::GET,
+        &format!(
+            "/api/keyfort/v1/instances/{}/audit?outcome=failure",
+            kp.instance
+        ),
+        None,
+    );
+    assert_eq!(status, 200, "{events}");
+    let actions: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["details"]["reason"] == "CreateImportAccess")
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["key.create", "key.register", "key.register"],
+        "{events}"
+    );
+}
+
+fn count_tagged(item: &Item, tag: Tag, n: &mut usize) {
+    if item.tag == tag {
+        *n += 1;
+    }
+    if let keyfort_kmip::ttlv::Value::Structure(items) = &item.value {
+        for i in items {
+            count_tagged(i, tag, n);
+        }
+    }
+}
+
 /// Revokes object `id` over KMIP (reason: cessation of operation), then destroys it; the
 /// Destroy's response.
 fn revoke_and_destroy(kmip: &Kmip, id: &str) -> Item {
