@@ -23,16 +23,22 @@ use axum::extract::DefaultBodyLimit;
 use keyfort_core::Keyfort;
 
 pub use error::ApiError;
+pub use metrics::MetricsAccess;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The whole HTTP API of a Keyfort server.
+/// The whole HTTP API of a Keyfort server, `/metrics` for deployment administrators only.
 pub fn router(core: Keyfort) -> Router {
+    router_with(core, MetricsAccess::default())
+}
+
+/// [`router`], with `/metrics` readable by `metrics`.
+pub fn router_with(core: Keyfort, metrics: MetricsAccess) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(iam::routes())
-        .merge(metrics::routes())
+        .merge(metrics::routes(metrics))
         .nest(
             "/api/keyfort/v1",
             admin::routes()

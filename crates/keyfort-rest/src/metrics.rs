@@ -1,5 +1,11 @@
 //! `/metrics`: Prometheus text exposition (format 0.0.4) of each instance's sealing state and
-//! re-seal progress. Unauthenticated, like `/healthz`: it shows ids, names and counters only.
+//! re-seal progress.
+//!
+//! It names every instance of the deployment, so by default only a deployment administrator's
+//! access token reads it (401 without a valid token, 403 with another principal's, in the admin
+//! API's error shape). A deployment whose scraper cannot present one opens it with
+//! [`MetricsAccess::Open`] (`[auth] unauthenticated_metrics = true`), as one opens a
+//! listener's metrics in Vault.
 
 use std::fmt::Write as _;
 
@@ -8,10 +14,40 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use keyfort_core::{InstanceState, Keyfort};
+use keyfort_core::{CoreError, InstanceState, Keyfort};
 
-pub(crate) fn routes() -> Router<Keyfort> {
-    Router::new().route("/metrics", get(metrics))
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Deployment administrators only (an access token).
+    #[default]
+    Administrators,
+    /// Anyone who reaches the listener.
+    Open,
+}
+
+pub(crate) fn routes(access: MetricsAccess) -> Router<Keyfort> {
+    match access {
+        MetricsAccess::Administrators => Router::new().route("/metrics", get(for_administrators)),
+        MetricsAccess::Open => Router::new().route("/metrics", get(metrics)),
+    }
+}
+
+async fn for_administrators(
+    Authenticated(caller): Authenticated,
+    core: State<Keyfort>,
+) -> Result<Response, ApiError> {
+    if !caller.is_administrator() {
+        return Err(CoreError::Forbidden {
+            principal: caller.principal.name.clone(),
+            action: "read the deployment's metrics",
+        }
+        .into());
+    }
+    Ok(metrics(core).await)
 }
 
 /// One sample line per instance for each metric.

@@ -21,6 +21,7 @@ const GRANT: &str = "urn:ibm:params:oauth:grant-type:apikey";
 
 struct Env {
     _dir: tempfile::TempDir,
+    core: Keyfort,
     app: Router,
     api_key: String,
 }
@@ -45,7 +46,8 @@ async fn env() -> Env {
         .unwrap();
     Env {
         _dir: dir,
-        app: keyfort_rest::router(core),
+        app: keyfort_rest::router(core.clone()),
+        core,
         api_key: boot.api_key,
     }
 }
@@ -353,7 +355,7 @@ async fn wrap_unwrap_and_metrics() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    let (status, text) = env.anon("GET", "/metrics", None).await;
+    let (status, text) = env.admin("GET", "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     let text = text.as_str().unwrap();
     assert!(
@@ -383,11 +385,88 @@ async fn wrap_unwrap_and_metrics() {
             .contains("sealed"),
         "{answer}"
     );
-    let (_, text) = env.anon("GET", "/metrics", None).await;
+    let (_, text) = env.admin("GET", "/metrics", None).await;
     assert!(
         text.as_str().unwrap().contains(&format!(
             "keyfort_instance_unsealed{{instance=\"{id}\",name=\"prod\"}} 0"
         )),
         "{text}"
     );
+}
+
+/// `/metrics` names every instance: without an access token it is 401, with the token of a
+/// principal who is not a deployment administrator 403 (both in the admin API's error shape),
+/// and with an administrator's the figures; opened (`MetricsAccess::Open`), anyone reads it.
+#[tokio::test]
+async fn metrics_are_for_deployment_administrators_unless_opened() {
+    let env = env().await;
+    let (status, answer) = env.anon("GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert!(answer["error"]["code"].is_string(), "{answer}");
+    let (status, answer) = send(
+        &env.app,
+        request("GET", "/metrics", Some("not-a-token"), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+
+    // A Manager of one instance is not a deployment administrator.
+    let (_, instances) = env.admin("GET", "/api/keyfort/v1/instances", None).await;
+    let instance = instances["instances"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{instances}"))
+        .to_owned();
+    let (status, principal) = env
+        .admin(
+            "POST",
+            "/api/keyfort/v1/principals",
+            Some(&json!({
+                "name": "manager",
+                "instance_id": instance,
+                "roles": [{"role": "Manager", "instance": instance}],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{principal}");
+    let (status, key) = env
+        .admin(
+            "POST",
+            &format!(
+                "/api/keyfort/v1/principals/{}/api_keys",
+                principal["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let manager = Env {
+        _dir: tempfile::tempdir().unwrap(),
+        core: env.core.clone(),
+        app: env.app.clone(),
+        api_key: key["api_key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}"))
+            .to_owned(),
+    };
+    let (status, answer) = manager.admin("GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(
+        !answer.to_string().contains(&instance),
+        "a refusal names no instance: {answer}"
+    );
+
+    let (status, text) = env.admin("GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.as_str().unwrap().contains(&instance), "{text}");
+
+    // Opened, no token is needed.
+    let open = Env {
+        _dir: tempfile::tempdir().unwrap(),
+        core: env.core.clone(),
+        app: keyfort_rest::router_with(env.core.clone(), keyfort_rest::MetricsAccess::Open),
+        api_key: String::new(),
+    };
+    let (status, text) = open.anon("GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.as_str().unwrap().contains(&instance), "{text}");
 }

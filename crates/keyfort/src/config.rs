@@ -191,6 +191,8 @@ pub struct GrpcSection {
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     pub token_ttl_secs: Option<u64>,
+    /// `/metrics` without an access token (default false: deployment administrators only).
+    pub unauthenticated_metrics: Option<bool>,
 }
 
 /// `[log]`.
@@ -366,6 +368,8 @@ pub struct Config {
     /// Required outside dev mode; ignored in dev mode (it generates its own).
     pub tls: Option<TlsFiles>,
     pub token_ttl: Duration,
+    /// Who may read `/metrics` (`[auth] unauthenticated_metrics`).
+    pub metrics_access: keyfort_rest::MetricsAccess,
     pub log: LogConfig,
     pub kyok: KyokConfig,
     pub hsm: Option<HsmSection>,
@@ -507,6 +511,11 @@ impl Config {
             grpc_enabled: file.grpc.enabled.unwrap_or(true),
             tls,
             token_ttl: Duration::from_secs(token_ttl_secs),
+            metrics_access: if file.auth.unauthenticated_metrics.unwrap_or(false) {
+                keyfort_rest::MetricsAccess::Open
+            } else {
+                keyfort_rest::MetricsAccess::Administrators
+            },
             log: LogConfig { format, level },
             kyok: KyokConfig {
                 reseal_batch_size,
@@ -614,6 +623,10 @@ mod tests {
         assert_eq!(c.kmip_addr.to_string(), "127.0.0.1:5696");
         assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:9876");
         assert_eq!(c.token_ttl, Duration::from_secs(3600));
+        assert_eq!(
+            c.metrics_access,
+            keyfort_rest::MetricsAccess::Administrators
+        );
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.tls, None);
@@ -632,6 +645,7 @@ mod tests {
             key_file = "/etc/keyfort/tls.key"
             [auth]
             token_ttl_secs = 600
+            unauthenticated_metrics = true
             [log]
             format = "json"
             level = "debug,hyper=info"
@@ -649,6 +663,7 @@ mod tests {
         assert_eq!(c.http_addr.to_string(), "0.0.0.0:443");
         assert_eq!(c.grpc_addr.to_string(), "[::1]:0");
         assert_eq!(c.token_ttl, Duration::from_secs(600));
+        assert_eq!(c.metrics_access, keyfort_rest::MetricsAccess::Open);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.log.level, "debug,hyper=info");
         assert_eq!(

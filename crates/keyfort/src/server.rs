@@ -231,7 +231,7 @@ async fn start_core(config: &Config, data_dir: &Path) -> Result<Started, ServerE
     };
     Ok(Started {
         grpc: keyfort_grpc::router(core.clone()),
-        app: keyfort_rest::router(core.clone()),
+        app: keyfort_rest::router_with(core.clone(), config.metrics_access),
         core,
         dev,
     })

@@ -319,6 +319,7 @@ impl Api {
             let resp = self
                 .http
                 .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
                 .send()
                 .await
                 .unwrap();
