@@ -22,20 +22,31 @@ use tower::ServiceExt;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight connections before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// How long a client may take to send the request headers (HTTP/1.1).
+/// How long a client may take to send the request headers (HTTP/1.1); an idle keep-alive
+/// connection is closed after as long.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open connections per listener (TLS handshakes included) beyond which new ones are closed
+/// at once: clients cannot exhaust memory or file descriptors with connections.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// HTTP/2: a ping after this long without a frame from the client...
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// ...and the connection closed if the ping is not answered within this.
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes, then stops accepting, lets
-/// in-flight requests finish (at most [`SHUTDOWN_GRACE`]) and returns.
+/// in-flight requests finish (at most [`SHUTDOWN_GRACE`]) and returns. At most
+/// `max_connections` connections are open at once (see [`MAX_CONNECTIONS`]).
 ///
 /// Handlers can extract the peer address with `ConnectInfo<SocketAddr>`.
 pub async fn serve_https(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -44,6 +55,12 @@ pub async fn serve_https(
         .writev(false)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    // A peer that vanished without closing (no FIN, no RST) is found and its connection freed.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
     let graceful = GracefulShutdown::new();
     // Tells connections still in their TLS handshake to give up.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -63,6 +80,10 @@ pub async fn serve_https(
                 }
             },
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; closing the connection");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let builder = builder.clone();
@@ -70,6 +91,7 @@ pub async fn serve_https(
         let watcher = graceful.watcher();
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
             let stream = tokio::select! {
                 result = handshake => match result {
@@ -167,6 +189,10 @@ mod tests {
     }
 
     async fn start(app: Router) -> Server {
+        start_with(app, MAX_CONNECTIONS).await
+    }
+
+    async fn start_with(app: Router, max_connections: usize) -> Server {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let ca = tls::generate_dev_ca().unwrap_or_else(|e| panic!("{e}"));
         let leaf = tls::issue_dev_server_cert(&ca.key_pem).unwrap_or_else(|e| panic!("{e}"));
@@ -183,9 +209,15 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_https(listener, config, app, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve_https(
+            listener,
+            config,
+            app,
+            max_connections,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Server {
             ca: reqwest::Certificate::from_pem(ca.cert_pem.as_bytes())
                 .unwrap_or_else(|e| panic!("{e}")),
@@ -287,6 +319,44 @@ mod tests {
         }
         let result = tokio::time::timeout(Duration::from_secs(3), &mut server.task).await;
         assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_closed_at_once() {
+        let server = start_with(app(), 2).await;
+        let url = format!("https://localhost:{}/healthz", server.addr.port());
+        // Two clients keep their connections open (HTTP/2), and a third silent one is closed.
+        let (a, b) = (client(&server.ca, false), client(&server.ca, false));
+        for c in [&a, &b] {
+            let resp = c.get(&url).send().await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status(), 200);
+        }
+        let mut third = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::io::AsyncReadExt::read(&mut third, &mut buf),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "the connection over the limit was not closed: {read:?}"
+        );
+        // The open ones are still served; once one closes, a new client is served.
+        let resp = a.get(&url).send().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status(), 200);
+        drop(b);
+        let mut served = false;
+        for _ in 0..50 {
+            if let Ok(resp) = client(&server.ca, false).get(&url).send().await {
+                served = resp.status() == 200;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(served, "a slot freed by a closed connection was not reused");
     }
 
     #[tokio::test]

@@ -104,6 +104,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             grpc_listener,
             server_tls.clone(),
             started.grpc,
+            serve::MAX_CONNECTIONS,
             crate::kmip::stopped(stop_rx.clone()),
         ))
     });
@@ -111,6 +112,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         listener,
         server_tls,
         started.app,
+        serve::MAX_CONNECTIONS,
         crate::kmip::stopped(stop_rx),
     ));
 
