@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::kmip::{Kmip, RSA_PRIVATE_COMPONENTS, en, int, read_message, st, text};
+use common::kmip::{Kmip, RSA_PRIVATE_COMPONENTS, en, int, read_message, secret_data, st, text};
 use common::{Server, Value, der};
 use keyfort_kmip::message::Struct;
 use keyfort_kmip::ttlv::{Item, Tag, Value as V, encode};
@@ -2050,25 +2050,7 @@ fn import_with_replace_existing() {
     assert!(!all.iter().any(|i| i.tag == Tag::ATTRIBUTE), "{all:?}");
 
     // A replacement may change the object's type.
-    let secret = st(
-        Tag::SECRET_DATA,
-        vec![
-            en(Tag::SECRET_DATA_TYPE, 1),
-            st(
-                Tag::KEY_BLOCK,
-                vec![
-                    en(Tag::KEY_FORMAT_TYPE, 2),
-                    st(
-                        Tag::KEY_VALUE,
-                        vec![Item::new(
-                            Tag::KEY_MATERIAL,
-                            V::ByteString(b"s3cret".to_vec()),
-                        )],
-                    ),
-                ],
-            ),
-        ],
-    );
+    let secret = secret_data(b"s3cret");
     ok_payload(&kmip.call(&import(id, Some(true), secret, 7, vec![])));
     let resp = kmip.call(&v21(Operation::GET, vec![uid(id)]));
     let p = ok_payload(&resp);

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 
 use common::Server;
-use common::kmip::{Kmip, en, int, read_message, st, text};
+use common::kmip::{Kmip, en, int, read_message, secret_data, st, text};
 use keyfort_kmip::message::Struct;
 use keyfort_kmip::ttlv::{Item, Tag, Value as V, encode};
 use keyfort_kmip::{Operation, ResultReason, ResultStatus};
@@ -720,25 +720,7 @@ fn roles_limit_every_operation_and_every_batch_item() {
             ),
         ]
     };
-    let register = vec![
-        en(Tag::OBJECT_TYPE, 7),
-        st(
-            Tag::SECRET_DATA,
-            vec![
-                en(Tag::SECRET_DATA_TYPE, 1),
-                st(
-                    Tag::KEY_BLOCK,
-                    vec![
-                        en(Tag::KEY_FORMAT_TYPE, 2),
-                        st(
-                            Tag::KEY_VALUE,
-                            vec![Item::new(Tag::KEY_MATERIAL, V::ByteString(vec![7; 16]))],
-                        ),
-                    ],
-                ),
-            ],
-        ),
-    ];
+    let register = vec![en(Tag::OBJECT_TYPE, 7), secret_data(&[7; 16])];
     let x_attr = |id: &str| vec![uid(id), attr("x-owner", V::TextString("me".into()))];
 
     // Reader and ReaderPlus: none of the changes; Reader does not read material either.

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::kmip::{Kmip, en, int, st, text};
+use common::kmip::{Kmip, en, int, secret_data, st, text};
 use common::*;
 use keyfort_kmip::Operation;
 use keyfort_kmip::ttlv::{Item, Tag};
@@ -23,6 +23,19 @@ struct Client {
 }
 
 impl Client {
+    /// Sets the instance policy `policy_type` to `data`, then waits out the server's policy
+    /// cache (at most a second).
+    fn set_instance_policy(&self, policy_type: &str, data: Value) {
+        let (status, answer) = self.kp(
+            Method::PUT,
+            &format!("/instance/policies?policy={policy_type}"),
+            Some(&instance_policy(policy_type, data)),
+            &[],
+        );
+        assert_eq!(status, 204, "{answer}");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+
     fn kp(
         &self,
         method: Method,
@@ -156,16 +169,7 @@ fn kmip_destroy_keeps_dual_authorization() {
 fn a_kmip_created_key_takes_the_instance_dual_authorization_policy() {
     let work = tempfile::tempdir().unwrap();
     let (server, kp) = start(work.path(), "kp-review-kmip-dual");
-    let policy = instance_policy("dualAuthDelete", json!({"enabled": true}));
-    let (status, answer) = kp.kp(
-        Method::PUT,
-        "/instance/policies?policy=dualAuthDelete",
-        Some(&policy),
-        &[],
-    );
-    assert_eq!(status, 204, "{answer}");
-    // The server's policy cache lives at most a second.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    kp.set_instance_policy("dualAuthDelete", json!({"enabled": true}));
 
     let kmip = Kmip::dev(&server);
     let created = create_aes(&kmip);
@@ -201,19 +205,10 @@ fn the_create_import_policy_holds_on_the_kmip_door() {
     let (server, kp) = start(work.path(), "kp-review-kmip-create-import");
     let kmip = Kmip::dev(&server);
     let set = |attributes: Value| {
-        let policy = instance_policy(
+        kp.set_instance_policy(
             "keyCreateImportAccess",
             json!({"enabled": true, "attributes": attributes}),
         );
-        let (status, answer) = kp.kp(
-            Method::PUT,
-            "/instance/policies?policy=keyCreateImportAccess",
-            Some(&policy),
-            &[],
-        );
-        assert_eq!(status, 204, "{answer}");
-        // The server's policy cache lives at most a second.
-        std::thread::sleep(std::time::Duration::from_millis(1100));
     };
     let count = || {
         let found = kmip.call(&kmip_request(Operation::LOCATE, vec![]));
@@ -224,28 +219,7 @@ fn the_create_import_policy_holds_on_the_kmip_door() {
     let register = || {
         kmip.call(&kmip_request(
             Operation::REGISTER,
-            vec![
-                en(Tag::OBJECT_TYPE, 7),
-                st(
-                    Tag::SECRET_DATA,
-                    vec![
-                        en(Tag::SECRET_DATA_TYPE, 1),
-                        st(
-                            Tag::KEY_BLOCK,
-                            vec![
-                                en(Tag::KEY_FORMAT_TYPE, 2),
-                                st(
-                                    Tag::KEY_VALUE,
-                                    vec![Item::new(
-                                        Tag::KEY_MATERIAL,
-                                        keyfort_kmip::ttlv::Value::ByteString(vec![7; 16]),
-                                    )],
-                                ),
-                            ],
-                        ),
-                    ],
-                ),
-            ],
+            vec![en(Tag::OBJECT_TYPE, 7), secret_data(&[7; 16])],
         ))
     };
     let outcome = |answer: &Item| {
@@ -342,17 +316,7 @@ fn revoke_and_destroy(kmip: &Kmip, id: &str) -> Item {
 fn the_allowed_ip_policy_holds_on_the_kmip_door() {
     let work = tempfile::tempdir().unwrap();
     let (server, kp) = start(work.path(), "kp-review-kmip-ip");
-    let allow = |cidrs: &[&str]| {
-        let (status, answer) = kp.kp(
-            Method::PUT,
-            "/instance/policies?policy=allowedIP",
-            Some(&allowed_ip(cidrs)),
-            &[],
-        );
-        assert_eq!(status, 204, "{answer}");
-        // The server's policy cache lives at most a second.
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-    };
+    let allow = |cidrs: &[&str]| kp.set_instance_policy("allowedIP", allowed_ip(cidrs));
     let kmip = Kmip::dev(&server);
     // 127.0.0.0/31 holds this client (127.0.0.1).
     allow(&["127.0.0.0/31"]);
@@ -424,11 +388,9 @@ fn find(item: &Item, tag: Tag) -> Option<&Item> {
     }
 }
 
+/// The data of an allowedIP policy that lets in `cidrs`.
 fn allowed_ip(cidrs: &[&str]) -> Value {
-    instance_policy(
-        "allowedIP",
-        json!({"enabled": true, "attributes": {"allowed_ip": cidrs}}),
-    )
+    json!({"enabled": true, "attributes": {"allowed_ip": cidrs}})
 }
 
 /// The body of `PUT /instance/policies?policy=<policy_type>`.
@@ -457,28 +419,14 @@ fn allowed_ip_trusts_the_socket_not_forwarding_headers() {
     ];
 
     // 127.0.0.0/31 holds this client (127.0.0.1), whatever the headers say.
-    let (status, answer) = kp(
-        Method::PUT,
-        "/instance/policies?policy=allowedIP",
-        Some(&allowed_ip(&["127.0.0.0/31"])),
-        &[],
-    );
-    assert_eq!(status, 204, "{answer}");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    client.set_instance_policy("allowedIP", allowed_ip(&["127.0.0.0/31"]));
     for headers in forged {
         let (status, answer) = kp(Method::GET, "/keys", None, headers);
         assert_eq!(status, 200, "{headers:?}: {answer}");
     }
 
     // 127.0.0.2/31 (.2 and .3) does not: refused, and no header talks the server round.
-    let (status, answer) = kp(
-        Method::PUT,
-        "/instance/policies?policy=allowedIP",
-        Some(&allowed_ip(&["127.0.0.2/31", "::1/128"])),
-        &[],
-    );
-    assert_eq!(status, 204, "{answer}");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    client.set_instance_policy("allowedIP", allowed_ip(&["127.0.0.2/31", "::1/128"]));
     let (status, answer) = kp(Method::GET, "/keys", None, &[]);
     assert_eq!(status, 401, "{answer}");
     for headers in forged {

@@ -118,3 +118,26 @@ pub fn int(tag: Tag, v: i32) -> Item {
 pub fn en(tag: Tag, v: u32) -> Item {
     Item::new(tag, V::Enumeration(v))
 }
+
+/// A Secret Data object (password) holding `material` as an opaque key value.
+pub fn secret_data(material: &[u8]) -> Item {
+    st(
+        Tag::SECRET_DATA,
+        vec![
+            en(Tag::SECRET_DATA_TYPE, 1),
+            st(
+                Tag::KEY_BLOCK,
+                vec![
+                    en(Tag::KEY_FORMAT_TYPE, 2),
+                    st(
+                        Tag::KEY_VALUE,
+                        vec![Item::new(
+                            Tag::KEY_MATERIAL,
+                            V::ByteString(material.to_vec()),
+                        )],
+                    ),
+                ],
+            ),
+        ],
+    )
+}
