@@ -237,6 +237,10 @@ impl SqliteStore {
 
     /// Starts a write transaction holding the database's write lock.
     async fn begin(&self) -> Result<Tx> {
+        // As the group-commit writer (see `Writer::is_broken`).
+        if self.queue.is_broken() {
+            return Err(writer::refused_after_failed_flush());
+        }
         Ok(self.writer.begin_with(BEGIN_DURABLE).await?)
     }
 
@@ -281,6 +285,9 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
+        if self.queue.is_broken() {
+            return Err(writer::refused_after_failed_flush());
+        }
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }

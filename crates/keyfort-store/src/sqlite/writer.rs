@@ -23,7 +23,9 @@
 //! every group committed before that sync began. The writer meanwhile commits the next group:
 //! SQL work and the disk flush overlap, and one flush serves every group waiting for it. An
 //! `Ok` is therefore durable exactly as with `synchronous=FULL`. In memory, answers go out at
-//! `COMMIT`.
+//! `COMMIT`. A failed flush breaks the writer for good ([`Writer::is_broken`]): no write is made
+//! or answered as durable after it, and the store's readiness check fails, until a restart
+//! recovers the WAL from the disk.
 //!
 //! The one exception is a lone audit append (the event of a read, such as a wrap or a get, or of
 //! a refused request), which only a store without an audit journal (in memory) sends here: it is
@@ -45,6 +47,7 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
@@ -88,6 +91,8 @@ struct Request {
 #[derive(Clone)]
 pub(super) struct Writer {
     queue: mpsc::Sender<Request>,
+    /// Set for good once a flush of the WAL has failed (see [`Writer::is_broken`]).
+    broken: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Writer {
@@ -99,11 +104,14 @@ impl fmt::Debug for Writer {
 }
 
 /// A [`Writer`] that does not keep the task alive.
-pub(super) struct WeakWriter(mpsc::WeakSender<Request>);
+pub(super) struct WeakWriter(mpsc::WeakSender<Request>, Arc<AtomicBool>);
 
 impl WeakWriter {
     pub(super) fn upgrade(&self) -> Option<Writer> {
-        self.0.upgrade().map(|queue| Writer { queue })
+        self.0.upgrade().map(|queue| Writer {
+            queue,
+            broken: self.1.clone(),
+        })
     }
 }
 
@@ -120,7 +128,16 @@ impl Writer {
     }
 
     pub(super) fn downgrade(&self) -> WeakWriter {
-        WeakWriter(self.queue.downgrade())
+        WeakWriter(self.queue.downgrade(), self.broken.clone())
+    }
+
+    /// Whether a flush of the WAL has failed. The writer then refuses every write until the
+    /// process restarts: after a failed `fdatasync` the kernel may have dropped the unwritten
+    /// pages and marked them clean, so a later flush can succeed without them, and a commit
+    /// after frames that never reached the disk would be lost with them (WAL recovery stops at
+    /// the first missing frame). A restart recovers the WAL from what the disk holds.
+    pub(super) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
     }
 
     /// Moves the audit journal's waiting events into the database (see [`Job::Drain`]), and
@@ -147,8 +164,9 @@ fn spawn(
     journal: Option<Arc<Journal>>,
 ) -> (Writer, JoinHandle<()>) {
     let (queue, requests) = mpsc::channel(QUEUE_CAPACITY);
-    let task = tokio::spawn(run(pool, requests, sync, journal));
-    (Writer { queue }, task)
+    let broken = Arc::new(AtomicBool::new(false));
+    let task = tokio::spawn(run(pool, requests, sync, journal, broken.clone()));
+    (Writer { queue, broken }, task)
 }
 
 /// A caller's answer, once the transaction it ran in is durable.
@@ -167,8 +185,12 @@ async fn run(
     mut requests: mpsc::Receiver<Request>,
     sync: Option<SyncFiles>,
     journal: Option<Arc<Journal>>,
+    broken: Arc<AtomicBool>,
 ) {
-    let (syncer, sync_ended) = match sync.map(start_sync_thread).transpose() {
+    let (syncer, sync_ended) = match sync
+        .map(|files| start_sync_thread(files, broken.clone()))
+        .transpose()
+    {
         Ok(Some((syncer, ended))) => (Some(syncer), Some(ended)),
         Ok(None) => (None, None),
         Err(e) => {
@@ -185,6 +207,12 @@ async fn run(
     while requests.recv_many(&mut group, MAX_GROUP).await > 0 {
         // Nobody waits for these any more: skip them.
         group.retain(|r: &Request| !r.reply.is_closed());
+        if broken.load(Ordering::Acquire) {
+            for request in group.drain(..) {
+                let _ = request.reply.send(Err(refused_after_failed_flush()));
+            }
+            continue;
+        }
         let outcomes = commit_group(&pool, &group, relaxed, journal.as_ref()).await;
         trace!(jobs = group.len(), "group commit");
         let committed = outcomes.iter().any(Result::is_ok);
@@ -286,42 +314,58 @@ fn inode_of(path: &std::path::Path) -> io::Result<u64> {
 /// not three (to a task, to a blocking thread, and back).
 fn start_sync_thread(
     files: SyncFiles,
+    broken: Arc<AtomicBool>,
 ) -> io::Result<(std::sync::mpsc::Sender<Flush>, oneshot::Receiver<()>)> {
     let (queue, groups) = std::sync::mpsc::channel();
     let (ended, on_end) = oneshot::channel();
     std::thread::Builder::new()
         .name("keyfort-wal-sync".into())
         .spawn(move || {
-            sync_loop(files, &groups);
+            sync_loop(files, &groups, &broken);
             drop(ended);
         })?;
     Ok((queue, on_end))
 }
 
 /// The sync thread: takes every group waiting, flushes once, and answers them all; ends once
-/// the writer task has dropped the queue.
-fn sync_loop(mut files: SyncFiles, groups: &std::sync::mpsc::Receiver<Flush>) {
+/// the writer task has dropped the queue. Once a flush has failed, it sets `broken` and no
+/// commit is ever answered as durable again (see [`Writer::is_broken`]).
+fn sync_loop(mut files: SyncFiles, groups: &std::sync::mpsc::Receiver<Flush>, broken: &AtomicBool) {
     let mut waiting: Vec<Flush> = Vec::new();
     while let Ok(first) = groups.recv() {
         waiting.push(first);
         waiting.extend(groups.try_iter());
-        let synced = if waiting.iter().any(|f| f.committed) {
-            files.sync()
+        let synced = if broken.load(Ordering::Acquire) {
+            Err(None)
+        } else if waiting.iter().any(|f| f.committed) {
+            files.sync().map_err(Some)
         } else {
             Ok(())
         };
-        if let Err(e) = &synced {
-            tracing::error!(error = %e, "flushing the write-ahead log failed");
+        if let Err(Some(e)) = &synced {
+            broken.store(true, Ordering::Release);
+            tracing::error!(
+                error = %e,
+                "flushing the write-ahead log failed: the store refuses writes until the process restarts"
+            );
         }
         for (reply, outcome) in waiting.drain(..).flat_map(|f| f.answers) {
             let outcome = match (outcome, &synced) {
                 (Ok(applied), Ok(())) => Ok(applied),
-                (Ok(_), Err(e)) => Err(not_durable(e)),
+                (Ok(_), Err(Some(e))) => Err(not_durable(e)),
+                (Ok(_), Err(None)) => Err(refused_after_failed_flush()),
                 (Err(e), _) => Err(e),
             };
             let _ = reply.send(outcome);
         }
     }
+}
+
+/// A write refused, or not answered as durable, because an earlier flush of the WAL failed.
+pub(super) fn refused_after_failed_flush() -> StoreError {
+    StoreError::Database(sqlx::Error::Io(io::Error::other(
+        "an earlier flush of the database's write-ahead log failed: writes are refused until the server restarts",
+    )))
 }
 
 /// A committed group could not be flushed: its writes may not survive a power loss.
@@ -1156,6 +1200,44 @@ mod tests {
         // Neither file: an error, not a silent success.
         let mut gone = SyncFiles::new(dir.path().join("missing.db"));
         assert!(gone.sync().is_err());
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_flush_no_write_is_made_or_answered_as_durable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("pool");
+        // Neither a database nor a WAL is at `path` yet: the first flush fails.
+        let path = dir.path().join("later.db");
+        let (writer, task) = spawn(pool.clone(), Some(SyncFiles::new(path.clone())), None);
+        let first = writer.submit(Job::Batch(WriteBatch::default())).await;
+        let err = first.expect_err("a failed flush answered as durable");
+        assert!(format!("{err:?}").contains("flushing"), "{err:?}");
+        assert!(writer.is_broken());
+        // A flush would succeed now; writes stay refused before they run (run, this one would
+        // fail on its own: the database has no tables).
+        std::fs::write(&path, b"db").expect("db");
+        let job = Job::SetPolicies {
+            instance_id: "i".into(),
+            policies: "{}".into(),
+            audit: AuditEventInput {
+                instance_id: "i".into(),
+                at: 1,
+                body: "{}".into(),
+            },
+        };
+        let err = writer
+            .submit(job)
+            .await
+            .expect_err("a write after a failed flush");
+        assert!(format!("{err:?}").contains("earlier flush"), "{err:?}");
+        let second = writer.submit(Job::Batch(WriteBatch::default())).await;
+        assert!(second.is_err(), "a write after a failed flush was answered");
+        drop(writer);
+        task.await.expect("the writer and its sync thread end");
     }
 
     #[test]
