@@ -452,6 +452,11 @@ impl Store for SqliteStore {
 
     async fn append_audit_event(&self, event: &AuditEventInput) -> Result<AuditEventRecord> {
         if let Some(journal) = &self.journal {
+            // The journal's events could no longer be moved into the database (and would pile
+            // up in memory): a broken store refuses reads too, as their events cannot be kept.
+            if self.queue.is_broken() {
+                return Err(writer::refused_after_failed_flush());
+            }
             return journal.append(&self.reader, event).await;
         }
         match self.apply_one(Write::AppendAudit(event.clone())).await? {

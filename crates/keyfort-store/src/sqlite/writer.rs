@@ -24,8 +24,8 @@
 //! SQL work and the disk flush overlap, and one flush serves every group waiting for it. An
 //! `Ok` is therefore durable exactly as with `synchronous=FULL`. In memory, answers go out at
 //! `COMMIT`. A failed flush breaks the writer for good ([`Writer::is_broken`]): no write is made
-//! or answered as durable after it, and the store's readiness check fails, until a restart
-//! recovers the WAL from the disk.
+//! or answered as durable after it, no read's audit event is taken into the journal, and the
+//! store's readiness check fails, until a restart recovers the WAL from the disk.
 //!
 //! The one exception is a lone audit append (the event of a read, such as a wrap or a get, or of
 //! a refused request), which only a store without an audit journal (in memory) sends here: it is
