@@ -423,6 +423,7 @@ impl KeyQuery {
             offset: self.offset,
             limit: self.limit,
             without_kmip_adapter_objects: false,
+            after: None,
         }
     }
 }

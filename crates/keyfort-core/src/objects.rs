@@ -31,8 +31,8 @@ use crate::service::{Keyfort, new_key_id};
 
 /// Largest secret data, opaque object or certificate accepted.
 pub const MAX_OBJECT_LEN: usize = 64 * 1024;
-/// Most objects a single listing for [`Keyfort::all_objects`] returns.
-pub const MAX_LISTED_OBJECTS: u64 = 100_000;
+/// Objects read per page while [`Keyfort::locate_objects`] walks an instance.
+const LOCATE_PAGE: u64 = 1000;
 
 /// A managed object's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -649,17 +649,63 @@ impl Keyfort {
         .await
     }
 
-    /// Every object of the instance in any state (KMIP Locate filters them), up to
-    /// [`MAX_LISTED_OBJECTS`]; audited as a listing.
-    pub async fn all_objects(&self, caller: &Caller, instance_id: &str) -> Result<Vec<Key>> {
-        let query = KeyQuery {
-            states: KeyState::ALL.to_vec(),
-            limit: Some(MAX_LISTED_OBJECTS),
-            ..KeyQuery::default()
-        };
-        let mut keys = self.list_keys(caller, instance_id, &query).await?.keys;
-        keys.retain(|k| crate::kmip_adapters::in_adapter_scope(caller, k));
-        Ok(keys)
+    /// KMIP Locate's walk: every object of the instance the caller may list (its KMIP adapter's
+    /// objects alone, for an adapter's client), in creation order, read a page at a time so
+    /// that neither memory nor the answer depends on how many there are. Returns how many
+    /// `keep` accepts, and the ids of those from the `offset`-th on, at most `max`. Audited as
+    /// `key.list`.
+    pub async fn locate_objects(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        keep: impl Fn(&Key) -> bool,
+        offset: usize,
+        max: Option<usize>,
+    ) -> Result<(usize, Vec<String>)> {
+        self.audited(caller, instance_id, "key.list", instance_id, async {
+            caller.authorize(Action::ListKeys, instance_id, None)?;
+            self.unsealed(instance_id).await?;
+            let mut filter = KeyQuery {
+                states: KeyState::ALL.to_vec(),
+                limit: Some(LOCATE_PAGE),
+                ..KeyQuery::default()
+            }
+            .to_filter();
+            filter.without_kmip_adapter_objects =
+                crate::kmip_adapters::lists_without_adapter_objects(caller);
+            let (mut total, mut ids) = (0usize, Vec::new());
+            loop {
+                let page = self.store().list_keys(instance_id, &filter).await?;
+                let full = page.len() as u64 == LOCATE_PAGE;
+                filter.after = page.last().map(|r| keyfort_store::KeyCursor {
+                    created_at: r.created_at,
+                    id: r.id.clone(),
+                });
+                for record in page {
+                    let key = Key::from_record(record)?;
+                    if !crate::kmip_adapters::in_adapter_scope(caller, &key) || !keep(&key) {
+                        continue;
+                    }
+                    total += 1;
+                    if total > offset && max.is_none_or(|m| ids.len() < m) {
+                        ids.push(key.id);
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            self.audit_read(
+                caller,
+                instance_id,
+                "key.list",
+                instance_id,
+                json!({"returned": ids.len(), "total": total}),
+            )
+            .await?;
+            Ok((total, ids))
+        })
+        .await
     }
 
     /// Replaces a symmetric key with a new object of the same kind and attributes (KMIP

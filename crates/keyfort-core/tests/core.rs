@@ -1415,3 +1415,58 @@ async fn replacing_an_object_keeps_its_id_and_needs_the_manager_role() {
         "{missing:?}"
     );
 }
+
+/// KMIP Locate's walk reads the instance a page at a time: every object counts and the window
+/// of ids is right across page boundaries, however many objects there are.
+#[tokio::test]
+async fn locate_walks_every_object_page_by_page() {
+    let env = env().await;
+    let (core, instance) = (&env.core, env.instance.as_str());
+    let (before, _) = core
+        .locate_objects(&env.admin, instance, |_| true, 0, Some(0))
+        .await
+        .unwrap();
+    // More than two pages of 1000.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..2100u32 {
+        let (core, admin, instance) = (core.clone(), env.admin.clone(), env.instance.clone());
+        tasks.spawn(async move {
+            core.create_object(&admin, &instance, secret_object(None, &i.to_be_bytes()))
+                .await
+                .unwrap()
+                .id
+        });
+    }
+    let mut created = std::collections::HashSet::new();
+    while let Some(id) = tasks.join_next().await {
+        created.insert(id.unwrap());
+    }
+    let (total, all) = core
+        .locate_objects(&env.admin, instance, |_| true, 0, None)
+        .await
+        .unwrap();
+    assert_eq!(total, before + 2100);
+    assert_eq!(all.len(), total);
+    let distinct: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!(distinct.len(), total, "an object listed twice");
+    assert!(created.iter().all(|id| distinct.contains(id)));
+    // A window across the first page boundary, and one past the end.
+    let (total, window) = core
+        .locate_objects(&env.admin, instance, |_| true, 995, Some(10))
+        .await
+        .unwrap();
+    assert_eq!((total, window.as_slice()), (all.len(), &all[995..1005]));
+    let (_, none) = core
+        .locate_objects(&env.admin, instance, |_| true, all.len(), None)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    // A filter counts only what it keeps.
+    let kept: std::collections::HashSet<String> = all.iter().step_by(3).cloned().collect();
+    let (total, ids) = core
+        .locate_objects(&env.admin, instance, |k| kept.contains(&k.id), 0, None)
+        .await
+        .unwrap();
+    assert_eq!(total, kept.len());
+    assert_eq!(ids, all.iter().step_by(3).cloned().collect::<Vec<_>>());
+}

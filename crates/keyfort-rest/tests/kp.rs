@@ -3015,15 +3015,12 @@ async fn kmip_adapters_envelopes_reason_codes_objects_and_audit() {
             .await,
         Err(keyfort_core::CoreError::KeyNotFound { .. })
     ));
-    let visible = env
+    let (total, visible) = env
         .core
-        .all_objects(&session.caller, &env.instance)
+        .locate_objects(&session.caller, &env.instance, |_| true, 0, None)
         .await
         .unwrap();
-    assert_eq!(
-        visible.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
-        [object.as_str()]
-    );
+    assert_eq!((total, visible), (1, vec![object.clone()]));
     env.admin("POST", &format!("/api/v2/keys/{crk}/actions/disable"), None)
         .await;
     assert!(matches!(

@@ -105,6 +105,17 @@ pub struct KeyFilter {
     /// Leave out the objects of KMIP adapters (keys whose attributes carry `kmip_adapter`, see
     /// [`crate::Store::kmip_objects`]): Key Protect does not count them as keys.
     pub without_kmip_adapter_objects: bool,
+    /// Only keys after this one in the default order (creation time, then id as bytes): the
+    /// next page of a walk through every key, each page as cheap as the first (unlike
+    /// `offset`). Meant with `sort` empty.
+    pub after: Option<KeyCursor>,
+}
+
+/// A position in the default key order (see [`KeyFilter::after`]): the last key of a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCursor {
+    pub created_at: i64,
+    pub id: String,
 }
 
 /// How [`KeyFilter::search`] matches.

@@ -831,6 +831,25 @@ pub async fn list_and_count_keys(store: Arc<dyn Store>) {
         &["k1", "k2", "k3", "k4", "k5", "k0", "k6"],
     )
     .await;
+    // Page by page after a cursor: by creation time, then by id within a millisecond.
+    let after = |created_at: i64, id: &str, limit: Option<u64>| KeyFilter {
+        after: Some(keyfort_store::KeyCursor {
+            created_at,
+            id: id.to_owned(),
+        }),
+        limit,
+        ..Default::default()
+    };
+    check(after(20, "k2", None), &["k3", "k4", "k5", "k0", "k6"]).await;
+    check(after(60, "k0", None), &["k6"]).await;
+    check(after(60, "k6", None), &[]).await;
+    for (filter, want) in [
+        (after(10, "k1", Some(2)), ["k2", "k3"].as_slice()),
+        (after(i64::MIN, "", Some(1)), ["k1"].as_slice()),
+    ] {
+        let listed = s.list_keys("inst-a", &filter).await.expect("list");
+        assert_eq!(ids(&listed), want, "{filter:?}");
+    }
     check(
         KeyFilter {
             key_ring_id: Some("r2".to_owned()),

@@ -49,22 +49,18 @@ pub async fn locate(ctx: &mut Ctx<'_>, p: &Struct<'_>) -> OpResult {
         Tag::TEMPLATE_ATTRIBUTE,
         Tag::ATTRIBUTES,
     )?);
-    let objects = ctx
+    let (total, found) = ctx
         .core
-        .all_objects(ctx.caller(), ctx.instance())
+        .locate_objects(
+            ctx.caller(),
+            ctx.instance(),
+            |k| matches(k, &wanted),
+            usize::try_from(offset).unwrap_or(usize::MAX),
+            max.and_then(|m| usize::try_from(m).ok()),
+        )
         .await
         .map_err(core)?;
-    let found: Vec<&Key> = objects.iter().filter(|k| matches(k, &wanted)).collect();
-    let total = found.len();
-    let ids: Vec<Item> = found
-        .iter()
-        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-        .take(
-            max.and_then(|m| usize::try_from(m).ok())
-                .unwrap_or(usize::MAX),
-        )
-        .map(|k| uid_item(&k.id))
-        .collect();
+    let ids = found.iter().map(|id| uid_item(id));
     let mut out = Vec::new();
     if ctx.version >= crate::message::ProtocolVersion::new(1, 3) {
         out.push(Item::new(

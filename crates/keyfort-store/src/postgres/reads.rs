@@ -234,6 +234,14 @@ fn push_filter(q: &mut QueryBuilder<Postgres>, instance_id: &str, filter: &KeyFi
         q.push(" AND k.extractable = ");
         q.push_bind(extractable);
     }
+    if let Some(after) = &filter.after {
+        // Ids compare as bytes, as the listing orders them.
+        q.push(" AND (k.created_at, k.id COLLATE \"C\") > (");
+        q.push_bind(after.created_at);
+        q.push(", ");
+        q.push_bind(after.id.clone());
+        q.push(")");
+    }
     if filter.without_kmip_adapter_objects {
         // As on SQLite: the text test spares parsing the attributes of most keys.
         q.push(

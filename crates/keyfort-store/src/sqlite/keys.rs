@@ -252,6 +252,14 @@ fn push_filter(q: &mut QueryBuilder<Sqlite>, instance_id: &str, filter: &KeyFilt
         q.push(" AND k.extractable = ");
         q.push_bind(i64::from(extractable));
     }
+    if let Some(after) = &filter.after {
+        // A row value: a range of `ix_keys_created`.
+        q.push(" AND (k.created_at, k.id) > (");
+        q.push_bind(after.created_at);
+        q.push(", ");
+        q.push_bind(after.id.clone());
+        q.push(")");
+    }
     if filter.without_kmip_adapter_objects {
         // The text test spares parsing the attributes of keys that cannot carry the tag (a JSON
         // null counts as no tag, as on PostgreSQL).
