@@ -15,6 +15,9 @@ pub const DEFAULT_ADDR: &str = "https://127.0.0.1:8443";
 /// Longest error body quoted in a message.
 const MAX_QUOTED_BODY: usize = 2000;
 
+/// The longest a download may take in all ([`Client::download`]); other calls have a minute.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Connection options shared by every command that talks to a server.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
@@ -187,6 +190,47 @@ impl Client {
                 .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
         self.call_url(method, url, None).await
+    }
+
+    /// GETs `segments` with `query` and writes the answer's body to `out` as it arrives (a
+    /// listing as long as the audit export), with no bound on the whole transfer's time; an
+    /// error answer is read whole and returned as [`Client::call`] returns it. `Ok(Err(_))`:
+    /// writing to `out` failed.
+    pub async fn download(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        out: &mut dyn std::io::Write,
+    ) -> Result<std::io::Result<()>, ClientError> {
+        let mut url = self.url(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let token = self.bearer().await?;
+        let failed = |source| ClientError::Send {
+            method: Method::GET,
+            url: url.clone(),
+            source,
+        };
+        let mut resp = self
+            .http
+            .get(url.clone())
+            .bearer_auth(token.as_str())
+            .timeout(DOWNLOAD_TIMEOUT)
+            .send()
+            .await
+            .map_err(failed)?;
+        if !resp.status().is_success() {
+            success(answer(Method::GET, url.clone(), resp).await?)?;
+            return Ok(Ok(()));
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+            if let Err(e) = out.write_all(&chunk) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(out.flush())
     }
 
     async fn call_url(

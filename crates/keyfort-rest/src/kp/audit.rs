@@ -158,32 +158,79 @@ async fn export(
     q: Result<Query<Filters>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let f = filters(q)?;
-    let mut query = f.query(EXPORT_PAGE)?;
-    let mut remaining = f.limit;
-    let mut out = String::new();
-    loop {
-        let page = core.audit_events(&caller, &instance, &query).await?;
-        let Some(last) = page.last().map(|e| e.seq) else {
-            break;
-        };
-        let full = page.len() as u64 == query.limit;
-        for e in &page {
-            if remaining == Some(0) {
-                break;
-            }
-            out.push_str(&e.to_cadf().to_string());
-            out.push('\n');
-            remaining = remaining.map(|r| r - 1);
-        }
-        if !full || remaining == Some(0) {
-            break;
-        }
-        query.after_seq = last;
-    }
-    let mut response = (StatusCode::OK, out).into_response();
+    let query = f.query(EXPORT_PAGE)?;
+    // The first page before answering: a refusal is then an HTTP error, not a cut body.
+    let first = core.audit_events(&caller, &instance, &query).await?;
+    let export = Export {
+        core,
+        caller,
+        instance,
+        query,
+        remaining: f.limit,
+        page: Some(first),
+        done: false,
+    };
+    let body = axum::body::Body::from_stream(futures_util::stream::unfold(export, Export::next));
+    let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+/// An export under way: the body is streamed a page of events at a time as the client reads
+/// it, so neither side holds the whole trail.
+struct Export {
+    core: Keyfort,
+    caller: std::sync::Arc<keyfort_core::Caller>,
+    instance: String,
+    query: AuditQuery,
+    remaining: Option<u64>,
+    /// The page read before answering, not yet sent.
+    page: Option<Vec<AuditEvent>>,
+    done: bool,
+}
+
+impl Export {
+    /// The next page as JSON lines; `None` at the end. A failure after the answer began cuts
+    /// the body short (the client sees an incomplete transfer, never a silent end).
+    async fn next(mut self) -> Option<(Result<axum::body::Bytes, std::io::Error>, Export)> {
+        if self.done {
+            return None;
+        }
+        let page = match self.page.take() {
+            Some(page) => page,
+            None => match self
+                .core
+                .audit_events(&self.caller, &self.instance, &self.query)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(instance = %self.instance, error = %e, "audit export stopped");
+                    self.done = true;
+                    return Some((Err(std::io::Error::other("the audit export stopped")), self));
+                }
+            },
+        };
+        let full = page.len() as u64 == self.query.limit;
+        let mut out = String::new();
+        for e in &page {
+            if self.remaining == Some(0) {
+                break;
+            }
+            out.push_str(&e.to_cadf().to_string());
+            out.push('\n');
+            self.remaining = self.remaining.map(|r| r - 1);
+        }
+        match page.last() {
+            Some(last) if full && self.remaining != Some(0) => self.query.after_seq = last.seq,
+            _ => self.done = true,
+        }
+        if out.is_empty() {
+            return None;
+        }
+        Some((Ok(axum::body::Bytes::from(out)), self))
+    }
 }

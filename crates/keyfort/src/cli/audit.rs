@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::client::{Client, ClientArgs};
 
 use super::instance::{ADMIN, InstanceArg, resolve};
-use super::{CliError, print_json, print_line};
+use super::{CliError, print_json};
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
@@ -114,15 +114,12 @@ pub async fn run(args: AuditArgs) -> Result<(), CliError> {
             }
         }
         AuditCommand::Export(f) => {
-            let value = client
-                .call_with_query(Method::GET, &[&base[..], &["export"]].concat(), &f.query())
-                .await?;
-            match value {
-                // JSON lines: the body is not one JSON document.
-                Value::String(lines) => print_line(lines.trim_end()),
-                // A single event parses as one JSON object.
-                other => print_line(&other.to_string()),
-            }
+            // JSON lines, written as they arrive: the trail may be larger than memory.
+            let mut out = std::io::stdout().lock();
+            client
+                .download(&[&base[..], &["export"]].concat(), &f.query(), &mut out)
+                .await?
+                .map_err(CliError::Output)
         }
     }
 }
