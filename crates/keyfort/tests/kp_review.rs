@@ -23,6 +23,13 @@ struct Client {
 }
 
 impl Client {
+    /// Key `id` still exists and is not destroyed (state 5).
+    fn assert_not_destroyed(&self, id: &str) {
+        let (status, answer) = self.kp(Method::GET, &format!("/keys/{id}/metadata"), None, &[]);
+        assert_eq!(status, 200, "{answer}");
+        assert_ne!(answer["resources"][0]["state"], 5, "{answer}");
+    }
+
     /// Sets the instance policy `policy_type` to `data`, then waits out the server's policy
     /// cache (at most a second).
     fn set_instance_policy(&self, policy_type: &str, data: Value) {
@@ -157,9 +164,7 @@ fn kmip_destroy_keeps_dual_authorization() {
     assert_eq!(status, 409, "{answer}");
 
     revoke_and_destroy(&Kmip::dev(&server), &id);
-    let (status, answer) = kp.kp(Method::GET, &format!("/keys/{id}/metadata"), None, &[]);
-    assert_eq!(status, 200, "{answer}");
-    assert_ne!(answer["resources"][0]["state"], 5, "{answer}");
+    kp.assert_not_destroyed(&id);
 }
 
 /// While the instance's dualAuthDelete policy is on, a key created over KMIP takes it, as one
@@ -190,9 +195,7 @@ fn a_kmip_created_key_takes_the_instance_dual_authorization_policy() {
         Some(0),
         "one client destroyed it: {destroyed:?}"
     );
-    let (status, answer) = kp.kp(Method::GET, &format!("/keys/{id}/metadata"), None, &[]);
-    assert_eq!(status, 200, "{answer}");
-    assert_ne!(answer["resources"][0]["state"], 5, "{answer}");
+    kp.assert_not_destroyed(&id);
 }
 
 /// The instance's keyCreateImportAccess policy holds on the KMIP door: an object made there is
