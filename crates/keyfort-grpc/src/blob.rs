@@ -77,17 +77,37 @@ pub struct Key {
     pub current: bool,
 }
 
+/// Restrictions the service does not enforce, with the use each governs (`None`: every use).
+/// New keys cannot carry them (their templates are refused), but a blob sealed before that may.
+const UNENFORCED: [(u64, Option<u64>); 4] = [
+    (attr::ALLOWED_MECHANISMS, None),
+    (attr::WRAP_TEMPLATE, Some(attr::WRAP)),
+    (attr::UNWRAP_TEMPLATE, Some(attr::UNWRAP)),
+    (attr::DERIVE_TEMPLATE, Some(attr::DERIVE)),
+];
+
 impl Key {
-    /// Refuses the key unless its usage attribute `usage` is true.
+    /// Refuses the key unless its usage attribute `usage` is true, and unless it carries no
+    /// restriction on that use that the service does not enforce ([`UNENFORCED`]): such a key
+    /// is refused the use rather than used as if the restriction held.
     pub fn require(&self, usage: u64) -> Result<()> {
-        if self.attrs.flag(usage, false)? {
-            Ok(())
-        } else {
-            Err(ck(
+        if !self.attrs.flag(usage, false)? {
+            return Err(ck(
                 rv::CKR_KEY_FUNCTION_NOT_PERMITTED,
                 "the key's attributes do not allow this use",
-            ))
+            ));
         }
+        let unenforced = UNENFORCED
+            .iter()
+            .any(|(t, governs)| self.attrs.get(*t).is_some() && governs.is_none_or(|g| g == usage));
+        if unenforced {
+            return Err(ck(
+                rv::CKR_KEY_FUNCTION_NOT_PERMITTED,
+                "the key carries allowed mechanisms or a wrap, unwrap or derive template, which \
+                 this service does not enforce: make the key again without them",
+            ));
+        }
+        Ok(())
     }
 
     pub fn key_type(&self) -> i64 {
@@ -464,4 +484,65 @@ pub fn open_state(s: &Grep11Sealer, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     }
     let h = header(KIND_STATE, &[]);
     Ok(s.unseal(OBJECT_STATE, &h, p.wkid, p.sealed)?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attrs::Attr;
+
+    fn secret_key(extra: &[(u64, Attr)]) -> Key {
+        let mut attrs = Attrs::default();
+        for usage in [attr::ENCRYPT, attr::WRAP, attr::UNWRAP, attr::DERIVE] {
+            attrs.set(usage, Attr::Bool(true));
+        }
+        for (t, v) in extra {
+            attrs.set(*t, v.clone());
+        }
+        Key {
+            attrs,
+            material: Material::Secret(Zeroizing::new(vec![0; 32])),
+            current: true,
+        }
+    }
+
+    fn refused(key: &Key, usage: u64) -> bool {
+        matches!(
+            key.require(usage),
+            Err(Error::Ck {
+                rv: rv::CKR_KEY_FUNCTION_NOT_PERMITTED,
+                ..
+            })
+        )
+    }
+
+    /// A blob sealed before such restrictions were refused at creation is not used as if they
+    /// held: allowed mechanisms refuse every use, a template the use it governs.
+    #[test]
+    fn restrictions_the_service_does_not_enforce_refuse_the_uses_they_govern() {
+        let plain = secret_key(&[]);
+        for usage in [attr::ENCRYPT, attr::WRAP, attr::UNWRAP, attr::DERIVE] {
+            assert!(plain.require(usage).is_ok());
+        }
+        assert!(refused(&plain, attr::SIGN), "a usage flag that is not set");
+
+        let mechanisms = secret_key(&[(attr::ALLOWED_MECHANISMS, Attr::Bytes(vec![0; 8]))]);
+        for usage in [attr::ENCRYPT, attr::WRAP, attr::UNWRAP, attr::DERIVE] {
+            assert!(refused(&mechanisms, usage));
+        }
+        for (template, governs) in [
+            (attr::WRAP_TEMPLATE, attr::WRAP),
+            (attr::UNWRAP_TEMPLATE, attr::UNWRAP),
+            (attr::DERIVE_TEMPLATE, attr::DERIVE),
+        ] {
+            let key = secret_key(&[(template, Attr::Bytes(vec![1]))]);
+            for usage in [attr::ENCRYPT, attr::WRAP, attr::UNWRAP, attr::DERIVE] {
+                assert_eq!(
+                    refused(&key, usage),
+                    usage == governs,
+                    "{template:#x} {usage:#x}"
+                );
+            }
+        }
+    }
 }
