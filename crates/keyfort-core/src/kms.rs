@@ -252,6 +252,9 @@ pub struct KeyRing {
 /// A registration of a resource protected by a key.
 pub type Registration = RegistrationRecord;
 
+/// Registrations read per page while [`Keyfort::registrations_matching`] walks an instance.
+const REGISTRATION_PAGE: u64 = 1000;
+
 /// What the import token endpoint shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportToken {
@@ -1660,46 +1663,95 @@ impl Keyfort {
         instance_id: &str,
         id_or_alias: Option<&str>,
     ) -> Result<Vec<Registration>> {
+        self.registrations_matching(caller, instance_id, id_or_alias, |_| true, 0, usize::MAX)
+            .await
+            .map(|(_, page)| page)
+    }
+
+    /// Registrations of a key, or of all keys, that `keep` accepts: how many there are, and
+    /// those from the `offset`-th on, at most `limit`, ordered by key then CRN. All keys'
+    /// registrations are read a page at a time, so memory does not grow with their number.
+    pub async fn registrations_matching(
+        &self,
+        caller: &Caller,
+        instance_id: &str,
+        id_or_alias: Option<&str>,
+        keep: impl Fn(&Registration) -> bool,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<Registration>)> {
         let target = id_or_alias.unwrap_or(instance_id).to_owned();
         self.audited(caller, instance_id, "registration.list", &target, async {
             self.unsealed_for(caller, instance_id).await?;
-            let key_id = match id_or_alias {
+            let (mut total, mut page) = (0usize, Vec::new());
+            let mut take = |r: Registration| {
+                if keep(&r) {
+                    total += 1;
+                    if total > offset && page.len() < limit {
+                        page.push(r);
+                    }
+                }
+            };
+            match id_or_alias {
                 Some(k) => {
                     let key = self.find_key(instance_id, k).await?;
                     caller.authorize(Action::ReadKey, instance_id, Some(&key.key_ring_id))?;
                     check_key_ring(caller, &key)?;
                     crate::kmip_adapters::check_adapter_scope(caller, &key)?;
-                    Some(key.id)
+                    for r in self
+                        .store()
+                        .registrations(instance_id, Some(&key.id))
+                        .await?
+                    {
+                        take(r);
+                    }
                 }
                 None => {
                     let ring = caller.request.key_ring.as_deref();
                     caller.authorize(Action::ReadKey, instance_id, ring)?;
-                    None
+                    // Scoped to a key ring: only the registrations of keys in it.
+                    let in_ring = match ring {
+                        Some(ring) => {
+                            let filter = KeyQuery {
+                                key_ring_id: Some(ring.to_owned()),
+                                states: KeyState::ALL.to_vec(),
+                                ..KeyQuery::default()
+                            }
+                            .to_filter();
+                            let keys = self.store().list_keys(instance_id, &filter).await?;
+                            Some(
+                                keys.into_iter()
+                                    .map(|k| k.id)
+                                    .collect::<std::collections::HashSet<String>>(),
+                            )
+                        }
+                        None => None,
+                    };
+                    let mut after: Option<(String, String)> = None;
+                    loop {
+                        let cursor = after.as_ref().map(|(k, c)| (k.as_str(), c.as_str()));
+                        let records = self
+                            .store()
+                            .registrations_after(instance_id, cursor, REGISTRATION_PAGE)
+                            .await?;
+                        let full = records.len() as u64 == REGISTRATION_PAGE;
+                        after = records
+                            .last()
+                            .map(|r| (r.key_id.clone(), r.resource_crn.clone()));
+                        for r in records {
+                            if in_ring.as_ref().is_none_or(|ids| ids.contains(&r.key_id)) {
+                                take(r);
+                            }
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
                 }
-            };
-            let mut list = self
-                .store()
-                .registrations(instance_id, key_id.as_deref())
-                .await?;
-            // All keys' registrations, scoped to a key ring: only those of keys in it.
-            if let (None, Some(ring)) = (&key_id, &caller.request.key_ring) {
-                let in_ring = KeyQuery {
-                    key_ring_id: Some(ring.clone()),
-                    states: KeyState::ALL.to_vec(),
-                    ..KeyQuery::default()
-                };
-                let ids: std::collections::HashSet<String> = self
-                    .store()
-                    .list_keys(instance_id, &in_ring.to_filter())
-                    .await?
-                    .into_iter()
-                    .map(|k| k.id)
-                    .collect();
-                list.retain(|r| ids.contains(&r.key_id));
             }
             self.audit_read(caller, instance_id, "registration.list", &target, json!({}))
                 .await?;
-            Ok(list)
+            Ok((total, page))
         })
         .await
     }

@@ -1470,3 +1470,71 @@ async fn locate_walks_every_object_page_by_page() {
     assert_eq!(total, kept.len());
     assert_eq!(ids, all.iter().step_by(3).cloned().collect::<Vec<_>>());
 }
+
+/// The listing of all keys' registrations reads them a page at a time: every one counts once,
+/// in key then CRN order, and the window is right across page boundaries.
+#[tokio::test]
+async fn registrations_of_all_keys_are_walked_page_by_page() {
+    let env = env().await;
+    let (core, instance) = (&env.core, env.instance.as_str());
+    let mut keys = Vec::new();
+    for i in 0..21 {
+        let key = core
+            .create_key(&env.admin, instance, named(&format!("registered-{i}")))
+            .await
+            .unwrap();
+        keys.push(key.id);
+    }
+    // 2,100 registrations: more than two pages of 1000.
+    let mut tasks = tokio::task::JoinSet::new();
+    for key in &keys {
+        for n in 0..100 {
+            let (core, admin, instance, key) = (
+                core.clone(),
+                env.admin.clone(),
+                env.instance.clone(),
+                key.clone(),
+            );
+            tasks.spawn(async move {
+                let crn = format!("crn:v1:test:{n:03}");
+                core.put_registration(&admin, &instance, &key, &crn, None, None, false)
+                    .await
+                    .unwrap();
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let (total, all) = core
+        .registrations_matching(&env.admin, instance, None, |_| true, 0, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!((total, all.len()), (2100, 2100));
+    let order: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r.key_id.as_str(), r.resource_crn.as_str()))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(order, sorted, "not in key then CRN order, or repeated");
+    let (total, window) = core
+        .registrations_matching(&env.admin, instance, None, |_| true, 995, 10)
+        .await
+        .unwrap();
+    assert_eq!((total, window.as_slice()), (2100, &all[995..1005]));
+    let (total, kept) = core
+        .registrations_matching(
+            &env.admin,
+            instance,
+            None,
+            |r| r.resource_crn.ends_with('7'),
+            0,
+            usize::MAX,
+        )
+        .await
+        .unwrap();
+    assert_eq!((total, kept.len()), (210, 210));
+    assert!(kept.iter().all(|r| r.resource_crn.ends_with('7')));
+}

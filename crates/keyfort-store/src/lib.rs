@@ -230,6 +230,16 @@ pub trait Store: Send + Sync + 'static {
         key_id: Option<&str>,
     ) -> Result<Vec<RegistrationRecord>>;
 
+    /// At most `limit` registrations of the instance, after the one `after` names (key id,
+    /// resource CRN; both compared as bytes), ordered by key then CRN: a walk through every
+    /// registration a page at a time.
+    async fn registrations_after(
+        &self,
+        instance_id: &str,
+        after: Option<(&str, &str)>,
+        limit: u64,
+    ) -> Result<Vec<RegistrationRecord>>;
+
     // ---- KMIP adapters (written through `apply`) -------------------------------------------
 
     /// The KMIP adapters of an instance, ordered by creation time then id.

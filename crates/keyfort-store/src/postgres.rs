@@ -522,6 +522,15 @@ impl Store for PgStore {
         reads::registrations(&self.pool, instance_id, key_id).await
     }
 
+    async fn registrations_after(
+        &self,
+        instance_id: &str,
+        after: Option<(&str, &str)>,
+        limit: u64,
+    ) -> Result<Vec<RegistrationRecord>> {
+        reads::registrations_after(&self.pool, instance_id, after, limit).await
+    }
+
     async fn kmip_adapters(&self, instance_id: &str) -> Result<Vec<KmipAdapterRecord>> {
         kmip_adapters::adapters(&self.pool, instance_id).await
     }

@@ -519,6 +519,15 @@ impl Store for SqliteStore {
         registrations::list(self, instance_id, key_id).await
     }
 
+    async fn registrations_after(
+        &self,
+        instance_id: &str,
+        after: Option<(&str, &str)>,
+        limit: u64,
+    ) -> Result<Vec<RegistrationRecord>> {
+        registrations::after(self, instance_id, after, limit).await
+    }
+
     async fn kmip_adapters(&self, instance_id: &str) -> Result<Vec<KmipAdapterRecord>> {
         kmip_adapters::adapters(self, instance_id).await
     }

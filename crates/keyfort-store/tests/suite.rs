@@ -3390,6 +3390,23 @@ pub async fn registrations(store: Arc<dyn Store>) {
         s.registrations("inst-a", None).await.expect("list").len(),
         3
     );
+    // Page by page after a cursor, within the instance.
+    let after = |cursor: Option<(&'static str, &'static str)>, limit: u64| {
+        let store = store.clone();
+        async move {
+            store
+                .registrations_after("inst-a", cursor, limit)
+                .await
+                .expect("page")
+        }
+    };
+    assert_eq!(after(None, 2).await, vec![k1_a.clone(), k1_b.clone()]);
+    assert_eq!(
+        after(Some(("k1", "crn:a")), 5).await,
+        vec![k1_b.clone(), k2_a.clone()]
+    );
+    assert_eq!(after(Some(("k1", "crn:b")), 5).await, vec![k2_a.clone()]);
+    assert!(after(Some(("k2", "crn:a")), 5).await.is_empty());
 
     // Put replaces every field of the same (instance, key, CRN).
     let replaced = RegistrationRecord {

@@ -43,26 +43,23 @@ async fn list_for(core: &Keyfort, kp: &Kp, key: Option<&str>) -> Result<Response
         .query
         .get("urlEncodedResourceCRNQuery")
         .map(str::to_owned);
-    let all = core
-        .registrations(&kp.caller, &kp.instance, key)
+    let (total, page) = core
+        .registrations_matching(
+            &kp.caller,
+            &kp.instance,
+            key,
+            |r| {
+                prevent.is_none_or(|p| p == r.prevent_key_deletion)
+                    && pattern
+                        .as_deref()
+                        .is_none_or(|p| crn_matches(p, &r.resource_crn))
+            },
+            usize::try_from(offset).unwrap_or(usize::MAX),
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        )
         .await
         .map_err(kp.err(Op::REGISTRATION_GET))?;
-    let matching: Vec<&Registration> = all
-        .iter()
-        .filter(|r| prevent.is_none_or(|p| p == r.prevent_key_deletion))
-        .filter(|r| {
-            pattern
-                .as_deref()
-                .is_none_or(|p| crn_matches(p, &r.resource_crn))
-        })
-        .collect();
-    let total = matching.len();
-    let page = matching
-        .into_iter()
-        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-        .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        .map(|r| registration_json(kp, r))
-        .collect();
+    let page = page.iter().map(|r| registration_json(kp, r)).collect();
     let mut body = collection(REGISTRATION, page);
     if kp.query.bool(kp, "totalCount")? == Some(true) {
         body["metadata"]["totalCount"] = json!(total);

@@ -426,6 +426,30 @@ pub(super) async fn registrations(
     all.iter().map(rows::registration).collect()
 }
 
+pub(super) async fn registrations_after(
+    pool: &PgPool,
+    instance_id: &str,
+    after: Option<(&str, &str)>,
+    limit: u64,
+) -> Result<Vec<RegistrationRecord>> {
+    let (key_id, crn) = after.unzip();
+    // Ids and CRNs compare as bytes, as on SQLite, whatever the database's collation.
+    let page = sqlx::query(
+        "SELECT instance_id, key_id, resource_crn, description, registration_metadata, \
+         prevent_key_deletion, key_version_id, created_by, created_at, updated_by, updated_at \
+         FROM registrations WHERE instance_id = $1 AND ($2::text IS NULL OR \
+         (key_id COLLATE \"C\", resource_crn COLLATE \"C\") > ($2::text, $3::text)) \
+         ORDER BY key_id COLLATE \"C\", resource_crn COLLATE \"C\" LIMIT $4",
+    )
+    .bind(instance_id)
+    .bind(key_id)
+    .bind(crn)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    page.iter().map(rows::registration).collect()
+}
+
 pub(super) async fn principal(pool: &PgPool, id: &str) -> Result<Option<PrincipalRecord>> {
     let row = sqlx::query(select_principals!("WHERE id = $1"))
         .bind(id)

@@ -32,6 +32,27 @@ pub(super) async fn list(
     all.iter().map(rows::registration).collect()
 }
 
+/// [`crate::Store::registrations_after`]: a range of the primary key.
+pub(super) async fn after(
+    store: &SqliteStore,
+    instance_id: &str,
+    after: Option<(&str, &str)>,
+    limit: u64,
+) -> Result<Vec<RegistrationRecord>> {
+    let (key_id, crn) = after.unzip();
+    let page = sqlx::query(select_registrations!(
+        "WHERE instance_id = ?1 AND (?2 IS NULL OR (key_id, resource_crn) > (?2, ?3)) \
+         ORDER BY key_id, resource_crn LIMIT ?4"
+    ))
+    .bind(instance_id)
+    .bind(key_id)
+    .bind(crn)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&store.reader)
+    .await?;
+    page.iter().map(rows::registration).collect()
+}
+
 /// Inserts `r`, or replaces every field of the registration with the same
 /// `(instance_id, key_id, resource_crn)`. [`crate::StoreError::NotFound`] if the key does not
 /// exist.
