@@ -1683,13 +1683,10 @@ impl Keyfort {
         let target = id_or_alias.unwrap_or(instance_id).to_owned();
         self.audited(caller, instance_id, "registration.list", &target, async {
             self.unsealed_for(caller, instance_id).await?;
-            let (mut total, mut page) = (0usize, Vec::new());
+            let mut found = crate::kms_list::Window::new(offset, limit);
             let mut take = |r: Registration| {
                 if keep(&r) {
-                    total += 1;
-                    if total > offset && page.len() < limit {
-                        page.push(r);
-                    }
+                    found.offer(r);
                 }
             };
             match id_or_alias {
@@ -1751,7 +1748,7 @@ impl Keyfort {
             }
             self.audit_read(caller, instance_id, "registration.list", &target, json!({}))
                 .await?;
-            Ok((total, page))
+            Ok((found.total, found.items))
         })
         .await
     }

@@ -91,3 +91,31 @@ impl Keyfort {
         Ok((keys, total, false))
     }
 }
+
+/// The part of a walk's matches that a caller asked for: counts every match offered, and keeps
+/// those from the `offset`-th on, at most `limit`.
+pub(crate) struct Window<T> {
+    offset: usize,
+    limit: usize,
+    pub(crate) total: usize,
+    pub(crate) items: Vec<T>,
+}
+
+impl<T> Window<T> {
+    pub(crate) fn new(offset: usize, limit: usize) -> Window<T> {
+        Window {
+            offset,
+            limit,
+            total: 0,
+            items: Vec::new(),
+        }
+    }
+
+    /// One more match.
+    pub(crate) fn offer(&mut self, item: T) {
+        self.total += 1;
+        if self.total > self.offset && self.items.len() < self.limit {
+            self.items.push(item);
+        }
+    }
+}

@@ -673,7 +673,7 @@ impl Keyfort {
             .to_filter();
             filter.without_kmip_adapter_objects =
                 crate::kmip_adapters::lists_without_adapter_objects(caller);
-            let (mut total, mut ids) = (0usize, Vec::new());
+            let mut found = crate::kms_list::Window::new(offset, max.unwrap_or(usize::MAX));
             loop {
                 let page = self.store().list_keys(instance_id, &filter).await?;
                 let full = page.len() as u64 == LOCATE_PAGE;
@@ -683,12 +683,8 @@ impl Keyfort {
                 });
                 for record in page {
                     let key = Key::from_record(record)?;
-                    if !crate::kmip_adapters::in_adapter_scope(caller, &key) || !keep(&key) {
-                        continue;
-                    }
-                    total += 1;
-                    if total > offset && max.is_none_or(|m| ids.len() < m) {
-                        ids.push(key.id);
+                    if crate::kmip_adapters::in_adapter_scope(caller, &key) && keep(&key) {
+                        found.offer(key.id);
                     }
                 }
                 if !full {
@@ -700,10 +696,10 @@ impl Keyfort {
                 instance_id,
                 "key.list",
                 instance_id,
-                json!({"returned": ids.len(), "total": total}),
+                json!({"returned": found.items.len(), "total": found.total}),
             )
             .await?;
-            Ok((total, ids))
+            Ok((found.total, found.items))
         })
         .await
     }
