@@ -441,6 +441,11 @@ pub(super) async fn drain_loop(journal: std::sync::Weak<Journal>, queue: writer:
         let (Some(journal), Some(queue)) = (journal.upgrade(), queue.upgrade()) else {
             return;
         };
+        if queue.is_broken() {
+            // The writer refuses every write until the process restarts (its flush failed); the
+            // events left in the journal move into the database at the next open.
+            return;
+        }
         if !journal.has_pending() {
             continue;
         }

@@ -1240,6 +1240,50 @@ mod tests {
         task.await.expect("the writer and its sync thread end");
     }
 
+    /// Once the writer is broken, the journal's drain loop stops instead of failing every few
+    /// milliseconds: the events left in the journal wait for the next open.
+    #[tokio::test]
+    async fn the_drain_loop_stops_with_a_broken_writer() {
+        let dir = tempfile::tempdir().expect("dir");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(dir.path().join("d.db"))
+                    .create_if_missing(true),
+            )
+            .await
+            .expect("pool");
+        super::super::migrate::run(&pool).await.expect("schema");
+        let journal = Journal::open_shared(&dir.path().join("d.db"), &pool)
+            .await
+            .expect("journal");
+        // Flushes fail: no database file where the sync looks.
+        let sync = SyncFiles::new(dir.path().join("elsewhere.db"));
+        let (writer, task) = spawn(pool.clone(), Some(sync), Some(journal.clone()));
+        let event = AuditEventInput {
+            instance_id: "i".into(),
+            at: 1,
+            body: r#"{"action":"key.read"}"#.into(),
+        };
+        journal.append(&pool, &event).await.expect("appended");
+        assert!(writer.drain(false).await.is_err(), "a flush that failed");
+        assert!(writer.is_broken());
+        journal.append(&pool, &event).await.expect("appended");
+        assert!(journal.has_pending());
+        let stopped = tokio::time::timeout(
+            Duration::from_secs(2),
+            super::super::journal::drain_loop(Arc::downgrade(&journal), writer.downgrade()),
+        )
+        .await;
+        assert!(
+            stopped.is_ok(),
+            "the drain loop went on with a broken writer"
+        );
+        drop(writer);
+        task.await.expect("the writer and its sync thread end");
+    }
+
     #[test]
     fn the_inode_number_alone_is_read() {
         use std::os::unix::fs::MetadataExt as _;
