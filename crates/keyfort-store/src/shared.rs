@@ -9,6 +9,20 @@ pub(crate) fn not_found(what: &'static str, id: &str) -> StoreError {
     }
 }
 
+/// The [`StoreError::NotFound`] of a keystore object that is not there: of its keystore when
+/// `keystore_found` says that is not there either (both backends answer alike).
+pub(crate) fn missing_keystore_object(
+    keystore_found: Result<bool, sqlx::Error>,
+    keystore_id: &str,
+    id: &str,
+) -> StoreError {
+    match keystore_found {
+        Ok(true) => not_found("keystore object", id),
+        Ok(false) => not_found("keystore", keystore_id),
+        Err(e) => e.into(),
+    }
+}
+
 pub(crate) fn already_exists(what: &'static str, id: &str) -> StoreError {
     StoreError::AlreadyExists {
         what,

@@ -4289,32 +4289,16 @@ pub async fn keystore_object_updates_are_optimistic(store: Arc<dyn Store>) {
             .expect("find")
             .is_empty()
     );
-    let e = fails(
-        ks_apply(
-            s,
-            KeystoreWrite::DeleteObject {
-                instance_id: "inst-a".to_owned(),
-                keystore_id: "ks".to_owned(),
-                id: "o1".to_owned(),
-                row_version: None,
-            },
-        )
-        .await,
-    );
+    let delete_o1 = |instance: &str| KeystoreWrite::DeleteObject {
+        instance_id: instance.to_owned(),
+        keystore_id: "ks".to_owned(),
+        id: "o1".to_owned(),
+        row_version: None,
+    };
+    let e = fails(ks_apply(s, delete_o1("inst-a")).await);
     assert_not_found(e, "keystore object", "o1");
     // In a keystore the instance does not have, the keystore is what is missing.
-    let e = fails(
-        ks_apply(
-            s,
-            KeystoreWrite::DeleteObject {
-                instance_id: "inst-b".to_owned(),
-                keystore_id: "ks".to_owned(),
-                id: "o1".to_owned(),
-                row_version: None,
-            },
-        )
-        .await,
-    );
+    let e = fails(ks_apply(s, delete_o1("inst-b")).await);
     assert_not_found(e, "keystore", "ks");
     // Without a version, a delete takes whatever is there; and the keystore is empty again.
     ks_apply(s, KeystoreWrite::InsertObject(o.clone()))

@@ -375,23 +375,20 @@ pub(super) async fn find(
     rows.iter().map(row_read::keystore_object).collect()
 }
 
-/// The [`StoreError::NotFound`] of an object that is not there: of its keystore, when that is
-/// not there either.
+/// The [`StoreError::NotFound`] of an object that is not there (see
+/// [`crate::shared::missing_keystore_object`]).
 async fn missing_object(
     conn: &mut Conn,
     instance_id: &str,
     keystore_id: &str,
     id: &str,
 ) -> StoreError {
-    let keystore: std::result::Result<Option<i64>, sqlx::Error> =
-        sqlx::query_scalar("SELECT 1 FROM keystores WHERE instance_id = ? AND id = ?")
+    let keystore =
+        sqlx::query_scalar::<_, i64>("SELECT 1 FROM keystores WHERE instance_id = ? AND id = ?")
             .bind(instance_id)
             .bind(keystore_id)
             .fetch_optional(&mut *conn)
-            .await;
-    match keystore {
-        Ok(Some(_)) => not_found("keystore object", id),
-        Ok(None) => not_found("keystore", keystore_id),
-        Err(e) => e.into(),
-    }
+            .await
+            .map(|found| found.is_some());
+    crate::shared::missing_keystore_object(keystore, keystore_id, id)
 }

@@ -1095,13 +1095,18 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn the_task_ends_with_the_last_writer() {
-        let pool = SqlitePoolOptions::new()
+    /// One in-memory connection, enough for the writer alone.
+    async fn memory_pool() -> SqlitePool {
+        SqlitePoolOptions::new()
             .max_connections(1)
             .connect("sqlite::memory:")
             .await
-            .expect("pool");
+            .expect("pool")
+    }
+
+    #[tokio::test]
+    async fn the_task_ends_with_the_last_writer() {
+        let pool = memory_pool().await;
         let (writer, task) = spawn(pool, None, None);
         let clone = writer.clone();
         drop(writer);
@@ -1205,11 +1210,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_failed_flush_no_write_is_made_or_answered_as_durable() {
         let dir = tempfile::tempdir().expect("dir");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .expect("pool");
+        let pool = memory_pool().await;
         // Neither a database nor a WAL is at `path` yet: the first flush fails.
         let path = dir.path().join("later.db");
         let (writer, task) = spawn(pool.clone(), Some(SyncFiles::new(path.clone())), None);
