@@ -154,27 +154,33 @@ pub(super) fn decode(
         .collect()
 }
 
-/// Pushes onto `q` the INSERTs of `blocks` and of their terms, with few row counts
-/// ([`super::super::padded`]). Returns how many statements were pushed.
+/// The INSERT of one block. Blocks go in one such statement each: SQLite runs a multi-row
+/// INSERT into a table with a row trigger (`tr_audit_blocks_continue`) through a temporary
+/// table, which would write every block's events there, read them back and copy them again
+/// before the real insert.
+const INSERT_BLOCK: &str = "INSERT INTO audit_blocks \
+    (instance_id, first_seq, last_seq, first_at, last_at, last_hash, events) VALUES (";
+
+/// Pushes onto `q` the INSERTs of `blocks` (one each, [`INSERT_BLOCK`]) and of their terms
+/// (with few row counts, [`super::super::padded`]). Returns how many statements were pushed.
 pub(super) fn push_inserts(q: &mut QueryBuilder<Sqlite>, blocks: &[Block<'_>]) -> usize {
-    if blocks.is_empty() {
-        return 0;
+    for (i, b) in blocks.iter().enumerate() {
+        if i > 0 {
+            q.push("; ");
+        }
+        q.push(INSERT_BLOCK);
+        let at = b.events.iter().map(|e| e.at);
+        q.separated(", ")
+            .push_bind(b.first().instance_id.clone())
+            .push_bind(b.first().seq)
+            .push_bind(b.last().seq)
+            .push_bind(at.clone().min())
+            .push_bind(at.max())
+            .push_bind(b.last().hash.clone())
+            .push_bind(encode(b));
+        q.push(")");
     }
-    let mut statements = super::super::padded::push_inserts(
-        q,
-        "audit_blocks (instance_id, first_seq, last_seq, first_at, last_at, last_hash, events)",
-        blocks,
-        |row, b| {
-            let at = b.map(|b| b.events.iter().map(|e| e.at));
-            row.push_bind(b.map(|b| b.first().instance_id.clone()))
-                .push_bind(b.map(|b| b.first().seq))
-                .push_bind(b.map(|b| b.last().seq))
-                .push_bind(at.clone().and_then(Iterator::min))
-                .push_bind(at.and_then(Iterator::max))
-                .push_bind(b.map(|b| b.last().hash.clone()))
-                .push_bind(b.map(encode));
-        },
-    );
+    let mut statements = blocks.len();
     let terms: Vec<(&str, i64, String)> = blocks
         .iter()
         .flat_map(|b| {
@@ -281,6 +287,59 @@ mod tests {
                 ("a".to_owned(), BLOCK_EVENTS as i64 + 1, 2),
                 ("b".to_owned(), 7, 1),
                 ("b".to_owned(), 9, 1),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn blocks_are_inserted_without_a_temporary_table() {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("pool");
+        crate::sqlite::migrate::run(&pool).await.expect("migrate");
+        let wrap = r#"{"target":"k","action":"wrap"}"#;
+        let mut records: Vec<_> = (1..=BLOCK_EVENTS as i64 + 2)
+            .map(|s| record("a", s, wrap))
+            .collect();
+        records.push(record("b", 1, "{}"));
+        let blocks = blocks(&records);
+        assert_eq!(blocks.len(), 3);
+        let mut q = QueryBuilder::new("");
+        let statements = push_inserts(&mut q, &blocks);
+        let sql = q.sql().as_str().to_owned();
+        for statement in sql.split("; ") {
+            let mut explain = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {statement}")));
+            for _ in 0..statement.matches('?').count() {
+                explain = explain.bind(None::<i64>);
+            }
+            let opcodes: Vec<String> = explain
+                .fetch_all(&pool)
+                .await
+                .expect("explain")
+                .iter()
+                .map(|row| sqlx::Row::get(row, "opcode"))
+                .collect();
+            if statement.starts_with("INSERT INTO audit_blocks") {
+                assert!(!opcodes.iter().any(|o| o == "OpenEphemeral"), "{statement}");
+            }
+        }
+        assert_eq!(statements, 4, "3 blocks, then their terms");
+        q.build().execute(&pool).await.expect("insert");
+        let stored: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT instance_id, first_seq, last_seq FROM audit_blocks ORDER BY 1, 2",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("read");
+        let last = BLOCK_EVENTS as i64;
+        assert_eq!(
+            stored,
+            [
+                ("a".to_owned(), 1, last),
+                ("a".to_owned(), last + 1, last + 2),
+                ("b".to_owned(), 1, 1),
             ]
         );
     }
