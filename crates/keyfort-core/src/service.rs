@@ -1026,17 +1026,18 @@ pub(crate) fn principal_from_record(r: &PrincipalRecord) -> Result<Principal> {
 /// group of creations writes a few pages rather than one page per key per index.
 pub(crate) fn new_key_id(now_ms: i64) -> Result<String> {
     let mut bytes = [0u8; 10];
-    keyfort_crypto::rng::fill(&mut bytes)?;
+    keyfort_crypto::rng::fill_identifier(&mut bytes)?;
     let millis = u64::try_from(now_ms).unwrap_or(0);
     Ok(uuid::Builder::from_unix_timestamp_millis(millis, &bytes)
         .into_uuid()
         .to_string())
 }
 
-/// A fresh random UUID (v4) from the crypto boundary's CSPRNG.
+/// A fresh random UUID (v4) from the crypto boundary's CSPRNG (its identifier pool: ids are
+/// public).
 pub fn new_id() -> Result<String> {
     let mut bytes = [0u8; 16];
-    keyfort_crypto::rng::fill(&mut bytes)?;
+    keyfort_crypto::rng::fill_identifier(&mut bytes)?;
     Ok(uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
         .to_string())
