@@ -1714,6 +1714,37 @@ async fn deprecated_action_form_and_key_resource() {
         )
         .await;
     assert_eq!(a.headers["correlation-id"], "abc-123");
+    // Refusals and unknown endpoints echo it too; an unusable one is replaced.
+    for (path, token, status) in [
+        ("/api/v2/keys", None, 401),
+        ("/api/v2/no_such_thing", Some(admin.as_str()), 404),
+    ] {
+        let refused = env
+            .send(
+                "GET",
+                path,
+                token,
+                Some(&env.instance),
+                None,
+                &[("Correlation-Id", "req-7")],
+            )
+            .await;
+        assert_eq!(refused.status.as_u16(), status, "{path}");
+        assert_eq!(refused.headers["correlation-id"], "req-7", "{path}");
+    }
+    let long = "x".repeat(129);
+    let fresh = env
+        .send(
+            "GET",
+            "/api/v2/keys",
+            Some(&admin),
+            Some(&env.instance),
+            None,
+            &[("Correlation-Id", long.as_str())],
+        )
+        .await;
+    let made_up = fresh.headers["correlation-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(made_up).is_ok(), "{made_up}");
 }
 
 // ---- admin API: principals, API keys, audit ---------------------------------------------------

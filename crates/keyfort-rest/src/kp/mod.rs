@@ -18,6 +18,7 @@ mod registrations;
 mod rings;
 
 mod aliases;
+mod correlation;
 mod events;
 
 use std::collections::HashMap;
@@ -27,9 +28,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::routing::{delete, get, post};
 use keyfort_core::{AuthFailure, Caller, CoreError, Keyfort};
 use serde_json::Value;
@@ -126,7 +125,7 @@ pub(crate) fn routes() -> Router<Keyfort> {
             post(rings::create).delete(rings::delete),
         )
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(correlate))
+        .layer(correlation::Correlate)
 }
 
 /// The admin routes of this module, under `/api/keyfort/v1`.
@@ -144,32 +143,7 @@ async fn not_found(headers: HeaderMap) -> KpError {
     .with_correlation(correlation_of(&headers))
 }
 
-/// Makes sure every request has a correlation id (the client's `Correlation-Id` or
-/// `X-Correlation-ID`, else a fresh one) and echoes it in the response's `Correlation-Id`.
-async fn correlate(mut request: Request, next: Next) -> Response {
-    let given = [CORRELATION_ID, X_CORRELATION_ID].iter().find_map(|h| {
-        request
-            .headers()
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= MAX_CORRELATION_ID_LEN)
-            .and_then(|v| HeaderValue::from_str(v).ok())
-    });
-    let id = match given {
-        Some(v) => v,
-        None => {
-            let fresh = keyfort_core::new_id().unwrap_or_else(|_| "unavailable".to_owned());
-            HeaderValue::from_str(&fresh).unwrap_or(HeaderValue::from_static("unavailable"))
-        }
-    };
-    request.headers_mut().insert(CORRELATION_ID, id.clone());
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(CORRELATION_ID, id);
-    response
-}
-
-/// The correlation id the [`correlate`] middleware put on the request.
+/// The correlation id the [`correlation::Correlate`] layer put on the request.
 fn correlation_of(headers: &HeaderMap) -> String {
     headers
         .get(CORRELATION_ID)
