@@ -452,7 +452,7 @@ impl Keyfort {
                         outcome_of(&e),
                         json!({"reason": reason_of(&e)}),
                     );
-                    if let Err(audit_error) = self.store().append_audit_event(&event).await {
+                    if let Err(audit_error) = self.store().record_audit_event(&event).await {
                         tracing::error!(instance = instance_id, action, error = ?audit_error, "audit event lost");
                     }
                 }
@@ -471,7 +471,7 @@ impl Keyfort {
         details: Value,
     ) -> Result<()> {
         let event = self.audit_event(caller, instance_id, action, target, "success", details);
-        self.store().append_audit_event(&event).await?;
+        self.store().record_audit_event(&event).await?;
         Ok(())
     }
 

@@ -189,6 +189,12 @@ pub trait Store: Send + Sync + 'static {
     /// `keyfort_crypto::digest::sha256`).
     async fn append_audit_event(&self, event: &AuditEventInput) -> Result<AuditEventRecord>;
 
+    /// [`Store::append_audit_event`] for a caller that needs nothing back (the event of a
+    /// read, of a refusal): a store may spare the copy of the event it would return.
+    async fn record_audit_event(&self, event: &AuditEventInput) -> Result<()> {
+        self.append_audit_event(event).await.map(drop)
+    }
+
     /// Events of an instance with `seq > after_seq`, in order, at most `limit`.
     async fn audit_events(
         &self,

@@ -164,6 +164,15 @@ impl SqliteStore {
         })
     }
 
+    /// The journal's events could no longer be moved into the database (and would pile up in
+    /// memory): a broken store refuses reads too, as their events cannot be kept.
+    fn refuse_if_broken(&self) -> Result<()> {
+        if self.queue.is_broken() {
+            return Err(writer::refused_after_failed_flush());
+        }
+        Ok(())
+    }
+
     /// A fresh database in memory, for tests: one connection serves reads and writes, and the
     /// data lives as long as the store. Not durable.
     pub async fn open_in_memory() -> Result<SqliteStore> {
@@ -452,16 +461,22 @@ impl Store for SqliteStore {
 
     async fn append_audit_event(&self, event: &AuditEventInput) -> Result<AuditEventRecord> {
         if let Some(journal) = &self.journal {
-            // The journal's events could no longer be moved into the database (and would pile
-            // up in memory): a broken store refuses reads too, as their events cannot be kept.
-            if self.queue.is_broken() {
-                return Err(writer::refused_after_failed_flush());
-            }
+            self.refuse_if_broken()?;
             return journal.append(&self.reader, event).await;
         }
         match self.apply_one(Write::AppendAudit(event.clone())).await? {
             Applied::Audit(record) => Ok(record),
             other => Err(unexpected(&format!("{other:?}"))),
+        }
+    }
+
+    async fn record_audit_event(&self, event: &AuditEventInput) -> Result<()> {
+        match &self.journal {
+            Some(journal) => {
+                self.refuse_if_broken()?;
+                journal.record(&self.reader, event).await
+            }
+            None => self.append_audit_event(event).await.map(drop),
         }
     }
 

@@ -2541,6 +2541,16 @@ pub async fn audit_chain(store: Arc<dyn Store>) {
         s.audit_events("inst-a", 0, 100).await.expect("audit"),
         appended
     );
+    // Recorded without a copy back: the same chain goes on.
+    let recorded = audit("inst-a", 1_700_000_000_001, r#"{"op":"wrap"}"#);
+    s.record_audit_event(&recorded).await.expect("record");
+    let all = s.audit_events("inst-a", 0, 100).await.expect("audit");
+    assert_eq!(all.len(), 4);
+    assert_eq!(
+        (all[3].seq, &all[3].body, &all[3].prev_hash),
+        (4, &recorded.body, &appended[2].hash)
+    );
+    assert_chain("inst-a", &all);
 }
 
 /// Concurrent appends never fork the chain nor leave a gap.

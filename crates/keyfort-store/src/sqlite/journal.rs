@@ -198,6 +198,28 @@ impl Journal {
         reader: &SqlitePool,
         event: &AuditEventInput,
     ) -> Result<AuditEventRecord> {
+        let mut record = None;
+        self.append_with(reader, event, |r| record = Some(r.clone()))
+            .await?;
+        record.ok_or_else(|| StoreError::Corrupt {
+            table: "audit_events",
+            id: event.instance_id.clone(),
+            detail: "a journal append returned no event".to_owned(),
+        })
+    }
+
+    /// [`Journal::append`] without a copy of the event for the caller.
+    pub(super) async fn record(&self, reader: &SqlitePool, event: &AuditEventInput) -> Result<()> {
+        self.append_with(reader, event, |_| ()).await
+    }
+
+    /// Appends `event`, showing the stored record to `seen` before it joins the queue.
+    async fn append_with(
+        &self,
+        reader: &SqlitePool,
+        event: &AuditEventInput,
+        seen: impl FnOnce(&AuditEventRecord),
+    ) -> Result<()> {
         let mut state = self.state.lock().await;
         if state.closed {
             return Err(StoreError::Database(sqlx::Error::PoolClosed));
@@ -224,13 +246,14 @@ impl Journal {
             record.instance_id.clone(),
             (record.seq, record.hash.clone()),
         );
-        state.pending.push(record.clone());
+        seen(&record);
+        state.pending.push(record);
         let waiting = state.pending.len();
         self.waiting.store(waiting, Ordering::Release);
         if waiting >= DRAIN_AT {
             self.nudge.notify_one();
         }
-        Ok(record)
+        Ok(())
     }
 
     /// The number of the segment being written.
