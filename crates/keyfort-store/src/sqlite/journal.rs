@@ -198,14 +198,8 @@ impl Journal {
         reader: &SqlitePool,
         event: &AuditEventInput,
     ) -> Result<AuditEventRecord> {
-        let mut record = None;
-        self.append_with(reader, event, |r| record = Some(r.clone()))
-            .await?;
-        record.ok_or_else(|| StoreError::Corrupt {
-            table: "audit_events",
-            id: event.instance_id.clone(),
-            detail: "a journal append returned no event".to_owned(),
-        })
+        self.append_with(reader, event, AuditEventRecord::clone)
+            .await
     }
 
     /// [`Journal::append`] without a copy of the event for the caller.
@@ -213,13 +207,14 @@ impl Journal {
         self.append_with(reader, event, |_| ()).await
     }
 
-    /// Appends `event`, showing the stored record to `seen` before it joins the queue.
-    async fn append_with(
+    /// Appends `event`; answers what `answer` takes from the stored record before it joins the
+    /// queue.
+    async fn append_with<T>(
         &self,
         reader: &SqlitePool,
         event: &AuditEventInput,
-        seen: impl FnOnce(&AuditEventRecord),
-    ) -> Result<()> {
+        answer: impl FnOnce(&AuditEventRecord) -> T,
+    ) -> Result<T> {
         let mut state = self.state.lock().await;
         if state.closed {
             return Err(StoreError::Database(sqlx::Error::PoolClosed));
@@ -246,14 +241,14 @@ impl Journal {
             record.instance_id.clone(),
             (record.seq, record.hash.clone()),
         );
-        seen(&record);
+        let answer = answer(&record);
         state.pending.push(record);
         let waiting = state.pending.len();
         self.waiting.store(waiting, Ordering::Release);
         if waiting >= DRAIN_AT {
             self.nudge.notify_one();
         }
-        Ok(())
+        Ok(answer)
     }
 
     /// The number of the segment being written.
