@@ -8,6 +8,9 @@
 //! `INSERT INTO t (…) SELECT * FROM (VALUES …) WHERE column1 IS NOT NULL`: the padding rows are
 //! all NULL, and their first column (never NULL in a real row) leaves them out. A chunk without
 //! padding is a plain `INSERT INTO t (…) VALUES …`.
+//!
+//! Not for a table with a row trigger: SQLite runs a multi-row INSERT into one through a
+//! temporary table (see `audit::block`, whose blocks go in one INSERT each).
 
 use std::ops::Range;
 
