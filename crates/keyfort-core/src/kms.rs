@@ -14,8 +14,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyfort_store::{
-    Applied, AuditEventInput, InstanceSecretRecord, KeyRingRecord, RegistrationRecord, StoreError,
-    Write, WriteBatch,
+    Applied, AuditEventInput, AuditFields, InstanceSecretRecord, KeyRingRecord, RegistrationRecord,
+    StoreError, Write, WriteBatch,
 };
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
@@ -427,6 +427,11 @@ impl Keyfort {
             instance_id: instance_id.to_owned(),
             at: self.now_ms(),
             body: audit_body(caller, action, target, outcome, &details),
+            fields: Some(AuditFields {
+                target: target.to_owned(),
+                action: action.to_owned(),
+                outcome: outcome.to_owned(),
+            }),
         }
     }
 

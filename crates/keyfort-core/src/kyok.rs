@@ -345,6 +345,7 @@ impl Keyfort {
             instance_id: instance_id.to_owned(),
             at: self.now_ms(),
             body,
+            fields: None,
         }
     }
 

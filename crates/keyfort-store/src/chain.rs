@@ -5,6 +5,19 @@ use keyfort_crypto::digest::sha256;
 /// The length of an audit event's `hash` and `prev_hash` (SHA-256).
 pub(crate) const HASH_LEN: usize = 32;
 
+/// The indexed fields of an event to append: those its writer gave, else read from its body.
+/// (Tests check the given ones against the body.)
+pub(crate) fn event_fields(event: &crate::AuditEventInput) -> [String; 3] {
+    match &event.fields {
+        Some(f) => {
+            let given = [f.target.clone(), f.action.clone(), f.outcome.clone()];
+            debug_assert_eq!(given, body_fields(&event.body), "fields not the body's own");
+            given
+        }
+        None => body_fields(&event.body),
+    }
+}
+
 /// The body's `target`, `action` and `outcome` string fields; `""` for each one that is absent
 /// or not a string, and for all three when the body is not a JSON object.
 ///

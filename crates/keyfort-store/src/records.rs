@@ -234,6 +234,19 @@ pub struct AuditEventInput {
     /// The event as canonical JSON, built by the core (who, what, which key, outcome,
     /// correlation id, source address).
     pub body: String,
+    /// The body's `target`, `action` and `outcome` members, when whoever wrote the body gives
+    /// them (they must be the body's own: the store indexes them); `None` makes the store read
+    /// them from the body.
+    pub fields: Option<AuditFields>,
+}
+
+/// The members of an event's body that the store indexes; each `""` when absent or not a
+/// string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFields {
+    pub target: String,
+    pub action: String,
+    pub outcome: String,
 }
 
 /// A stored, chained audit event.

@@ -132,6 +132,7 @@ async fn audit_chain_holds_across_nodes() {
                             instance_id: "inst-a".to_owned(),
                             at: i,
                             body: format!(r#"{{"node":{n},"task":{t},"i":{i}}}"#),
+                            fields: None,
                         })
                         .await
                         .expect("append");
@@ -198,6 +199,7 @@ async fn changes_are_announced_on_commit_only() {
             instance_id: "inst-a".to_owned(),
             at: 1,
             body: "{}".to_owned(),
+            fields: None,
         },
     )
     .await

@@ -388,6 +388,7 @@ async fn a_version_1_database_is_upgraded_with_its_data() {
         instance_id: "inst-a".to_owned(),
         at: 5,
         body: "{}".to_owned(),
+        fields: None,
     };
     let secret = keyfort_store::InstanceSecretRecord {
         instance_id: "inst-a".to_owned(),
@@ -775,6 +776,7 @@ async fn a_version_2_database_is_upgraded_and_audit_columns_backfilled() {
             instance_id: "inst-a".to_owned(),
             at: 60,
             body: r#"{"target":"k1","action":"rotate","outcome":"success"}"#.to_owned(),
+            fields: None,
         })
         .await
         .expect("append");
@@ -842,6 +844,7 @@ async fn dropping_the_store_ends_the_writer() {
                     instance_id: "inst-a".to_owned(),
                     at: round,
                     body: "{}".to_owned(),
+                    fields: None,
                 })
                 .await
         });
@@ -872,6 +875,7 @@ async fn dropping_the_store_ends_the_writer() {
                 instance_id: "inst-a".to_owned(),
                 at: 9,
                 body: "{}".to_owned(),
+                fields: None,
             })
             .await,
     );

@@ -202,6 +202,7 @@ pub fn audit(instance_id: &str, at: i64, body: &str) -> AuditEventInput {
         instance_id: instance_id.to_owned(),
         at,
         body: body.to_owned(),
+        fields: None,
     }
 }
 

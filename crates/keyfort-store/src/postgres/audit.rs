@@ -8,7 +8,7 @@
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use super::rows::{self, HASH_LEN};
-use crate::chain::{body_fields, chain_hash};
+use crate::chain::{chain_hash, event_fields};
 use crate::{AuditEventInput, AuditEventRecord, AuditFilter, Result, StoreError};
 
 /// The most events one [`query`] returns, whatever its filter's `limit`.
@@ -96,7 +96,7 @@ pub(super) async fn append_in(
         detail: "column seq: the chain cannot grow past i64::MAX".to_owned(),
     })?;
     let hash = chain_hash(&prev_hash, seq, event.at, &event.body).to_vec();
-    let [target, action, outcome] = body_fields(&event.body);
+    let [target, action, outcome] = event_fields(event);
     let record = AuditEventRecord {
         instance_id: event.instance_id.clone(),
         seq,

@@ -19,7 +19,7 @@ use sqlx::{QueryBuilder, Row as _, Sqlite};
 
 use super::rows::HASH_LEN;
 use super::{Conn, SqliteStore};
-use crate::chain::{body_fields, chain_hash};
+use crate::chain::{chain_hash, event_fields};
 use crate::{AuditEventInput, AuditEventRecord, AuditFilter, Result, StoreError};
 
 /// The most events one [`query`] returns, whatever its filter's `limit`.
@@ -213,7 +213,7 @@ pub(super) fn next_record(event: &AuditEventInput, head: &Head) -> Result<AuditE
         detail: "column seq: the chain cannot grow past i64::MAX".to_owned(),
     })?;
     let hash = chain_hash(prev_hash, seq, event.at, &event.body).to_vec();
-    let [target, action, outcome] = body_fields(&event.body);
+    let [target, action, outcome] = event_fields(event);
     Ok(AuditEventRecord {
         instance_id: event.instance_id.clone(),
         seq,
@@ -311,6 +311,7 @@ pub(super) fn push_inserts(q: &mut QueryBuilder<Sqlite>, records: &[AuditEventRe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::body_fields;
     use keyfort_crypto::digest::sha256;
 
     /// Both scans read the blocks in chain order through primary keys, without sorting.

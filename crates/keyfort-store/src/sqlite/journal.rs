@@ -756,6 +756,7 @@ mod tests {
             instance_id: "i1".to_owned(),
             at: n,
             body: format!(r#"{{"action":"key.wrap","target":"k","n":{n}}}"#),
+            fields: None,
         }
     }
 

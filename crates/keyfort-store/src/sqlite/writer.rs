@@ -1228,6 +1228,7 @@ mod tests {
                 instance_id: "i".into(),
                 at: 1,
                 body: "{}".into(),
+                fields: None,
             },
         };
         let err = writer
@@ -1266,6 +1267,7 @@ mod tests {
             instance_id: "i".into(),
             at: 1,
             body: r#"{"action":"key.read"}"#.into(),
+            fields: None,
         };
         journal.append(&pool, &event).await.expect("appended");
         assert!(writer.drain(false).await.is_err(), "a flush that failed");
