@@ -12,6 +12,12 @@
 //! skew. With NAME, only the operations whose name contains it (for
 //! example `P-256`).
 //!
+//! The run first measures the transport alone: `GetMechanismInfo`, which runs no cryptography,
+//! through the same client, TLS connections and service (authentication included). If that
+//! makes `F` calls a second and the primitive alone makes `R`, a call that does both costs at
+//! least `1/F + 1/R` seconds of the same cores (or of one caller's time), so the ratio cannot
+//! pass `F / (F + R)`: the "bound" column.
+//!
 //! The server side is set up as `keyfort server` runs it: the multi-thread runtime, mimalloc,
 //! a log subscriber at the default level, and the accept loop's TLS, HTTP/2 and coalesced
 //! writes. The callers share a client's 4 channels (4 TLS connections).
@@ -89,6 +95,8 @@ fn rate(count: u64, start: Instant, cpu: f64) -> Rate {
 enum Call {
     Sign(Option<proto::Mechanism>, Vec<u8>),
     Encrypt(Vec<u8>),
+    /// `GetMechanismInfo`: the transport and the service without cryptography.
+    Info,
 }
 
 /// Runs `callers` concurrent gRPC callers (over 4 TLS connections) for `secs`.
@@ -124,6 +132,12 @@ async fn over_grpc(clients: &[Client], callers: usize, secs: f64, call: Call) ->
                             })
                             .await
                             .unwrap();
+                        }
+                        Call::Info => {
+                            // CKM_ECDSA.
+                            c.get_mechanism_info(proto::GetMechanismInfoRequest { mech: 0x1041 })
+                                .await
+                                .unwrap();
                         }
                     }
                     count.fetch_add(1, Ordering::Relaxed);
@@ -231,13 +245,27 @@ fn main() {
                 Call::Encrypt(aes_blob),
             ),
         ];
+        let mut floor = Vec::new();
+        for callers in CALLERS {
+            floor.push(over_grpc(&clients, callers, secs, Call::Info).await.wall);
+        }
         println!(
-            "{:<28} {:>7} {:>11} {:>14} {:>6}  {:>11} {:>14} {:>9}",
+            "transport alone (GetMechanismInfo): {}",
+            CALLERS
+                .iter()
+                .zip(&floor)
+                .map(|(c, f)| format!("{f:.0} calls/s with {c} caller(s)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "{:<28} {:>7} {:>11} {:>14} {:>6} {:>6}  {:>11} {:>14} {:>9}",
             "operation",
             "callers",
             "gRPC ops/s",
             "in-proc ops/s",
             "ratio",
+            "bound",
             "gRPC /CPU-s",
             "in-proc /CPU-s",
             "CPU ratio"
@@ -246,17 +274,18 @@ fn main() {
             if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
                 continue;
             }
-            for callers in CALLERS {
+            for (callers, floor) in CALLERS.into_iter().zip(&floor) {
                 let grpc = over_grpc(&clients, callers, secs, call.clone()).await;
                 let op = op.clone();
                 let inproc = tokio::task::spawn_blocking(move || in_process(callers, secs, op))
                     .await
                     .unwrap();
                 println!(
-                    "{name:<28} {callers:>7} {:>11.0} {:>14.0} {:>6.2}  {:>11.0} {:>14.0} {:>9.2}",
+                    "{name:<28} {callers:>7} {:>11.0} {:>14.0} {:>6.2} {:>6.2}  {:>11.0} {:>14.0} {:>9.2}",
                     grpc.wall,
                     inproc.wall,
                     grpc.wall / inproc.wall,
+                    floor / (floor + inproc.wall),
                     grpc.cpu,
                     inproc.cpu,
                     grpc.cpu / inproc.cpu
