@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyfort_core::{Keyfort, Transition};
-use serde_json::{Value, json};
+use serde_json::Value;
 use zeroize::Zeroizing;
 
 use super::envelope::{KEY_ACTION, KpError, reply};
@@ -139,6 +139,26 @@ fn ciphertext(kp: &Kp, op: Op, body: Option<&Value>) -> Result<Zeroizing<Vec<u8>
     }
 }
 
+/// The answer of wrap, unwrap and rewrap (§6): the members each one has, written straight from
+/// the values (no JSON tree).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ActionAnswer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ciphertext: Option<String>,
+    key_version: VersionRef<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rewrapped_key_version: Option<VersionRef<'a>>,
+}
+
+/// `{"id": <key version>}`.
+#[derive(serde::Serialize)]
+struct VersionRef<'a> {
+    id: &'a str,
+}
+
 fn encode(bytes: &[u8]) -> Zeroizing<String> {
     Zeroizing::new(STANDARD.encode(bytes))
 }
@@ -156,13 +176,15 @@ async fn wrap(core: &Keyfort, kp: &Kp, id: &str, body: KpBody) -> Result<Respons
         .wrap_key(&kp.caller, &kp.instance, id, plaintext, &aad)
         .await
         .map_err(kp.err(op))?;
-    let mut answer = json!({
-        "ciphertext": STANDARD.encode(&w.ciphertext),
-        "keyVersion": {"id": w.key_version_id},
-    });
-    if let Some(generated) = &w.generated_plaintext {
-        answer["plaintext"] = json!(encode(generated).as_str());
-    }
+    let plaintext = w.generated_plaintext.as_deref().map(|p| encode(p));
+    let answer = ActionAnswer {
+        ciphertext: Some(STANDARD.encode(&w.ciphertext)),
+        key_version: VersionRef {
+            id: &w.key_version_id,
+        },
+        plaintext: plaintext.as_ref().map(|p| p.as_str()),
+        rewrapped_key_version: None,
+    };
     Ok(reply(StatusCode::OK, KEY_ACTION, &answer))
 }
 
@@ -174,14 +196,17 @@ async fn unwrap(core: &Keyfort, kp: &Kp, id: &str, body: KpBody) -> Result<Respo
         .unwrap_key(&kp.caller, &kp.instance, id, &ct, &aad)
         .await
         .map_err(kp.err(op))?;
-    let mut answer = json!({
-        "plaintext": encode(&u.plaintext).as_str(),
-        "keyVersion": {"id": u.key_version_id},
-    });
-    if let Some(r) = u.rewrapped {
-        answer["ciphertext"] = json!(STANDARD.encode(&r.ciphertext));
-        answer["rewrappedKeyVersion"] = json!({"id": r.key_version_id});
-    }
+    let plaintext = encode(&u.plaintext);
+    let answer = ActionAnswer {
+        ciphertext: u.rewrapped.as_ref().map(|r| STANDARD.encode(&r.ciphertext)),
+        key_version: VersionRef {
+            id: &u.key_version_id,
+        },
+        plaintext: Some(plaintext.as_str()),
+        rewrapped_key_version: u.rewrapped.as_ref().map(|r| VersionRef {
+            id: &r.key_version_id,
+        }),
+    };
     Ok(reply(StatusCode::OK, KEY_ACTION, &answer))
 }
 
@@ -202,10 +227,15 @@ async fn rewrap(core: &Keyfort, kp: &Kp, id: &str, body: KpBody) -> Result<Respo
             op,
         ));
     };
-    let answer = json!({
-        "ciphertext": STANDARD.encode(&r.ciphertext),
-        "keyVersion": {"id": u.key_version_id},
-        "rewrappedKeyVersion": {"id": r.key_version_id},
-    });
+    let answer = ActionAnswer {
+        ciphertext: Some(STANDARD.encode(&r.ciphertext)),
+        key_version: VersionRef {
+            id: &u.key_version_id,
+        },
+        plaintext: None,
+        rewrapped_key_version: Some(VersionRef {
+            id: &r.key_version_id,
+        }),
+    };
     Ok(reply(StatusCode::OK, KEY_ACTION, &answer))
 }

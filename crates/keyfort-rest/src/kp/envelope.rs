@@ -31,8 +31,14 @@ pub(crate) fn collection(kind: &str, resources: Vec<Value>) -> Value {
 }
 
 /// A JSON answer with the given status and media type.
-pub(crate) fn reply(status: StatusCode, content_type: &'static str, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+pub(crate) fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &impl serde::Serialize,
+) -> Response {
+    // Values and the typed answers (strings, numbers, string-keyed maps) always serialize.
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, body).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
