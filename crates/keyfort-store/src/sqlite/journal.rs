@@ -18,14 +18,18 @@
 //! The journal keeps every chain's head that it or the writer has moved since the store opened
 //! ([`State::heads`]), and both take them under one lock:
 //!
-//! * a journal append holds the lock for the head lookup, the `write` and the bookkeeping;
+//! * a journal append holds the lock for the head lookup and to stage its record, then, after
+//!   one yield, takes it again to write every staged record with one `write` unless another
+//!   appender of the batch already has ([`State::flush`]); it is answered once its record is
+//!   written. A staged record is already its chain's head; if the `write` fails, each chain of
+//!   the batch gets its head before the batch back;
 //! * every write transaction that appends events (the writer's groups, and the few writes that
 //!   take the writer connection directly) holds it from its `BEGIN` to after its `COMMIT`,
-//!   through a [`ChainLock`]. It first inserts every event still only in the journal, so the
+//!   through a [`ChainLock`], which first writes the staged records. It first inserts every event still only in the journal, so the
 //!   database's chains never have a gap, and a change committed after a read carries the read's
 //!   event with it: the write-ahead log keeps a prefix of its commits, whatever fails;
 //! * a drain, a transaction that only moves the journal's events into the database, holds it
-//!   only to take them ([`Journal::take_pending`]): it changes no chain head, so reads go on
+//!   only to write the staged records and take them ([`Journal::take_pending`]): it changes no chain head, so reads go on
 //!   appending while it runs.
 //!
 //! If a transaction fails, the journal's events it took go back to its queue, in order, for the
@@ -106,8 +110,62 @@ pub(super) struct State {
     heads: HashMap<String, Head>,
     /// Events in the journal and not yet in the database, in order.
     pending: Vec<AuditEventRecord>,
+    /// Events appended to their chains (their heads are in `heads`) but not yet written to the
+    /// file, in order, each with its chain's head before it; see [`State::flush`].
+    staged: Vec<(AuditEventRecord, Option<Head>)>,
+    /// The records of `staged`, encoded.
+    staged_bytes: Vec<u8>,
+    /// What the appenders of `staged` wait for.
+    batch: Arc<Batch>,
     /// Set by [`Journal::close`]: appends are refused.
     closed: bool,
+}
+
+/// The outcome of writing one batch of staged records: `Err` with the error's kind and text.
+#[derive(Default)]
+struct Batch(std::sync::OnceLock<std::result::Result<(), (io::ErrorKind, String)>>);
+
+impl State {
+    /// Writes the staged records with one `write`. Written, they join `pending`; if the write
+    /// fails, the file is cut back and every chain they continued gets its head before them
+    /// back (in reverse order, so each ends at the head it had before the batch), as if they
+    /// had never been appended. Their appenders learn which through the batch.
+    fn flush(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let batch = std::mem::take(&mut self.batch);
+        let outcome = match self.file.write_all(&self.staged_bytes) {
+            Ok(()) => {
+                self.len += self.staged_bytes.len() as u64;
+                self.pending
+                    .extend(staged.into_iter().map(|(record, _)| record));
+                Ok(())
+            }
+            Err(e) => {
+                // Cut a partial write off, so that the records after it can be read back.
+                if let Err(cut) = self.file.set_len(self.len) {
+                    tracing::error!(error = %cut, "cannot cut a partial audit journal record");
+                }
+                for (record, before) in staged.into_iter().rev() {
+                    match before {
+                        Some(head) => self.heads.insert(record.instance_id, head),
+                        None => self.heads.remove(&record.instance_id),
+                    };
+                }
+                Err((e.kind(), e.to_string()))
+            }
+        };
+        self.staged_bytes.clear();
+        // Set once, here, by the only holder of the state that took the batch.
+        let _ = batch.0.set(outcome);
+    }
+
+    /// Events not yet in the database, staged or written.
+    fn waiting(&self) -> usize {
+        self.pending.len() + self.staged.len()
+    }
 }
 
 impl Journal {
@@ -182,6 +240,9 @@ impl Journal {
                 len: 0,
                 heads,
                 pending: Vec::new(),
+                staged: Vec::new(),
+                staged_bytes: Vec::new(),
+                batch: Arc::default(),
                 closed: false,
             })),
             waiting: AtomicUsize::new(0),
@@ -207,48 +268,60 @@ impl Journal {
         self.append_with(reader, event, |_| ()).await
     }
 
-    /// Appends `event`; answers what `answer` takes from the stored record before it joins the
-    /// queue.
+    /// Appends `event`; answers what `answer` takes from the stored record once the record is
+    /// written to the file.
+    ///
+    /// The record joins its chain at once, and is staged; after one yield, the first of the
+    /// appenders of that batch to run again writes every staged record with one `write` (the
+    /// other requests ready on this thread append theirs meanwhile). A request is answered only
+    /// once its record is written, as before, at a `write` shared by all of its batch.
     async fn append_with<T>(
         &self,
         reader: &SqlitePool,
         event: &AuditEventInput,
         answer: impl FnOnce(&AuditEventRecord) -> T,
     ) -> Result<T> {
-        let mut state = self.state.lock().await;
-        if state.closed {
-            return Err(StoreError::Database(sqlx::Error::PoolClosed));
-        }
-        let head = match state.heads.get(&event.instance_id) {
-            Some(head) => head.clone(),
-            None => audit::head_in(reader, &event.instance_id).await?,
-        };
-        let record = audit::next_record(event, &head)?;
-        let bytes = encode(&record);
-        let state = &mut *state;
-        if let Err(e) = state.file.write_all(&bytes) {
-            // Cut a partial record off, so that the records after it can be read back.
-            if let Err(cut) = state.file.set_len(state.len) {
-                tracing::error!(error = %cut, "cannot cut a partial audit journal record");
+        let (batch, answer) = {
+            let mut state = self.state.lock().await;
+            if state.closed {
+                return Err(StoreError::Database(sqlx::Error::PoolClosed));
             }
-            return Err(StoreError::Database(sqlx::Error::Io(io::Error::new(
-                e.kind(),
-                format!("writing the audit journal failed: {e}"),
-            ))));
+            let head = match state.heads.get(&event.instance_id) {
+                Some(head) => head.clone(),
+                None => audit::head_in(reader, &event.instance_id).await?,
+            };
+            let record = audit::next_record(event, &head)?;
+            let state = &mut *state;
+            encode_into(&record, &mut state.staged_bytes);
+            let before = state.heads.insert(
+                record.instance_id.clone(),
+                (record.seq, record.hash.clone()),
+            );
+            let answer = answer(&record);
+            state.staged.push((record, before));
+            let waiting = state.waiting();
+            self.waiting.store(waiting, Ordering::Release);
+            if waiting >= DRAIN_AT {
+                self.nudge.notify_one();
+            }
+            (state.batch.clone(), answer)
+        };
+        tokio::task::yield_now().await;
+        if batch.0.get().is_none() {
+            self.state.lock().await.flush();
         }
-        state.len += bytes.len() as u64;
-        state.heads.insert(
-            record.instance_id.clone(),
-            (record.seq, record.hash.clone()),
-        );
-        let answer = answer(&record);
-        state.pending.push(record);
-        let waiting = state.pending.len();
-        self.waiting.store(waiting, Ordering::Release);
-        if waiting >= DRAIN_AT {
-            self.nudge.notify_one();
+        match batch.0.get() {
+            Some(Ok(())) => Ok(answer),
+            Some(Err((kind, text))) => Err(StoreError::Database(sqlx::Error::Io(io::Error::new(
+                *kind,
+                format!("writing the audit journal failed: {text}"),
+            )))),
+            // The flush above took this batch (it was staged while the lock was held, and only
+            // a flush takes a batch, setting its outcome).
+            None => Err(StoreError::Database(sqlx::Error::Io(io::Error::other(
+                "the audit journal lost a batch",
+            )))),
         }
-        Ok(answer)
     }
 
     /// The number of the segment being written.
@@ -260,7 +333,10 @@ impl Journal {
     /// while this store's handles still exist. The events still waiting stay in the journal's
     /// files, for the next open.
     pub(super) async fn close(&self) {
-        self.state.lock().await.closed = true;
+        let mut state = self.state.lock().await;
+        state.flush();
+        state.closed = true;
+        drop(state);
         if let Ok(mut lock) = self.lock.lock() {
             lock.take();
         }
@@ -284,6 +360,8 @@ impl Journal {
     /// Takes the lock for a write transaction that appends events; see [`ChainLock`].
     pub(super) async fn lock(self: &Arc<Self>) -> ChainLock {
         let mut guard = self.state.clone().lock_owned().await;
+        // The transaction reads the chain heads: none may rest on an unwritten record.
+        guard.flush();
         let taken = std::mem::take(&mut guard.pending);
         ChainLock {
             journal: Some((self.clone(), guard)),
@@ -303,6 +381,7 @@ impl Journal {
     /// connection takes it before this lock, never the other way round.
     pub(super) async fn take_pending(&self, rotate: bool) -> Vec<AuditEventRecord> {
         let mut state = self.state.lock().await;
+        state.flush();
         if rotate {
             rotate_segment(&self.dir, &mut state);
         }
@@ -320,7 +399,7 @@ impl Journal {
             state.pending = taken;
             state.pending.extend(later);
         }
-        self.waiting.store(state.pending.len(), Ordering::Release);
+        self.waiting.store(state.waiting(), Ordering::Release);
     }
 
     /// Removes the segments before `current`. Only when every event they hold is in the
@@ -397,9 +476,7 @@ impl ChainLock {
         self.done = true;
         if let Some((journal, state)) = &mut self.journal {
             state.heads.extend(self.changed.drain());
-            journal
-                .waiting
-                .store(state.pending.len(), Ordering::Release);
+            journal.waiting.store(state.waiting(), Ordering::Release);
         }
     }
 
@@ -435,9 +512,7 @@ impl Drop for ChainLock {
             let later = std::mem::take(&mut state.pending);
             state.pending = std::mem::take(&mut self.taken);
             state.pending.extend(later);
-            journal
-                .waiting
-                .store(state.pending.len(), Ordering::Release);
+            journal.waiting.store(state.waiting(), Ordering::Release);
         }
     }
 }
@@ -584,22 +659,23 @@ async fn replay(
 }
 
 /// `len ‖ payload` of `record`.
-fn encode(record: &AuditEventRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
+/// Appends `record`, encoded, to `out`.
+fn encode_into(record: &AuditEventRecord, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.reserve(
         4 + 4 + record.instance_id.len() + 16 + 4 + record.body.len() + 2 * HASH_LEN + CHECK_LEN,
     );
     out.extend_from_slice(&[0; 4]);
-    put_str(&mut out, &record.instance_id);
+    put_str(out, &record.instance_id);
     out.extend_from_slice(&record.seq.to_le_bytes());
     out.extend_from_slice(&record.at.to_le_bytes());
-    put_str(&mut out, &record.body);
+    put_str(out, &record.body);
     out.extend_from_slice(&record.prev_hash);
     out.extend_from_slice(&record.hash);
-    let check = sha256(&out[4..]);
+    let check = sha256(&out[start + 4..]);
     out.extend_from_slice(&check[..CHECK_LEN]);
-    let len = u32::try_from(out.len() - 4).unwrap_or(u32::MAX);
-    out[..4].copy_from_slice(&len.to_le_bytes());
-    out
+    let len = u32::try_from(out.len() - start - 4).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -691,6 +767,12 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+
+    fn encode(record: &AuditEventRecord) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_into(record, &mut out);
+        out
+    }
     use super::*;
 
     fn record(seq: i64, prev: &[u8], body: &str) -> AuditEventRecord {
@@ -825,6 +907,84 @@ mod tests {
             1,
             "only the new segment is left"
         );
+    }
+
+    /// Appends from many tasks on two threads, whose writes are shared by batches: each is
+    /// answered with its own place in the chain, and the file holds them all, chained, in
+    /// order (the next open moves exactly them into the database).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_share_writes_and_keep_one_chain() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (pool, path) = database(dir.path()).await;
+        let journal = Arc::new(Journal::open(&path, &pool).await.expect("open"));
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let (journal, pool) = (journal.clone(), pool.clone());
+                tokio::spawn(async move {
+                    let mut seqs = Vec::new();
+                    for n in 0..50 {
+                        let record = journal.append(&pool, &event(t * 100 + n)).await;
+                        seqs.push(record.expect("append").seq);
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.extend(task.await.expect("task"));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=800).collect::<Vec<i64>>());
+        let state = journal.state.lock().await;
+        assert!(state.staged.is_empty());
+        assert_eq!(state.pending.len(), 800);
+        drop(state);
+        drop(journal);
+
+        Journal::open(&path, &pool).await.expect("reopen");
+        let rows = stored(&pool).await;
+        assert_eq!(rows.len(), 800);
+        let mut prev = vec![0u8; HASH_LEN];
+        for (i, (seq, prev_hash, hash)) in rows.into_iter().enumerate() {
+            assert_eq!(seq, i as i64 + 1);
+            assert_eq!(prev_hash, prev, "event {seq} continues the chain");
+            prev = hash;
+        }
+    }
+
+    /// A `write` that fails refuses its appenders, and the chain goes on from where it was
+    /// before them: no gap, no fork, in the file or in the database.
+    #[tokio::test]
+    async fn a_failed_write_leaves_the_chain_as_it_was() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (pool, path) = database(dir.path()).await;
+        let journal = Journal::open(&path, &pool).await.expect("open");
+        let first = journal.append(&pool, &event(1)).await.expect("append");
+        let segment = {
+            let mut state = journal.state.lock().await;
+            let segment = journal.dir.join(format!("{:016}.seg", state.segment));
+            // A handle that cannot write.
+            state.file = File::open(&segment).expect("read-only");
+            segment
+        };
+        let refused = journal.append(&pool, &event(2)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Database(sqlx::Error::Io(_)))),
+            "{refused:?}"
+        );
+        journal.state.lock().await.file = OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .expect("writable");
+        let next = journal.append(&pool, &event(3)).await.expect("append");
+        assert_eq!((next.seq, &next.prev_hash), (2, &first.hash));
+        drop(journal);
+
+        Journal::open(&path, &pool).await.expect("reopen");
+        let rows = stored(&pool).await;
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[1].0, &rows[1].1), (2, &first.hash));
     }
 
     #[tokio::test]
