@@ -6,7 +6,7 @@ use keyfort_crypto::digest::sha256;
 pub(crate) const HASH_LEN: usize = 32;
 
 /// The indexed fields of an event to append: those its writer gave, else read from its body.
-/// (Tests check the given ones against the body.)
+/// Debug builds (the tests) check given ones against the body.
 pub(crate) fn event_fields(event: &crate::AuditEventInput) -> [String; 3] {
     match &event.fields {
         Some(f) => {
