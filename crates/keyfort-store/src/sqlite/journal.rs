@@ -25,12 +25,13 @@
 //!   the batch gets its head before the batch back;
 //! * every write transaction that appends events (the writer's groups, and the few writes that
 //!   take the writer connection directly) holds it from its `BEGIN` to after its `COMMIT`,
-//!   through a [`ChainLock`], which first writes the staged records. It first inserts every event still only in the journal, so the
-//!   database's chains never have a gap, and a change committed after a read carries the read's
-//!   event with it: the write-ahead log keeps a prefix of its commits, whatever fails;
+//!   through a [`ChainLock`], which first writes the staged records. It first inserts every
+//!   event still only in the journal, so the database's chains never have a gap, and a change
+//!   committed after a read carries the read's event with it: the write-ahead log keeps a
+//!   prefix of its commits, whatever fails;
 //! * a drain, a transaction that only moves the journal's events into the database, holds it
-//!   only to write the staged records and take them ([`Journal::take_pending`]): it changes no chain head, so reads go on
-//!   appending while it runs.
+//!   only to write the staged records and take them ([`Journal::take_pending`]): it changes no
+//!   chain head, so reads go on appending while it runs.
 //!
 //! If a transaction fails, the journal's events it took go back to its queue, in order, for the
 //! next. Each of these transactions takes the journal's writer turn ([`Journal::writer_turn`])
