@@ -29,6 +29,8 @@ pub struct Round {
 /// CPU seconds spent during a round, from `/proc/<pid>/stat` (Linux).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuUse {
+    /// Wall-clock seconds of the round, warm-up included (the span of the CPU times).
+    pub wall_s: f64,
     pub client_s: f64,
     /// `None` when the server's process is not known (or is the client: raw SQLite).
     pub server_s: Option<f64>,
@@ -46,6 +48,14 @@ impl Round {
         };
         let per_op = |s: f64| s * 1e6 / self.completed as f64;
         (cpu.server_s.map(per_op), Some(per_op(cpu.client_s)))
+    }
+
+    /// The cores the server and the load generator kept busy together during the round, on
+    /// average; `None` without the server's CPU time. Below the machine's core count, the rest
+    /// was idle: both sides waited on each other.
+    pub fn cores_busy(&self) -> Option<f64> {
+        let cpu = self.cpu.filter(|c| c.wall_s > 0.0)?;
+        Some((cpu.client_s + cpu.server_s?) / cpu.wall_s)
     }
 
     pub fn error_count(&self) -> u64 {
@@ -172,6 +182,22 @@ mod tests {
         assert_eq!(round.percentile_ms(100.0), Some(100.0));
         assert_eq!(round.ops_per_sec(), 50.0);
         assert_eq!(Round::default().percentile_ms(50.0), None);
+    }
+
+    #[test]
+    fn cores_busy_counts_both_processes_over_the_whole_round() {
+        let round = |server_s| Round {
+            completed: 1000,
+            cpu: Some(CpuUse {
+                wall_s: 4.0,
+                client_s: 2.5,
+                server_s,
+            }),
+            ..Round::default()
+        };
+        assert_eq!(round(Some(4.5)).cores_busy(), Some(1.75));
+        assert_eq!(round(None).cores_busy(), None);
+        assert_eq!(Round::default().cores_busy(), None);
     }
 
     #[test]

@@ -213,7 +213,8 @@ async fn run(args: &Args) -> Result<(), BenchError> {
     println!("  load average at start: {}", load_average());
     println!(
         "  srv/load us/op: CPU time of the server process / of this load generator per \
-         completed request (from /proc; steadier than ops/s on shared cores)"
+         completed request (from /proc; steadier than ops/s on shared cores); cores: the \
+         cores both kept busy, on average (the rest of the machine's were idle)"
     );
     println!();
 
@@ -311,10 +312,13 @@ async fn measure(
     .map(|pid| pid.to_string());
     let server_cpu = || server.as_deref().and_then(load::cpu_seconds);
     let (client_before, server_before) = (load::cpu_seconds("self"), server_cpu());
+    let started = std::time::Instant::now();
     let mut measured = load::run(Arc::clone(op), clients, plan.warmup, plan.window).await;
+    let wall_s = started.elapsed().as_secs_f64();
     measured.cpu = load::cpu_seconds("self")
         .zip(client_before)
         .map(|(after, before)| load::CpuUse {
+            wall_s,
             client_s: after - before,
             server_s: server_cpu()
                 .zip(server_before)

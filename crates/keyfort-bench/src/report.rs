@@ -107,6 +107,10 @@ impl Results {
         };
         let (server_us, client_us) = s.median.cpu_us_per_op();
         let us = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+        let cores = s
+            .median
+            .cores_busy()
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
         let errors = if s.errors == 0 {
             "0".to_owned()
         } else {
@@ -114,13 +118,14 @@ impl Results {
         };
         let _ = writeln!(
             out,
-            "{clients:>7}  {:<36} {:>10.0} {:>9} {:>9} {:>10} {:>10}  {errors}",
+            "{clients:>7}  {:<36} {:>10.0} {:>9} {:>9} {:>10} {:>10} {:>6}  {errors}",
             target.label(),
             s.median.ops_per_sec(),
             ms(50.0),
             ms(99.0),
             us(server_us),
             us(client_us),
+            cores,
         );
     }
 
@@ -128,8 +133,8 @@ impl Results {
     pub fn render(&self, throughput_clients: &[usize], create_clients: usize) -> String {
         let mut out = String::new();
         let header = format!(
-            "{:>7}  {:<36} {:>10} {:>9} {:>9} {:>10} {:>10}  errors",
-            "clients", "operation", "ops/s", "p50 ms", "p99 ms", "srv us/op", "load us/op"
+            "{:>7}  {:<36} {:>10} {:>9} {:>9} {:>10} {:>10} {:>6}  errors",
+            "clients", "operation", "ops/s", "p50 ms", "p99 ms", "srv us/op", "load us/op", "cores"
         );
         let _ = writeln!(out, "Throughput (median round)");
         let _ = writeln!(out, "{header}");
