@@ -100,17 +100,10 @@ impl Results {
         let Some(s) = self.summary(clients, target) else {
             return;
         };
-        let ms = |p| {
-            s.median
-                .percentile_ms(p)
-                .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
-        };
+        let ms = |p| fmt_fixed(s.median.percentile_ms(p), 3);
         let (server_us, client_us) = s.median.cpu_us_per_op();
-        let us = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
-        let cores = s
-            .median
-            .cores_busy()
-            .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        let us = |v| fmt_fixed(v, 0);
+        let cores = fmt_fixed(s.median.cores_busy(), 2);
         let errors = if s.errors == 0 {
             "0".to_owned()
         } else {
@@ -239,6 +232,11 @@ impl Results {
         }
         out
     }
+}
+
+/// `v` with `decimals` digits after the point, or `-` when it was not measured.
+fn fmt_fixed(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {
