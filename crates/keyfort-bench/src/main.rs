@@ -12,10 +12,13 @@
 //! Targets alternate round by round and the median round is reported, with ratios against the
 //! baselines of the same run: absolute numbers move with the machine and its neighbours.
 //!
-//! The load generator shares the cores with both servers. By default it runs on one
-//! current-thread runtime: it then takes at most one core's worth of CPU away from the server
-//! under test, and in the same way for each target, which is what the ratios need.
-//! `--client-threads N` runs it on N worker threads instead.
+//! The load generator shares the cores with both servers, the same way for every target. By
+//! default it runs one worker thread per core, so that whichever core is free can read the
+//! answers waiting for it. On one thread it becomes part of what is measured: on two cores, while
+//! two server workers hold both, it waits for a core with answers to read, and then the server
+//! runs out of requests and a core idles. That costs a target the more CPU the server spends on
+//! a request, so it lowered the wrap's rate against the no-op's, but not the no-op's own.
+//! `--client-threads 1` runs it on one current-thread runtime instead.
 
 #![forbid(unsafe_code)]
 
@@ -82,15 +85,24 @@ pub(crate) struct Args {
     /// so the same disk as Keyfort's database].
     #[arg(long)]
     sqlite_dir: Option<PathBuf>,
-    /// Worker threads of the load generator; 1 means a current-thread runtime.
-    #[arg(long, default_value_t = 1)]
-    client_threads: usize,
+    /// Worker threads of the load generator; 1 means a current-thread runtime [default: one
+    /// per core].
+    #[arg(long)]
+    client_threads: Option<usize>,
     /// Process id of the Keyfort server, to report its CPU time per request.
     #[arg(long)]
     keyfort_pid: Option<u32>,
     /// Process id of the OpenBao server, to report its CPU time per request.
     #[arg(long)]
     bao_pid: Option<u32>,
+}
+
+impl Args {
+    /// The load generator's worker threads: as asked, or one per core.
+    fn client_threads(&self) -> usize {
+        self.client_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
 }
 
 /// The settings of a run, resolved from [`Args`].
@@ -104,13 +116,13 @@ pub(crate) struct Plan {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = if args.client_threads <= 1 {
+    let runtime = if args.client_threads() <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.client_threads)
+            .worker_threads(args.client_threads())
             .enable_all()
             .build()
     };
@@ -197,10 +209,9 @@ async fn run(args: &Args) -> Result<(), BenchError> {
     );
     println!(
         "  load: {} on {cores} core(s) shared with both servers; HTTP/1.1 keep-alive, one pooled client per server",
-        if args.client_threads <= 1 {
-            "current-thread runtime".to_owned()
-        } else {
-            format!("{}-thread runtime", args.client_threads)
+        match args.client_threads() {
+            0 | 1 => "current-thread runtime".to_owned(),
+            n => format!("{n}-thread runtime"),
         }
     );
     println!(
@@ -341,4 +352,23 @@ async fn measure(
         eprintln!("keyfort-bench: no request of that round succeeded; stopping the run");
     }
     alive
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["keyfort-bench", "--dev-json", "dev.json"];
+        argv.extend_from_slice(extra);
+        Args::parse_from(argv)
+    }
+
+    #[test]
+    fn the_load_generator_runs_one_thread_per_core_unless_told() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(args(&[]).client_threads(), cores);
+        assert_eq!(args(&["--client-threads", "1"]).client_threads(), 1);
+        assert_eq!(args(&["--client-threads", "3"]).client_threads(), 3);
+    }
 }
