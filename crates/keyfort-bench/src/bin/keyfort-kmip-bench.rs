@@ -58,6 +58,10 @@ struct Args {
     /// Rounds per target; the median is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Worker threads of the load generator; 1 means a current-thread runtime [default: one
+    /// per core, as `keyfort-bench`].
+    #[arg(long)]
+    client_threads: Option<usize>,
     /// A directory on Keyfort's data file system: the run also times 4 KiB writes flushed with
     /// `fdatasync` there, and prints the bound a durable Create puts on one connection.
     #[arg(long)]
@@ -299,6 +303,14 @@ async fn active_key(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> Result
     Ok(uid)
 }
 
+impl Args {
+    /// The load generator's worker threads: as asked, or one per core.
+    fn client_threads(&self) -> usize {
+        self.client_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -313,8 +325,11 @@ async fn run(args: Args) -> Result<(), Error> {
         keys.push(active_key(addr, &tls).await?);
     }
     println!(
-        "KMIP 1.2 over mutual TLS, one connection per client; median of {} rounds of {:.1} s",
-        args.rounds, args.duration
+        "KMIP 1.2 over mutual TLS, one connection per client, load generator on {} thread(s); \
+         median of {} rounds of {:.1} s",
+        args.client_threads(),
+        args.rounds,
+        args.duration
     );
     println!(
         "{:<16} {:>7} {:>14} {:>16} {:>8}",
@@ -369,10 +384,18 @@ async fn run(args: Args) -> Result<(), Error> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = args.client_threads();
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("keyfort-kmip-bench: {e}");
