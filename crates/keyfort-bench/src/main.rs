@@ -12,13 +12,9 @@
 //! Targets alternate round by round and the median round is reported, with ratios against the
 //! baselines of the same run: absolute numbers move with the machine and its neighbours.
 //!
-//! The load generator shares the cores with both servers, the same way for every target. By
-//! default it runs one worker thread per core, so that whichever core is free can read the
-//! answers waiting for it. On one thread it becomes part of what is measured: on two cores, while
-//! two server workers hold both, it waits for a core with answers to read, and then the server
-//! runs out of requests and a core idles. That costs a target the more CPU the server spends on
-//! a request, so it lowered the wrap's rate against the no-op's, but not the no-op's own.
-//! `--client-threads 1` runs it on one current-thread runtime instead.
+//! The load generator shares the cores with both servers, the same way for every target, on one
+//! worker thread per core ([`runtime`]). On one thread (`--client-threads 1`) it lowered the
+//! wrap's rate against the no-op's, but not the no-op's own.
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +23,7 @@ mod error;
 mod load;
 mod ops;
 mod report;
+mod runtime;
 mod setup;
 mod sqlite;
 
@@ -97,14 +94,6 @@ pub(crate) struct Args {
     bao_pid: Option<u32>,
 }
 
-impl Args {
-    /// The load generator's worker threads: as asked, or one per core.
-    fn client_threads(&self) -> usize {
-        self.client_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    }
-}
-
 /// The settings of a run, resolved from [`Args`].
 pub(crate) struct Plan {
     window: Duration,
@@ -116,17 +105,7 @@ pub(crate) struct Plan {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = if args.client_threads() <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.client_threads())
-            .enable_all()
-            .build()
-    };
-    let runtime = match runtime {
+    let runtime = match runtime::build(runtime::threads(args.client_threads)) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("keyfort-bench: cannot start the runtime: {e}");
@@ -209,8 +188,8 @@ async fn run(args: &Args) -> Result<(), BenchError> {
     );
     println!(
         "  load: {} on {cores} core(s) shared with both servers; HTTP/1.1 keep-alive, one pooled client per server",
-        match args.client_threads() {
-            0 | 1 => "current-thread runtime".to_owned(),
+        match runtime::threads(args.client_threads) {
+            1 => "current-thread runtime".to_owned(),
             n => format!("{n}-thread runtime"),
         }
     );
@@ -352,23 +331,4 @@ async fn measure(
         eprintln!("keyfort-bench: no request of that round succeeded; stopping the run");
     }
     alive
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(extra: &[&str]) -> Args {
-        let mut argv = vec!["keyfort-bench", "--dev-json", "dev.json"];
-        argv.extend_from_slice(extra);
-        Args::parse_from(argv)
-    }
-
-    #[test]
-    fn the_load_generator_runs_one_thread_per_core_unless_told() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(args(&[]).client_threads(), cores);
-        assert_eq!(args(&["--client-threads", "1"]).client_threads(), 1);
-        assert_eq!(args(&["--client-threads", "3"]).client_threads(), 3);
-    }
 }

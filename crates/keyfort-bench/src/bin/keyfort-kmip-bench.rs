@@ -28,6 +28,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+#[path = "../runtime.rs"]
+mod runtime;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "keyfort-kmip-bench",
@@ -303,14 +306,6 @@ async fn active_key(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> Result
     Ok(uid)
 }
 
-impl Args {
-    /// The load generator's worker threads: as asked, or one per core.
-    fn client_threads(&self) -> usize {
-        self.client_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    }
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -327,7 +322,7 @@ async fn run(args: Args) -> Result<(), Error> {
     println!(
         "KMIP 1.2 over mutual TLS, one connection per client, load generator on {} thread(s); \
          median of {} rounds of {:.1} s",
-        args.client_threads(),
+        runtime::threads(args.client_threads),
         args.rounds,
         args.duration
     );
@@ -384,18 +379,7 @@ async fn run(args: Args) -> Result<(), Error> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let threads = args.client_threads();
-    let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    };
-    let runtime = match runtime {
+    let runtime = match runtime::build(runtime::threads(args.client_threads)) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("keyfort-kmip-bench: {e}");
